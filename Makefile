@@ -1,0 +1,28 @@
+# Everything a fresh clone needs: `make test` (and later `make demo`) create the virtual
+# environment and install what they use. Only python3 (>= 3.10) must exist beforehand.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# The CPU build of torch lies on disk on the project machines; asking for it explicitly, before the
+# package, keeps pip from resolving `torch>=2.2` to a multi-GB CUDA build.
+TORCH  ?= torch==2.13.0
+STAMP  := $(VENV)/.installed
+
+.PHONY: test install clean bench
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check "$(TORCH)"
+	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -x -q
+
+bench: $(STAMP)
+	$(PY) benchmarks/functional_ops.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis src/*.egg-info

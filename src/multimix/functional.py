@@ -1,0 +1,386 @@
+"""Pure tensor operations: samplers, pairwise mixup, MultiMix, targets and the soft loss.
+
+Shapes use b for the batch size, K for the number of classes, n for the number of generated
+(interpolated) examples and m for the tuple length (how many batch members each generated example
+mixes). Every random draw goes through an optional ``torch.Generator``; nothing here touches NumPy's
+or Python's global RNG. Sampling happens on the generator's device (or the data's device when no
+generator is given) and weights are moved to the data, never the data to the CPU.
+
+Sampling a mixing operation is kept apart from applying it, so that a hidden state and its targets
+(or a teacher's predictions) can be mixed with the very same weights:
+
+>>> lam, perm = mixup_params(b, alpha=1.0)             # sample
+>>> x_mixed, y_mixed = mix_pairs(x, lam, perm), mix_pairs(y, lam, perm)   # apply twice
+>>> w = multimix_weights(b, n=1000, m=3, alpha=1.0)    # (n, b), rows on the simplex
+>>> z_mixed, y_mixed = interpolate(w, z), interpolate(w, y)
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from multimix._validation import (
+    check_alpha,
+    check_int,
+    check_same_batch,
+    check_soft_targets,
+    check_tensor,
+)
+
+__all__ = [
+    "one_hot",
+    "sample_beta",
+    "sample_dirichlet",
+    "mixup_params",
+    "mix_pairs",
+    "mixup",
+    "multimix_weights",
+    "interpolate",
+    "multimix",
+    "soft_cross_entropy",
+]
+
+
+# --------------------------------------------------------------------------------------------
+# targets
+
+
+def one_hot(
+    labels: Tensor,
+    num_classes: int | None,
+    *,
+    smoothing: float = 0.0,
+    dtype: torch.dtype | None = None,
+) -> Tensor:
+    """Turn integer labels (b,) into float targets (b, K), or validate soft targets (b, K).
+
+    Args:
+        labels: integer class indices of shape (b,) in ``[0, num_classes)``, or soft targets of
+            shape (b, K): non-negative rows that sum to 1.
+        num_classes: K. Required for integer labels; for soft targets, when given, it must match.
+        smoothing: label smoothing ε in [0, 1): the result is ``(1 - ε) * targets + ε / K``.
+        dtype: floating dtype of the result; default ``torch.get_default_dtype()`` for integer
+            labels and the input's dtype for soft targets.
+
+    Returns:
+        Float tensor (b, K) whose rows lie on the probability simplex.
+    """
+    check_tensor(labels, "labels")
+    if not 0.0 <= float(smoothing) < 1.0:
+        raise ValueError(f"smoothing must be in [0, 1), got {smoothing!r}")
+    if num_classes is not None:
+        num_classes = check_int(num_classes, "num_classes", low=1)
+
+    if labels.is_floating_point():
+        check_soft_targets(labels, "labels")
+        if num_classes is not None and labels.shape[1] != num_classes:
+            raise ValueError(
+                f"soft labels have {labels.shape[1]} classes but num_classes={num_classes}"
+            )
+        targets = labels if dtype is None else labels.to(dtype)
+        num_classes = labels.shape[1]
+    else:
+        if labels.dtype == torch.bool or labels.is_complex():
+            raise TypeError(f"labels must be integer class indices or float soft targets, got {labels.dtype}")
+        if labels.dim() != 1:
+            raise ValueError(f"integer labels must have shape (b,), got shape {tuple(labels.shape)}")
+        if num_classes is None:
+            raise ValueError("num_classes is required when labels are integer class indices")
+        low, high = int(labels.min()), int(labels.max())
+        if low < 0 or high >= num_classes:
+            bad = low if low < 0 else high
+            raise ValueError(f"labels must lie in [0, {num_classes}) for num_classes={num_classes}, got {bad}")
+        targets = F.one_hot(labels.long(), num_classes).to(dtype or torch.get_default_dtype())
+
+    if smoothing > 0:
+        targets = targets * (1.0 - smoothing) + smoothing / num_classes
+    return targets
+
+
+# --------------------------------------------------------------------------------------------
+# samplers
+
+
+def _sampling_device(generator: torch.Generator | None, device: torch.device | str | None) -> torch.device:
+    """Where to draw: a generator only draws on its own device."""
+    if generator is not None:
+        return generator.device
+    return torch.device(device) if device is not None else torch.device("cpu")
+
+
+def _sampling_dtype(dtype: torch.dtype | None) -> torch.dtype:
+    # The gamma kernels exist for float32/float64 only; half-precision weights are drawn in
+    # float32 and cast by the caller.
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _log_gamma(concentration: Tensor, generator: torch.Generator | None) -> Tensor:
+    """log of Gamma(concentration, 1) samples, exact and finite for concentration > 0.
+
+    Gamma(a) samples underflow to 0 for small a (for a = 0.05 in float32, about 1% of them), which
+    turns normalised weights into 0/0. For a < 1 we use the boost Gamma(a) = Gamma(a + 1) U^(1/a)
+    in log space, where nothing underflows.
+    """
+    small = concentration < 1
+    boosted = torch.where(small, concentration + 1, concentration)
+    log_g = torch._standard_gamma(boosted, generator=generator).log()  # private, but the only seedable gamma
+    u = torch.rand(concentration.shape, generator=generator, device=concentration.device, dtype=concentration.dtype)
+    return torch.where(small, log_g + u.log() / concentration.clamp_min(torch.finfo(concentration.dtype).tiny), log_g)
+
+
+def sample_beta(
+    shape: int | tuple[int, ...] | torch.Size,
+    alpha: float | Tensor,
+    *,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> Tensor:
+    """Draw λ ~ Beta(α, α).
+
+    Args:
+        shape: output shape.
+        alpha: a finite float > 0, or a tensor of concentrations broadcastable to ``shape`` with
+            values >= 0. A concentration of exactly 0 is the limit α → 0 (no mixing): λ is 0 or 1
+            with probability ½ each, never NaN.
+        generator: optional seeded generator; sampling runs on its device.
+        device: where to sample when no generator is given (default CPU).
+        dtype: result dtype (default float32).
+
+    Returns:
+        Tensor of ``shape`` with values in [0, 1], on the sampling device.
+    """
+    shape = torch.Size((shape,) if isinstance(shape, int) else shape)
+    dev = _sampling_device(generator, device)
+    work = _sampling_dtype(dtype)
+    if isinstance(alpha, Tensor):
+        if not bool(torch.isfinite(alpha).all()) or bool((alpha < 0).any()):
+            raise ValueError("alpha must hold finite values >= 0")
+        conc = alpha.to(device=dev, dtype=work).expand(shape)
+    else:
+        conc = torch.full(shape, check_alpha(alpha), device=dev, dtype=work)
+    # Beta(a, a) = G1 / (G1 + G2) = sigmoid(log G1 - log G2) for independent Gamma(a) draws.
+    lam = torch.sigmoid(_log_gamma(conc, generator) - _log_gamma(conc, generator))
+    zero = conc == 0
+    if bool(zero.any()):
+        coin = torch.rand(shape, generator=generator, device=dev, dtype=work) < 0.5
+        lam = torch.where(zero, coin.to(work), lam)
+    return lam.to(dtype or torch.float32)
+
+
+def sample_dirichlet(
+    n: int,
+    m: int,
+    alpha: float,
+    *,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> Tensor:
+    """Draw n weight vectors λ ~ Dirichlet(α·1_m) (symmetric).
+
+    Fast path: a Dirichlet vector is a vector of independent Gamma(α) draws divided by its sum, and
+    for α = 1 (the default everywhere) Gamma(1) is Exponential(1), which is much cheaper to draw.
+    No argument validation by ``torch.distributions`` and no per-row work.
+
+    Returns:
+        Tensor (n, m): non-negative rows that sum to 1, on the sampling device, ``dtype`` (default
+        float32).
+    """
+    n = check_int(n, "n")
+    m = check_int(m, "m")
+    alpha = check_alpha(alpha)
+    dev = _sampling_device(generator, device)
+    work = _sampling_dtype(dtype)
+    if alpha == 1.0:
+        g = torch.empty(n, m, device=dev, dtype=work).exponential_(generator=generator)
+        w = g / g.sum(dim=1, keepdim=True)
+    elif alpha >= 1.0:
+        g = torch._standard_gamma(torch.full((n, m), alpha, device=dev, dtype=work), generator=generator)
+        w = g / g.sum(dim=1, keepdim=True)
+    else:
+        # Small α: normalise in log space so rows never become 0/0 (see _log_gamma).
+        w = torch.softmax(_log_gamma(torch.full((n, m), alpha, device=dev, dtype=work), generator), dim=1)
+    return w.to(dtype or torch.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# pairwise mixup
+
+
+def mixup_params(
+    batch_size: int,
+    *,
+    alpha: float,
+    per_sample: bool = False,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Sample the parameters of one pairwise mixup: mixing factors and a partner permutation.
+
+    Returns:
+        ``(lam, perm)``: ``lam`` float32 (b,) — one value repeated when ``per_sample`` is False, one
+        per pair otherwise — and ``perm`` int64 (b,), a random permutation π. Example i is mixed as
+        ``lam[i] * x[i] + (1 - lam[i]) * x[perm[i]]``. Both are on ``device``.
+    """
+    b = check_int(batch_size, "batch_size")
+    alpha = check_alpha(alpha)
+    dev = _sampling_device(generator, device)
+    lam = sample_beta(b if per_sample else 1, alpha, generator=generator, device=dev).expand(b)
+    perm = torch.randperm(b, generator=generator, device=dev)
+    if device is not None and torch.device(device) != dev:
+        lam, perm = lam.to(device, non_blocking=True), perm.to(device, non_blocking=True)
+    return lam, perm
+
+
+def mix_pairs(x: Tensor, lam: Tensor, perm: Tensor) -> Tensor:
+    """Apply pairwise mixing: ``lam[i] * x[i] + (1 - lam[i]) * x[perm[i]]`` for any x of shape (b, ...).
+
+    ``lam`` is cast to x's dtype, so half-precision hidden states stay in half precision.
+    """
+    if x.shape[0] != perm.shape[0]:
+        raise ValueError(f"x has batch size {x.shape[0]} but the mixing parameters are for {perm.shape[0]}")
+    weight = lam.to(device=x.device, dtype=x.dtype).reshape(-1, *([1] * (x.dim() - 1)))
+    # lerp(a, b, w) = a + w (b - a): one fused op, and exact when lam is 0 or 1.
+    return torch.lerp(x[perm.to(x.device)], x, weight)
+
+
+def mixup(
+    x: Tensor,
+    targets: Tensor,
+    *,
+    alpha: float,
+    per_sample: bool = False,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Pairwise mixup of inputs (or hidden states) and their soft targets (SPEC §1).
+
+    Args:
+        x: (b, ...) any shape, batch first; any b >= 1.
+        targets: soft targets (b, K); use :func:`one_hot` for integer labels.
+        alpha: Beta(α, α) concentration, > 0.
+        per_sample: one λ per pair instead of one per batch.
+
+    Returns:
+        ``(x_mixed, targets_mixed)`` with the shapes of the inputs.
+    """
+    check_tensor(x, "x")
+    check_soft_targets(targets, values=False)
+    check_same_batch(x, targets)
+    lam, perm = mixup_params(x.shape[0], alpha=alpha, per_sample=per_sample, generator=generator, device=x.device)
+    return mix_pairs(x, lam, perm), mix_pairs(targets, lam, perm)
+
+
+# --------------------------------------------------------------------------------------------
+# MultiMix
+
+
+def multimix_weights(
+    batch_size: int,
+    *,
+    n: int = 1000,
+    m: int | None = None,
+    alpha: float = 1.0,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """Sample the interpolation matrix Λ of MultiMix (SPEC §2).
+
+    Row k holds λ^(k) ~ Dirichlet(α·1_m) scattered on a tuple of m distinct batch members, drawn
+    uniformly without replacement, and zeros elsewhere.
+
+    Args:
+        batch_size: b.
+        n: number of generated examples (rows), >= 1.
+        m: tuple length in [1, b]; None means the whole batch (m = b).
+        alpha: Dirichlet concentration, > 0.
+
+    Returns:
+        Λ, float32 (n, b), rows on the simplex, on ``device``.
+    """
+    b = check_int(batch_size, "batch_size")
+    n = check_int(n, "n")
+    m = b if m is None else check_int(m, "m", low=1, high=b)
+    dev = _sampling_device(generator, device)
+    weights = sample_dirichlet(n, m, alpha, generator=generator, device=dev)
+    if m < b:
+        # A uniform random m-subset per row: the positions of the m largest of b uniforms.
+        members = torch.rand(n, b, generator=generator, device=dev).topk(m, dim=1, sorted=False).indices
+        weights = torch.zeros(n, b, device=dev).scatter_(1, members, weights)
+    if device is not None and torch.device(device) != dev:
+        weights = weights.to(device, non_blocking=True)
+    return weights
+
+
+def interpolate(weights: Tensor, x: Tensor) -> Tensor:
+    """Mix the rows of x with a weight matrix: ``weights @ x`` over the batch dimension.
+
+    Args:
+        weights: (n, b), typically from :func:`multimix_weights`.
+        x: (b, ...) embeddings, targets or teacher probabilities.
+
+    Returns:
+        (n, ...) in x's dtype: one matrix product, no loop over rows.
+    """
+    if weights.dim() != 2 or weights.shape[1] != x.shape[0]:
+        raise ValueError(
+            f"weights must have shape (n, {x.shape[0]}) to mix a batch of {x.shape[0]}, "
+            f"got {tuple(weights.shape)}"
+        )
+    mixed = weights.to(device=x.device, dtype=x.dtype) @ x.reshape(x.shape[0], -1)
+    return mixed.reshape(weights.shape[0], *x.shape[1:])
+
+
+def multimix(
+    z: Tensor,
+    targets: Tensor,
+    *,
+    n: int = 1000,
+    m: int | None = None,
+    alpha: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """MultiMix: n interpolations of m-tuples of the batch, Z̃ = Λ Z and Ỹ = Λ Y (SPEC §2).
+
+    Args:
+        z: embeddings (b, ...), typically (b, d).
+        targets: soft targets (b, K).
+        n: number of generated examples.
+        m: tuple length in [1, b]; None for the whole batch. Whole-batch tuples with α = 1 make every
+            mixed target close to the class prior and training collapses; short tuples (2–3) train well.
+        alpha: Dirichlet concentration, > 0.
+
+    Returns:
+        ``(z_mixed (n, ...), targets_mixed (n, K))``, mixed with the very same weights.
+    """
+    check_tensor(z, "z")
+    check_soft_targets(targets, values=False)
+    check_same_batch(z, targets, "z")
+    weights = multimix_weights(z.shape[0], n=n, m=m, alpha=alpha, generator=generator, device=z.device)
+    return interpolate(weights, z), interpolate(weights, targets)
+
+
+# --------------------------------------------------------------------------------------------
+# loss
+
+
+def soft_cross_entropy(logits: Tensor, targets: Tensor, *, reduction: str = "mean") -> Tensor:
+    """Cross-entropy against soft targets: ``-Σ_c targets[:, c] · log_softmax(logits)[:, c]``.
+
+    Args:
+        logits: (N, K) unnormalised scores.
+        targets: (N, K) probability rows (any floating dtype; cast to the logits' dtype).
+        reduction: "mean" (over rows), "sum" or "none" (returns (N,)).
+    """
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"reduction must be one of 'mean', 'sum', 'none', got {reduction!r}")
+    check_tensor(logits, "logits", min_dim=2)
+    check_soft_targets(targets, values=False)
+    if logits.shape != targets.shape:
+        raise ValueError(
+            f"logits and targets must have the same shape (N, K), got {tuple(logits.shape)} and {tuple(targets.shape)}"
+        )
+    # torch's cross_entropy accepts class probabilities as targets (a fused log-softmax + dot).
+    return F.cross_entropy(logits, targets.to(logits.dtype), reduction=reduction)
