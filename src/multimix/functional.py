@@ -36,6 +36,7 @@ __all__ = [
     "mixup_params",
     "mix_pairs",
     "mixup",
+    "random_subsets",
     "multimix_weights",
     "interpolate",
     "multimix",
@@ -194,8 +195,13 @@ def sample_dirichlet(
     alpha = check_alpha(alpha)
     dev = _sampling_device(generator, device)
     work = _sampling_dtype(dtype)
-    if alpha == 1.0:
-        g = torch.empty(n, m, device=dev, dtype=work).exponential_(generator=generator)
+    if m == 1:
+        w = torch.ones(n, 1, device=dev, dtype=work)
+    elif alpha == 1.0:
+        # Gamma(1) = Exponential(1) = -log U. Faster than exponential_() on CPU; clamping U away
+        # from 0 keeps every draw finite (U < 1, so every draw is > 0 and no row sums to 0).
+        u = torch.rand(n, m, generator=generator, device=dev, dtype=work)
+        g = u.clamp_min_(torch.finfo(work).tiny).log_().neg_()
         w = g / g.sum(dim=1, keepdim=True)
     elif alpha >= 1.0:
         g = torch._standard_gamma(torch.full((n, m), alpha, device=dev, dtype=work), generator=generator)
@@ -277,6 +283,42 @@ def mixup(
 # MultiMix
 
 
+# Up to this tuple length Floyd's algorithm (m small vector ops) beats sorting n×b uniforms.
+_FLOYD_MAX_M = 12
+
+
+def random_subsets(
+    n: int,
+    population: int,
+    m: int,
+    *,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """Draw n independent uniform random m-subsets of ``range(population)``.
+
+    Returns:
+        int64 (n, m): each row holds m distinct indices (in no particular order).
+    """
+    n = check_int(n, "n")
+    population = check_int(population, "population")
+    m = check_int(m, "m", low=1, high=population)
+    dev = _sampling_device(generator, device)
+    if m > _FLOYD_MAX_M:
+        # The positions of the m largest of `population` uniforms form a uniform m-subset.
+        return torch.rand(n, population, generator=generator, device=dev).topk(m, dim=1, sorted=False).indices
+    # Floyd's algorithm, vectorised over rows: for j = population-m .. population-1 draw t
+    # uniformly in [0, j] and take t, or j if t was already taken. Every m-subset is equally likely.
+    members = torch.empty(n, m, dtype=torch.long, device=dev)
+    for col, j in enumerate(range(population - m, population)):
+        t = torch.randint(0, j + 1, (n,), generator=generator, device=dev)
+        if col:
+            taken = (members[:, :col] == t[:, None]).any(dim=1)
+            t = torch.where(taken, j, t)
+        members[:, col] = t
+    return members
+
+
 def multimix_weights(
     batch_size: int,
     *,
@@ -306,8 +348,7 @@ def multimix_weights(
     dev = _sampling_device(generator, device)
     weights = sample_dirichlet(n, m, alpha, generator=generator, device=dev)
     if m < b:
-        # A uniform random m-subset per row: the positions of the m largest of b uniforms.
-        members = torch.rand(n, b, generator=generator, device=dev).topk(m, dim=1, sorted=False).indices
+        members = random_subsets(n, b, m, generator=generator, device=dev)
         weights = torch.zeros(n, b, device=dev).scatter_(1, members, weights)
     if device is not None and torch.device(device) != dev:
         weights = weights.to(device, non_blocking=True)
@@ -359,7 +400,12 @@ def multimix(
     check_soft_targets(targets, values=False)
     check_same_batch(z, targets, "z")
     weights = multimix_weights(z.shape[0], n=n, m=m, alpha=alpha, generator=generator, device=z.device)
-    return interpolate(weights, z), interpolate(weights, targets)
+    if targets.dtype != z.dtype or targets.device != z.device:
+        return interpolate(weights, z), interpolate(weights, targets)
+    # One product for both: Λ [Z | Y] = [Λ Z | Λ Y]. The concatenation copies only b rows.
+    flat = z.reshape(z.shape[0], -1)
+    mixed = interpolate(weights, torch.cat([flat, targets], dim=1))
+    return mixed[:, : flat.shape[1]].reshape(-1, *z.shape[1:]), mixed[:, flat.shape[1] :]
 
 
 # --------------------------------------------------------------------------------------------

@@ -175,10 +175,9 @@ class ManifoldMixup(_Mixer):
         self.per_sample = bool(per_sample)
         self.layers = list(layers)
         self.last_layer: str | None = None  # the layer mixed at the last training step
-        for name in self.layers:
-            if name == INPUT:
-                continue
-            module = find_module(model, name, argument="layers")
+        # Resolve every name before registering anything, so a bad name leaves the model untouched.
+        modules = {name: find_module(model, name, argument="layers") for name in self.layers if name != INPUT}
+        for name, module in modules.items():
             self._handles.append(module.register_forward_hook(functools.partial(self._mix_output, name)))
 
     def _mix_output(self, name: str, module: nn.Module, args: tuple, output: object) -> Tensor | None:

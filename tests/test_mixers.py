@@ -1,0 +1,206 @@
+"""The nn.Module mixers on sequential and residual models."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from multimix import ManifoldMixup, Mixup, MultiMix, soft_cross_entropy
+from multimix.functional import one_hot
+
+from conftest import MLPNet, ResidualNet
+
+K = 4
+
+
+def make_mixer(kind: str, model, **kw):
+    """One configuration per mixer, naming layers that exist in both test models."""
+    if kind == "mixup":
+        return Mixup(model, alpha=1.0, num_classes=K, **kw)
+    if kind == "manifold":
+        layers = ["input", "encoder.layer1", "encoder.act"] if isinstance(model, MLPNet) else ["input", "stem", "block"]
+        return ManifoldMixup(model, layers=layers, alpha=2.0, num_classes=K, **kw)
+    if kind == "multimix":
+        return MultiMix(model, before="fc" if isinstance(model, MLPNet) else "head", n=50, num_classes=K, **kw)
+    raise AssertionError(kind)
+
+
+KINDS = ["mixup", "manifold", "multimix"]
+MODELS = [MLPNet, ResidualNet]
+
+
+def batch(b: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(b, 6, generator=g), torch.randint(K, (b,), generator=g)
+
+
+def hook_count(model) -> int:
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
+@pytest.mark.parametrize("model_cls", MODELS)
+@pytest.mark.parametrize("kind", KINDS)
+def test_training_output_and_gradients_reach_encoder(kind, model_cls):
+    torch.manual_seed(0)
+    model = model_cls()
+    mixer = make_mixer(kind, model, generator=torch.Generator().manual_seed(0))
+    x, y = batch(9)
+    for _ in range(3):  # several steps so ManifoldMixup draws more than one layer
+        model.zero_grad()
+        logits, targets = mixer(x, y)
+        rows = 50 if kind == "multimix" else 9
+        assert logits.shape == (rows, K) and targets.shape == (rows, K)
+        assert torch.allclose(targets.sum(1), torch.ones(rows), atol=1e-5)
+        soft_cross_entropy(logits, targets).backward()
+        first = next(model.parameters())  # the first layer of the encoder
+        assert first.grad is not None and first.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("model_cls", MODELS)
+@pytest.mark.parametrize("kind", KINDS)
+def test_eval_mode_is_a_plain_forward(kind, model_cls):
+    torch.manual_seed(0)
+    model = model_cls()
+    mixer = make_mixer(kind, model).eval()
+    x, y = batch(5)
+    logits, targets = mixer(x, y)
+    assert torch.equal(logits, model(x))
+    assert torch.equal(targets, one_hot(y, K))
+    logits_only, none = mixer(x)
+    assert none is None and torch.equal(logits_only, logits)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_hooks_never_leak_into_plain_calls_and_are_removed(kind, mlp):
+    x, _ = batch(7)
+    before = hook_count(mlp)
+    expected = mlp(x)
+    mixer = make_mixer(kind, mlp)
+    mlp.train()
+    assert torch.equal(mlp(x), expected)  # model in training mode, mixer alive: still untouched
+    mixer(x, batch(7)[1])
+    assert torch.equal(mlp(x), expected)
+    with mixer:
+        pass
+    assert hook_count(mlp) == before
+    mixer.close()  # idempotent
+    if kind != "mixup":  # input mixup needs no hook, so it keeps working
+        with pytest.raises(RuntimeError, match="closed"):
+            mixer(x, batch(7)[1])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@given(b=st.sampled_from([1, 2, 3, 7, 13]))
+def test_odd_and_single_example_batches(kind, b):
+    torch.manual_seed(0)
+    model = MLPNet()
+    mixer = make_mixer(kind, model, generator=torch.Generator().manual_seed(b))
+    x, y = batch(b)
+    logits, targets = mixer(x, y)
+    assert logits.shape[0] == targets.shape[0]
+    assert torch.isfinite(logits).all()
+    if b == 1:  # nothing to mix with: every mixed row is the example itself
+        assert torch.allclose(targets, one_hot(y, K).expand_as(targets))
+        assert torch.allclose(logits, model(x).expand_as(logits), atol=1e-5)
+    mixer.close()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_seeded_mixers_are_deterministic(kind):
+    def run():
+        torch.manual_seed(0)
+        model = MLPNet()
+        mixer = make_mixer(kind, model, generator=torch.Generator().manual_seed(123))
+        x, y = batch(8)
+        return [mixer(x, y) for _ in range(3)]
+
+    for (l1, t1), (l2, t2) in zip(run(), run()):
+        assert torch.equal(l1, l2) and torch.equal(t1, t2)
+
+
+def test_manifold_mixup_mixes_the_named_hidden_state(mlp):
+    # Distinct one-hot labels 0..3 make the mixed targets the mixing matrix M itself (row i holds
+    # λ_i at i and 1 - λ_i at π(i)), so the logits must be fc(M h) with h the clean hidden state.
+    x, y = torch.randn(4, 6), torch.arange(4)
+    mixer = ManifoldMixup(mlp, layers=["encoder.layer2"], alpha=1.0, per_sample=True, num_classes=K,
+                          generator=torch.Generator().manual_seed(3))
+    logits, targets = mixer(x, y)
+    assert mixer.last_layer == "encoder.layer2"
+    assert torch.allclose(logits, mlp.fc(targets @ mlp.encoder(x)), atol=1e-5)
+    assert not torch.allclose(targets, torch.eye(4))  # something was actually mixed
+
+
+def test_multimix_mixes_the_classifier_input(mlp):
+    # Distinct one-hot labels make the mixed targets equal Λ itself: logits must be fc(Λ Z).
+    x = torch.randn(4, 6)
+    y = torch.arange(4)
+    mixer = MultiMix(mlp, before="fc", n=40, m=2, num_classes=4, generator=torch.Generator().manual_seed(0))
+    logits, weights = mixer(x, y)
+    assert torch.allclose(logits, mlp.fc(weights @ mlp.encoder(x)), atol=1e-5)
+    assert ((weights > 0).sum(1) == 2).all()
+
+
+def test_multimix_keep_clean_and_p(mlp):
+    x, y = batch(5)
+    mixer = MultiMix(mlp, before="fc", n=20, keep_clean=True, num_classes=K)
+    logits, targets = mixer(x, y)
+    assert logits.shape == (25, K)
+    assert torch.allclose(logits[:5], mlp(x), atol=1e-6)
+    assert torch.equal(targets[:5], one_hot(y, K))
+    mixer.close()
+    never = MultiMix(mlp, before="fc", n=20, p=0.0, num_classes=K)
+    logits, targets = never(x, y)
+    assert logits.shape == (5, K) and torch.equal(targets, one_hot(y, K))
+    never.close()
+    always = MultiMix(mlp, before="fc", n=20, p=1.0, num_classes=K)
+    assert always(x, y)[0].shape == (20, K)
+
+
+def test_multimix_short_batch_uses_whole_batch_tuples(mlp):
+    x, y = batch(2)
+    mixer = MultiMix(mlp, before="fc", n=30, m=3, num_classes=K)  # m > b on a last, short batch
+    logits, targets = mixer(x, y)
+    assert logits.shape == (30, K)
+
+
+def test_soft_targets_accepted(mlp):
+    x, _ = batch(6)
+    soft = torch.softmax(torch.randn(6, K), 1)
+    logits, targets = MultiMix(mlp, before="fc", n=10)(x, soft)
+    assert targets.shape == (10, K)
+
+
+def test_unused_layer_is_reported(mlp):
+    mlp.unused = torch.nn.Linear(3, 3)
+    mixer = ManifoldMixup(mlp, layers=["unused"], num_classes=K)
+    with pytest.raises(RuntimeError, match="'unused' was not called"):
+        mixer(*batch(4))
+
+
+def test_wrapped_model_names_resolve():
+    model = torch.nn.DataParallel(MLPNet())  # a `module.` prefix, as DistributedDataParallel adds
+    mixer = MultiMix(model, before="fc", n=10, num_classes=K)
+    assert mixer(*batch(4))[0].shape == (10, K)
+
+
+def test_training_reduces_loss_with_multimix():
+    # A short real optimisation: MultiMix's defaults must let a separable problem be learnt.
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    centers = torch.randn(K, 6, generator=g) * 3
+    y = torch.randint(K, (256,), generator=g)
+    x = centers[y] + torch.randn(256, 6, generator=g)
+    model = MLPNet()
+    mixer = MultiMix(model, before="fc", num_classes=K, generator=g)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for step in range(60):
+        idx = torch.randint(256, (32,), generator=g)
+        loss = soft_cross_entropy(*mixer(x[idx], y[idx]))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    accuracy = (model(x).argmax(1) == y).float().mean().item()
+    assert accuracy > 0.9
