@@ -244,3 +244,17 @@ def test_random_subsets_cover_every_subset_equally():
     counts = Counter(tuple(sorted(r)) for r in idx.tolist())
     assert len(counts) == 10
     assert max(counts.values()) - min(counts.values()) < 600  # each ~6000, sd ~73
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_ops_stay_on_the_data_device():
+    dev = torch.device("cuda")
+    z = torch.randn(16, 8, device=dev, dtype=torch.bfloat16)
+    y = MF.one_hot(torch.randint(3, (16,), device=dev), 3)
+    zm, ym = MF.multimix(z, y, n=64, m=3)
+    assert zm.device.type == ym.device.type == "cuda"
+    xm, _ = MF.mixup(z, y.to(z.dtype), alpha=1.0, per_sample=True)
+    assert xm.device.type == "cuda"
+    # A CPU generator draws on the CPU; only the small weights travel to the data.
+    zm2, _ = MF.multimix(z, y, n=64, m=3, generator=gen(0))
+    assert zm2.device.type == "cuda"
