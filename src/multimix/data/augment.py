@@ -1,0 +1,29 @@
+"""Batched train-time augmentation on tensors, drawn from a seedable generator."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def random_crop_flip(x: Tensor, *, padding: int = 4, generator: torch.Generator | None = None) -> Tensor:
+    """Random crop (after zero padding) and random horizontal flip of images (b, C, H, W).
+
+    Every image gets its own offsets and flip; one gather, no loop over images.
+    """
+    b, _, h, w = x.shape
+    dev = generator.device if generator is not None else x.device
+    dy = torch.randint(0, 2 * padding + 1, (b, 1), generator=generator, device=dev).to(x.device)
+    dx = torch.randint(0, 2 * padding + 1, (b, 1), generator=generator, device=dev).to(x.device)
+    flip = (torch.rand(b, 1, generator=generator, device=dev) < 0.5).to(x.device)
+    cols = torch.arange(w, device=x.device).expand(b, w)
+    cols = torch.where(flip, w - 1 - cols, cols) + dx
+    rows = torch.arange(h, device=x.device).expand(b, h) + dy
+    padded = F.pad(x, (padding,) * 4)
+    batch = torch.arange(b, device=x.device)[:, None, None]
+    out = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]  # (b, H, W, C)
+    return out.permute(0, 3, 1, 2).contiguous()
+
+
+AUGMENTATIONS = {"crop-flip": random_crop_flip}

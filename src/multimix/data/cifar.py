@@ -1,0 +1,176 @@
+"""CIFAR-10 / CIFAR-100 from the official *binary* format in a local folder.
+
+Record layout (Krizhevsky, 2009): CIFAR-10 records are 1 label byte + 3072 pixel bytes; CIFAR-100
+records are 1 coarse-label byte + 1 fine-label byte + 3072 pixel bytes. Pixels are 3 planes (R, G, B)
+of 32×32, row-major. Nothing is downloaded unless ``download=True``; the archive is then MD5-checked
+and only the expected members are extracted (no arbitrary paths, no pickle).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tarfile
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+log = logging.getLogger(__name__)
+
+PIXELS = 3 * 32 * 32
+
+
+@dataclass(frozen=True)
+class CifarSpec:
+    folder: str
+    train_files: tuple[str, ...]
+    test_files: tuple[str, ...]
+    label_bytes: int  # bytes before the pixels; the label used is the last of them (fine label)
+    num_classes: int
+    url: str
+    md5: str
+
+
+SPECS = {
+    "cifar10": CifarSpec(
+        folder="cifar-10-batches-bin",
+        train_files=tuple(f"data_batch_{i}.bin" for i in range(1, 6)),
+        test_files=("test_batch.bin",),
+        label_bytes=1,
+        num_classes=10,
+        url="https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz",
+        md5="c32a1d4ab5d03f1284b67883e8d87530",
+    ),
+    "cifar100": CifarSpec(
+        folder="cifar-100-binary",
+        train_files=("train.bin",),
+        test_files=("test.bin",),
+        label_bytes=2,
+        num_classes=100,
+        url="https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz",
+        md5="03b5dce01913d631647c71ecec9e9cb8",
+    ),
+}
+
+# Per-channel statistics of the CIFAR-10 training set, used to standardise inputs.
+MEAN = (0.4914, 0.4822, 0.4465)
+STD = (0.2470, 0.2435, 0.2616)
+
+
+class CifarFilesMissing(FileNotFoundError):
+    """The binary files are not in the data folder (and no download was asked for)."""
+
+
+def read_binary(path: str | Path, *, label_bytes: int) -> tuple[Tensor, Tensor]:
+    """Read one binary batch file.
+
+    Returns:
+        ``(images uint8 (N, 3, 32, 32), labels int64 (N,))``.
+    """
+    raw = np.fromfile(path, dtype=np.uint8)
+    record = label_bytes + PIXELS
+    if raw.size == 0 or raw.size % record:
+        raise ValueError(
+            f"{path} is not a CIFAR binary file: {raw.size} bytes is not a positive multiple of the "
+            f"{record}-byte record ({label_bytes} label byte(s) + {PIXELS} pixels)"
+        )
+    rows = raw.reshape(-1, record)
+    labels = torch.from_numpy(rows[:, label_bytes - 1].astype(np.int64))
+    images = torch.from_numpy(rows[:, label_bytes:].copy()).reshape(-1, 3, 32, 32)
+    return images, labels
+
+
+def find_folder(name: str, data_dir: str | Path) -> Path:
+    """The folder holding ``name``'s binary files: ``data_dir`` itself or ``data_dir/<official folder>``."""
+    spec = SPECS[name]
+    root = Path(data_dir).expanduser()
+    for candidate in (root, root / spec.folder):
+        if all((candidate / f).is_file() for f in spec.train_files + spec.test_files):
+            return candidate
+    expected = ", ".join(spec.train_files + spec.test_files)
+    raise CifarFilesMissing(
+        f"{name} binary files not found in {root} or {root / spec.folder} (expected {expected}). "
+        f"Download the binary version from {spec.url} and extract it into {root}, "
+        "or pass --download (with --data-dir) to fetch it, MD5-checked."
+    )
+
+
+def download(name: str, data_dir: str | Path) -> Path:
+    """Fetch and extract the official archive into ``data_dir``; returns the folder of binary files."""
+    spec = SPECS[name]
+    root = Path(data_dir).expanduser()
+    root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=root) as tmp:
+        archive = Path(tmp) / "archive.tar.gz"
+        log.info("downloading %s", spec.url)
+        try:
+            with urllib.request.urlopen(spec.url, timeout=60) as response, open(archive, "wb") as out:
+                shutil.copyfileobj(response, out)
+        except OSError as exc:
+            raise CifarFilesMissing(f"could not download {spec.url}: {exc}") from exc
+        digest = hashlib.md5(archive.read_bytes()).hexdigest()
+        if digest != spec.md5:
+            raise ValueError(f"{spec.url} has MD5 {digest}, expected {spec.md5}; not using it")
+        staging = Path(tmp) / spec.folder
+        staging.mkdir()
+        wanted = set(spec.train_files + spec.test_files)
+        with tarfile.open(archive) as tar:
+            for member in tar.getmembers():
+                base = os.path.basename(member.name)
+                if member.isfile() and base in wanted:
+                    with tar.extractfile(member) as src, open(staging / base, "wb") as dst:
+                        shutil.copyfileobj(src, dst)
+        target = root / spec.folder
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    return target
+
+
+def load(name: str, data_dir: str | Path | None, *, download_if_missing: bool = False):
+    """Return ``(x_train, y_train, x_test, y_test)``: float32 (N, 3, 32, 32) standardised images."""
+    if name not in SPECS:
+        raise ValueError(f"name must be one of {sorted(SPECS)}, got {name!r}")
+    if data_dir is None:
+        raise CifarFilesMissing(
+            f"{name} needs --data-dir: a folder with the official binary files ({SPECS[name].folder}/)"
+        )
+    spec = SPECS[name]
+    try:
+        folder = find_folder(name, data_dir)
+    except CifarFilesMissing:
+        if not download_if_missing:
+            raise
+        folder = download(name, data_dir)
+
+    def read_all(files):
+        parts = [read_binary(folder / f, label_bytes=spec.label_bytes) for f in files]
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+    mean = torch.tensor(MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(STD).view(1, 3, 1, 1)
+    (xtr, ytr), (xte, yte) = read_all(spec.train_files), read_all(spec.test_files)
+    for labels, split in ((ytr, "train"), (yte, "test")):
+        if int(labels.max()) >= spec.num_classes:
+            raise ValueError(f"{name} {split} labels reach {int(labels.max())}, expected < {spec.num_classes}")
+    return (xtr.float() / 255 - mean) / std, ytr, (xte.float() / 255 - mean) / std, yte
+
+
+def write_binary(path: str | Path, images: Tensor, labels: Tensor, *, label_bytes: int = 1) -> None:
+    """Write images (N, 3, 32, 32) uint8 and labels (N,) in the official record format.
+
+    Used by the tests to make small files in the real format; with ``label_bytes=2`` the coarse
+    label byte is written as 0.
+    """
+    n = len(labels)
+    rows = np.zeros((n, label_bytes + PIXELS), dtype=np.uint8)
+    rows[:, label_bytes - 1] = labels.numpy().astype(np.uint8)
+    rows[:, label_bytes:] = images.reshape(n, -1).numpy()
+    rows.tofile(path)

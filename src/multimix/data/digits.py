@@ -1,0 +1,22 @@
+"""scikit-learn's bundled 8×8 handwritten digits (1797 images, 10 classes), as (1, 8, 8) images."""
+
+from __future__ import annotations
+
+import torch
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+
+TEST_FRACTION = 0.2
+SPLIT_SEED = 0  # the train/test split is fixed, whatever the run's seeds
+
+
+def load():
+    """Return ``(x_train (N, 1, 8, 8), y_train, x_test, y_test)``, pixels scaled to [0, 1]."""
+    bunch = load_digits()
+    x = torch.as_tensor(bunch.data, dtype=torch.float32).reshape(-1, 1, 8, 8) / 16.0
+    y = torch.as_tensor(bunch.target, dtype=torch.long)
+    train, test = train_test_split(
+        torch.arange(len(y)).numpy(), test_size=TEST_FRACTION, random_state=SPLIT_SEED, stratify=y.numpy()
+    )
+    train, test = torch.as_tensor(train), torch.as_tensor(test)
+    return x[train], y[train], x[test], y[test]

@@ -1,0 +1,71 @@
+"""Train / validation / test splits shared by every dataset."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from sklearn.model_selection import train_test_split
+from torch import Tensor
+from torch.utils.data import TensorDataset
+
+
+@dataclass(frozen=True)
+class Splits:
+    """A dataset ready for training: three ``TensorDataset`` of ``(x float32, y int64)``.
+
+    Attributes:
+        name: dataset name as the CLI spells it.
+        train, val, test: disjoint splits; ``val`` is carved from the original training set.
+        num_classes: K.
+        input_shape: shape of one example, without the batch dimension.
+        augment: name of the train-time augmentation the trainer applies (None for none).
+    """
+
+    name: str
+    train: TensorDataset
+    val: TensorDataset
+    test: TensorDataset
+    num_classes: int
+    input_shape: tuple[int, ...]
+    augment: str | None = None
+    info: dict = field(default_factory=dict)
+
+
+def stratified_split(y: Tensor, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
+    """Indices ``(keep, held_out)`` with ``held_out`` a stratified ``fraction`` of ``range(len(y))``."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {fraction!r}")
+    index = torch.arange(len(y)).numpy()
+    counts = torch.bincount(y)
+    stratify = y.numpy() if (counts[counts > 0] >= 2).all() else None  # sklearn needs 2 per class
+    keep, held = train_test_split(index, test_size=fraction, random_state=seed, stratify=stratify)
+    return torch.as_tensor(keep).sort().values, torch.as_tensor(held).sort().values
+
+
+def make_splits(
+    name: str,
+    x_train: Tensor,
+    y_train: Tensor,
+    x_test: Tensor,
+    y_test: Tensor,
+    *,
+    num_classes: int,
+    val_fraction: float,
+    seed: int,
+    augment: str | None = None,
+    info: dict | None = None,
+) -> Splits:
+    """Carve a stratified validation split from the training data and wrap everything."""
+    keep, held = stratified_split(y_train, val_fraction, seed)
+    x_train, y_train = x_train.float(), y_train.long()
+    return Splits(
+        name=name,
+        train=TensorDataset(x_train[keep], y_train[keep]),
+        val=TensorDataset(x_train[held], y_train[held]),
+        test=TensorDataset(x_test.float(), y_test.long()),
+        num_classes=num_classes,
+        input_shape=tuple(x_train.shape[1:]),
+        augment=augment,
+        info=info or {},
+    )

@@ -1,0 +1,221 @@
+"""The training configuration: one dataclass is the single source of truth.
+
+Its fields are the CLI flags (``batch_size`` ↔ ``--batch-size``) and the keys of a ``--config`` YAML
+file (either spelling). Values are parsed and checked here, so a YAML file and the command line get
+the same errors: unknown keys and invalid values are rejected with the list of valid ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from multimix.data import DATASETS
+from multimix.models import DEFAULT_MODEL, MODELS
+
+METHODS = ("erm", "mixup", "manifold", "multimix")
+OPTIMIZERS = ("adam", "sgd")
+SCHEDULERS = ("cosine", "none")
+
+#: α used when a method's α is not given: Zhang et al. (mixup), Verma et al. (manifold), SPEC §2.
+DEFAULT_ALPHA = {"mixup": 1.0, "manifold": 2.0, "multimix": 1.0}
+
+
+class ConfigError(ValueError):
+    """A configuration key or value is invalid; the message says which and what is valid."""
+
+
+def _parse_optional_int(text: Any) -> int | None:
+    if text is None or (isinstance(text, str) and text.lower() in ("none", "all", "batch")):
+        return None
+    if isinstance(text, bool):
+        raise ValueError(text)
+    value = int(text)
+    if isinstance(text, float) and text != value:
+        raise ValueError(text)
+    return value
+
+
+def _parse_list(text: Any) -> list[str] | None:
+    if text is None:
+        return None
+    if isinstance(text, str):
+        return [s.strip() for s in text.split(",") if s.strip()]
+    if isinstance(text, (list, tuple)) and all(isinstance(s, str) for s in text):
+        return list(text)
+    raise ValueError(text)
+
+
+def _parse_bool(text: Any) -> bool:
+    if isinstance(text, bool):
+        return text
+    if isinstance(text, str) and text.lower() in ("true", "yes", "1", "false", "no", "0"):
+        return text.lower() in ("true", "yes", "1")
+    raise ValueError(text)
+
+
+def _parse_int(text: Any) -> int:
+    if isinstance(text, bool):
+        raise ValueError(text)
+    if isinstance(text, float) and not text.is_integer():
+        raise ValueError(text)
+    return int(text)
+
+
+def _parse_float(text: Any) -> float:
+    if isinstance(text, bool):
+        raise ValueError(text)
+    return float(text)
+
+
+def _opt(parse):
+    return lambda text: None if text is None or (isinstance(text, str) and text.lower() == "none") else parse(text)
+
+
+def _str(text: Any) -> str:
+    if not isinstance(text, str):
+        raise ValueError(text)
+    return text
+
+
+def _field(default: Any, help: str, parse=None, choices: tuple[str, ...] | None = None, group: str = "training"):
+    meta = {"help": help, "parse": parse, "choices": choices, "group": group}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run. See ``multimix train --help``."""
+
+    # what to train
+    dataset: str = _field("mnist1d", "dataset", _str, DATASETS, "data")
+    model: str | None = _field(None, "model (default: the dataset's reference model)", _opt(_str), tuple(MODELS), "data")
+    method: str = _field("erm", "training method", _str, METHODS, "method")
+    # optimisation
+    epochs: int = _field(30, "number of epochs", _parse_int)
+    batch_size: int = _field(100, "training batch size", _parse_int)
+    lr: float = _field(1e-3, "learning rate (peak, with the cosine schedule)", _parse_float)
+    optimizer: str = _field("adam", "optimizer", _str, OPTIMIZERS)
+    weight_decay: float = _field(0.0, "weight decay", _parse_float)
+    momentum: float = _field(0.9, "SGD momentum", _parse_float)
+    scheduler: str = _field("cosine", "learning-rate schedule over all steps", _str, SCHEDULERS)
+    seed: int = _field(0, "training seed: initialisation, data order, mixing", _parse_int)
+    # data
+    data_seed: int = _field(0, "seed of the validation split (and of toy/spirals data)", _parse_int, group="data")
+    val_fraction: float = _field(0.1, "fraction of train held out for validation", _parse_float, group="data")
+    data_dir: str | None = _field(None, "folder of the CIFAR binary files", _opt(_str), group="data")
+    download: bool = _field(False, "download CIFAR (MD5-checked) if missing", _parse_bool, group="data")
+    toy_classes: int = _field(3, "toy: number of classes K", _parse_int, group="data")
+    toy_components: int = _field(3, "toy: Gaussians per class N", _parse_int, group="data")
+    toy_dim: int = _field(2, "toy: input dimension D", _parse_int, group="data")
+    train_size: int = _field(1000, "toy/spirals: training examples (before the validation split)", _parse_int, group="data")
+    # method options
+    alpha: float | None = _field(None, "mixing strength α (default per method: mixup 1, manifold 2, multimix 1)", _opt(_parse_float), group="method")
+    per_sample: bool = _field(False, "mixup/manifold: one λ per pair instead of per batch", _parse_bool, group="method")
+    layers: list[str] | None = _field(None, "manifold: comma-separated layer names (default: the model's)", _parse_list, group="method")
+    n: int = _field(1000, "multimix: generated examples per batch", _parse_int, group="method")
+    m: int | None = _field(3, "multimix: tuple length ('all' for the whole batch)", _parse_optional_int, group="method")
+    p: float = _field(1.0, "multimix: probability that a batch is mixed", _parse_float, group="method")
+    keep_clean: bool = _field(False, "multimix: also train on the clean rows", _parse_bool, group="method")
+    # running
+    device: str = _field("cpu", "torch device", _str, group="run")
+    threads: int | None = _field(None, "CPU threads for torch (default: torch's choice)", _opt(_parse_int), group="run")
+    eval_batch_size: int = _field(1000, "evaluation batch size", _parse_int, group="run")
+
+    # -- construction -----------------------------------------------------------------------
+
+    @classmethod
+    def keys(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], *, source: str = "config") -> TrainConfig:
+        """Build from a mapping of raw values (strings from the CLI, YAML scalars), checking everything."""
+        known = {f.name: f for f in fields(cls)}
+        parsed: dict[str, Any] = {}
+        for raw_key, raw in values.items():
+            key = str(raw_key).replace("-", "_")
+            if key not in known:
+                raise ConfigError(f"unknown {source} key {raw_key!r}; valid keys: {', '.join(known)}")
+            f = known[key]
+            try:
+                value = f.metadata["parse"](raw)
+            except (TypeError, ValueError):
+                raise ConfigError(f"invalid value for {key}: {raw!r} ({f.metadata['help']})") from None
+            parsed[key] = value
+        config = cls(**parsed)
+        config.validate()
+        return config
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> dict[str, Any]:
+        """Read the raw mapping of a YAML config file (checked later by :meth:`from_dict`)."""
+        try:
+            data = yaml.safe_load(Path(path).read_text())
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        if data is None:
+            return {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of keys to values, got {type(data).__name__}")
+        return data
+
+    # -- checks -----------------------------------------------------------------------------
+
+    def validate(self) -> None:
+        for f in fields(self):
+            choices = f.metadata["choices"]
+            value = getattr(self, f.name)
+            if choices and value is not None and value not in choices:
+                raise ConfigError(f"invalid value for {f.name}: {value!r}; valid values: {', '.join(choices)}")
+
+        def need(ok: bool, key: str, what: str) -> None:
+            if not ok:
+                raise ConfigError(f"invalid value for {key}: {getattr(self, key)!r}; expected {what}")
+
+        for key in ("epochs", "batch_size", "n", "eval_batch_size", "toy_components", "toy_dim", "train_size"):
+            need(getattr(self, key) >= 1, key, "an integer >= 1")
+        need(self.toy_classes >= 2, "toy_classes", "an integer >= 2")
+        need(self.m is None or self.m >= 1, "m", "an integer >= 1 or 'all'")
+        need(math.isfinite(self.lr) and self.lr > 0, "lr", "a finite number > 0")
+        need(math.isfinite(self.weight_decay) and self.weight_decay >= 0, "weight_decay", "a number >= 0")
+        need(0 <= self.momentum < 1, "momentum", "a number in [0, 1)")
+        need(0 < self.val_fraction < 1, "val_fraction", "a number in (0, 1)")
+        need(0 <= self.p <= 1, "p", "a number in [0, 1]")
+        need(self.alpha is None or (math.isfinite(self.alpha) and self.alpha > 0), "alpha", "a finite number > 0")
+        need(self.threads is None or self.threads >= 1, "threads", "an integer >= 1")
+        need(self.layers is None or len(self.layers) > 0, "layers", "a non-empty list of layer names")
+
+    # -- derived ----------------------------------------------------------------------------
+
+    @property
+    def model_name(self) -> str:
+        return self.model or DEFAULT_MODEL[self.dataset]
+
+    @property
+    def method_alpha(self) -> float | None:
+        return self.alpha if self.alpha is not None else DEFAULT_ALPHA.get(self.method)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    #: Keys that do not change what a run computes, so a run may be resumed with other values.
+    RUNTIME_KEYS = ("device", "threads", "eval_batch_size", "data_dir", "download")
+
+    def differences(self, other: TrainConfig) -> list[str]:
+        """Keys (other than runtime ones) whose values differ, as 'key: mine vs other'."""
+        mine, theirs = self.to_dict(), other.to_dict()
+        return [
+            f"{k}: {mine[k]!r} vs {theirs[k]!r}"
+            for k in mine
+            if k not in self.RUNTIME_KEYS and mine[k] != theirs[k]
+        ]
