@@ -64,3 +64,12 @@ def mlp() -> MLPNet:
 def resnet() -> ResidualNet:
     torch.manual_seed(0)
     return ResidualNet()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory):
+    """Generated datasets go to a per-session cache (subprocesses inherit it), never the user's."""
+    import os
+
+    os.environ["MULTIMIX_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield

@@ -168,7 +168,7 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, progres
         history = list(state["history"])
         log.info("resuming %s after epoch %d", out, len(history))
     elif resume:
-        log.info("no checkpoint in %s: starting from scratch", out)
+        log.debug("no checkpoint in %s: starting from scratch", out)
 
     out.mkdir(parents=True, exist_ok=True)
     checkpoint.write_text(out / "config.yaml", yaml.safe_dump({**config.to_dict(), "model": config.model_name}, sort_keys=False))

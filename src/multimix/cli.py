@@ -1,0 +1,154 @@
+"""The ``multimix`` command.
+
+    multimix train   --dataset mnist1d --method multimix --epochs 30 --out runs/mm
+    multimix train   --out runs/mm --resume                 # continue a killed run
+    multimix compare --methods erm,mixup,manifold,multimix --seeds 3 --out runs/cmp
+
+Every training option is a flag and a key of ``--config FILE.yaml``; flags override the file.
+Bad options exit with code 2 and say what is valid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+from pathlib import Path
+
+from multimix.data.cifar import CifarFilesMissing
+from multimix.train import checkpoint
+from multimix.train.checkpoint import CheckpointError
+from multimix.train.config import METHODS, ConfigError, TrainConfig
+
+log = logging.getLogger("multimix")
+
+GROUP_TITLES = {"data": "data", "method": "method options", "training": "optimisation", "run": "running"}
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field; absent flags stay absent so the YAML file can fill them."""
+    parser.add_argument("--config", type=Path, help="YAML file of options (flags override it)")
+    groups = {k: parser.add_argument_group(v) for k, v in GROUP_TITLES.items()}
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        meta = f.metadata
+        help_text = meta["help"] + (f" {{{', '.join(meta['choices'])}}}" if meta["choices"] else "")
+        help_text += f" (default: {f.default if f.default is not dataclasses.MISSING else None})"
+        group = groups[meta["group"]]
+        if f.type in ("bool", bool):
+            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
+        else:
+            group.add_argument(flag, dest=f.name, default=argparse.SUPPRESS, metavar=f.name.upper(), help=help_text)
+
+
+def resolve_config(args: argparse.Namespace, base: dict | None = None) -> TrainConfig:
+    """Defaults (or ``base``), then the YAML file, then flags: one validated TrainConfig."""
+    values = TrainConfig.from_yaml(args.config) if args.config else {}
+    given = {k: v for k, v in vars(args).items() if k in TrainConfig.keys()}
+    values = {**(base or {}), **{k.replace("-", "_"): v for k, v in values.items()}, **given}
+    return TrainConfig.from_dict(values, source="--config" if args.config else "option")
+
+
+def default_out(config: TrainConfig) -> Path:
+    return Path("runs") / f"{config.dataset}-{config.model_name}-{config.method}-s{config.seed}"
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from multimix.train.trainer import train
+
+    base = None
+    if args.resume and args.out and (args.out / "checkpoint.pt").exists():
+        # Resuming needs only --out: the run's own settings are the base; flags may only repeat them
+        # (or change runtime keys such as --device).
+        base = checkpoint.load(args.out / "checkpoint.pt")["config"]
+    config = resolve_config(args, base)
+    out = args.out or default_out(config)
+    summary = train(config, out, resume=args.resume, progress=None if not args.quiet else False)
+    best = summary["best"]
+    print(f"{config.dataset} / {config.model_name} / {config.method} (seed {config.seed}): "
+          f"test accuracy {100 * best['test_acc']:.2f}% at epoch {best['epoch']} (best validation "
+          f"{100 * best['val_acc']:.2f}%); final epoch {100 * summary['final']['test_acc']:.2f}%")
+    print(f"outputs in {out}/")
+    return 0
+
+
+def parse_methods(text: str) -> list[str]:
+    methods = [m.strip() for m in text.split(",") if m.strip()]
+    bad = [m for m in methods if m not in METHODS]
+    if not methods or bad:
+        raise ConfigError(f"invalid value for --methods: {text!r}; valid methods: {', '.join(METHODS)}")
+    return methods
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from multimix.train.compare import aggregate, format_table, plot_bars, run_comparison, write_csv
+
+    methods = parse_methods(args.methods)
+    if args.seeds < 1:
+        raise ConfigError(f"invalid value for --seeds: {args.seeds}; expected an integer >= 1")
+    if args.jobs < 1:
+        raise ConfigError(f"invalid value for --jobs: {args.jobs}; expected an integer >= 1")
+    base = resolve_config(args)
+    seeds = list(range(base.seed, base.seed + args.seeds))
+    out = args.out or Path("runs") / f"compare-{base.dataset}-{base.model_name}"
+    rows = run_comparison(base, methods=methods, seeds=seeds, out=out, jobs=args.jobs,
+                          progress=None if not args.quiet else False)
+    summary = aggregate(rows)
+    table = format_table(summary)
+    title = (f"{base.dataset} / {base.model_name}, {base.epochs} epochs, seeds {seeds[0]}–{seeds[-1]} "
+             f"(test accuracy at the best validation epoch)")
+    write_csv(out / "results.csv", rows)
+    checkpoint.write_text(out / "results.md", f"# {title}\n\n{table}\n")
+    plot_bars(out / "results.png", summary, title=title)
+    print(title)
+    print(table)
+    print(f"\nper-run results: {out / 'results.csv'}\nplot: {out / 'results.png'}")
+    return 0
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse exits with 2; add where the valid options are listed
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help' for the valid options)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="multimix", description="Embedding-space mixup: train and compare methods.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every epoch")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p_train = sub.add_parser("train", help="train one model with one method",
+                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p_train.add_argument("--out", type=Path, help="output folder (default: runs/<dataset>-<model>-<method>-s<seed>)")
+    p_train.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p_train.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_config_flags(p_train)
+    p_train.set_defaults(func=cmd_train)
+
+    p_cmp = sub.add_parser("compare", help="train several methods over several seeds and tabulate")
+    p_cmp.add_argument("--methods", default="erm,mixup,manifold,multimix", help=f"comma-separated, from {', '.join(METHODS)}")
+    p_cmp.add_argument("--seeds", type=int, default=3, help="number of seeds, starting at --seed")
+    p_cmp.add_argument("--jobs", type=int, default=1, help="runs trained in parallel processes")
+    p_cmp.add_argument("--out", type=Path, help="output folder (default: runs/compare-<dataset>-<model>)")
+    p_cmp.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_config_flags(p_cmp)
+    p_cmp.set_defaults(func=cmd_compare)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s", stream=sys.stderr)
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
+    try:
+        return args.func(args)
+    except (ConfigError, CheckpointError, CifarFilesMissing) as exc:
+        parser.exit(2, f"multimix: error: {exc}\n")
+    except KeyboardInterrupt:
+        parser.exit(130, "multimix: interrupted; rerun with --resume to continue\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""Datasets: shapes, determinism, disjoint stratified splits, the CIFAR binary reader."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from multimix.data import DATASETS, GaussianMixtureProblem, load_dataset, spirals
+from multimix.data import cifar
+from multimix.data.augment import random_crop_flip
+
+OFFLINE = [d for d in DATASETS if not d.startswith("cifar")]
+SHAPES = {"mnist1d": (40,), "mnist1d-shuffled": (40,), "digits": (1, 8, 8), "toy": (2,), "spirals": (2,)}
+
+
+def rows(ds):
+    return {tuple(r.tolist()) for r in ds.tensors[0].reshape(len(ds), -1)}
+
+
+@pytest.mark.parametrize("name", OFFLINE)
+def test_offline_dataset_shapes_determinism_and_disjoint_splits(name):
+    a = load_dataset(name, data_seed=0)
+    b = load_dataset(name, data_seed=0)
+    assert a.input_shape == SHAPES[name]
+    for split in ("train", "val", "test"):
+        xa, ya = getattr(a, split).tensors
+        xb, yb = getattr(b, split).tensors
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+        assert xa.dtype == torch.float32 and ya.dtype == torch.int64
+        assert ya.min() >= 0 and ya.max() < a.num_classes
+    n_train, n_val = len(a.train), len(a.val)
+    assert abs(n_val / (n_train + n_val) - 0.1) < 0.01
+    assert rows(a.train).isdisjoint(rows(a.val))
+    assert rows(a.train).isdisjoint(rows(a.test)) or name in ("toy", "spirals")  # continuous samples
+    # Stratified: class proportions of val follow train's.
+    p_train = torch.bincount(a.train.tensors[1], minlength=a.num_classes) / n_train
+    p_val = torch.bincount(a.val.tensors[1], minlength=a.num_classes) / n_val
+    assert (p_train - p_val).abs().max() < 0.03
+    c = load_dataset(name, data_seed=1)
+    assert not torch.equal(c.val.tensors[0], a.val.tensors[0])  # another split for another seed
+
+
+def test_mnist1d_sizes_and_shuffled_variant():
+    plain, shuffled = load_dataset("mnist1d"), load_dataset("mnist1d-shuffled")
+    assert len(plain.train) + len(plain.val) == 4000 and len(plain.test) == 1000
+    # Same examples, positions permuted: per-example sorted values agree.
+    x, xs = plain.test.tensors[0], shuffled.test.tensors[0]
+    assert torch.allclose(x.sort(1).values, xs.sort(1).values, atol=1e-5)
+    assert not torch.allclose(x, xs)
+
+
+def test_mnist1d_generation_leaves_global_rngs_alone(tmp_path, monkeypatch):
+    monkeypatch.setenv("MULTIMIX_CACHE", str(tmp_path))  # force a fresh generation
+    random.seed(123)
+    np.random.seed(123)
+    load_dataset("mnist1d")
+    assert random.random() == random.Random(123).random()
+    assert np.random.rand() == np.random.RandomState(123).rand()
+    assert list(tmp_path.glob("mnist1d-*.npz"))  # cached for next time
+
+
+def test_toy_problem_and_options():
+    s = load_dataset("toy", toy_classes=4, toy_components=2, toy_dim=3, train_size=500)
+    assert s.num_classes == 4 and s.input_shape == (3,)
+    assert len(s.train) + len(s.val) == 500
+    problem = s.info["problem"]
+    assert isinstance(problem, GaussianMixtureProblem) and problem.means.shape == (4, 2, 3)
+    x, y = s.test.tensors
+    # The Bayes classifier beats chance comfortably on its own problem.
+    assert (problem.bayes_predict(x) == y).float().mean() > 0.4
+    lp = problem.log_posterior(x[:100])
+    assert torch.allclose(lp.exp().sum(1), torch.ones(100, dtype=lp.dtype))
+
+
+def test_spirals_radius_and_classes():
+    x, y = spirals(2000, generator=torch.Generator().manual_seed(0))
+    assert x.shape == (2000, 2) and set(y.tolist()) == {0, 1}
+    assert x.norm(dim=1).max() < 1.3
+
+
+# -- CIFAR: the reader on small files in the official format, written here ------------------------
+
+
+def write_fake_cifar(root, name, n_train=20, n_test=10):
+    spec = cifar.SPECS[name]
+    folder = root / spec.folder
+    folder.mkdir(parents=True)
+    g = torch.Generator().manual_seed(0)
+    expected = {}
+    for files, n in ((spec.train_files, n_train), (spec.test_files, n_test)):
+        for f in files:
+            images = torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8)
+            labels = torch.randint(0, spec.num_classes, (n,), generator=g)
+            cifar.write_binary(folder / f, images, labels, label_bytes=spec.label_bytes)
+            expected[f] = (images, labels)
+    return folder, expected
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100"])
+def test_cifar_reader_on_files_in_the_official_format(tmp_path, name):
+    folder, expected = write_fake_cifar(tmp_path, name)
+    spec = cifar.SPECS[name]
+    f = spec.train_files[0]
+    images, labels = cifar.read_binary(folder / f, label_bytes=spec.label_bytes)
+    assert torch.equal(images, expected[f][0]) and torch.equal(labels, expected[f][1])
+    # Byte layout: label byte(s) first, then the red plane row-major.
+    raw = np.fromfile(folder / f, dtype=np.uint8)
+    assert raw[spec.label_bytes - 1] == labels[0].item()
+    assert raw[spec.label_bytes + 1] == images[0, 0, 0, 1].item()
+
+    s = load_dataset(name, data_dir=str(tmp_path))  # the parent folder works too
+    n_train = 20 * len(spec.train_files)
+    assert len(s.train) + len(s.val) == n_train and len(s.test) == 10
+    assert s.input_shape == (3, 32, 32) and s.num_classes == spec.num_classes and s.augment == "crop-flip"
+
+
+def test_cifar_missing_files_say_where_to_put_them(tmp_path):
+    with pytest.raises(cifar.CifarFilesMissing, match=r"cifar-10-batches-bin.*cifar-10-binary.tar.gz.*--download"):
+        load_dataset("cifar10", data_dir=str(tmp_path))
+    with pytest.raises(cifar.CifarFilesMissing, match="needs --data-dir"):
+        load_dataset("cifar100")
+
+
+def test_cifar_truncated_file_is_rejected(tmp_path):
+    path = tmp_path / "bad.bin"
+    path.write_bytes(b"\x00" * 3000)
+    with pytest.raises(ValueError, match="is not a CIFAR binary file: 3000 bytes"):
+        cifar.read_binary(path, label_bytes=1)
+
+
+def test_random_crop_flip_is_a_shifted_or_flipped_copy():
+    x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).reshape(2, 3, 8, 8)
+    g = torch.Generator().manual_seed(0)
+    y = random_crop_flip(x, padding=2, generator=g)
+    assert y.shape == x.shape
+    # Each output's interior values come from its own image (never another's), channels intact.
+    for i in range(2):
+        vals = set(y[i].unique().tolist()) - {0.0}
+        assert vals <= set(x[i].unique().tolist())
