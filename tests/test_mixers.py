@@ -204,3 +204,14 @@ def test_training_reduces_loss_with_multimix():
     model.eval()
     accuracy = (model(x).argmax(1) == y).float().mean().item()
     assert accuracy > 0.9
+
+
+def test_the_own_model_example_runs_and_learns():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "own_model.py"
+    spec = importlib.util.spec_from_file_location("own_model", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--epochs", "3"]) > 0.8
