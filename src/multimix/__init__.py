@@ -14,7 +14,8 @@ import logging
 
 from multimix import functional
 from multimix.functional import one_hot, soft_cross_entropy
-from multimix.mixers import ManifoldMixup, Mixup, MultiMix, find_module
+from multimix.mixers import DenseMultiMix, ManifoldMixup, Mixup, MultiMix, find_module
+from multimix.teacher import EMATeacher
 
 __version__ = "0.1.0"
 
@@ -25,6 +26,8 @@ __all__ = [
     "Mixup",
     "ManifoldMixup",
     "MultiMix",
+    "DenseMultiMix",
+    "EMATeacher",
     "find_module",
 ]
 

@@ -17,6 +17,7 @@ Hidden states must be batch-first, as the outputs of ``nn.Linear``, ``nn.Conv*d`
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Sequence
 
 import torch
@@ -24,9 +25,21 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
 from multimix._validation import check_alpha, check_int, check_probability, check_same_batch, check_tensor
-from multimix.functional import interpolate, mix_pairs, mixup_params, multimix_weights, one_hot
+from multimix.functional import (
+    cam_attention,
+    dense_interpolate,
+    dense_multimix_weights,
+    interpolate,
+    mix_pairs,
+    mixup_params,
+    multimix_weights,
+    one_hot,
+    pooled_attention,
+)
 
-__all__ = ["Mixup", "ManifoldMixup", "MultiMix", "find_module"]
+__all__ = ["Mixup", "ManifoldMixup", "MultiMix", "DenseMultiMix", "find_module"]
+
+ATTENTIONS = ("none", "pooled", "cam")
 
 INPUT = "input"
 
@@ -131,6 +144,30 @@ class _Mixer(nn.Module):
         """Hand the armed parameters to the first hook that asks, then disarm."""
         armed, self._armed = self._armed, None
         return armed
+
+    def _setup_teacher(self, teacher: nn.Module | None, distill_weight: float, temperature: float) -> None:
+        if teacher is not None and not isinstance(teacher, nn.Module):
+            raise TypeError(f"teacher must be an nn.Module (e.g. multimix.EMATeacher) or None, got {type(teacher).__name__}")
+        if isinstance(distill_weight, bool) or not isinstance(distill_weight, (int, float)) or not (
+            math.isfinite(distill_weight) and distill_weight >= 0
+        ):
+            raise ValueError(f"distill_weight must be a finite number >= 0, got {distill_weight!r}")
+        self.teacher = teacher
+        self.distill_weight = float(distill_weight)
+        self.temperature = check_alpha(temperature, "temperature")
+
+    def _teacher_probs(self, x: Tensor) -> Tensor | None:
+        """Teacher probabilities on the clean batch, softmax(teacher(x) / τ), or None without a teacher."""
+        if self.teacher is None or self.distill_weight == 0:
+            return None
+        with torch.no_grad():
+            return torch.softmax(self.teacher(x).float() / self.temperature, dim=-1)
+
+    def _add_distilled(self, targets: Tensor, teacher_targets: Tensor | None) -> Tensor:
+        """Ỹ + w·Ỹ': soft_cross_entropy of it is CE(Ỹ) + w·CE(Ỹ') (SPEC §4), by linearity in the targets."""
+        if teacher_targets is None:
+            return targets
+        return targets + self.distill_weight * teacher_targets.to(targets.dtype)
 
     def _uniform(self, device: torch.device) -> float:
         dev = self.generator.device if self.generator is not None else device
@@ -246,6 +283,12 @@ class MultiMix(_Mixer):
         alpha: Dirichlet(α·1_m) concentration, > 0.
         p: probability that a training batch is mixed; otherwise it trains on the clean batch.
         keep_clean: also feed the b clean embeddings, so the classifier sees b + n rows (clean first).
+        teacher: optional teacher (e.g. :class:`multimix.EMATeacher`) for self-distilled targets:
+            its probabilities P' on the clean batch are mixed with the same weights, Ỹ' = Λ P',
+            and the returned targets are Ỹ + w·Ỹ' so that ``soft_cross_entropy`` gives
+            CE(Ỹ) + w·CE(Ỹ') (SPEC §4); their rows then sum to 1 + w.
+        distill_weight: w, >= 0.
+        temperature: τ of the teacher's softmax, > 0.
         num_classes: K, required when y holds integer labels.
         generator: optional seeded ``torch.Generator``.
 
@@ -264,6 +307,9 @@ class MultiMix(_Mixer):
         alpha: float = 1.0,
         p: float = 1.0,
         keep_clean: bool = False,
+        teacher: nn.Module | None = None,
+        distill_weight: float = 1.0,
+        temperature: float = 1.0,
         num_classes: int | None = None,
         generator: torch.Generator | None = None,
     ) -> None:
@@ -273,6 +319,7 @@ class MultiMix(_Mixer):
         self.alpha = check_alpha(alpha)
         self.p = check_probability(p, "p")
         self.keep_clean = bool(keep_clean)
+        self._setup_teacher(teacher, distill_weight, temperature)
         self.before = before
         module = find_module(model, before, argument="before")
         self._handles.append(module.register_forward_pre_hook(self._mix_input))
@@ -295,15 +342,16 @@ class MultiMix(_Mixer):
         return (mixed, *args[1:])
 
     def _mix_forward(self, x: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+        probs = self._teacher_probs(x)
         if self.p < 1.0 and self._uniform(x.device) >= self.p:
-            return self.model(x), targets
+            return self.model(x), self._add_distilled(targets, probs)
         b = x.shape[0]
         m = None if self.m is None else min(self.m, b)
         weights = multimix_weights(b, n=self.n, m=m, alpha=self.alpha, generator=self.generator, device=x.device)
         logits = self._run_armed(x, weights, self.before)
-        mixed = interpolate(weights, targets)
+        mixed = self._add_distilled(interpolate(weights, targets), None if probs is None else interpolate(weights, probs))
         if self.keep_clean:
-            mixed = torch.cat([targets, mixed])
+            mixed = torch.cat([self._add_distilled(targets, probs), mixed])
         if logits.shape[0] != mixed.shape[0]:
             raise RuntimeError(
                 f"the model returned {logits.shape[0]} rows after mixing {mixed.shape[0]}; "
@@ -315,4 +363,115 @@ class MultiMix(_Mixer):
         return (
             f"before={self.before!r}, n={self.n}, m={self.m}, alpha={self.alpha}, p={self.p}, "
             f"keep_clean={self.keep_clean}"
+        )
+
+
+class DenseMultiMix(_Mixer):
+    """Dense MultiMix (SPEC §3): interpolate spatial embeddings per position and classify every position.
+
+    The model runs once on the b clean examples up to the submodule named ``features``, whose output
+    Z (b, d, *spatial) holds r positions. For n generated examples, each mixing a tuple of m batch
+    members, every position j gets its own Dirichlet weights times the members' attention at j; the
+    submodule named ``classifier`` is applied to each of the n·r mixed position embeddings, and each
+    position's target mixes its members' labels with the same weights. What follows ``features`` in
+    the model still runs on the clean batch, and its output is not used in training.
+
+    Args:
+        model: any ``nn.Module``.
+        features: name of the submodule whose output is the spatial embedding (b, d, *spatial).
+        classifier: name of the classifier submodule, applicable to (rows, d) embeddings.
+        n, m, alpha, p: as :class:`MultiMix` (λ is drawn per position).
+        attention: "none" (uniform), "pooled" (similarity of each position to the pooled embedding,
+            softmax over positions) or "cam" (ReLU class activation of the true class, ℓ1-normalised;
+            needs a classifier with a ``weight`` of shape (K, d)). No gradient flows into it.
+        teacher, distill_weight, temperature: self-distilled targets, as :class:`MultiMix`.
+        chunk_size: generated rows per interpolation chunk (None: automatic), bounding memory.
+        num_classes, generator: as the other mixers.
+
+    Returns in training ``(logits (n·r, K), targets (n·r, K))``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        features: str,
+        classifier: str,
+        n: int = 1000,
+        m: int | None = 3,
+        alpha: float = 1.0,
+        attention: str = "none",
+        p: float = 1.0,
+        teacher: nn.Module | None = None,
+        distill_weight: float = 1.0,
+        temperature: float = 1.0,
+        chunk_size: int | None = None,
+        num_classes: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__(model, num_classes=num_classes, generator=generator)
+        self.n = check_int(n, "n")
+        self.m = None if m is None else check_int(m, "m")
+        self.alpha = check_alpha(alpha)
+        self.p = check_probability(p, "p")
+        if attention not in ATTENTIONS:
+            raise ValueError(f"attention must be one of {', '.join(ATTENTIONS)}, got {attention!r}")
+        self.attention = attention
+        self.chunk_size = None if chunk_size is None else check_int(chunk_size, "chunk_size")
+        self._setup_teacher(teacher, distill_weight, temperature)
+        self.features, self.classifier = features, classifier
+        feature_module = find_module(model, features, argument="features")
+        # A tuple keeps the classifier out of this module's own submodules (no duplicate state_dict keys).
+        self._classifier_ref = (find_module(model, classifier, argument="classifier"),)
+        weight = getattr(self._classifier_ref[0], "weight", None)
+        if attention == "cam" and (not isinstance(weight, Tensor) or weight.dim() != 2):
+            raise ValueError(f"attention='cam' needs a classifier with a (K, d) weight; {classifier!r} has none")
+        self._result: tuple[Tensor, Tensor] | None = None
+        self._handles.append(feature_module.register_forward_hook(self._mix_features))
+
+    def _mix_features(self, module: nn.Module, args: tuple, z: object) -> None:
+        if self._armed is None:
+            return None
+        targets, probs = self._take()
+        if not isinstance(z, Tensor) or z.dim() < 3:
+            raise ValueError(
+                f"the output of {self.features!r} must be a spatial embedding (b, d, *spatial), "
+                f"got {tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__}"
+            )
+        b, d = z.shape[:2]
+        zr = z.flatten(2).transpose(1, 2)  # (b, r, d)
+        r = zr.shape[1]
+        if self.attention == "pooled":
+            att = pooled_attention(z).reshape(b, r)
+        elif self.attention == "cam":
+            att = cam_attention(z, self._classifier_ref[0].weight, targets).reshape(b, r)
+        else:
+            att = None
+        m = None if self.m is None else min(self.m, b)
+        members, weights = dense_multimix_weights(
+            b, r, n=self.n, m=m, alpha=self.alpha, attention=att, generator=self.generator, device=z.device
+        )
+        mixed = dense_interpolate(members, weights, zr, chunk_size=self.chunk_size)  # (n, r, d)
+        logits = self._classifier_ref[0](mixed.reshape(-1, d))
+        mixed_targets = dense_interpolate(members, weights, targets, chunk_size=self.chunk_size)
+        mixed_probs = None if probs is None else dense_interpolate(members, weights, probs, chunk_size=self.chunk_size)
+        k = targets.shape[1]
+        self._result = (logits, self._add_distilled(mixed_targets, mixed_probs).reshape(-1, k))
+        return None
+
+    def _mix_forward(self, x: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+        probs = self._teacher_probs(x)
+        if self.p < 1.0 and self._uniform(x.device) >= self.p:
+            return self.model(x), self._add_distilled(targets, probs)
+        try:
+            self._run_armed(x, (targets, probs), self.features)
+            result = self._result
+        finally:
+            self._result = None
+        return result
+
+    def extra_repr(self) -> str:
+        return (
+            f"features={self.features!r}, classifier={self.classifier!r}, n={self.n}, m={self.m}, "
+            f"alpha={self.alpha}, attention={self.attention!r}, p={self.p}"
         )

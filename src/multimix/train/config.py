@@ -18,12 +18,13 @@ import yaml
 from multimix.data import DATASETS
 from multimix.models import DEFAULT_MODEL, MODELS
 
-METHODS = ("erm", "mixup", "manifold", "multimix")
+METHODS = ("erm", "mixup", "manifold", "multimix", "dense-multimix")
+ATTENTIONS = ("none", "pooled", "cam")
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULERS = ("cosine", "none")
 
 #: α used when a method's α is not given: Zhang et al. (mixup), Verma et al. (manifold), SPEC §2.
-DEFAULT_ALPHA = {"mixup": 1.0, "manifold": 2.0, "multimix": 1.0}
+DEFAULT_ALPHA = {"mixup": 1.0, "manifold": 2.0, "multimix": 1.0, "dense-multimix": 1.0}
 
 
 class ConfigError(ValueError):
@@ -124,6 +125,10 @@ class TrainConfig:
     m: int | None = _field(3, "multimix: tuple length ('all' for the whole batch)", _parse_optional_int, group="method")
     p: float = _field(1.0, "multimix: probability that a batch is mixed", _parse_float, group="method")
     keep_clean: bool = _field(False, "multimix: also train on the clean rows", _parse_bool, group="method")
+    attention: str = _field("none", "dense-multimix: attention over positions", _str, ATTENTIONS, "method")
+    teacher_momentum: float | None = _field(None, "multimix methods: EMA teacher momentum for self-distilled targets (none: no teacher)", _opt(_parse_float), group="method")
+    distill_weight: float = _field(1.0, "multimix methods: weight w of the distilled loss (with a teacher)", _parse_float, group="method")
+    temperature: float = _field(1.0, "multimix methods: temperature of the teacher's softmax", _parse_float, group="method")
     # running
     device: str = _field("cpu", "torch device", _str, group="run")
     threads: int | None = _field(None, "CPU threads for torch (default: torch's choice)", _opt(_parse_int), group="run")
@@ -193,6 +198,11 @@ class TrainConfig:
         need(0 <= self.p <= 1, "p", "a number in [0, 1]")
         need(self.alpha is None or (math.isfinite(self.alpha) and self.alpha > 0), "alpha", "a finite number > 0")
         need(self.threads is None or self.threads >= 1, "threads", "an integer >= 1")
+        need(self.teacher_momentum is None or 0 <= self.teacher_momentum <= 1, "teacher_momentum", "a number in [0, 1]")
+        need(math.isfinite(self.distill_weight) and self.distill_weight >= 0, "distill_weight", "a number >= 0")
+        need(math.isfinite(self.temperature) and self.temperature > 0, "temperature", "a number > 0")
+        if self.teacher_momentum is not None and self.method not in ("multimix", "dense-multimix"):
+            raise ConfigError(f"teacher_momentum applies to multimix and dense-multimix, not to method {self.method!r}")
         need(self.layers is None or len(self.layers) > 0, "layers", "a non-empty list of layer names")
 
     # -- derived ----------------------------------------------------------------------------

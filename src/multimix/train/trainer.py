@@ -32,8 +32,9 @@ from tqdm.auto import tqdm
 from multimix.data import Splits, load_dataset
 from multimix.data.augment import AUGMENTATIONS
 from multimix.functional import one_hot, soft_cross_entropy
-from multimix.mixers import ManifoldMixup, Mixup, MultiMix
+from multimix.mixers import DenseMultiMix, ManifoldMixup, Mixup, MultiMix
 from multimix.models import build_model
+from multimix.teacher import EMATeacher
 from multimix.train import checkpoint
 from multimix.train.config import ConfigError, TrainConfig
 
@@ -54,9 +55,16 @@ def load_splits(config: TrainConfig) -> Splits:
     )
 
 
-def build_mixer(config: TrainConfig, model: nn.Module, num_classes: int, generator: torch.Generator) -> nn.Module | None:
+def build_mixer(
+    config: TrainConfig,
+    model: nn.Module,
+    num_classes: int,
+    generator: torch.Generator,
+    teacher: EMATeacher | None = None,
+) -> nn.Module | None:
     """The mixer for ``config.method`` (None for ERM), aimed at the model's named layers."""
     common = dict(num_classes=num_classes, generator=generator)
+    distill = dict(teacher=teacher, distill_weight=config.distill_weight, temperature=config.temperature)
     if config.method == "erm":
         return None
     if config.method == "mixup":
@@ -73,6 +81,23 @@ def build_mixer(config: TrainConfig, model: nn.Module, num_classes: int, generat
             alpha=config.method_alpha,
             p=config.p,
             keep_clean=config.keep_clean,
+            **distill,
+            **common,
+        )
+    if config.method == "dense-multimix":
+        if model.feature_layer is None:
+            raise ConfigError(f"dense-multimix needs a model with a spatial embedding; {config.model_name} has none "
+                              "(use cnn1d or preactresnet18)")
+        return DenseMultiMix(
+            model,
+            features=model.feature_layer,
+            classifier=model.classifier_layer,
+            n=config.n,
+            m=config.m,
+            alpha=config.method_alpha,
+            attention=config.attention,
+            p=config.p,
+            **distill,
             **common,
         )
     raise ConfigError(f"unknown method {config.method!r}")
@@ -131,7 +156,8 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, progres
     model = build_model(config.model_name, input_shape=splits.input_shape, num_classes=splits.num_classes).to(device)
     data_gen = torch.Generator().manual_seed(config.seed)  # data order and augmentation
     mix_gen = torch.Generator(device=device).manual_seed(config.seed + 1)  # every mixing draw
-    mixer = build_mixer(config, model, splits.num_classes, mix_gen)
+    teacher = None if config.teacher_momentum is None else EMATeacher(model, momentum=config.teacher_momentum)
+    mixer = build_mixer(config, model, splits.num_classes, mix_gen, teacher)
 
     drop_last = len(splits.train) >= config.batch_size  # mixup and BatchNorm dislike a last batch of 1
     loader = DataLoader(
@@ -160,6 +186,8 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, progres
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
+            if teacher is not None:
+                teacher.load_state_dict(state["teacher"])
             torch.set_rng_state(state["rng"]["torch"])
             data_gen.set_state(state["rng"]["data"])
             mix_gen.set_state(state["rng"]["mix"])
@@ -193,6 +221,8 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, progres
             loss.backward()
             optimizer.step()
             scheduler.step()
+            if teacher is not None:
+                teacher.update()
             loss_sum += loss.item()
         train_time = time.perf_counter() - start
 
@@ -213,6 +243,7 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, progres
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
+            "teacher": None if teacher is None else teacher.state_dict(),
             "rng": {"torch": torch.get_rng_state(), "data": data_gen.get_state(), "mix": mix_gen.get_state()},
             "history": history,
         })

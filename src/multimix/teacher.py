@@ -1,0 +1,73 @@
+"""An exponential-moving-average teacher for self-distilled targets (SPEC §4)."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from multimix._validation import check_probability
+
+
+class EMATeacher(nn.Module):
+    """A copy of a model whose weights track an exponential moving average of the model's.
+
+    After each optimizer step, :meth:`update` sets ``θ_teacher ← μ θ_teacher + (1 − μ) θ_student``;
+    buffers (BatchNorm statistics) are copied. The teacher (``teacher.module``) gets no gradients,
+    stays in eval mode, lives on the student's device, and is saved with ``state_dict()``.
+
+    Args:
+        model: the student.
+        momentum: μ in [0, 1]; 0.99–0.999 is typical.
+    """
+
+    def __init__(self, model: nn.Module, *, momentum: float = 0.999) -> None:
+        super().__init__()
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        self.momentum = check_probability(momentum, "momentum")
+        self.module = _copy_without_hooks(model).eval()
+        self.module.requires_grad_(False)
+        self._student = [model]  # a list: not registered as a submodule, not in state_dict
+
+    def train(self, mode: bool = True) -> EMATeacher:
+        """The teacher always predicts in eval mode, whatever its owner does."""
+        super().train(mode)
+        self.module.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The teacher's logits for x."""
+        return self.module(x)
+
+    @torch.no_grad()
+    def update(self) -> None:
+        """One EMA step towards the student's current weights."""
+        student = self._student[0]
+        mu = self.momentum
+        for t, s in zip(self.module.parameters(), student.parameters()):
+            t.lerp_(s.detach(), 1.0 - mu)  # t + (1 - μ)(s - t) = μ t + (1 - μ) s
+        for t, s in zip(self.module.buffers(), student.buffers()):
+            t.copy_(s)
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor, *, temperature: float = 1.0) -> torch.Tensor:
+        """Teacher probabilities ``softmax(teacher(x) / τ)``, (b, K), float32, no gradient."""
+        return torch.softmax(self.module(x).float() / temperature, dim=-1)
+
+    def extra_repr(self) -> str:
+        return f"momentum={self.momentum}"
+
+
+def _copy_without_hooks(model: nn.Module) -> nn.Module:
+    """Deep-copy a model without the hooks mixers placed on it (they would copy the mixer too)."""
+    saved = []
+    for module in model.modules():
+        saved.append((module, module._forward_hooks, module._forward_pre_hooks))
+        module._forward_hooks, module._forward_pre_hooks = type(module._forward_hooks)(), type(module._forward_pre_hooks)()
+    try:
+        return copy.deepcopy(model)
+    finally:
+        for module, hooks, pre_hooks in saved:
+            module._forward_hooks, module._forward_pre_hooks = hooks, pre_hooks

@@ -1,0 +1,201 @@
+"""Dense MultiMix, attention, and the EMA teacher with self-distilled targets."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from multimix import DenseMultiMix, EMATeacher, MultiMix, soft_cross_entropy
+from multimix import functional as MF
+from multimix.models import build_model
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def basis_embeddings(b: int, r: int) -> torch.Tensor:
+    """z (b, d=b·r, r) where position j of example i is the basis vector e_{i·r + j}."""
+    return torch.eye(b * r).reshape(b, r, b * r).transpose(1, 2).contiguous()
+
+
+@given(b=st.integers(1, 6), r=st.integers(1, 5), n=st.integers(1, 40), seed=st.integers(0, 2**31))
+def test_dense_identity_exposes_weights_and_targets(b, r, n, seed):
+    # With basis-vector embeddings the mixed position embedding *is* the weight vector: entry
+    # (i·r + j) of z̃[k, j] is member i's weight at j. The mixed targets must then equal those
+    # weights times Y, and only position j's own coordinates may be non-zero.
+    k = 3
+    z = basis_embeddings(b, r)
+    y = torch.softmax(torch.randn(b, k, generator=gen(seed)), 1)
+    m = max(1, b // 2)
+    zm, ym = MF.dense_multimix(z, y, n=n, m=m, alpha=1.0, generator=gen(seed))
+    assert zm.shape == (n, r, b * r) and ym.shape == (n, r, k)
+    w = zm.reshape(n, r, b, r)  # [k, j, i, j']
+    off = w.clone()
+    off[:, torch.arange(r), :, torch.arange(r)] = 0
+    assert off.abs().max() == 0  # position j mixes only position j
+    per_member = w[:, torch.arange(r), :, torch.arange(r)].permute(1, 0, 2)  # (n, r, b)
+    assert torch.allclose(per_member.sum(-1), torch.ones(n, r), atol=1e-5)
+    assert ((per_member > 0).sum(-1) <= m).all()
+    assert torch.allclose(ym, per_member @ y, atol=1e-5)
+
+
+def test_dense_weights_differ_per_position_and_tuple_is_shared():
+    members, w = MF.dense_multimix_weights(8, 5, n=200, m=3, alpha=1.0, generator=gen(0))
+    assert members.shape == (200, 3) and w.shape == (200, 3, 5)
+    assert not torch.allclose(w[:, :, 0], w[:, :, 1])  # λ drawn per position
+    assert (members.sort(1).values.diff(dim=1) > 0).all()
+
+
+def test_attention_on_one_member_gives_it_the_whole_weight():
+    b, r, n = 4, 6, 50
+    att = torch.zeros(b, r)
+    att[2, 3] = 1.0  # only example 2, only at position 3
+    att[:, 0] = 1.0  # everybody at position 0
+    members, w = MF.dense_multimix_weights(b, r, n=n, m=None, alpha=1.0, attention=att, generator=gen(1))
+    col = (members == 2).float().argmax(1)  # where example 2 sits in each tuple (m = b: everyone)
+    assert torch.allclose(w[torch.arange(n), col, 3], torch.ones(n))
+    # Positions where no member has attention fall back to the plain Dirichlet weights.
+    _, plain = MF.dense_multimix_weights(b, r, n=n, m=None, alpha=1.0, generator=gen(1))
+    assert torch.allclose(w[:, :, 1], plain[:, :, 1])
+    assert torch.allclose(w[:, :, 0], plain[:, :, 0])  # uniform attention: λ unchanged
+
+
+@pytest.mark.parametrize("spatial", [(7,), (3, 4)])
+def test_dense_multimix_on_1d_and_2d_maps_and_chunking_is_exact(spatial):
+    b, d, k = 5, 6, 3
+    z = torch.randn(b, d, *spatial, requires_grad=True)
+    y = MF.one_hot(torch.arange(b) % k, k)
+    att = torch.rand(b, *spatial)
+    full = MF.dense_multimix(z, y, n=64, m=2, attention=att, generator=gen(2))
+    chunked = MF.dense_multimix(z, y, n=64, m=2, attention=att, generator=gen(2), chunk_size=5)
+    r = 1
+    for s in spatial:
+        r *= s
+    assert full[0].shape == (64, r, d) and full[1].shape == (64, r, k)
+    assert torch.equal(full[0], chunked[0]) and torch.equal(full[1], chunked[1])
+    full[0].sum().backward()
+    assert z.grad is not None and z.grad.abs().sum() > 0
+
+
+def test_attention_maps():
+    z = torch.randn(4, 8, 5)
+    a = MF.pooled_attention(z)
+    assert a.shape == (4, 5) and torch.allclose(a.sum(1), torch.ones(4))
+    weight = torch.randn(3, 8)
+    y = MF.one_hot(torch.tensor([0, 1, 2, 0]), 3)
+    c = MF.cam_attention(z, weight, y)
+    expected = torch.relu(torch.einsum("bdr,bd->br", z, weight[[0, 1, 2, 0]]))
+    expected = expected / expected.sum(1, keepdim=True)
+    assert torch.allclose(c, expected, atol=1e-6)
+    assert torch.allclose(MF.cam_attention(torch.zeros(2, 8, 5), weight, y[:2]), torch.full((2, 5), 0.2))
+
+
+@pytest.mark.parametrize("attention", ["none", "pooled", "cam"])
+@pytest.mark.parametrize("name,shape", [("cnn1d", (40,)), ("preactresnet18", (3, 16, 16))])
+def test_dense_mixer_on_reference_models(name, shape, attention):
+    torch.manual_seed(0)
+    model = build_model(name, input_shape=shape, num_classes=4)
+    x, y = torch.randn(3, *shape), torch.tensor([0, 1, 3])
+    with DenseMultiMix(model, features=model.feature_layer, classifier=model.classifier_layer, n=20,
+                       attention=attention, num_classes=4, generator=gen(0)) as mixer:
+        logits, targets = mixer(x, y)
+        r = 10 if name == "cnn1d" else 4
+        assert logits.shape == (20 * r, 4) and targets.shape == (20 * r, 4)
+        assert torch.allclose(targets.sum(1), torch.ones(20 * r), atol=1e-5)
+        soft_cross_entropy(logits, targets).backward()
+        first = next(model.parameters())
+        assert first.grad is not None and first.grad.abs().sum() > 0
+        mixer.eval()
+        assert torch.equal(mixer(x, y)[0], model(x))
+    assert all(not mod._forward_hooks for mod in model.modules())
+
+
+def test_dense_mixer_classifies_each_mixed_position():
+    # With distinct one-hot labels the dense targets are the per-position weights themselves.
+    torch.manual_seed(0)
+    model = build_model("cnn1d", input_shape=(40,), num_classes=4)
+    x, y = torch.randn(4, 40), torch.arange(4)
+    mixer = DenseMultiMix(model, features="features", classifier="fc", n=6, m=None, num_classes=4, generator=gen(3))
+    logits, targets = mixer(x, y)
+    z = model.features(x.unsqueeze(1)).transpose(1, 2)  # (b, r, d)
+    w = targets.reshape(6, 10, 4)  # (n, r, b)
+    mixed = torch.einsum("nrb,brd->nrd", w, z)
+    assert torch.allclose(logits, model.fc(mixed.reshape(-1, z.shape[2])), atol=1e-5)
+
+
+def test_ema_teacher_follows_the_formula_and_gets_no_gradients():
+    torch.manual_seed(0)
+    student = build_model("mlp", input_shape=(2,), num_classes=3)
+    teacher = EMATeacher(student, momentum=0.9)
+    before = [p.clone() for p in teacher.module.parameters()]
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(1.0)
+    teacher.update()
+    for t, b0, s in zip(teacher.module.parameters(), before, student.parameters()):
+        assert torch.allclose(t, 0.9 * b0 + 0.1 * s)
+        assert not t.requires_grad
+    assert not teacher.module.training
+    teacher.train()
+    assert not teacher.module.training  # stays in eval mode
+    # state_dict round trip into a fresh teacher
+    other = EMATeacher(build_model("mlp", input_shape=(2,), num_classes=3))
+    other.load_state_dict(teacher.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(other.module.parameters(), teacher.module.parameters()))
+
+
+def test_teacher_copies_no_mixer_hooks():
+    model = build_model("mlp", input_shape=(2,), num_classes=3)
+    mixer = MultiMix(model, before="fc", num_classes=3)
+    teacher = EMATeacher(model)
+    assert all(not m._forward_pre_hooks for m in teacher.module.modules())
+    assert model.fc._forward_pre_hooks  # the student keeps its hook
+    mixer.close()
+
+
+@pytest.mark.parametrize("dense", [False, True])
+def test_distilled_targets_are_mixed_with_the_same_weights(dense):
+    torch.manual_seed(0)
+    model = build_model("cnn1d", input_shape=(40,), num_classes=4)
+    teacher = EMATeacher(model)
+    x, y = torch.randn(4, 40), torch.arange(4)
+    kw = dict(teacher=teacher, distill_weight=0.5, temperature=2.0, num_classes=4, m=None)
+    if dense:
+        mixer = DenseMultiMix(model, features="features", classifier="fc", n=8, generator=gen(5), **kw)
+        plain = DenseMultiMix(model, features="features", classifier="fc", n=8, generator=gen(5), num_classes=4, m=None)
+    else:
+        mixer = MultiMix(model, before="fc", n=8, generator=gen(5), **kw)
+        plain = MultiMix(model, before="fc", n=8, generator=gen(5), num_classes=4, m=None)
+    _, targets = mixer(x, y)
+    _, hard = plain(x, y)  # same generator seed: the same weights; distinct labels: hard = weights
+    probs = torch.softmax(teacher(x) / 2.0, dim=1)
+    assert torch.allclose(targets, hard + 0.5 * hard @ probs, atol=1e-5)
+    assert torch.allclose(targets.sum(1), torch.full((len(targets),), 1.5), atol=1e-5)
+
+
+def test_dense_bad_inputs():
+    model = build_model("cnn1d", input_shape=(40,), num_classes=4)
+    with pytest.raises(ValueError, match="attention must be one of none, pooled, cam, got 'max'"):
+        DenseMultiMix(model, features="features", classifier="fc", attention="max")
+    with pytest.raises(ValueError, match="features='feat' is not a submodule"):
+        DenseMultiMix(model, features="feat", classifier="fc")
+    with pytest.raises(ValueError, match="attention='cam' needs a classifier with a \\(K, d\\) weight"):
+        DenseMultiMix(model, features="features", classifier="pool", attention="cam")
+    with pytest.raises(ValueError, match="distill_weight must be a finite number >= 0, got -1"):
+        MultiMix(model, before="fc", teacher=EMATeacher(model), distill_weight=-1)
+    with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
+        MultiMix(model, before="fc", teacher=EMATeacher(model), temperature=0)
+    with pytest.raises(ValueError, match="momentum must be a number in \\[0, 1\\]"):
+        EMATeacher(model, momentum=1.5)
+    with pytest.raises(ValueError, match="must be a spatial embedding"):
+        DenseMultiMix(model, features="pool", classifier="fc", num_classes=4)(torch.randn(2, 40), torch.tensor([0, 1]))
+    z = torch.randn(2, 3, 4)
+    with pytest.raises(ValueError, match="attention must be non-negative"):
+        MF.dense_multimix(z, MF.one_hot(torch.tensor([0, 1]), 2), n=3, attention=-torch.ones(2, 4))
+    with pytest.raises(ValueError, match=r"attention must have shape \(2, 4\)"):
+        MF.dense_multimix(z, MF.one_hot(torch.tensor([0, 1]), 2), n=3, attention=torch.ones(2, 5))
+    with pytest.raises(ValueError, match="z must have at least 3 dimension"):
+        MF.dense_multimix(torch.randn(2, 3), MF.one_hot(torch.tensor([0, 1]), 2), n=3)
