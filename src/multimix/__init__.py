@@ -14,7 +14,7 @@ import logging
 
 from multimix import functional
 from multimix.functional import one_hot, soft_cross_entropy
-from multimix.mixers import DenseMultiMix, ManifoldMixup, Mixup, MultiMix, find_module
+from multimix.mixers import ConfMix, DenseMultiMix, ManifoldMixup, Mixup, MultiMix, find_module
 from multimix.teacher import EMATeacher
 
 __version__ = "0.1.0"
@@ -25,6 +25,7 @@ __all__ = [
     "soft_cross_entropy",
     "Mixup",
     "ManifoldMixup",
+    "ConfMix",
     "MultiMix",
     "DenseMultiMix",
     "EMATeacher",

@@ -35,9 +35,11 @@ from multimix.functional import (
     multimix_weights,
     one_hot,
     pooled_attention,
+    sample_beta,
 )
+from multimix.schedules import confmix_alpha
 
-__all__ = ["Mixup", "ManifoldMixup", "MultiMix", "DenseMultiMix", "find_module"]
+__all__ = ["Mixup", "ManifoldMixup", "ConfMix", "MultiMix", "DenseMultiMix", "find_module"]
 
 ATTENTIONS = ("none", "pooled", "cam")
 
@@ -106,7 +108,15 @@ class _Mixer(nn.Module):
             return self.model(x), targets
         if targets is None:
             raise ValueError("y is required in training mode: the mixer mixes inputs and targets together")
+        if getattr(self, "alpha", None) == 0:  # a schedule at α = 0: no mixing (λ ∈ {0, 1})
+            return self.model(x), targets
         return self._mix_forward(x, targets)
+
+    def set_alpha(self, alpha: float) -> None:
+        """Change the mixing strength, e.g. from a schedule each epoch; α = 0 turns mixing off."""
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha < 0:
+            raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
+        self.alpha = float(alpha)
 
     def close(self) -> None:
         """Remove every hook this mixer placed on the model. Idempotent."""
@@ -225,11 +235,15 @@ class ManifoldMixup(_Mixer):
             raise TypeError(f"layer {name!r} returned {type(output).__name__}; only a Tensor output can be mixed")
         return mix_pairs(output, lam, perm)
 
-    def _mix_forward(self, x: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
-        layer = self.layers[int(self._uniform(x.device) * len(self.layers)) % len(self.layers)]
-        lam, perm = mixup_params(
+    def _params(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(λ (b,), partner permutation (b,)) for this batch."""
+        return mixup_params(
             x.shape[0], alpha=self.alpha, per_sample=self.per_sample, generator=self.generator, device=x.device
         )
+
+    def _mix_forward(self, x: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+        layer = self.layers[int(self._uniform(x.device) * len(self.layers)) % len(self.layers)]
+        lam, perm = self._params(x)
         self.last_layer = layer
         if layer == INPUT:
             logits = self.model(mix_pairs(x, lam, perm))
@@ -264,6 +278,54 @@ class Mixup(ManifoldMixup):
         super().__init__(
             model, layers=[INPUT], alpha=alpha, per_sample=per_sample, num_classes=num_classes, generator=generator
         )
+
+
+class ConfMix(ManifoldMixup):
+    """ConfMix (seed 2): pairwise mixing whose strength follows the model's confidence, per example.
+
+    Before each step the current model predicts the clean batch (no gradient, eval mode); example i
+    gets α_i = scale · K/(K−1) · (max_c p_ic − 1/K) clipped to [0, 1] and λ_i ~ Beta(α_i, α_i), so a
+    confident example is mixed strongly and an unsure one hardly at all (α_i = 0: λ_i ∈ {0, 1}).
+    Its partner is drawn by a random permutation, as in mixup. ``scale=0.5`` is "½ ConfMix".
+    Warm-up epochs of ERM are the training loop's business (the model must be confident first).
+
+    Args:
+        model: any ``nn.Module``.
+        layers: where to mix, as :class:`ManifoldMixup` (default: the input).
+        scale: multiplies α_i, > 0.
+        num_classes, generator: as the other mixers.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        layers: Sequence[str] = (INPUT,),
+        scale: float = 1.0,
+        num_classes: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__(model, layers=list(layers), alpha=1.0, per_sample=True, num_classes=num_classes,
+                         generator=generator)
+        self.scale = check_alpha(scale, "scale")
+        self.last_alpha: Tensor | None = None  # the per-example α of the last step, for logging
+
+    def _params(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                probs = torch.softmax(self.model(x).float(), dim=-1)
+        finally:
+            self.model.train(was_training)
+        alpha = self.scale * confmix_alpha(probs)
+        self.last_alpha = alpha
+        lam = sample_beta(x.shape[0], alpha, generator=self.generator, device=x.device)
+        _, perm = mixup_params(x.shape[0], alpha=1.0, generator=self.generator, device=x.device)
+        return lam.to(x.device), perm
+
+    def extra_repr(self) -> str:
+        return f"layers={self.layers}, scale={self.scale}"
 
 
 class MultiMix(_Mixer):

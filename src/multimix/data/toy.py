@@ -80,10 +80,13 @@ class GaussianMixtureProblem:
         """
         n = check_int(n, "n")
         y = torch.randint(self.num_classes, (n,), generator=generator)
-        j = torch.randint(self.components, (n,), generator=generator)
-        noise = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
-        x = self.means[y, j] + self.sigma * noise
-        return x.float(), y
+        return self.sample_class(y, generator=generator).float(), y
+
+    def sample_class(self, labels: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+        """Draw one example of each requested class: x (n, D) float64 with ``labels`` (n,) given."""
+        j = torch.randint(self.components, labels.shape, generator=generator)
+        noise = torch.randn(len(labels), self.dim, generator=generator, dtype=torch.float64)
+        return self.means[labels, j] + self.sigma * noise
 
     def class_log_density(self, x: Tensor) -> Tensor:
         """log p(x | k) up to a constant shared by all classes, (n, K), computed in float64."""

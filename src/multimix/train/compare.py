@@ -50,33 +50,50 @@ def run_comparison(
     progress: bool | None = None,
 ) -> list[dict[str, Any]]:
     """Train every (method, seed) pair; returns one row per run (see :data:`CSV_FIELDS`)."""
+    variants = {method: dataclasses.replace(base, method=method) for method in methods}
+    return run_variants(variants, seeds=seeds, out=out, jobs=jobs, progress=progress)
+
+
+def run_variants(
+    variants: dict[str, TrainConfig],
+    *,
+    seeds: list[int],
+    out: str | Path,
+    jobs: int = 1,
+    progress: bool | None = None,
+) -> list[dict[str, Any]]:
+    """Train every (labelled config, seed) pair into ``out/<label>/seed<k>``; one row per run.
+
+    The row's ``method`` is the variant's label, so ablations (several settings of one method) and
+    comparisons (several methods) are tabulated alike.
+    """
     out = Path(out)
     tasks = []
-    for method in methods:
+    for label, variant in variants.items():
         for seed in seeds:
-            config = dataclasses.replace(base, method=method, seed=seed)
+            config = dataclasses.replace(variant, seed=seed)
             config.validate()
-            tasks.append((config, out / method / f"seed{seed}"))
+            tasks.append((label, config, out / label / f"seed{seed}"))
     summaries: dict[Path, dict[str, Any]] = {}
     bar = tqdm(total=len(tasks), desc="runs", unit="run", disable=None if progress is None else not progress)
     if jobs <= 1:
-        for config, run_out in tasks:
-            bar.set_postfix(method=config.method, seed=config.seed)
+        for label, config, run_out in tasks:
+            bar.set_postfix(run=label, seed=config.seed)
             summaries[run_out] = _run_one(config.to_dict(), str(run_out))
             bar.update(1)
     else:
         # Separate processes (spawned: no forked torch state), each with its share of the cores.
         with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-            futures = {pool.submit(_run_one, c.to_dict(), str(o)): o for c, o in tasks}
+            futures = {pool.submit(_run_one, c.to_dict(), str(o)): o for _, c, o in tasks}
             for future in as_completed(futures):
                 summaries[futures[future]] = future.result()
                 bar.update(1)
     bar.close()
     rows = []
-    for config, run_out in tasks:
+    for label, config, run_out in tasks:
         s = summaries[run_out]
         rows.append({
-            "method": config.method,
+            "method": label,
             "seed": config.seed,
             "best_epoch": s["best"]["epoch"],
             "val_acc": s["best"]["val_acc"],

@@ -17,8 +17,9 @@ import yaml
 
 from multimix.data import DATASETS
 from multimix.models import DEFAULT_MODEL, MODELS
+from multimix.schedules import SCHEDULES
 
-METHODS = ("erm", "mixup", "manifold", "multimix", "dense-multimix")
+METHODS = ("erm", "mixup", "manifold", "multimix", "dense-multimix", "confmix")
 ATTENTIONS = ("none", "pooled", "cam")
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULERS = ("cosine", "none")
@@ -125,6 +126,12 @@ class TrainConfig:
     m: int | None = _field(3, "multimix: tuple length ('all' for the whole batch)", _parse_optional_int, group="method")
     p: float = _field(1.0, "multimix: probability that a batch is mixed", _parse_float, group="method")
     keep_clean: bool = _field(False, "multimix: also train on the clean rows", _parse_bool, group="method")
+    alpha_schedule: str = _field("constant", "α over epochs: constant (--alpha), or linear/exp from --alpha-start to --alpha-end", _str, SCHEDULES, "method")
+    alpha_start: float | None = _field(None, "α at epoch 0 for linear/exp schedules (0 = no mixing)", _opt(_parse_float), group="method")
+    alpha_end: float | None = _field(None, "α reached (linear) or approached (exp) for linear/exp schedules", _opt(_parse_float), group="method")
+    half_life: float = _field(25.0, "exp schedule: epochs for α to close half its remaining gap", _parse_float, group="method")
+    confmix_scale: float = _field(1.0, "confmix: multiplies the per-example α (0.5 = '½ ConfMix')", _parse_float, group="method")
+    confmix_warmup: int = _field(5, "confmix: epochs of ERM before mixing starts", _parse_int, group="method")
     attention: str = _field("none", "dense-multimix: attention over positions", _str, ATTENTIONS, "method")
     teacher_momentum: float | None = _field(None, "multimix methods: EMA teacher momentum for self-distilled targets (none: no teacher)", _opt(_parse_float), group="method")
     distill_weight: float = _field(1.0, "multimix methods: weight w of the distilled loss (with a teacher)", _parse_float, group="method")
@@ -201,6 +208,16 @@ class TrainConfig:
         need(self.teacher_momentum is None or 0 <= self.teacher_momentum <= 1, "teacher_momentum", "a number in [0, 1]")
         need(math.isfinite(self.distill_weight) and self.distill_weight >= 0, "distill_weight", "a number >= 0")
         need(math.isfinite(self.temperature) and self.temperature > 0, "temperature", "a number > 0")
+        need(self.half_life > 0 and math.isfinite(self.half_life), "half_life", "a finite number > 0")
+        need(math.isfinite(self.confmix_scale) and self.confmix_scale > 0, "confmix_scale", "a finite number > 0")
+        need(self.confmix_warmup >= 0, "confmix_warmup", "an integer >= 0")
+        if self.alpha_schedule != "constant":
+            if self.method in ("erm", "confmix"):
+                raise ConfigError(f"alpha_schedule applies to methods with an α, not to {self.method!r}")
+            for key in ("alpha_start", "alpha_end"):
+                value = getattr(self, key)
+                need(value is not None and math.isfinite(value) and value >= 0, key,
+                     f"a number >= 0 (required by alpha_schedule={self.alpha_schedule!r})")
         if self.teacher_momentum is not None and self.method not in ("multimix", "dense-multimix"):
             raise ConfigError(f"teacher_momentum applies to multimix and dense-multimix, not to method {self.method!r}")
         need(self.layers is None or len(self.layers) > 0, "layers", "a non-empty list of layer names")

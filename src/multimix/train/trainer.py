@@ -32,8 +32,9 @@ from tqdm.auto import tqdm
 from multimix.data import Splits, load_dataset
 from multimix.data.augment import AUGMENTATIONS
 from multimix.functional import one_hot, soft_cross_entropy
-from multimix.mixers import DenseMultiMix, ManifoldMixup, Mixup, MultiMix
+from multimix.mixers import ConfMix, DenseMultiMix, ManifoldMixup, Mixup, MultiMix
 from multimix.models import build_model
+from multimix.schedules import make_schedule
 from multimix.teacher import EMATeacher
 from multimix.train import checkpoint
 from multimix.train.config import ConfigError, TrainConfig
@@ -84,6 +85,8 @@ def build_mixer(
             **distill,
             **common,
         )
+    if config.method == "confmix":
+        return ConfMix(model, layers=config.layers or ["input"], scale=config.confmix_scale, **common)
     if config.method == "dense-multimix":
         if model.feature_layer is None:
             raise ConfigError(f"dense-multimix needs a model with a spatial embedding; {config.model_name} has none "
@@ -178,6 +181,10 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, progres
     else:
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
     augment = AUGMENTATIONS[splits.augment] if splits.augment else None
+    schedule = None
+    if config.alpha_schedule != "constant":
+        schedule = make_schedule(config.alpha_schedule, start=config.alpha_start, end=config.alpha_end,
+                                 epochs=config.epochs, half_life=config.half_life)
 
     # -- resume ------------------------------------------------------------------------------
     history: list[dict[str, Any]] = []
@@ -206,16 +213,20 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, progres
                disable=None if progress is None else not progress, leave=False)
     for epoch in range(len(history) + 1, config.epochs + 1):
         model.train()
+        if schedule is not None:
+            mixer.set_alpha(schedule(epoch - 1))  # α of this epoch, from 0-based epoch index
+        # ConfMix waits for a model confident enough to say how much to mix: ERM first.
+        step_mixer = None if config.method == "confmix" and epoch <= config.confmix_warmup else mixer
         start = time.perf_counter()
         loss_sum = 0.0
         for x, y in loader:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             if augment is not None:
                 x = augment(x, generator=data_gen)
-            if mixer is None:
+            if step_mixer is None:
                 logits, targets = model(x), one_hot(y, splits.num_classes)
             else:
-                logits, targets = mixer(x, y)
+                logits, targets = step_mixer(x, y)
             loss = soft_cross_entropy(logits, targets)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -234,6 +245,7 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, progres
             "val_loss": val["loss"], "val_acc": val["acc"],
             "test_loss": test["loss"], "test_acc": test["acc"],
             "lr": optimizer.param_groups[0]["lr"],
+            "alpha": getattr(step_mixer, "alpha", None),
             "time_s": train_time,
         })
         # Checkpoint first, then the metrics file derived from it: a kill between the two only
