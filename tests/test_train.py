@@ -179,3 +179,14 @@ def test_compare_on_a_tiny_budget(tmp_path, capsys):
     first = (out / "erm" / "seed0" / "summary.json").stat().st_mtime_ns
     assert main(argv) == 0  # finished runs are reused, not retrained
     assert (out / "erm" / "seed0" / "summary.json").stat().st_mtime_ns == first
+
+
+def test_plot_boundary_writes_a_png(tmp_path, capsys):
+    out = tmp_path / "pb"
+    argv = ["plot-boundary", "--epochs", "2", "--train-size", "200", "--threads", "1", "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    assert (out / "boundary.png").read_bytes()[:4] == b"\x89PNG"
+    assert {p.name for p in out.iterdir()} >= {"erm", "mixup", "manifold", "boundary.png"}
+    with pytest.raises(SystemExit) as exc:
+        main(["plot-boundary", "--dataset", "digits", "--out", str(tmp_path / "x")])
+    assert exc.value.code == 2 and "needs a 2-D dataset" in capsys.readouterr().err

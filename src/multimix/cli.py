@@ -113,6 +113,29 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help' for the valid options)\n")
 
 
+def cmd_plot_boundary(args: argparse.Namespace) -> int:
+    from multimix.analysis.plots import plot_decision_boundaries
+    from multimix.train.compare import run_comparison
+    from multimix.train.trainer import load_splits, model_from_checkpoint
+
+    methods = parse_methods(args.methods)
+    base = resolve_config(args, base={"dataset": "spirals", "epochs": 100, "lr": 3e-3})
+    if base.dataset not in ("spirals", "toy") or (base.dataset == "toy" and base.toy_dim != 2):
+        raise ConfigError(f"plot-boundary needs a 2-D dataset (spirals, or toy with toy_dim 2), got {base.dataset!r}")
+    out = args.out or Path("runs") / f"boundary-{base.dataset}"
+    run_comparison(base, methods=methods, seeds=[base.seed], out=out, progress=None if not args.quiet else False)
+    models = {}
+    for method in methods:
+        model, _ = model_from_checkpoint(out / method / f"seed{base.seed}" / "checkpoint.pt")
+        models[method] = model
+    x, y = load_splits(base).train.tensors
+    path = out / "boundary.png"
+    plot_decision_boundaries(models, x, y, path, title=f"{base.dataset}: decision boundaries after {base.epochs} epochs "
+                             f"({base.model_name}, seed {base.seed})")
+    print(f"plot: {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="multimix", description="Embedding-space mixup: train and compare methods.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every epoch")
@@ -134,6 +157,13 @@ def build_parser() -> argparse.ArgumentParser:
     p_cmp.add_argument("--quiet", action="store_true", help="no progress bar")
     add_config_flags(p_cmp)
     p_cmp.set_defaults(func=cmd_compare)
+
+    p_plot = sub.add_parser("plot-boundary", help="train on a 2-D problem and plot each method's decision boundary")
+    p_plot.add_argument("--methods", default="erm,mixup,manifold", help=f"comma-separated, from {', '.join(METHODS)}")
+    p_plot.add_argument("--out", type=Path, help="output folder (default: runs/boundary-<dataset>)")
+    p_plot.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_config_flags(p_plot)
+    p_plot.set_defaults(func=cmd_plot_boundary)
     return parser
 
 
