@@ -151,8 +151,8 @@ def test_teacher_copies_no_mixer_hooks():
     model = build_model("mlp", input_shape=(2,), num_classes=3)
     mixer = MultiMix(model, before="fc", num_classes=3)
     teacher = EMATeacher(model)
-    assert all(not m._forward_pre_hooks for m in teacher.module.modules())
-    assert model.fc._forward_pre_hooks  # the student keeps its hook
+    assert all(not m._forward_pre_hooks and not m._forward_hooks for m in teacher.module.modules())
+    assert model.fc._forward_hooks  # the student keeps its hook
     mixer.close()
 
 
@@ -199,3 +199,35 @@ def test_dense_bad_inputs():
         MF.dense_multimix(z, MF.one_hot(torch.tensor([0, 1]), 2), n=3, attention=torch.ones(2, 5))
     with pytest.raises(ValueError, match="z must have at least 3 dimension"):
         MF.dense_multimix(torch.randn(2, 3), MF.one_hot(torch.tensor([0, 1]), 2), n=3)
+
+
+@pytest.mark.parametrize("dense,keep_clean", [(False, False), (False, True), (True, False)])
+def test_linear_shortcut_is_exact(dense, keep_clean):
+    # g(ΛZ) = Λ g(Z) for an affine g when rows of Λ sum to 1: same logits, same gradients.
+    results = []
+    for shortcut in (True, False):
+        torch.manual_seed(0)
+        model = build_model("cnn1d", input_shape=(40,), num_classes=5)
+        x, y = torch.randn(6, 40, generator=gen(1)), torch.tensor([0, 1, 2, 3, 4, 0])
+        if dense:
+            mixer = DenseMultiMix(model, features="features", classifier="fc", n=30, attention="pooled",
+                                  linear_shortcut=shortcut, num_classes=5, generator=gen(2))
+        else:
+            mixer = MultiMix(model, before="fc", n=30, keep_clean=keep_clean, linear_shortcut=shortcut,
+                             num_classes=5, generator=gen(2))
+        assert mixer.linear_shortcut == shortcut
+        logits, targets = mixer(x, y)
+        soft_cross_entropy(logits, targets).backward()
+        results.append((logits, targets, [p.grad.clone() for p in model.parameters()]))
+    (l1, t1, g1), (l2, t2, g2) = results
+    assert torch.allclose(l1, l2, atol=1e-5) and torch.equal(t1, t2)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(g1, g2))
+
+
+def test_linear_shortcut_not_used_for_a_linear_subclass():
+    class Scaled(torch.nn.Linear):
+        def forward(self, x):
+            return super().forward(x) * 2
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), Scaled(4, 2))
+    assert not MultiMix(model, before="1", num_classes=2).linear_shortcut

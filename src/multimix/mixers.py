@@ -345,6 +345,9 @@ class MultiMix(_Mixer):
         alpha: Dirichlet(α·1_m) concentration, > 0.
         p: probability that a training batch is mixed; otherwise it trains on the clean batch.
         keep_clean: also feed the b clean embeddings, so the classifier sees b + n rows (clean first).
+        linear_shortcut: when ``before`` is a plain ``nn.Linear`` g, mix its b output rows instead of
+            its b input rows: g(Λ Z) = Λ g(Z) exactly, because every row of Λ sums to 1, and it costs
+            n·b·K instead of n·b·d + n·d·K. Everything after ``before`` still sees n rows.
         teacher: optional teacher (e.g. :class:`multimix.EMATeacher`) for self-distilled targets:
             its probabilities P' on the clean batch are mixed with the same weights, Ỹ' = Λ P',
             and the returned targets are Ỹ + w·Ỹ' so that ``soft_cross_entropy`` gives
@@ -369,6 +372,7 @@ class MultiMix(_Mixer):
         alpha: float = 1.0,
         p: float = 1.0,
         keep_clean: bool = False,
+        linear_shortcut: bool = True,
         teacher: nn.Module | None = None,
         distill_weight: float = 1.0,
         temperature: float = 1.0,
@@ -384,7 +388,21 @@ class MultiMix(_Mixer):
         self._setup_teacher(teacher, distill_weight, temperature)
         self.before = before
         module = find_module(model, before, argument="before")
-        self._handles.append(module.register_forward_pre_hook(self._mix_input))
+        # type(...) is, not isinstance: a subclass may override forward and break g(ΛZ) = Λ g(Z).
+        self.linear_shortcut = bool(linear_shortcut) and type(module) is nn.Linear
+        if self.linear_shortcut:
+            self._handles.append(module.register_forward_hook(self._mix_output))
+        else:
+            self._handles.append(module.register_forward_pre_hook(self._mix_input))
+
+    def _mix_rows(self, weights: Tensor, rows: Tensor, what: str) -> Tensor:
+        if rows.shape[0] != weights.shape[1]:
+            raise ValueError(
+                f"the {what} of {self.before!r} has batch size {rows.shape[0]}, expected {weights.shape[1]} "
+                "(batch-first embeddings)"
+            )
+        mixed = interpolate(weights, rows)
+        return torch.cat([rows, mixed]) if self.keep_clean else mixed
 
     def _mix_input(self, module: nn.Module, args: tuple) -> tuple | None:
         if self._armed is None:
@@ -392,16 +410,12 @@ class MultiMix(_Mixer):
         weights = self._take()
         if not args or not isinstance(args[0], Tensor):
             raise TypeError(f"submodule {self.before!r} must take a Tensor as its first argument to be mixed")
-        z = args[0]
-        if z.shape[0] != weights.shape[1]:
-            raise ValueError(
-                f"the input of {self.before!r} has batch size {z.shape[0]}, expected {weights.shape[1]} "
-                "(batch-first embeddings)"
-            )
-        mixed = interpolate(weights, z)
-        if self.keep_clean:
-            mixed = torch.cat([z, mixed])
-        return (mixed, *args[1:])
+        return (self._mix_rows(weights, args[0], "input"), *args[1:])
+
+    def _mix_output(self, module: nn.Module, args: tuple, output: Tensor) -> Tensor | None:
+        if self._armed is None:
+            return None
+        return self._mix_rows(self._take(), output, "output")
 
     def _mix_forward(self, x: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
         probs = self._teacher_probs(x)
@@ -448,6 +462,9 @@ class DenseMultiMix(_Mixer):
             needs a classifier with a ``weight`` of shape (K, d)). No gradient flows into it.
         teacher, distill_weight, temperature: self-distilled targets, as :class:`MultiMix`.
         chunk_size: generated rows per interpolation chunk (None: automatic), bounding memory.
+        linear_shortcut: when ``classifier`` is a plain ``nn.Linear`` g, classify the b·r clean
+            positions and mix the logits: g(Σ_i w_i z_i) = Σ_i w_i g(z_i) exactly (the weights sum to 1
+            at every position), at b·r·d·K + n·m·r·K cost instead of n·r·(m·d + d·K).
         num_classes, generator: as the other mixers.
 
     Returns in training ``(logits (n·r, K), targets (n·r, K))``.
@@ -468,6 +485,7 @@ class DenseMultiMix(_Mixer):
         distill_weight: float = 1.0,
         temperature: float = 1.0,
         chunk_size: int | None = None,
+        linear_shortcut: bool = True,
         num_classes: int | None = None,
         generator: torch.Generator | None = None,
     ) -> None:
@@ -476,6 +494,7 @@ class DenseMultiMix(_Mixer):
         self.m = None if m is None else check_int(m, "m")
         self.alpha = check_alpha(alpha)
         self.p = check_probability(p, "p")
+        self.linear_shortcut = bool(linear_shortcut)
         if attention not in ATTENTIONS:
             raise ValueError(f"attention must be one of {', '.join(ATTENTIONS)}, got {attention!r}")
         self.attention = attention
@@ -513,8 +532,13 @@ class DenseMultiMix(_Mixer):
         members, weights = dense_multimix_weights(
             b, r, n=self.n, m=m, alpha=self.alpha, attention=att, generator=self.generator, device=z.device
         )
-        mixed = dense_interpolate(members, weights, zr, chunk_size=self.chunk_size)  # (n, r, d)
-        logits = self._classifier_ref[0](mixed.reshape(-1, d))
+        classifier = self._classifier_ref[0]
+        if self.linear_shortcut and type(classifier) is nn.Linear:
+            per_position = classifier(zr.reshape(b * r, d)).reshape(b, r, -1)  # (b, r, K)
+            logits = dense_interpolate(members, weights, per_position, chunk_size=self.chunk_size).reshape(-1, per_position.shape[2])
+        else:
+            mixed = dense_interpolate(members, weights, zr, chunk_size=self.chunk_size)  # (n, r, d)
+            logits = classifier(mixed.reshape(-1, d))
         mixed_targets = dense_interpolate(members, weights, targets, chunk_size=self.chunk_size)
         mixed_probs = None if probs is None else dense_interpolate(members, weights, probs, chunk_size=self.chunk_size)
         k = targets.shape[1]
