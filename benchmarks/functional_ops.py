@@ -15,46 +15,16 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from multimix import functional as MF
 
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def interleaved(cases: dict[str, Callable[[], object]], device: torch.device, rounds: int, min_block_s: float = 0.02):
-    """Median seconds per call of each case, timing the cases in turn within every round."""
-    # Warm-up, and a block size per case so that each block lasts about min_block_s.
-    blocks = {}
-    for name, fn in cases.items():
-        for _ in range(3):
-            fn()
-        sync(device)
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        once = max(time.perf_counter() - t0, 1e-7)
-        blocks[name] = max(1, int(min_block_s / once))
-    samples: dict[str, list[float]] = {name: [] for name in cases}
-    for _ in range(rounds):
-        for name, fn in cases.items():
-            sync(device)
-            t0 = time.perf_counter()
-            for _ in range(blocks[name]):
-                fn()
-            sync(device)
-            samples[name].append((time.perf_counter() - t0) / blocks[name])
-    return {name: statistics.median(values) for name, values in samples.items()}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _timing import interleaved  # noqa: E402
 
 
 def fmt_us(seconds: float) -> str:

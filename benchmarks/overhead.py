@@ -1,0 +1,237 @@
+"""What mixing costs on top of ERM: full training steps, interleaved, on the same batch.
+
+    python benchmarks/overhead.py [--device cpu|cuda] [--amp] [--rounds 15] [--models cnn1d,preactresnet18]
+                                  [--profile "MultiMix n=1000"] [--out benchmarks/results/overhead.md]
+
+For each model a fixed batch (cnn1d: b = 100 MNIST-1D-shaped sequences, 10 classes; preactresnet18:
+b = 128 images 3×32×32, 100 classes), and for each method one full step (forward, loss, backward,
+SGD step, plus the teacher's update where there is one). Steps of all methods are timed in turn in
+every round after warm-up; the median is reported with its ratio to ERM's. Library defaults for m
+and α. "MultiMix n=1000, generic" is the same method without the exact linear-classifier shortcut
+(the embeddings, not the logits, are mixed): the before/after of that optimisation, in one run.
+
+Memory: the bytes autograd saves for backward in one step (exact and deterministic: the activation
+memory that dominates the peak), and the measured peak: on CUDA ``torch.cuda.max_memory_allocated``;
+on the CPU the growth of the process's peak RSS over a few steps, each method in a fresh process
+(too coarse for the tiny cnn1d, where ERM's growth can read 0).
+
+Also: the Dirichlet sampler alone against ``torch.distributions.Dirichlet``, and the interpolation
+alone (Λ Z) against a plain ``torch.matmul`` of the same shape, the arithmetic floor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _timing import interleaved  # noqa: E402
+
+from multimix import DenseMultiMix, EMATeacher, ManifoldMixup, Mixup, MultiMix, soft_cross_entropy  # noqa: E402
+from multimix import functional as MF  # noqa: E402
+from multimix.models import build_model  # noqa: E402
+
+SETUPS = {
+    "cnn1d": dict(shape=(40,), batch=100, classes=10),
+    "preactresnet18": dict(shape=(3, 32, 32), batch=128, classes=100),
+}
+METHODS = [
+    "ERM", "input mixup", "manifold mixup", "MultiMix n=100", "MultiMix n=1000", "MultiMix n=10000",
+    "MultiMix n=1000, generic", "Dense MultiMix n=1000", "MultiMix n=1000 + teacher",
+]
+
+
+class SavedBytes:
+    """Counts the bytes of distinct storages autograd saves for backward during a forward pass."""
+
+    def __init__(self) -> None:
+        self.storages: dict[int, int] = {}
+
+    def pack(self, t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        self.storages[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    @property
+    def mib(self) -> float:
+        return sum(self.storages.values()) / 2**20
+
+
+def make_step(model_name: str, method: str, device: torch.device, amp: bool, seed: int = 0,
+              saved: SavedBytes | None = None):
+    """A closure running one training step of ``method``; the model and batch are its own."""
+    setup = SETUPS[model_name]
+    torch.manual_seed(seed)
+    model = build_model(model_name, input_shape=setup["shape"], num_classes=setup["classes"]).to(device)
+    g = torch.Generator(device=device).manual_seed(seed)
+    x = torch.randn(setup["batch"], *setup["shape"], device=device)
+    y = torch.randint(setup["classes"], (setup["batch"],), device=device)
+    k = setup["classes"]
+    teacher = None
+    if method == "ERM":
+        mixer = None
+    elif method == "input mixup":
+        mixer = Mixup(model, num_classes=k, generator=g)
+    elif method == "manifold mixup":
+        mixer = ManifoldMixup(model, layers=model.manifold_layers, num_classes=k, generator=g)
+    elif method.startswith("Dense"):
+        mixer = DenseMultiMix(model, features=model.feature_layer, classifier=model.classifier_layer, n=1000,
+                              num_classes=k, generator=g)
+    else:
+        n = int(method.split("n=")[1].split(",")[0].split(" ")[0])
+        if method.endswith("teacher"):
+            teacher = EMATeacher(model, momentum=0.999)
+        mixer = MultiMix(model, before=model.classifier_layer, n=n, num_classes=k, generator=g, teacher=teacher,
+                         linear_shortcut=not method.endswith("generic"))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    model.train()
+
+    import contextlib
+
+    def step() -> None:
+        hooks = torch.autograd.graph.saved_tensors_hooks(saved.pack, lambda t: t) if saved else contextlib.nullcontext()
+        with hooks, torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            if mixer is None:
+                logits, targets = model(x), MF.one_hot(y, k)
+            else:
+                logits, targets = mixer(x, y)
+            loss = soft_cross_entropy(logits.float(), targets)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if teacher is not None:
+            teacher.update()
+
+    return step
+
+
+def cpu_peak_growth(model_name: str, method: str, steps: int = 3) -> float:
+    """Peak-RSS growth (MiB) of a fresh process running a few steps of ``method``."""
+    code = (
+        "import sys, resource, torch; sys.path.insert(0, sys.argv[1]); import overhead as o; "
+        "torch.set_num_threads(int(sys.argv[5])); "
+        "step = o.make_step(sys.argv[2], sys.argv[3], torch.device('cpu'), False); "
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "
+        "[step() for _ in range(int(sys.argv[4]))]; "
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(Path(__file__).resolve().parent), model_name, method, str(steps),
+         str(torch.get_num_threads())],
+        capture_output=True, text=True, check=True,
+    )
+    return int(out.stdout.strip().splitlines()[-1]) / 1024  # ru_maxrss is in KiB on Linux
+
+
+def cuda_peak(model_name: str, method: str, device: torch.device, amp: bool) -> float:
+    step = make_step(model_name, method, device, amp)
+    step()
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    step()
+    torch.cuda.synchronize(device)
+    return torch.cuda.max_memory_allocated(device) / 2**20
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA)")
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--models", default="cnn1d,preactresnet18")
+    parser.add_argument("--profile", default=None, help="also print a torch.profiler table of this method's step")
+    parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    lines = [
+        f"# Training-step overhead over ERM ({device.type}{', bf16 autocast' if args.amp else ''})",
+        "",
+        f"- machine: {platform.machine()}, {os.cpu_count()} CPU(s), torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads" + (f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""),
+        f"- command: `python benchmarks/overhead.py --device {args.device}{' --amp' if args.amp else ''} "
+        f"--rounds {args.rounds} --models {args.models}`",
+        "- one step = forward + loss + backward + SGD step; median over rounds, methods interleaved",
+        "",
+    ]
+    for model_name in args.models.split(","):
+        setup = SETUPS[model_name]
+        # The resnet is slow on a CPU: fewer rounds, one step per block.
+        rounds = args.rounds if not (model_name == "preactresnet18" and device.type == "cpu") else max(3, args.rounds // 3)
+        steps = {m: make_step(model_name, m, device, args.amp) for m in METHODS}
+        times = interleaved(steps, device, rounds, min_block_s=0.05, warmup=2)
+        saved, memory = {}, {}
+        for m in METHODS:
+            counter = SavedBytes()
+            make_step(model_name, m, device, args.amp, saved=counter)()
+            saved[m] = counter.mib
+            if not args.no_memory:
+                memory[m] = cuda_peak(model_name, m, device, args.amp) if device.type == "cuda" else cpu_peak_growth(model_name, m)
+        mem_head = "peak allocated (MiB)" if device.type == "cuda" else "peak RSS growth (MiB)"
+
+        def ratio(values: dict[str, float], m: str) -> str:
+            return f"{values[m] / values['ERM']:.2f}×" if values.get("ERM") else "—"
+
+        lines += [
+            f"## {model_name}, b = {setup['batch']}, {setup['classes']} classes ({rounds} rounds)",
+            "",
+            f"| method | step time | vs ERM | saved for backward (MiB) | vs ERM | {mem_head} | vs ERM |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for m in METHODS:
+            mem = f"{memory[m]:.0f} | {ratio(memory, m)}" if memory else "— | —"
+            lines.append(f"| {m} | {times[m] * 1e3:.2f} ms | {times[m] / times['ERM']:.3f}× | {saved[m]:.1f} | "
+                         f"{ratio(saved, m)} | {mem} |")
+        extra = {n: times[f"MultiMix n={n}"] - times["ERM"] for n in (100, 1000, 10000)}
+        lines += ["", "MultiMix cost above ERM by n (linear growth means ×10 per ×10 in n, once fixed costs are "
+                  "paid): " + ", ".join(f"n={n}: {1e3 * v:+.2f} ms" for n, v in extra.items()), ""]
+        print("\n".join(lines[-len(METHODS) - 6:]), flush=True)
+        if args.profile:
+            from torch.profiler import ProfilerActivity, profile
+
+            acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+            with profile(activities=acts) as prof:
+                for _ in range(3):
+                    steps[args.profile]()
+            print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+
+    # The pieces alone.
+    b, d = 128, 512
+    z = torch.randn(b, d, device=device)
+    lam = MF.multimix_weights(b, n=1000, m=3, device=device)
+    conc = torch.ones(3, device=device)
+    t = interleaved({
+        "sampler": lambda: MF.sample_dirichlet(1000, 3, 1.0, device=device),
+        "torch.distributions": lambda: torch.distributions.Dirichlet(conc).sample((1000,)),
+        "weights": lambda: MF.multimix_weights(b, n=1000, m=3, device=device),
+        "interpolate": lambda: MF.interpolate(lam, z),
+        "matmul": lambda: torch.matmul(lam, z),
+    }, device, args.rounds * 2)
+    lines += [
+        "## The pieces alone (n = 1000, m = 3, α = 1, b = 128, d = 512)",
+        "",
+        "| piece | time | ratio |",
+        "|---|---|---|",
+        f"| Dirichlet sampler | {t["sampler"] * 1e6:.1f} µs | torch.distributions.Dirichlet takes {t["torch.distributions"] / t["sampler"]:.2f}× as long |",
+        f"| Λ (tuples + weights) | {t['weights'] * 1e6:.1f} µs | |",
+        f"| interpolation Λ Z | {t['interpolate'] * 1e6:.1f} µs | {t['interpolate'] / t['matmul']:.3f}× the plain matmul ({t['matmul'] * 1e6:.1f} µs) |",
+        "",
+    ]
+    text = "\n".join(lines)
+    print("\n".join(lines[-7:]))
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=args.out.parent, delete=False, suffix=".tmp") as f:
+            f.write(text)
+        os.replace(f.name, args.out)
+
+
+if __name__ == "__main__":
+    main()
