@@ -219,7 +219,7 @@ def main() -> None:
         "",
         "| piece | time | ratio |",
         "|---|---|---|",
-        f"| Dirichlet sampler | {t["sampler"] * 1e6:.1f} µs | torch.distributions.Dirichlet takes {t["torch.distributions"] / t["sampler"]:.2f}× as long |",
+        f"| Dirichlet sampler | {t['sampler'] * 1e6:.1f} µs | torch.distributions.Dirichlet takes {t['torch.distributions'] / t['sampler']:.2f}× as long |",
         f"| Λ (tuples + weights) | {t['weights'] * 1e6:.1f} µs | |",
         f"| interpolation Λ Z | {t['interpolate'] * 1e6:.1f} µs | {t['interpolate'] / t['matmul']:.3f}× the plain matmul ({t['matmul'] * 1e6:.1f} µs) |",
         "",
