@@ -328,7 +328,29 @@ class ConfMix(ManifoldMixup):
         return f"layers={self.layers}, scale={self.scale}"
 
 
-class MultiMix(_Mixer):
+class _MultiMixBase(_Mixer):
+    """What MultiMix and Dense MultiMix share: n, m, α, p, the teacher, and the clean fallback."""
+
+    def __init__(self, model: nn.Module, *, n: int, m: int | None, alpha: float, p: float, teacher: nn.Module | None,
+                 distill_weight: float, temperature: float, num_classes: int | None,
+                 generator: torch.Generator | None) -> None:
+        super().__init__(model, num_classes=num_classes, generator=generator)
+        self.n = check_int(n, "n")
+        self.m = None if m is None else check_int(m, "m")
+        self.alpha = check_alpha(alpha)
+        self.p = check_probability(p, "p")
+        self._setup_teacher(teacher, distill_weight, temperature)
+
+    def _tuple_length(self, b: int) -> int | None:
+        """m for a batch of b: a batch shorter than m (a last, short batch) uses the whole batch."""
+        return None if self.m is None else min(self.m, b)
+
+    def _skip_batch(self, x: Tensor) -> bool:
+        """With probability 1 − p, this batch trains clean."""
+        return self.p < 1.0 and self._uniform(x.device) >= self.p
+
+
+class MultiMix(_MultiMixBase):
     """MultiMix (SPEC §2): n ≫ b interpolations of m-tuples of the batch at the input of one submodule.
 
     The model runs once on the b clean examples up to the submodule named ``before`` (typically the
@@ -379,13 +401,9 @@ class MultiMix(_Mixer):
         num_classes: int | None = None,
         generator: torch.Generator | None = None,
     ) -> None:
-        super().__init__(model, num_classes=num_classes, generator=generator)
-        self.n = check_int(n, "n")
-        self.m = None if m is None else check_int(m, "m")
-        self.alpha = check_alpha(alpha)
-        self.p = check_probability(p, "p")
+        super().__init__(model, n=n, m=m, alpha=alpha, p=p, teacher=teacher, distill_weight=distill_weight,
+                         temperature=temperature, num_classes=num_classes, generator=generator)
         self.keep_clean = bool(keep_clean)
-        self._setup_teacher(teacher, distill_weight, temperature)
         self.before = before
         module = find_module(model, before, argument="before")
         # type(...) is, not isinstance: a subclass may override forward and break g(ΛZ) = Λ g(Z).
@@ -419,11 +437,11 @@ class MultiMix(_Mixer):
 
     def _mix_forward(self, x: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
         probs = self._teacher_probs(x)
-        if self.p < 1.0 and self._uniform(x.device) >= self.p:
+        if self._skip_batch(x):
             return self.model(x), self._add_distilled(targets, probs)
         b = x.shape[0]
-        m = None if self.m is None else min(self.m, b)
-        weights = multimix_weights(b, n=self.n, m=m, alpha=self.alpha, generator=self.generator, device=x.device)
+        weights = multimix_weights(b, n=self.n, m=self._tuple_length(b), alpha=self.alpha, generator=self.generator,
+                                   device=x.device)
         logits = self._run_armed(x, weights, self.before)
         mixed = self._add_distilled(interpolate(weights, targets), None if probs is None else interpolate(weights, probs))
         if self.keep_clean:
@@ -442,7 +460,7 @@ class MultiMix(_Mixer):
         )
 
 
-class DenseMultiMix(_Mixer):
+class DenseMultiMix(_MultiMixBase):
     """Dense MultiMix (SPEC §3): interpolate spatial embeddings per position and classify every position.
 
     The model runs once on the b clean examples up to the submodule named ``features``, whose output
@@ -489,17 +507,13 @@ class DenseMultiMix(_Mixer):
         num_classes: int | None = None,
         generator: torch.Generator | None = None,
     ) -> None:
-        super().__init__(model, num_classes=num_classes, generator=generator)
-        self.n = check_int(n, "n")
-        self.m = None if m is None else check_int(m, "m")
-        self.alpha = check_alpha(alpha)
-        self.p = check_probability(p, "p")
+        super().__init__(model, n=n, m=m, alpha=alpha, p=p, teacher=teacher, distill_weight=distill_weight,
+                         temperature=temperature, num_classes=num_classes, generator=generator)
         self.linear_shortcut = bool(linear_shortcut)
         if attention not in ATTENTIONS:
             raise ValueError(f"attention must be one of {', '.join(ATTENTIONS)}, got {attention!r}")
         self.attention = attention
         self.chunk_size = None if chunk_size is None else check_int(chunk_size, "chunk_size")
-        self._setup_teacher(teacher, distill_weight, temperature)
         self.features, self.classifier = features, classifier
         feature_module = find_module(model, features, argument="features")
         # A tuple keeps the classifier out of this module's own submodules (no duplicate state_dict keys).
@@ -528,9 +542,9 @@ class DenseMultiMix(_Mixer):
             att = cam_attention(z, self._classifier_ref[0].weight, targets).reshape(b, r)
         else:
             att = None
-        m = None if self.m is None else min(self.m, b)
         members, weights = dense_multimix_weights(
-            b, r, n=self.n, m=m, alpha=self.alpha, attention=att, generator=self.generator, device=z.device
+            b, r, n=self.n, m=self._tuple_length(b), alpha=self.alpha, attention=att, generator=self.generator,
+            device=z.device,
         )
         classifier = self._classifier_ref[0]
         if self.linear_shortcut and type(classifier) is nn.Linear:
@@ -547,7 +561,7 @@ class DenseMultiMix(_Mixer):
 
     def _mix_forward(self, x: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
         probs = self._teacher_probs(x)
-        if self.p < 1.0 and self._uniform(x.device) >= self.p:
+        if self._skip_batch(x):
             return self.model(x), self._add_distilled(targets, probs)
         try:
             self._run_armed(x, (targets, probs), self.features)

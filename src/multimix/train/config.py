@@ -28,6 +28,10 @@ SCHEDULERS = ("cosine", "none")
 DEFAULT_ALPHA = {"mixup": 1.0, "manifold": 2.0, "multimix": 1.0, "dense-multimix": 1.0}
 
 
+#: Teacher momentum suggested when self-distillation is wanted (``--teacher-momentum``); chosen by ablation.
+DEFAULT_TEACHER_MOMENTUM = 0.999
+
+
 class ConfigError(ValueError):
     """A configuration key or value is invalid; the message says which and what is valid."""
 

@@ -73,36 +73,17 @@ def build_mixer(
     if config.method == "manifold":
         layers = config.layers or model.manifold_layers
         return ManifoldMixup(model, layers=layers, alpha=config.method_alpha, per_sample=config.per_sample, **common)
-    if config.method == "multimix":
-        return MultiMix(
-            model,
-            before=model.classifier_layer,
-            n=config.n,
-            m=config.m,
-            alpha=config.method_alpha,
-            p=config.p,
-            keep_clean=config.keep_clean,
-            **distill,
-            **common,
-        )
     if config.method == "confmix":
         return ConfMix(model, layers=config.layers or ["input"], scale=config.confmix_scale, **common)
-    if config.method == "dense-multimix":
+    if config.method in ("multimix", "dense-multimix"):
+        shared = dict(n=config.n, m=config.m, alpha=config.method_alpha, p=config.p, **distill, **common)
+        if config.method == "multimix":
+            return MultiMix(model, before=model.classifier_layer, keep_clean=config.keep_clean, **shared)
         if model.feature_layer is None:
             raise ConfigError(f"dense-multimix needs a model with a spatial embedding; {config.model_name} has none "
                               "(use cnn1d or preactresnet18)")
-        return DenseMultiMix(
-            model,
-            features=model.feature_layer,
-            classifier=model.classifier_layer,
-            n=config.n,
-            m=config.m,
-            alpha=config.method_alpha,
-            attention=config.attention,
-            p=config.p,
-            **distill,
-            **common,
-        )
+        return DenseMultiMix(model, features=model.feature_layer, classifier=model.classifier_layer,
+                             attention=config.attention, **shared)
     raise ConfigError(f"unknown method {config.method!r}")
 
 
