@@ -11,7 +11,7 @@ Sampling a mixing operation is kept apart from applying it, so that a hidden sta
 
 >>> lam, perm = mixup_params(b, alpha=1.0)             # sample
 >>> x_mixed, y_mixed = mix_pairs(x, lam, perm), mix_pairs(y, lam, perm)   # apply twice
->>> w = multimix_weights(b, n=1000, m=3, alpha=1.0)    # (n, b), rows on the simplex
+>>> w = multimix_weights(b, n=1000, m=2, alpha=1.0)    # (n, b), rows on the simplex
 >>> z_mixed, y_mixed = interpolate(w, z), interpolate(w, y)
 """
 

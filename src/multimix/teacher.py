@@ -19,10 +19,12 @@ class EMATeacher(nn.Module):
 
     Args:
         model: the student.
-        momentum: μ in [0, 1]; 0.99–0.999 is typical.
+        momentum: μ in [0, 1]. The default 0.99 was chosen on MNIST-1D's validation split for runs of a
+            few thousand steps, where 0.999 (time constant ~1000 steps) lagged the student too far
+            behind; longer runs may prefer 0.999.
     """
 
-    def __init__(self, model: nn.Module, *, momentum: float = 0.999) -> None:
+    def __init__(self, model: nn.Module, *, momentum: float = 0.99) -> None:
         super().__init__()
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")

@@ -29,7 +29,7 @@ DEFAULT_ALPHA = {"mixup": 1.0, "manifold": 2.0, "multimix": 1.0, "dense-multimix
 
 
 #: Teacher momentum suggested when self-distillation is wanted (``--teacher-momentum``); chosen by ablation.
-DEFAULT_TEACHER_MOMENTUM = 0.999
+DEFAULT_TEACHER_MOMENTUM = 0.99
 
 
 class ConfigError(ValueError):
@@ -127,7 +127,7 @@ class TrainConfig:
     per_sample: bool = _field(False, "mixup/manifold: one λ per pair instead of per batch", _parse_bool, group="method")
     layers: list[str] | None = _field(None, "manifold: comma-separated layer names (default: the model's)", _parse_list, group="method")
     n: int = _field(1000, "multimix: generated examples per batch", _parse_int, group="method")
-    m: int | None = _field(3, "multimix: tuple length ('all' for the whole batch)", _parse_optional_int, group="method")
+    m: int | None = _field(2, "multimix methods: tuple length ('all' for the whole batch)", _parse_optional_int, group="method")
     p: float = _field(1.0, "multimix: probability that a batch is mixed", _parse_float, group="method")
     keep_clean: bool = _field(False, "multimix: also train on the clean rows", _parse_bool, group="method")
     alpha_schedule: str = _field("constant", "α over epochs: constant (--alpha), or linear/exp from --alpha-start to --alpha-end", _str, SCHEDULES, "method")
