@@ -72,7 +72,26 @@ def main() -> None:
         t = statistics.mean(r["time_per_epoch_s"] for r in by[label])
         lines.append(f"| {label} | {statistics.mean(test):.2f} ± {statistics.stdev(test):.2f} | "
                      f"{statistics.mean(val):.2f} ± {statistics.stdev(val):.2f} | {t / erm_time:.2f}× |")
-    lines.append("")
+    mean = {label: statistics.mean(100 * r["test_acc"] for r in by[label]) for label in vs}
+    manifold = next(label for label in vs if label.startswith("manifold"))
+
+    def verdict(a: str, b: str) -> str:
+        return f"{a} above {b}: {'yes' if mean[a] > mean[b] else 'NO'} ({mean[a]:.2f} vs {mean[b]:.2f})"
+
+    lines += [
+        "",
+        "Targets of the issue (test accuracy means; differences under about one standard deviation are noise):",
+        "",
+        f"- {verdict('MultiMix', manifold)}",
+        f"- {verdict('Dense MultiMix', manifold)}",
+        f"- {verdict(manifold, 'ERM')}",
+        f"- MultiMix ≥ 96.0: {'yes' if mean['MultiMix'] >= 96.0 else 'NO'} ({mean['MultiMix']:.2f}); "
+        f"Dense MultiMix above MultiMix: {'yes' if mean['Dense MultiMix'] > mean['MultiMix'] else 'NO'}",
+        "",
+        "Times per epoch in this table were taken while another benchmark shared the two cores; they are not a "
+        "cost measurement — benchmarks/results/overhead.md is.",
+        "",
+    ]
     write_text(ROOT / "results" / "mnist1d_methods.md", "\n".join(lines))
     print("\n".join(lines))
 
