@@ -11,9 +11,8 @@ and α. "MultiMix n=1000, generic" is the same method without the exact linear-c
 (the embeddings, not the logits, are mixed): the before/after of that optimisation, in one run.
 
 Memory: the bytes autograd saves for backward in one step (exact and deterministic: the activation
-memory that dominates the peak), and the measured peak: on CUDA ``torch.cuda.max_memory_allocated``;
-on the CPU the growth of the process's peak RSS over a few steps, each method in a fresh process
-(too coarse for the tiny cnn1d, where ERM's growth can read 0).
+memory that dominates the peak), and on CUDA the measured peak, ``torch.cuda.max_memory_allocated``.
+(A CPU peak-RSS measurement was tried and removed: it read 0 MiB growth for every method.)
 
 Also: the Dirichlet sampler alone against ``torch.distributions.Dirichlet``, and the interpolation
 alone (Λ Z) against a plain ``torch.matmul`` of the same shape, the arithmetic floor.
@@ -24,7 +23,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -112,24 +110,6 @@ def make_step(model_name: str, method: str, device: torch.device, amp: bool, see
     return step
 
 
-def cpu_peak_growth(model_name: str, method: str, steps: int = 3) -> float:
-    """Peak-RSS growth (MiB) of a fresh process running a few steps of ``method``."""
-    code = (
-        "import sys, resource, torch; sys.path.insert(0, sys.argv[1]); import overhead as o; "
-        "torch.set_num_threads(int(sys.argv[5])); "
-        "step = o.make_step(sys.argv[2], sys.argv[3], torch.device('cpu'), False); "
-        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "
-        "[step() for _ in range(int(sys.argv[4]))]; "
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code, str(Path(__file__).resolve().parent), model_name, method, str(steps),
-         str(torch.get_num_threads())],
-        capture_output=True, text=True, check=True,
-    )
-    return int(out.stdout.strip().splitlines()[-1]) / 1024  # ru_maxrss is in KiB on Linux
-
-
 def cuda_peak(model_name: str, method: str, device: torch.device, amp: bool) -> float:
     step = make_step(model_name, method, device, amp)
     step()
@@ -172,9 +152,9 @@ def main() -> None:
             counter = SavedBytes()
             make_step(model_name, m, device, args.amp, saved=counter)()
             saved[m] = counter.mib
-            if not args.no_memory:
-                memory[m] = cuda_peak(model_name, m, device, args.amp) if device.type == "cuda" else cpu_peak_growth(model_name, m)
-        mem_head = "peak allocated (MiB)" if device.type == "cuda" else "peak RSS growth (MiB)"
+            if not args.no_memory and device.type == "cuda":
+                memory[m] = cuda_peak(model_name, m, device, args.amp)
+        mem_head = "peak allocated (MiB)"
 
         def ratio(values: dict[str, float], m: str) -> str:
             return f"{values[m] / values['ERM']:.2f}×" if values.get("ERM") else "—"
