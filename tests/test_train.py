@@ -179,6 +179,9 @@ def test_compare_on_a_tiny_budget(tmp_path, capsys):
     first = (out / "erm" / "seed0" / "summary.json").stat().st_mtime_ns
     assert main(argv) == 0  # finished runs are reused, not retrained
     assert (out / "erm" / "seed0" / "summary.json").stat().st_mtime_ns == first
+    assert main([*argv, "--lr", "0.002"]) == 0  # other settings: old runs moved aside, not lost
+    assert len(list((out / "erm").glob("seed0.stale-*"))) == 1
+    assert checkpoint.load(out / "erm" / "seed0" / "checkpoint.pt")["config"]["lr"] == 0.002
 
 
 def test_plot_boundary_writes_a_png(tmp_path, capsys):

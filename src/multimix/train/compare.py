@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import statistics
+import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
@@ -32,11 +33,16 @@ CSV_FIELDS = ["method", "seed", "best_epoch", "val_acc", "test_acc", "final_test
 def _run_one(config_dict: dict[str, Any], out: str) -> dict[str, Any]:
     """Train one run, or reuse its finished summary. Top-level so worker processes can pickle it."""
     config = TrainConfig(**config_dict)
-    summary_path = Path(out) / "summary.json"
-    if summary_path.exists() and (Path(out) / "checkpoint.pt").exists():
-        saved = TrainConfig(**checkpoint.load(Path(out) / "checkpoint.pt")["config"])
-        if not config.differences(saved):
-            return json.loads(summary_path.read_text())
+    out = Path(out)
+    if (out / "checkpoint.pt").exists():
+        saved = TrainConfig(**checkpoint.load(out / "checkpoint.pt")["config"])
+        if diffs := config.differences(saved):
+            # A run made with other settings (e.g. before a default changed): keep it, out of the way.
+            stale = out.with_name(f"{out.name}.stale-{time.strftime('%Y%m%d-%H%M%S')}")
+            out.rename(stale)
+            log.warning("%s was trained with other settings (%s); moved to %s and retraining", out, "; ".join(diffs), stale)
+        elif (out / "summary.json").exists():
+            return json.loads((out / "summary.json").read_text())
     return train(config, out, resume=True, progress=False)
 
 
