@@ -12,7 +12,6 @@ runs/ablation/ and reused when the script is rerun.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import statistics
 from pathlib import Path
 

@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> float:
     model = MyNet(64, 10)
     mixer = MultiMix(model, before="head", num_classes=10, generator=torch.Generator().manual_seed(0))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    for epoch in range(args.epochs):
+    for _ in range(args.epochs):
         model.train()
         for idx in torch.randperm(len(y_train)).split(64):
             logits, targets = mixer(x_train[idx], y_train[idx])  # (1000, 10) each

@@ -132,11 +132,22 @@ def test_cifar_truncated_file_is_rejected(tmp_path):
 
 
 def test_random_crop_flip_is_a_shifted_or_flipped_copy():
-    x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).reshape(2, 3, 8, 8)
-    g = torch.Generator().manual_seed(0)
-    y = random_crop_flip(x, padding=2, generator=g)
+    # Every output must be exactly one crop of its own zero-padded image, possibly mirrored, and
+    # the draws must actually vary (an identity "augmentation" fails this test).
+    b, pad = 16, 2
+    x = torch.arange(b * 3 * 8 * 8, dtype=torch.float32).reshape(b, 3, 8, 8) + 1
+    y = random_crop_flip(x, padding=pad, generator=torch.Generator().manual_seed(0))
     assert y.shape == x.shape
-    # Each output's interior values come from its own image (never another's), channels intact.
-    for i in range(2):
-        vals = set(y[i].unique().tolist()) - {0.0}
-        assert vals <= set(x[i].unique().tolist())
+    padded = torch.nn.functional.pad(x, (pad,) * 4)
+    seen = set()
+    for i in range(b):
+        matches = [
+            (dy, dx, flip)
+            for dy in range(2 * pad + 1)
+            for dx in range(2 * pad + 1)
+            for flip in (False, True)
+            if torch.equal(y[i], (lambda c: c.flip(-1) if flip else c)(padded[i, :, dy : dy + 8, dx : dx + 8]))
+        ]
+        assert len(matches) == 1
+        seen.add(matches[0])
+    assert len(seen) > 4 and {f for _, _, f in seen} == {False, True}

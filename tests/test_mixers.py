@@ -195,7 +195,7 @@ def test_training_reduces_loss_with_multimix():
     model = MLPNet()
     mixer = MultiMix(model, before="fc", num_classes=K, generator=g)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for step in range(60):
+    for _ in range(60):
         idx = torch.randint(256, (32,), generator=g)
         loss = soft_cross_entropy(*mixer(x[idx], y[idx]))
         opt.zero_grad()

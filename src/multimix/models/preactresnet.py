@@ -42,7 +42,7 @@ class PreActResNet18(nn.Module):
         if len(input_shape) != 3:
             raise ValueError(f"preactresnet18 needs image inputs (C, H, W), got input shape {tuple(input_shape)}")
         self.conv1 = nn.Conv2d(input_shape[0], width, 3, padding=1, bias=False)
-        layers, cin = [], width
+        cin = width
         for i, (mult, stride) in enumerate([(1, 1), (2, 2), (4, 2), (8, 2)], start=1):
             cout = width * mult
             self.add_module(f"layer{i}", nn.Sequential(PreActBlock(cin, cout, stride), PreActBlock(cout, cout, 1)))
