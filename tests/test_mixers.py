@@ -17,13 +17,14 @@ K = 4
 
 def make_mixer(kind: str, model, **kw):
     """One configuration per mixer, naming layers that exist in both test models."""
+    model_cls = type(getattr(model, "_orig_mod", model))  # torch.compile wraps the model
     if kind == "mixup":
         return Mixup(model, alpha=1.0, num_classes=K, **kw)
     if kind == "manifold":
-        layers = ["input", "encoder.layer1", "encoder.act"] if isinstance(model, MLPNet) else ["input", "stem", "block"]
+        layers = ["input", "encoder.layer1", "encoder.act"] if model_cls is MLPNet else ["input", "stem", "block"]
         return ManifoldMixup(model, layers=layers, alpha=2.0, num_classes=K, **kw)
     if kind == "multimix":
-        return MultiMix(model, before="fc" if isinstance(model, MLPNet) else "head", n=50, num_classes=K, **kw)
+        return MultiMix(model, before="fc" if model_cls is MLPNet else "head", n=50, num_classes=K, **kw)
     raise AssertionError(kind)
 
 
@@ -183,6 +184,55 @@ def test_wrapped_model_names_resolve():
     model = torch.nn.DataParallel(MLPNet())  # a `module.` prefix, as DistributedDataParallel adds
     mixer = MultiMix(model, before="fc", n=10, num_classes=K)
     assert mixer(*batch(4))[0].shape == (10, K)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_compiled_model_names_resolve_and_mix_as_the_plain_model(kind):
+    # torch.compile puts the model under `_orig_mod.`; the eager backend keeps the test fast and
+    # still goes through dynamo, hooks included.
+    torch._dynamo.reset()  # graphs cached by other tests were traced without these hooks
+    torch.manual_seed(0)
+    plain = MLPNet()
+    compiled = torch.compile(plain, backend="eager")
+    assert "_orig_mod.fc" in dict(compiled.named_modules())
+    x, y = batch(6)
+    expected = make_mixer(kind, plain, generator=torch.Generator().manual_seed(3))(x, y)
+    with make_mixer(kind, compiled, generator=torch.Generator().manual_seed(3)) as mixer:
+        got = mixer(x, y)
+    assert torch.allclose(got[0], expected[0], atol=1e-6) and torch.equal(got[1], expected[1])
+    with pytest.raises(ValueError, match=r"before='head' is not a submodule.*valid names: 'encoder'"):
+        MultiMix(compiled, before="head")
+
+
+def test_compiled_model_traced_before_the_mixer_fails_loudly():
+    torch._dynamo.reset()
+    compiled = torch.compile(MLPNet(), backend="eager")
+    compiled(batch(4)[0])  # a graph without the mixer's hooks is now cached
+    with pytest.raises(RuntimeError, match="create the mixer before the compiled model's first call"):
+        MultiMix(compiled, before="fc", n=10, num_classes=K)(*batch(4))
+    torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("kind", [*KINDS, "dense"])
+def test_targets_are_float32_under_bf16_autocast(kind):
+    # Mixed targets are weights times labels: they must not inherit the autocast dtype of the logits.
+    from multimix import DenseMultiMix
+    from multimix.models import CNN1d
+
+    torch.manual_seed(0)
+    if kind == "dense":
+        model, x = CNN1d((12,), K), torch.randn(5, 12)
+        make = lambda g: DenseMultiMix(model, features="features", classifier="fc", n=20, num_classes=K, generator=g)
+    else:
+        model, x = MLPNet(), batch(5)[0]
+        make = lambda g: make_mixer(kind, model, generator=g)
+    y = torch.tensor([0, 1, 2, 3, 1])
+    exact = make(torch.Generator().manual_seed(1))(x, y)[1]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, targets = make(torch.Generator().manual_seed(1))(x, y)
+    assert targets.dtype == torch.float32
+    assert torch.allclose(targets.sum(1), torch.ones(len(targets)), atol=1e-6)
+    assert torch.allclose(targets, exact, atol=1e-6)  # the same weights, in full precision
 
 
 def test_training_reduces_loss_with_multimix():

@@ -46,20 +46,45 @@ ATTENTIONS = ("none", "pooled", "cam")
 INPUT = "input"
 
 
+#: Prefixes that wrappers put before the names of the model they wrap: DistributedDataParallel and
+#: DataParallel (``module.``), ``torch.compile`` (``_orig_mod.``), in any nesting.
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+def _strip_wrappers(name: str) -> str:
+    while name.startswith(WRAPPER_PREFIXES):
+        name = name.split(".", 1)[1]
+    return name
+
+
 def find_module(model: nn.Module, name: str, *, argument: str = "name") -> nn.Module:
     """Return the submodule of ``model`` called ``name`` (a key of ``model.named_modules()``).
 
-    A model wrapped in ``DistributedDataParallel``/``DataParallel`` is also searched under its
-    ``module.`` prefix, so the same names work before and after wrapping.
+    A model wrapped in ``DistributedDataParallel``/``DataParallel`` (``module.``) or compiled with
+    ``torch.compile`` (``_orig_mod.``) is also searched under those prefixes, so the same names work
+    before and after wrapping. An exact name always wins.
     """
     if not isinstance(name, str):
         raise TypeError(f"{argument} must be a submodule name (str), got {type(name).__name__} {name!r}")
     modules = dict(model.named_modules())
-    for candidate in (name, f"module.{name}"):
-        if candidate and candidate in modules:
-            return modules[candidate]
-    valid = ", ".join(repr(k) for k in modules if k) or "(the model has no submodules)"
+    if name and name in modules:
+        return modules[name]
+    for key, module in modules.items():
+        if key and _strip_wrappers(key) == name:
+            return module
+    names = dict.fromkeys(_strip_wrappers(k) for k in modules if k and k + "." not in WRAPPER_PREFIXES)
+    valid = ", ".join(repr(k) for k in names) or "(the model has no submodules)"
     raise ValueError(f"{argument}={name!r} is not a submodule of {type(model).__name__}; valid names: {valid}")
+
+
+def _float_targets(targets: Tensor) -> Tensor:
+    """Targets in float32 (float64 kept): mixed targets must not inherit an autocast dtype."""
+    return targets if targets.dtype in (torch.float32, torch.float64) else targets.float()
+
+
+def _no_autocast(device: torch.device):
+    """Switch autocast off for exact target arithmetic (mixing weights times labels)."""
+    return torch.autocast(device_type=device.type, enabled=False)
 
 
 class _Mixer(nn.Module):
@@ -103,7 +128,7 @@ class _Mixer(nn.Module):
         targets = None
         if y is not None:
             check_same_batch(x, y, "x", "y")
-            targets = one_hot(y, self.num_classes).to(x.device)
+            targets = _float_targets(one_hot(y, self.num_classes).to(x.device))
         if not self.model.training:
             return self.model(x), targets
         if targets is None:
@@ -145,8 +170,13 @@ class _Mixer(nn.Module):
         finally:
             unused, self._armed = self._armed, None
         if unused is not None:
+            hint = ""
+            if any(name.startswith("_orig_mod") for name, _ in self.model.named_children()):
+                # dynamo does not guard on hooks (torch._dynamo.config.skip_nnmodule_hook_guards).
+                hint = ("; torch.compile reuses graphs traced before the mixer's hooks existed: create the mixer "
+                        "before the compiled model's first call, or call torch._dynamo.reset()")
             raise RuntimeError(
-                f"submodule {layer!r} was not called during the model's forward, so nothing was mixed"
+                f"submodule {layer!r} was not called during the model's forward, so nothing was mixed{hint}"
             )
         return out
 
@@ -444,7 +474,9 @@ class MultiMix(_MultiMixBase):
         weights = multimix_weights(b, n=self.n, m=self._tuple_length(b), alpha=self.alpha, generator=self.generator,
                                    device=x.device)
         logits = self._run_armed(x, weights, self.before)
-        mixed = self._add_distilled(interpolate(weights, targets), None if probs is None else interpolate(weights, probs))
+        with _no_autocast(targets.device):
+            mixed = self._add_distilled(interpolate(weights, targets),
+                                        None if probs is None else interpolate(weights, probs))
         if self.keep_clean:
             mixed = torch.cat([self._add_distilled(targets, probs), mixed])
         if logits.shape[0] != mixed.shape[0]:
@@ -554,8 +586,9 @@ class DenseMultiMix(_MultiMixBase):
         else:
             mixed = dense_interpolate(members, weights, zr, chunk_size=self.chunk_size)  # (n, r, d)
             logits = classifier(mixed.reshape(-1, d))
-        mixed_targets = dense_interpolate(members, weights, targets, chunk_size=self.chunk_size)
-        mixed_probs = None if probs is None else dense_interpolate(members, weights, probs, chunk_size=self.chunk_size)
+        with _no_autocast(targets.device):
+            mixed_targets = dense_interpolate(members, weights, targets, chunk_size=self.chunk_size)
+            mixed_probs = None if probs is None else dense_interpolate(members, weights, probs, chunk_size=self.chunk_size)
         k = targets.shape[1]
         self._result = (logits, self._add_distilled(mixed_targets, mixed_probs).reshape(-1, k))
         return None
