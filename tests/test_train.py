@@ -99,7 +99,7 @@ def test_corrupt_and_mismatched_checkpoints_give_clear_errors(tmp_path):
         train(other, tmp_path, resume=True)
     data = (tmp_path / "checkpoint.pt").read_bytes()
     (tmp_path / "checkpoint.pt").write_bytes(data[: len(data) // 2])
-    with pytest.raises(CheckpointError, match="is not a readable checkpoint .*delete it to start the run over"):
+    with pytest.raises(CheckpointError, match="is not a readable checkpoint .*move it aside or delete it to start over"):
         train(config, tmp_path, resume=True)
     # A pickle that would run code when loaded is refused, and the code never runs.
     marker = tmp_path / "pwned"
@@ -140,7 +140,8 @@ def test_sigkill_and_resume_gives_the_uninterrupted_result(tmp_path):
     killed = tmp_path / "killed"
     kills = 0
     for min_epochs, delay in ((2, 0.15), (5, 0.05)):  # two kills, at different moments
-        proc = subprocess.Popen([sys.executable, "-m", "multimix.cli", *args, "--out", str(killed), "--resume"],
+        resume = ["--resume"] if (killed / "checkpoint.pt").exists() else []
+        proc = subprocess.Popen([sys.executable, "-m", "multimix.cli", *args, "--out", str(killed), *resume],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         metrics = killed / "metrics.jsonl"
         deadline = time.time() + 120

@@ -13,13 +13,19 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import shlex
+import signal
 import sys
 from pathlib import Path
 
 from multimix.data.cifar import CifarFilesMissing
 from multimix.train import checkpoint
 from multimix.train.checkpoint import CheckpointError
-from multimix.train.config import METHODS, ConfigError, TrainConfig
+from multimix.train.config import MAX_SEED, METHODS, ConfigError, TrainConfig
+from multimix.train.runlock import FolderInUse
+
+#: Errors whose message says everything: one line on stderr, exit code 2, no traceback.
+USER_ERRORS = (ConfigError, CheckpointError, CifarFilesMissing, FolderInUse)
 
 log = logging.getLogger("multimix")
 
@@ -57,14 +63,16 @@ def default_out(config: TrainConfig) -> Path:
 def cmd_train(args: argparse.Namespace) -> int:
     from multimix.train.trainer import train
 
+    out = args.out or default_out(resolve_config(args))
     base = None
-    if args.resume and args.out and (args.out / "checkpoint.pt").exists():
+    ckpt = out / "checkpoint.pt"
+    if args.resume and ckpt.is_file():
         # Resuming needs only --out: the run's own settings are the base; flags may only repeat them
         # (or change runtime keys such as --device).
-        base = checkpoint.load(args.out / "checkpoint.pt")["config"]
+        base = checkpoint.saved_config(checkpoint.load(ckpt), ckpt).to_dict()
     config = resolve_config(args, base)
-    out = args.out or default_out(config)
-    summary = train(config, out, resume=args.resume, progress=None if not args.quiet else False)
+    args.continue_with = f"multimix train --out {shlex.quote(str(out))} --resume"
+    summary = train(config, out, resume=args.resume, progress=False if args.quiet else None)
     best = summary["best"]
     print(f"{config.dataset} / {config.model_name} / {config.method} (seed {config.seed}): "
           f"test accuracy {100 * best['test_acc']:.2f}% at epoch {best['epoch']} (best validation "
@@ -82,7 +90,7 @@ def parse_methods(text: str) -> list[str]:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from multimix.train.compare import aggregate, format_table, plot_bars, run_comparison, write_csv
+    from multimix.train.compare import aggregate, format_table, plot_results, run_comparison, write_csv
 
     methods = parse_methods(args.methods)
     if args.seeds < 1:
@@ -90,17 +98,20 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise ConfigError(f"invalid value for --jobs: {args.jobs}; expected an integer >= 1")
     base = resolve_config(args)
+    if base.seed + args.seeds - 1 > MAX_SEED:
+        raise ConfigError(f"invalid value for --seeds: {args.seeds}; seeds {base.seed}..{base.seed + args.seeds - 1} "
+                          f"go past the largest seed, {MAX_SEED}")
     seeds = list(range(base.seed, base.seed + args.seeds))
     out = args.out or Path("runs") / f"compare-{base.dataset}-{base.model_name}"
+    args.continue_with = f"{shlex.join(['multimix', *args.argv])} (finished runs are reused, interrupted ones resumed)"
     rows = run_comparison(base, methods=methods, seeds=seeds, out=out, jobs=args.jobs,
-                          progress=None if not args.quiet else False)
-    summary = aggregate(rows)
-    table = format_table(summary)
+                          progress=False if args.quiet else None)
+    table = format_table(aggregate(rows))
     title = (f"{base.dataset} / {base.model_name}, {base.epochs} epochs, seeds {seeds[0]}–{seeds[-1]} "
              f"(test accuracy at the best validation epoch)")
     write_csv(out / "results.csv", rows)
     checkpoint.write_text(out / "results.md", f"# {title}\n\n{table}\n")
-    plot_bars(out / "results.png", summary, title=title)
+    plot_results(out / "results.png", rows, title=title)
     print(title)
     print(table)
     print(f"\nper-run results: {out / 'results.csv'}\nplot: {out / 'results.png'}")
@@ -108,8 +119,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # argparse exits with 2; add where the valid options are listed
-        self.print_usage(sys.stderr)
+    def error(self, message: str):  # one line, exit 2 (argparse's own code), and where to look
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help' for the valid options)\n")
 
 
@@ -141,10 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log every epoch")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    p_train = sub.add_parser("train", help="train one model with one method",
-                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p_train = sub.add_parser("train", help="train one model with one method")
     p_train.add_argument("--out", type=Path, help="output folder (default: runs/<dataset>-<model>-<method>-s<seed>)")
-    p_train.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p_train.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint (its settings are read from it)")
     p_train.add_argument("--quiet", action="store_true", help="no progress bar")
     add_config_flags(p_train)
     p_train.set_defaults(func=cmd_train)
@@ -167,17 +176,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised where the main thread is so that cleanup (stopping workers) runs."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    args.argv = argv
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s", stream=sys.stderr)
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
-        return args.func(args)
-    except (ConfigError, CheckpointError, CifarFilesMissing) as exc:
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        with logging_redirect_tqdm():  # log lines go above a progress bar, not through it
+            return args.func(args)
+    except USER_ERRORS as exc:
         parser.exit(2, f"multimix: error: {exc}\n")
-    except KeyboardInterrupt:
-        parser.exit(130, "multimix: interrupted; rerun with --resume to continue\n")
+    except (KeyboardInterrupt, Terminated) as exc:
+        hint = getattr(args, "continue_with", None)
+        code = 130 if isinstance(exc, KeyboardInterrupt) else 143
+        parser.exit(code, "multimix: interrupted" + (f"; to continue: {hint}" if hint else "") + "\n")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -6,16 +6,49 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from multimix.data import cifar, digits, mnist1d
 from multimix.data.splits import Splits, make_splits, stratified_split
 from multimix.data.toy import GaussianMixtureProblem, spirals
 
-__all__ = ["DATASETS", "Splits", "load_dataset", "stratified_split", "GaussianMixtureProblem", "spirals"]
+__all__ = ["DATASETS", "DatasetInfo", "dataset_info", "Splits", "load_dataset", "stratified_split", "GaussianMixtureProblem", "spirals"]
 
 #: Dataset names as the CLI spells them.
 DATASETS = ("mnist1d", "mnist1d-shuffled", "digits", "toy", "spirals", "cifar10", "cifar100")
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a dataset is like, known without loading it: enough to check a run before any work.
+
+    Attributes:
+        input_shape: shape of one example, without the batch dimension.
+        num_classes: K.
+        train_size: examples in the training set, before the validation split; None where only
+            reading the files would tell (CIFAR from a local folder).
+    """
+
+    input_shape: tuple[int, ...]
+    num_classes: int
+    train_size: int | None
+
+
+def dataset_info(name: str, *, toy_classes: int = 3, toy_dim: int = 2, train_size: int = 1000) -> DatasetInfo:
+    """The :class:`DatasetInfo` of the dataset :func:`load_dataset` would load with these arguments."""
+    if name not in DATASETS:
+        raise ValueError(f"dataset must be one of {', '.join(DATASETS)}; got {name!r}")
+    if name in ("mnist1d", "mnist1d-shuffled"):
+        return DatasetInfo((mnist1d.LENGTH,), 10, mnist1d.TRAIN_SIZE)
+    if name == "digits":
+        return DatasetInfo((1, 8, 8), 10, digits.TRAIN_SIZE)
+    if name == "toy":
+        return DatasetInfo((toy_dim,), toy_classes, train_size)
+    if name == "spirals":
+        return DatasetInfo((2,), 2, train_size)
+    return DatasetInfo((3, 32, 32), cifar.SPECS[name].num_classes, None)
 
 
 def load_dataset(

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 TEST_FRACTION = 0.2
 SPLIT_SEED = 0  # the train/test split is fixed, whatever the run's seeds
+NUM_EXAMPLES = 1797  # the size of scikit-learn's bundled set
+TRAIN_SIZE = NUM_EXAMPLES - math.ceil(TEST_FRACTION * NUM_EXAMPLES)  # as train_test_split rounds
 
 
 def load():

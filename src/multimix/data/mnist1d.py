@@ -19,6 +19,9 @@ import torch
 
 log = logging.getLogger(__name__)
 
+LENGTH = 40  # points per sequence
+TRAIN_SIZE = 4000  # of the default 5000 examples; the other 1000 are the test set
+
 
 def cache_dir() -> Path:
     """Where generated data is cached: ``$MULTIMIX_CACHE`` or ``~/.cache/multimix``."""

@@ -13,17 +13,20 @@ import io
 import json
 import logging
 import statistics
+import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
 from multimix.train import checkpoint
+from multimix.train.checkpoint import CheckpointError
 from multimix.train.config import TrainConfig
+from multimix.train.preflight import check_runnable
+from multimix.train.runlock import RunLock
 from multimix.train.trainer import train
+from multimix.train.workers import run_tasks
 
 log = logging.getLogger(__name__)
 
@@ -31,19 +34,31 @@ CSV_FIELDS = ["method", "seed", "best_epoch", "val_acc", "test_acc", "final_test
 
 
 def _run_one(config_dict: dict[str, Any], out: str) -> dict[str, Any]:
-    """Train one run, or reuse its finished summary. Top-level so worker processes can pickle it."""
+    """Train one run, resume it, or reuse its finished summary. Top-level so worker processes can import it.
+
+    A folder holding a run this version cannot continue — other settings (e.g. made before a default
+    changed), an unreadable checkpoint, one written by another version — is moved aside to
+    ``<folder>.stale-<time>``, never overwritten, and the run is trained again.
+    """
     config = TrainConfig(**config_dict)
     out = Path(out)
-    if (out / "checkpoint.pt").exists():
-        saved = TrainConfig(**checkpoint.load(out / "checkpoint.pt")["config"])
-        if diffs := config.differences(saved):
-            # A run made with other settings (e.g. before a default changed): keep it, out of the way.
-            stale = out.with_name(f"{out.name}.stale-{time.strftime('%Y%m%d-%H%M%S')}")
-            out.rename(stale)
-            log.warning("%s was trained with other settings (%s); moved to %s and retraining", out, "; ".join(diffs), stale)
-        elif (out / "summary.json").exists():
-            return json.loads((out / "summary.json").read_text())
-    return train(config, out, resume=True, progress=False)
+    ckpt = out / "checkpoint.pt"
+    with RunLock(out):  # nobody else may train into, or move, this folder while we look at it
+        if ckpt.exists():
+            try:
+                saved = checkpoint.saved_config(checkpoint.load(ckpt), ckpt)
+                problem = "; ".join(config.differences(saved)) or None
+                if problem:
+                    problem = f"trained with other settings: {problem}"
+            except CheckpointError as exc:
+                problem = str(exc)
+            if problem:
+                stale = out.with_name(f"{out.name}.stale-{time.strftime('%Y%m%d-%H%M%S')}")
+                out.rename(stale)
+                log.warning("%s: %s; moved to %s and training again", out, problem, stale)
+            elif (out / "summary.json").exists():
+                return {**json.loads((out / "summary.json").read_text()), "reused": True}
+    return train(config, out, resume=ckpt.exists(), progress=False)
 
 
 def run_comparison(
@@ -71,7 +86,9 @@ def run_variants(
     """Train every (labelled config, seed) pair into ``out/<label>/seed<k>``; one row per run.
 
     The row's ``method`` is the variant's label, so ablations (several settings of one method) and
-    comparisons (several methods) are tabulated alike.
+    comparisons (several methods) are tabulated alike. Every configuration is checked before the
+    first run starts. ``out`` is locked for the whole comparison; with ``jobs > 1`` the runs train in
+    worker processes that end with this one (:mod:`multimix.train.workers`).
     """
     out = Path(out)
     tasks = []
@@ -80,24 +97,31 @@ def run_variants(
             config = dataclasses.replace(variant, seed=seed)
             config.validate()
             tasks.append((label, config, out / label / f"seed{seed}"))
-    summaries: dict[Path, dict[str, Any]] = {}
-    bar = tqdm(total=len(tasks), desc="runs", unit="run", disable=None if progress is None else not progress)
-    if jobs <= 1:
-        for label, config, run_out in tasks:
-            bar.set_postfix(run=label, seed=config.seed)
-            summaries[run_out] = _run_one(config.to_dict(), str(run_out))
+    for variant in variants.values():  # a bad layer name fails now, not in the tenth run
+        check_runnable(variant)
+    with RunLock(out):
+        bar = tqdm(total=len(tasks), desc="runs", unit="run", disable=not (sys.stderr.isatty() if progress is None else progress))
+        started = time.monotonic()
+
+        def done(i: int, summary: dict[str, Any]) -> None:
+            label, config, run_out = tasks[i]
             bar.update(1)
-    else:
-        # Separate processes (spawned: no forked torch state), each with its share of the cores.
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-            futures = {pool.submit(_run_one, c.to_dict(), str(o)): o for _, c, o in tasks}
-            for future in as_completed(futures):
-                summaries[futures[future]] = future.result()
-                bar.update(1)
-    bar.close()
+            how = "reused (finished earlier)" if summary.get("reused") else f"{summary['time_per_epoch_s']:.2f} s/epoch"
+            log.info("[%d/%d runs, %s] %s seed %d: test %.2f%% at epoch %d (val %.2f%%), %s", bar.n, len(tasks),
+                     _duration(time.monotonic() - started), label, config.seed, 100 * summary["best"]["test_acc"],
+                     summary["best"]["epoch"], 100 * summary["best"]["val_acc"], how)
+
+        args = [(config.to_dict(), str(run_out)) for _, config, run_out in tasks]
+        if jobs <= 1:
+            summaries = []
+            for i, task in enumerate(args):
+                summaries.append(_run_one(*task))
+                done(i, summaries[-1])
+        else:
+            summaries = run_tasks(_run_one, args, jobs=jobs, on_done=done)
+        bar.close()
     rows = []
-    for label, config, run_out in tasks:
-        s = summaries[run_out]
+    for (label, config, _), s in zip(tasks, summaries):
         rows.append({
             "method": label,
             "seed": config.seed,
@@ -108,6 +132,11 @@ def run_variants(
             "time_per_epoch_s": s["time_per_epoch_s"],
         })
     return rows
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
 
 
 def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -157,23 +186,40 @@ def write_csv(path: str | Path, rows: list[dict[str, Any]]) -> None:
     checkpoint.write_text(path, buffer.getvalue())
 
 
-def plot_bars(path: str | Path, summary: list[dict[str, Any]], *, title: str) -> None:
-    """Bar chart of test accuracy (mean ± std over seeds) per method, written atomically as PNG."""
+def plot_results(path: str | Path, rows: list[dict[str, Any]], *, title: str) -> None:
+    """Test accuracy per method, every seed a dot, mean ± std beside them; written atomically as PNG.
+
+    Dots, not bars: a bar's length reads as a quantity from zero, so bars on an axis that starts at
+    92 % make half a point look like a chasm. The axis spans the data with a margin of at least
+    a few points, and its label says what the marks are.
+    """
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display needed
     import matplotlib.pyplot as plt
 
+    summary = aggregate(rows)
     names = [s["method"] for s in summary]
-    means = [100 * s["test_acc"][0] for s in summary]
-    stds = [100 * s["test_acc"][1] for s in summary]
-    fig, ax = plt.subplots(figsize=(1.4 * len(names) + 2, 3.6), dpi=120)
-    ax.bar(names, means, yerr=stds, capsize=4, color="#4C72B0")
-    low = min(m - s for m, s in zip(means, stds))
-    ax.set_ylim(max(0.0, low - 3), min(100.0, max(m + s for m, s in zip(means, stds)) + 1.5))
-    for i, (m, s) in enumerate(zip(means, stds)):
-        ax.text(i, m + s + 0.2, f"{m:.1f}", ha="center", va="bottom", fontsize=8)
+    fig, ax = plt.subplots(figsize=(1.3 * len(names) + 2.5, 3.8), dpi=120)
+    values = []
+    for i, s in enumerate(summary):
+        accs = [100 * r["test_acc"] for r in rows if r["method"] == s["method"]]
+        values += accs
+        offsets = [0.12 * (j - (len(accs) - 1) / 2) / max(1, len(accs) - 1) for j in range(len(accs))]
+        ax.scatter([i - 0.15 + o for o in offsets], accs, s=18, color="#4C72B0", alpha=0.8, zorder=3,
+                   label="one seed" if i == 0 else None)
+        mean, std = 100 * s["test_acc"][0], 100 * s["test_acc"][1]
+        ax.errorbar([i + 0.15], [mean], yerr=[std], fmt="o", color="#C44E52", capsize=4, zorder=3,
+                    label="mean ± std" if i == 0 else None)
+        ax.annotate(f"{mean:.1f}", (i + 0.22, mean), fontsize=8, va="center")
+    low, high = min(values), max(values)
+    pad = max(1.0, (3.0 - (high - low)) / 2)  # never zoom in to less than ~3 points of accuracy
+    ax.set_ylim(max(0.0, low - pad), min(100.0, high + pad))
+    ax.set_xticks(range(len(names)), names)
+    ax.set_xlim(-0.6, len(names) - 0.4)
     ax.set_ylabel("test accuracy (%)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     checkpoint.atomic_write(path, lambda f: fig.savefig(f, format="png"))

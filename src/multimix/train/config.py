@@ -32,6 +32,10 @@ DEFAULT_ALPHA = {"mixup": 1.0, "manifold": 2.0, "multimix": 1.0, "dense-multimix
 DEFAULT_TEACHER_MOMENTUM = 0.99
 
 
+#: Largest seed: every generator a seed reaches (torch, NumPy, scikit-learn) accepts [0, 2**31 - 1].
+MAX_SEED = 2**31 - 1
+
+
 class ConfigError(ValueError):
     """A configuration key or value is invalid; the message says which and what is valid."""
 
@@ -110,7 +114,8 @@ class TrainConfig:
     lr: float = _field(1e-3, "learning rate (peak, with the cosine schedule)", _parse_float)
     optimizer: str = _field("adam", "optimizer", _str, OPTIMIZERS)
     weight_decay: float = _field(0.0, "weight decay", _parse_float)
-    momentum: float = _field(0.9, "SGD momentum", _parse_float)
+    momentum: float = _field(0.9, "SGD momentum (0: plain SGD)", _parse_float)
+    nesterov: bool = _field(True, "SGD: Nesterov momentum (when momentum > 0)", _parse_bool)
     scheduler: str = _field("cosine", "learning-rate schedule over all steps", _str, SCHEDULERS)
     seed: int = _field(0, "training seed: initialisation, data order, mixing", _parse_int)
     # data
@@ -201,6 +206,8 @@ class TrainConfig:
         for key in ("epochs", "batch_size", "n", "eval_batch_size", "toy_components", "toy_dim", "train_size"):
             need(getattr(self, key) >= 1, key, "an integer >= 1")
         need(self.toy_classes >= 2, "toy_classes", "an integer >= 2")
+        for key in ("seed", "data_seed"):  # every RNG they seed (torch, NumPy, scikit-learn) takes these
+            need(0 <= getattr(self, key) <= MAX_SEED, key, f"an integer in [0, {MAX_SEED}]")
         need(self.m is None or self.m >= 1, "m", "an integer >= 1 or 'all'")
         need(math.isfinite(self.lr) and self.lr > 0, "lr", "a finite number > 0")
         need(math.isfinite(self.weight_decay) and self.weight_decay >= 0, "weight_decay", "a number >= 0")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -32,12 +33,14 @@ from tqdm.auto import tqdm
 from multimix.data import Splits, load_dataset
 from multimix.data.augment import AUGMENTATIONS
 from multimix.functional import one_hot, soft_cross_entropy
-from multimix.mixers import ConfMix, DenseMultiMix, ManifoldMixup, Mixup, MultiMix
 from multimix.models import build_model
 from multimix.schedules import make_schedule
 from multimix.teacher import EMATeacher
 from multimix.train import checkpoint
 from multimix.train.config import ConfigError, TrainConfig
+from multimix.train.methods import build_mixer
+from multimix.train.preflight import check_runnable
+from multimix.train.runlock import RunLock
 
 log = logging.getLogger(__name__)
 
@@ -54,37 +57,6 @@ def load_splits(config: TrainConfig) -> Splits:
         toy_dim=config.toy_dim,
         train_size=config.train_size,
     )
-
-
-def build_mixer(
-    config: TrainConfig,
-    model: nn.Module,
-    num_classes: int,
-    generator: torch.Generator,
-    teacher: EMATeacher | None = None,
-) -> nn.Module | None:
-    """The mixer for ``config.method`` (None for ERM), aimed at the model's named layers."""
-    common = dict(num_classes=num_classes, generator=generator)
-    distill = dict(teacher=teacher, distill_weight=config.distill_weight, temperature=config.temperature)
-    if config.method == "erm":
-        return None
-    if config.method == "mixup":
-        return Mixup(model, alpha=config.method_alpha, per_sample=config.per_sample, **common)
-    if config.method == "manifold":
-        layers = config.layers or model.manifold_layers
-        return ManifoldMixup(model, layers=layers, alpha=config.method_alpha, per_sample=config.per_sample, **common)
-    if config.method == "confmix":
-        return ConfMix(model, layers=config.layers or ["input"], scale=config.confmix_scale, **common)
-    if config.method in ("multimix", "dense-multimix"):
-        shared = dict(n=config.n, m=config.m, alpha=config.method_alpha, p=config.p, **distill, **common)
-        if config.method == "multimix":
-            return MultiMix(model, before=model.classifier_layer, keep_clean=config.keep_clean, **shared)
-        if model.feature_layer is None:
-            raise ConfigError(f"dense-multimix needs a model with a spatial embedding; {config.model_name} has none "
-                              "(use cnn1d or preactresnet18)")
-        return DenseMultiMix(model, features=model.feature_layer, classifier=model.classifier_layer,
-                             attention=config.attention, **shared)
-    raise ConfigError(f"unknown method {config.method!r}")
 
 
 @torch.no_grad()
@@ -112,24 +84,62 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, progres
 
     Args:
         config: a validated :class:`TrainConfig`.
-        out: output folder (created).
-        resume: continue from ``out/checkpoint.pt`` when it exists (else start from scratch).
-            Without it, an ``out`` that already holds a checkpoint is refused.
-        progress: show a progress bar; None shows it only on a terminal.
+        out: output folder (created), held locked for the whole run: a second run on it is refused
+            with :class:`multimix.train.runlock.FolderInUse`.
+        resume: continue the run in ``out`` from its checkpoint, which must exist, with the same
+            settings (runtime ones such as ``device`` aside). Without it, an ``out`` that already
+            holds a checkpoint is refused.
+        progress: show a progress bar; None shows it only on a terminal. Without a bar, a line is
+            logged every tenth of the epochs (every epoch at DEBUG level).
+
+    Everything that can be checked without data is checked before the folder is touched.
     """
     config.validate()
+    check_runnable(config)
     out = Path(out)
+    with RunLock(out):
+        return _train(config, out, resume=resume, progress=progress)
+
+
+def _resume_state(config: TrainConfig, out: Path, resume: bool) -> dict[str, Any] | None:
+    """The checkpoint to continue from (checked against ``config``), or None for a new run."""
     ckpt_path = out / "checkpoint.pt"
-    state = None
-    if ckpt_path.exists():
+    if not ckpt_path.exists():
         if not resume:
-            raise ConfigError(f"{out} already holds a run (checkpoint.pt); pass --resume to continue it or choose another --out")
-        state = checkpoint.load(ckpt_path)  # load and check before any other work
-        saved = TrainConfig(**state["config"])
-        if diffs := config.differences(saved):
-            raise checkpoint.CheckpointError(
-                f"{ckpt_path} belongs to a run with other settings (given vs saved): {'; '.join(diffs)}"
-            )
+            return None
+        started = " (a run started there but stopped before its first epoch ended)" if (out / "config.yaml").exists() else ""
+        raise ConfigError(f"nothing to resume in {out}: it holds no checkpoint.pt{started}; "
+                          "to start a new run there, leave out --resume")
+    if not resume:
+        raise ConfigError(f"{out} already holds a run (checkpoint.pt); pass --resume to continue it, or choose another --out")
+    state = checkpoint.load(ckpt_path)
+    saved = checkpoint.saved_config(state, ckpt_path)
+    if config.epochs != saved.epochs:
+        why = ("its cosine learning-rate schedule spans all its epochs" if saved.scheduler == "cosine"
+               else "the number of epochs is part of what defines a run")
+        raise ConfigError(
+            f"cannot resume {out} with epochs {config.epochs}: it was started for {saved.epochs} epochs, and {why}, "
+            f"so a run stretched to {config.epochs} would not be the run asked for. To train for {config.epochs} "
+            f"epochs, start a new run (same options, --epochs {config.epochs}, another --out)"
+        )
+    if diffs := config.differences(saved):
+        raise checkpoint.CheckpointError(
+            f"{ckpt_path} belongs to a run with other settings (given vs saved): {'; '.join(diffs)}. "
+            f"A run resumes with the settings it started with: give --resume and --out alone, "
+            "or start a new run in another --out"
+        )
+    return state
+
+
+def _epoch_line(config: TrainConfig, record: dict[str, Any]) -> str:
+    return (f"{config.dataset} {config.method} s{config.seed}: epoch {record['epoch']}/{config.epochs} · "
+            f"train loss {record['train_loss']:.3f} · val {100 * record['val_acc']:.1f}% · "
+            f"test {100 * record['test_acc']:.1f}% · {record['time_s']:.2f} s")
+
+
+def _train(config: TrainConfig, out: Path, *, resume: bool, progress: bool | None) -> dict[str, Any]:
+    ckpt_path = out / "checkpoint.pt"
+    state = _resume_state(config, out, resume)  # load and check before any other work
     if config.threads:
         torch.set_num_threads(config.threads)
     device = torch.device(config.device)
@@ -153,9 +163,8 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, progres
     if config.optimizer == "adam":
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     else:
-        optimizer = torch.optim.SGD(
-            model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, nesterov=True
-        )
+        optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                                    weight_decay=config.weight_decay, nesterov=config.nesterov and config.momentum > 0)
     total_steps = config.epochs * steps_per_epoch
     if config.scheduler == "cosine":
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps)))
@@ -180,18 +189,23 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, progres
             data_gen.set_state(state["rng"]["data"])
             mix_gen.set_state(state["rng"]["mix"])
         except (KeyError, RuntimeError, ValueError) as exc:
-            raise checkpoint.CheckpointError(f"{ckpt_path} does not match this run: {str(exc).splitlines()[0][:300]}") from None
+            raise checkpoint.CheckpointError(f"{ckpt_path} does not match this run ({checkpoint.first_line(exc, 300)}); "
+                                            "move it aside or delete it to start over") from None
         history = list(state["history"])
-        log.info("resuming %s after epoch %d", out, len(history))
-    elif resume:
-        log.debug("no checkpoint in %s: starting from scratch", out)
+        log.info("%s %s s%d: resuming %s after epoch %d of %d", config.dataset, config.method, config.seed, out,
+                 len(history), config.epochs)
+    else:
+        log.info("%s %s s%d: training %s for %d epochs into %s", config.dataset, config.method, config.seed,
+                 config.model_name, config.epochs, out)
 
     out.mkdir(parents=True, exist_ok=True)
     checkpoint.write_text(out / "config.yaml", yaml.safe_dump({**config.to_dict(), "model": config.model_name}, sort_keys=False))
 
     # -- the loop ----------------------------------------------------------------------------
+    show_bar = sys.stderr.isatty() if progress is None else progress
+    log_every = max(1, config.epochs // 10)  # without a bar, a line per tenth of the run
     bar = tqdm(total=config.epochs, initial=len(history), desc=f"{config.method} s{config.seed}", unit="epoch",
-               disable=None if progress is None else not progress, leave=False)
+               disable=not show_bar, leave=False)
     for epoch in range(len(history) + 1, config.epochs + 1):
         model.train()
         if schedule is not None:
@@ -243,7 +257,8 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, progres
         checkpoint.write_text(out / "metrics.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in history))
         bar.update(1)
         bar.set_postfix(loss=f"{history[-1]['train_loss']:.3f}", val=f"{val['acc']:.3f}")
-        log.debug("epoch %d: %s", epoch, history[-1])
+        loud = not show_bar and (epoch % log_every == 0 or epoch == config.epochs)
+        log.log(logging.INFO if loud else logging.DEBUG, "%s", _epoch_line(config, history[-1]))
     bar.close()
     if mixer is not None:
         mixer.close()
@@ -260,15 +275,15 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, progres
         "time_per_epoch_s": sum(r["time_s"] for r in history) / len(history),
     }
     checkpoint.write_json(out / "summary.json", summary)
-    log.info("%s %s seed %d: test acc %.4f at best val epoch %d", config.dataset, config.method, config.seed,
-             best["test_acc"], best["epoch"])
+    log.debug("%s %s s%d: test accuracy %.2f%% at epoch %d (best validation accuracy)", config.dataset,
+              config.method, config.seed, 100 * best["test_acc"], best["epoch"])
     return summary
 
 
 def model_from_checkpoint(path: str | Path) -> tuple[nn.Module, TrainConfig]:
     """Rebuild the trained model of a run from its checkpoint (for analysis and evaluation)."""
     state = checkpoint.load(path)
-    config = TrainConfig(**state["config"])
+    config = checkpoint.saved_config(state, path)
     splits_shape = load_splits(config)
     model = build_model(config.model_name, input_shape=splits_shape.input_shape, num_classes=splits_shape.num_classes)
     model.load_state_dict(state["model"])

@@ -1,0 +1,44 @@
+"""From a :class:`TrainConfig`'s method to the mixer that implements it, aimed at a model's named layers."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from multimix.mixers import ConfMix, DenseMultiMix, ManifoldMixup, Mixup, MultiMix
+from multimix.teacher import EMATeacher
+from multimix.train.config import ConfigError, TrainConfig
+
+
+def build_mixer(
+    config: TrainConfig,
+    model: nn.Module,
+    num_classes: int,
+    generator: torch.Generator | None,
+    teacher: EMATeacher | None = None,
+) -> nn.Module | None:
+    """The mixer for ``config.method`` (None for ERM), aimed at the model's named layers."""
+    common = dict(num_classes=num_classes, generator=generator)
+    distill = dict(teacher=teacher, distill_weight=config.distill_weight, temperature=config.temperature)
+    if config.method == "erm":
+        return None
+    if config.method == "mixup":
+        return Mixup(model, alpha=config.method_alpha, per_sample=config.per_sample, **common)
+    if config.method == "manifold":
+        layers = config.layers or model.manifold_layers
+        return ManifoldMixup(model, layers=layers, alpha=config.method_alpha, per_sample=config.per_sample, **common)
+    if config.method == "confmix":
+        return ConfMix(model, layers=config.layers or ["input"], scale=config.confmix_scale, **common)
+    if config.method in ("multimix", "dense-multimix"):
+        shared = dict(n=config.n, m=config.m, alpha=config.method_alpha, p=config.p, **distill, **common)
+        if config.method == "multimix":
+            return MultiMix(model, before=model.classifier_layer, keep_clean=config.keep_clean, **shared)
+        if model.feature_layer is None:
+            raise ConfigError(f"dense-multimix needs a model with a spatial embedding; {config.model_name} has none "
+                              "(use cnn1d or preactresnet18)")
+        return DenseMultiMix(model, features=model.feature_layer, classifier=model.classifier_layer,
+                             attention=config.attention, **shared)
+    raise ConfigError(f"unknown method {config.method!r}")
+
+
+__all__ = ["build_mixer"]

@@ -1,0 +1,111 @@
+"""Checks that a run can go ahead, made before any work: no data is loaded and nothing is written.
+
+:meth:`TrainConfig.validate` checks each value on its own. What is checked here needs the machine
+(is there such a device, so many cores?) or knowledge of the dataset and model (does the model take
+these inputs, does it have the layers named, is the validation split possible?). The model is built
+on PyTorch's ``meta`` device: shapes without memory, so the check costs milliseconds even for a
+ResNet and leaves every random-number generator untouched.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+
+from multimix.data import cifar, dataset_info
+from multimix.models import build_model
+from multimix.train.checkpoint import first_line
+from multimix.train.config import ConfigError, TrainConfig
+from multimix.train.methods import build_mixer
+
+
+def check_runnable(config: TrainConfig) -> None:
+    """Raise :class:`ConfigError` (or ``CifarFilesMissing``) naming the option if ``config`` cannot run here."""
+    check_device(config.device)
+    _check_threads(config.threads)
+    info = dataset_info(config.dataset, toy_classes=config.toy_classes, toy_dim=config.toy_dim,
+                        train_size=config.train_size)
+    if info.train_size is not None:
+        _check_split(config, info.train_size, info.num_classes)
+    if config.dataset in cifar.SPECS:
+        if config.data_dir is None:
+            raise cifar.CifarFilesMissing(f"{config.dataset} needs --data-dir: a folder with the official binary "
+                                          f"files ({cifar.SPECS[config.dataset].folder}/)")
+        if not config.download:
+            cifar.find_folder(config.dataset, config.data_dir)
+    _check_model_and_method(config, info.input_shape, info.num_classes)
+
+
+def check_device(device: str) -> torch.device:
+    """The ``torch.device`` named by ``device``, if this machine has it."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"invalid value for device: {device!r}; expected cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cpu":
+        return dev
+    backend = torch.backends.mps if dev.type == "mps" else getattr(torch, dev.type, None)
+    if backend is None or not hasattr(backend, "is_available"):
+        raise ConfigError(f"invalid value for device: {device!r}; expected cpu, cuda, cuda:N or mps")
+    if not backend.is_available():
+        raise ConfigError(f"invalid value for device: {device!r}; this machine has no {dev.type} device "
+                          f"(torch {torch.__version__}); use --device cpu")
+    count = backend.device_count() if hasattr(backend, "device_count") else 1
+    if dev.index is not None and dev.index >= count:
+        raise ConfigError(f"invalid value for device: {device!r}; this machine has {count} {dev.type} "
+                          f"device(s), numbered from 0")
+    return dev
+
+
+def available_cpus() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def _check_threads(threads: int | None) -> None:
+    cpus = available_cpus()
+    if threads is not None and threads > cpus:
+        # More threads than cores only slows torch down, and huge counts crash it.
+        raise ConfigError(f"invalid value for threads: {threads}; expected an integer in [1, {cpus}] "
+                          f"(the CPU cores available here)")
+
+
+def _check_split(config: TrainConfig, n: int, k: int) -> None:
+    # The stratified split needs every class in both parts: at least k examples in each.
+    n_val = math.ceil(config.val_fraction * n)
+    if min(n_val, n - n_val) < k:
+        raise ConfigError(
+            f"invalid value for val_fraction: {config.val_fraction}; it splits {config.dataset}'s {n} training "
+            f"examples into {n - n_val} for training and {n_val} for validation, and each part needs at least "
+            f"{k} (one per class)"
+        )
+
+
+def _check_model_and_method(config: TrainConfig, input_shape: tuple[int, ...], k: int) -> None:
+    name = config.model_name
+    try:
+        with torch.device("meta"):
+            model = build_model(name, input_shape=input_shape, num_classes=k)
+        logits = model.eval()(torch.empty((2, *input_shape), device="meta"))
+        if tuple(logits.shape) != (2, k):
+            raise ValueError(f"it returns logits of shape {tuple(logits.shape[1:])} per example, expected ({k},)")
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise ConfigError(f"invalid value for model: {name!r} does not fit {config.dataset} (examples of shape "
+                          f"{tuple(input_shape)}, {k} classes): {first_line(exc, 150)}") from None
+    try:
+        mixer = build_mixer(config, model.train(), k, generator=None)
+    except (ValueError, TypeError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        # e.g. layers naming a submodule the model does not have: the message lists the valid ones.
+        raise ConfigError(f"{config.method} on {name}: {exc}") from None
+    if mixer is not None:
+        mixer.close()
+
+
+__all__ = ["check_runnable", "check_device", "available_cpus"]

@@ -1,0 +1,104 @@
+"""One run per folder: an exclusive lock held on the folder for the lifetime of the process using it.
+
+The lock is ``flock`` on ``<folder>/.lock``: the kernel releases it when the process ends, however it
+ends (SIGKILL included), so a killed run never leaves a stale lock behind. The holder writes who it
+is into the file, so a second run on the same folder can say which process to wait for.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shlex
+import socket
+import sys
+import time
+from pathlib import Path
+
+from multimix.train.config import ConfigError
+
+LOCK_NAME = ".lock"
+
+
+class FolderInUse(RuntimeError):
+    """Another live process holds the run folder; the message names it."""
+
+
+class RunLock:
+    """Exclusive use of a run folder, as a context manager::
+
+        with RunLock(out):
+            ...  # nobody else trains into, moves or resumes `out` meanwhile
+
+    Entering creates the folder if needed (a bad path raises :class:`ConfigError` naming ``argument``)
+    and removes temporary files a killed writer left in it. If the block fails before anything but
+    the lock was written into a folder it created, the folder is removed again.
+    """
+
+    def __init__(self, folder: str | Path, *, argument: str = "out") -> None:
+        self.folder = Path(folder)
+        self.argument = argument
+        self._fd: int | None = None
+        self._created = False
+
+    def __enter__(self) -> RunLock:
+        self._created = _make_folder(self.folder, self.argument)
+        path = self.folder / LOCK_NAME
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise ConfigError(f"invalid value for {self.argument}: cannot write into {self.folder} ({exc.strerror})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 4096).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise FolderInUse(
+                f"{self.folder} is in use by {holder}; wait for it to finish, or choose another --{self.argument}"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, _whoami().encode())
+        self._fd = fd
+        for tmp in self.folder.glob(".*.tmp"):  # left by a writer killed mid-write; we are the only writer now
+            tmp.unlink(missing_ok=True)
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self._fd is None:
+            return
+        if exc_type is not None and self._created and [p.name for p in self.folder.iterdir()] == [LOCK_NAME]:
+            (self.folder / LOCK_NAME).unlink(missing_ok=True)  # nothing of this run to keep
+            self.folder.rmdir()
+        os.close(self._fd)  # closing releases the lock
+        self._fd = None
+
+
+def _make_folder(folder: Path, argument: str) -> bool:
+    """Create ``folder`` (and parents); True if it did not exist. Bad paths raise ConfigError."""
+    if folder.is_dir():
+        return False
+    problem = None
+    if folder.exists():
+        problem = "it is a file, not a folder"
+    else:
+        try:
+            folder.mkdir(parents=True)
+            return True
+        except FileExistsError:
+            if folder.is_dir():  # created by someone else meanwhile
+                return False
+            problem = "a part of that path is a file"
+        except NotADirectoryError:
+            problem = "a part of that path is a file"
+        except OSError as exc:
+            problem = exc.strerror or type(exc).__name__
+    raise ConfigError(f"invalid value for {argument}: {str(folder)!r} cannot be used as a run folder ({problem})")
+
+
+def _whoami() -> str:
+    started = time.strftime("%Y-%m-%d %H:%M:%S")
+    command = shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv and sys.argv[0] else "python"
+    return f"process {os.getpid()} on {socket.gethostname()} (started {started}: {command})"
+
+
+__all__ = ["RunLock", "FolderInUse", "LOCK_NAME"]

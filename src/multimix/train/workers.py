@@ -1,0 +1,171 @@
+"""Independent tasks in worker processes that end with their parent, however the parent ends.
+
+``concurrent.futures`` and ``multiprocessing.Pool`` leave their workers running when the parent is
+killed (SIGKILL, or SIGTERM from ``timeout``, a batch scheduler or ``docker stop``): they would go on
+writing into run folders that a rerun then trains into too. Here each task gets its own spawned
+process, which
+
+- asks the kernel for SIGTERM when its parent dies (Linux ``PR_SET_PDEATHSIG``), and also watches its
+  parent's pid (everywhere else), so no worker outlives its parent;
+- ignores SIGINT: Ctrl-C reaches the parent, which stops the workers itself, so the terminal gets
+  one message instead of a traceback per worker;
+- sends its log records to the parent, which emits them through its own handlers (above a progress
+  bar, into the same log file).
+
+When the parent leaves :func:`run_tasks` early — a task failed, Ctrl-C, SIGTERM turned into an
+exception — every live worker is terminated before the exception goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import multiprocessing
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from multiprocessing.connection import wait
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+
+
+class RemoteTraceback(Exception):
+    """Carries the traceback text of an exception raised in a worker (its ``__cause__``)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+
+    def __str__(self) -> str:
+        return "\n" + self.args[0]
+
+
+class WorkerDied(RuntimeError):
+    """A worker process ended without reporting a result (killed, out of memory, crashed)."""
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent_pid:  # the parent died before the request above: nobody to work for
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="watch-parent", daemon=True).start()
+
+
+def _worker(fn: Callable, args: tuple, conn, log_queue, level: int, parent_pid: int) -> None:
+    _die_with_parent(parent_pid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    root = logging.getLogger()
+    root.handlers[:] = [logging.handlers.QueueHandler(log_queue)]
+    root.setLevel(level)
+    try:
+        result = ("ok", fn(*args))
+    except BaseException as exc:  # noqa: BLE001 - everything goes back to the parent
+        result = ("error", exc, traceback.format_exc())
+    try:
+        conn.send(result)
+    except Exception as exc:  # the result or the exception does not pickle: send what can be said
+        text = result[2] if result[0] == "error" else traceback.format_exc()
+        conn.send(("error", RuntimeError(f"the worker could not send its result back ({exc})"), text))
+
+
+def run_tasks(
+    fn: Callable[..., Any],
+    tasks: Sequence[tuple],
+    *,
+    jobs: int,
+    on_start: Callable[[int], None] | None = None,
+    on_done: Callable[[int, Any], None] | None = None,
+) -> list[Any]:
+    """``[fn(*task) for task in tasks]``, at most ``jobs`` at a time, each in its own process.
+
+    ``fn`` must be importable by name (a module-level function) and its arguments and result
+    picklable. ``on_start(i)`` and ``on_done(i, result)`` run in the parent as task i starts and ends.
+    The first task to raise stops the others; its exception is re-raised here, with the worker's
+    traceback as its cause.
+    """
+    ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch or thread state
+    log_queue = ctx.Queue()
+    level = logging.getLogger().getEffectiveLevel()
+    results: dict[int, Any] = {}
+    running: dict[int, tuple[Any, Any]] = {}  # task index -> (process, connection)
+    pending = list(range(len(tasks)))
+    try:
+        while pending or running:
+            while pending and len(running) < jobs:
+                i = pending.pop(0)
+                receive, send = ctx.Pipe(duplex=False)
+                process = ctx.Process(target=_worker, args=(fn, tuple(tasks[i]), send, log_queue, level, os.getpid()),
+                                      name=f"multimix-worker-{i}", daemon=True)
+                process.start()
+                send.close()  # the child holds its end; EOF on ours then means the child is gone
+                running[i] = (process, receive)
+                if on_start is not None:
+                    on_start(i)
+            wait([conn for _, conn in running.values()], timeout=0.2)
+            _relay_logs(log_queue)
+            for i, (process, conn) in list(running.items()):
+                if not conn.poll():
+                    continue
+                try:
+                    message = conn.recv()
+                except EOFError:
+                    process.join()
+                    raise WorkerDied(f"task {i}: its worker process ended with exit code {process.exitcode} "
+                                     "without a result (killed, or out of memory?)") from None
+                process.join()
+                del running[i]
+                if message[0] == "error":
+                    _, exc, text = message
+                    raise exc from RemoteTraceback(text)
+                results[i] = message[1]
+                if on_done is not None:
+                    on_done(i, message[1])
+        _relay_logs(log_queue)
+    finally:
+        _stop(process for process, _ in running.values())
+        _relay_logs(log_queue)
+        log_queue.close()
+    return [results[i] for i in range(len(tasks))]
+
+
+def _relay_logs(log_queue) -> None:
+    while True:
+        try:
+            record = log_queue.get_nowait()
+        except (queue.Empty, OSError, ValueError):
+            return
+        logging.getLogger(record.name).handle(record)
+
+
+def _stop(processes) -> None:
+    processes = [p for p in processes if p.is_alive()]
+    for p in processes:
+        p.terminate()
+    deadline = time.monotonic() + 10
+    for p in processes:
+        p.join(max(0.0, deadline - time.monotonic()))
+        if p.is_alive():
+            p.kill()
+            p.join()
+
+
+__all__ = ["run_tasks", "RemoteTraceback", "WorkerDied"]
