@@ -32,15 +32,18 @@ log = logging.getLogger("multimix")
 GROUP_TITLES = {"data": "data", "method": "method options", "training": "optimisation", "run": "running"}
 
 
-def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per TrainConfig field; absent flags stay absent so the YAML file can fill them."""
+def add_config_flags(parser: argparse.ArgumentParser, *, exclude: tuple[str, ...] = ()) -> None:
+    """One flag per TrainConfig field (but ``exclude``); absent flags stay absent so the YAML file can fill them."""
     parser.add_argument("--config", type=Path, help="YAML file of options (flags override it)")
     groups = {k: parser.add_argument_group(v) for k, v in GROUP_TITLES.items()}
     for f in dataclasses.fields(TrainConfig):
+        if f.name in exclude:
+            continue
         flag = "--" + f.name.replace("_", "-")
         meta = f.metadata
         help_text = meta["help"] + (f" {{{', '.join(meta['choices'])}}}" if meta["choices"] else "")
-        help_text += f" (default: {f.default if f.default is not dataclasses.MISSING else None})"
+        if "default" not in meta["help"]:  # some helps explain their default in words
+            help_text += f" (default: {f.default if f.default is not dataclasses.MISSING else None})"
         group = groups[meta["group"]]
         if f.type in ("bool", bool):
             group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
@@ -164,14 +167,14 @@ def build_parser() -> argparse.ArgumentParser:
     p_cmp.add_argument("--jobs", type=int, default=1, help="runs trained in parallel processes")
     p_cmp.add_argument("--out", type=Path, help="output folder (default: runs/compare-<dataset>-<model>)")
     p_cmp.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_config_flags(p_cmp)
+    add_config_flags(p_cmp, exclude=("method",))  # --methods says which
     p_cmp.set_defaults(func=cmd_compare)
 
     p_plot = sub.add_parser("plot-boundary", help="train on a 2-D problem and plot each method's decision boundary")
     p_plot.add_argument("--methods", default="erm,mixup,manifold", help=f"comma-separated, from {', '.join(METHODS)}")
     p_plot.add_argument("--out", type=Path, help="output folder (default: runs/boundary-<dataset>)")
     p_plot.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_config_flags(p_plot)
+    add_config_flags(p_plot, exclude=("method",))
     p_plot.set_defaults(func=cmd_plot_boundary)
     return parser
 

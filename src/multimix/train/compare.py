@@ -101,13 +101,14 @@ def run_variants(
         check_runnable(variant)
     with RunLock(out):
         bar = tqdm(total=len(tasks), desc="runs", unit="run", disable=not (sys.stderr.isatty() if progress is None else progress))
-        started = time.monotonic()
+        started, finished = time.monotonic(), []
 
         def done(i: int, summary: dict[str, Any]) -> None:
             label, config, run_out = tasks[i]
+            finished.append(i)
             bar.update(1)
             how = "reused (finished earlier)" if summary.get("reused") else f"{summary['time_per_epoch_s']:.2f} s/epoch"
-            log.info("[%d/%d runs, %s] %s seed %d: test %.2f%% at epoch %d (val %.2f%%), %s", bar.n, len(tasks),
+            log.info("[%d/%d runs, %s] %s seed %d: test %.2f%% at epoch %d (val %.2f%%), %s", len(finished), len(tasks),
                      _duration(time.monotonic() - started), label, config.seed, 100 * summary["best"]["test_acc"],
                      summary["best"]["epoch"], 100 * summary["best"]["val_acc"], how)
 
@@ -186,6 +187,14 @@ def write_csv(path: str | Path, rows: list[dict[str, Any]]) -> None:
     checkpoint.write_text(path, buffer.getvalue())
 
 
+def accuracy_axis(values: list[float]) -> tuple[float, float]:
+    """Limits of an accuracy axis (%) for ``values``: a point of margin, and never less than 3 points
+    in all, so that seed-to-seed noise is not magnified into a gap."""
+    low, high = min(values), max(values)
+    pad = max(1.0, (3.0 - (high - low)) / 2)
+    return max(0.0, low - pad), min(100.0, high + pad)
+
+
 def plot_results(path: str | Path, rows: list[dict[str, Any]], *, title: str) -> None:
     """Test accuracy per method, every seed a dot, mean ± std beside them; written atomically as PNG.
 
@@ -212,9 +221,7 @@ def plot_results(path: str | Path, rows: list[dict[str, Any]], *, title: str) ->
         ax.errorbar([i + 0.15], [mean], yerr=[std], fmt="o", color="#C44E52", capsize=4, zorder=3,
                     label="mean ± std" if i == 0 else None)
         ax.annotate(f"{mean:.1f}", (i + 0.22, mean), fontsize=8, va="center")
-    low, high = min(values), max(values)
-    pad = max(1.0, (3.0 - (high - low)) / 2)  # never zoom in to less than ~3 points of accuracy
-    ax.set_ylim(max(0.0, low - pad), min(100.0, high + pad))
+    ax.set_ylim(*accuracy_axis(values))
     ax.set_xticks(range(len(names)), names)
     ax.set_xlim(-0.6, len(names) - 0.4)
     ax.set_ylabel("test accuracy (%)")

@@ -97,7 +97,9 @@ def _make_folder(folder: Path, argument: str) -> bool:
 
 def _whoami() -> str:
     started = time.strftime("%Y-%m-%d %H:%M:%S")
-    command = shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv and sys.argv[0] else "python"
+    program = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
+    program = "multimix" if program in ("cli.py", "__main__.py") else program  # python -m multimix.cli
+    command = shlex.join([program, *sys.argv[1:]])
     return f"process {os.getpid()} on {socket.gethostname()} (started {started}: {command})"
 
 

@@ -6,11 +6,11 @@ writing into run folders that a rerun then trains into too. Here each task gets 
 process, which
 
 - asks the kernel for SIGTERM when its parent dies (Linux ``PR_SET_PDEATHSIG``), and also watches its
-  parent's pid (everywhere else), so no worker outlives its parent;
+  parent's pid (everywhere else), so no worker outlives its parent; SIGTERM ends it cleanly;
 - ignores SIGINT: Ctrl-C reaches the parent, which stops the workers itself, so the terminal gets
   one message instead of a traceback per worker;
-- sends its log records to the parent, which emits them through its own handlers (above a progress
-  bar, into the same log file).
+- sends its log records to the parent through the same pipe as its result; the parent emits them
+  through its own handlers (above a progress bar, into the same log file).
 
 When the parent leaves :func:`run_tasks` early — a task failed, Ctrl-C, SIGTERM turned into an
 exception — every live worker is terminated before the exception goes on.
@@ -22,7 +22,6 @@ import logging
 import logging.handlers
 import multiprocessing
 import os
-import queue
 import signal
 import sys
 import threading
@@ -65,26 +64,51 @@ def _die_with_parent(parent_pid: int) -> None:
     def watch() -> None:
         while os.getppid() == parent_pid:
             time.sleep(0.5)
-        os._exit(1)
+        os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=watch, name="watch-parent", daemon=True).start()
 
 
-def _worker(fn: Callable, args: tuple, conn, log_queue, level: int, parent_pid: int) -> None:
-    _die_with_parent(parent_pid)
+class _Channel:
+    """The worker's end of its pipe: log records and the result, one message at a time."""
+
+    def __init__(self, conn) -> None:
+        self.conn = conn
+        self.lock = threading.Lock()  # log records may come from other threads than the result
+
+    def send(self, message: tuple) -> None:
+        with self.lock:
+            self.conn.send(message)
+
+    def put_nowait(self, record: logging.LogRecord) -> None:  # what QueueHandler calls
+        self.send(("log", record))
+
+
+def _exit_on_sigterm(signum, frame) -> None:
+    # An exception, not death on the spot: `finally` blocks and exit handlers run, so the run folder's
+    # lock and the semaphores that tqdm and torch registered are released properly.
+    raise SystemExit(128 + signum)
+
+
+def _worker(fn: Callable, args: tuple, conn, level: int, parent_pid: int) -> None:
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent(parent_pid)
+    channel = _Channel(conn)
     root = logging.getLogger()
-    root.handlers[:] = [logging.handlers.QueueHandler(log_queue)]
+    root.handlers[:] = [logging.handlers.QueueHandler(channel)]  # formats the record, drops what won't pickle
     root.setLevel(level)
     try:
         result = ("ok", fn(*args))
-    except BaseException as exc:  # noqa: BLE001 - everything goes back to the parent
+    except SystemExit:  # stopped by the parent (or its death): nobody is waiting for a result
+        raise
+    except BaseException as exc:  # noqa: BLE001 - everything else goes back to the parent
         result = ("error", exc, traceback.format_exc())
     try:
-        conn.send(result)
+        channel.send(result)
     except Exception as exc:  # the result or the exception does not pickle: send what can be said
         text = result[2] if result[0] == "error" else traceback.format_exc()
-        conn.send(("error", RuntimeError(f"the worker could not send its result back ({exc})"), text))
+        channel.send(("error", RuntimeError(f"the worker could not send its result back ({exc})"), text))
 
 
 def run_tasks(
@@ -103,7 +127,6 @@ def run_tasks(
     traceback as its cause.
     """
     ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch or thread state
-    log_queue = ctx.Queue()
     level = logging.getLogger().getEffectiveLevel()
     results: dict[int, Any] = {}
     running: dict[int, tuple[Any, Any]] = {}  # task index -> (process, connection)
@@ -113,25 +136,28 @@ def run_tasks(
             while pending and len(running) < jobs:
                 i = pending.pop(0)
                 receive, send = ctx.Pipe(duplex=False)
-                process = ctx.Process(target=_worker, args=(fn, tuple(tasks[i]), send, log_queue, level, os.getpid()),
+                process = ctx.Process(target=_worker, args=(fn, tuple(tasks[i]), send, level, os.getpid()),
                                       name=f"multimix-worker-{i}", daemon=True)
                 process.start()
                 send.close()  # the child holds its end; EOF on ours then means the child is gone
                 running[i] = (process, receive)
                 if on_start is not None:
                     on_start(i)
-            wait([conn for _, conn in running.values()], timeout=0.2)
-            _relay_logs(log_queue)
-            for i, (process, conn) in list(running.items()):
-                if not conn.poll():
-                    continue
+            for conn in wait([conn for _, conn in running.values()]):
+                i = next(i for i, (_, c) in running.items() if c is conn)
+                process = running[i][0]
                 try:
                     message = conn.recv()
                 except EOFError:
                     process.join()
                     raise WorkerDied(f"task {i}: its worker process ended with exit code {process.exitcode} "
                                      "without a result (killed, or out of memory?)") from None
+                if message[0] == "log":
+                    record = message[1]
+                    logging.getLogger(record.name).handle(record)
+                    continue
                 process.join()
+                conn.close()
                 del running[i]
                 if message[0] == "error":
                     _, exc, text = message
@@ -139,21 +165,9 @@ def run_tasks(
                 results[i] = message[1]
                 if on_done is not None:
                     on_done(i, message[1])
-        _relay_logs(log_queue)
     finally:
         _stop(process for process, _ in running.values())
-        _relay_logs(log_queue)
-        log_queue.close()
     return [results[i] for i in range(len(tasks))]
-
-
-def _relay_logs(log_queue) -> None:
-    while True:
-        try:
-            record = log_queue.get_nowait()
-        except (queue.Empty, OSError, ValueError):
-            return
-        logging.getLogger(record.name).handle(record)
 
 
 def _stop(processes) -> None:

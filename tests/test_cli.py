@@ -1,0 +1,368 @@
+"""The command line as users and operators meet it: processes, folders, resume, errors, output.
+
+Each test here keeps fixed a defect found by an audit of the CLI (issue 9).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from multimix.cli import build_parser, main
+from multimix.data import dataset_info, load_dataset
+from multimix.train import TrainConfig, checkpoint, train
+from multimix.train.compare import accuracy_axis
+from multimix.train.runlock import FolderInUse, RunLock
+
+TINY = ["--dataset", "toy", "--train-size", "300", "--epochs", "1", "--threads", "1", "--quiet"]
+# Long enough to be caught mid-run on a loaded machine, yet each epoch ends within a second or two.
+LONG = ["--dataset", "toy", "--train-size", "20000", "--epochs", "200", "--threads", "1", "--quiet"]
+
+
+def popen(*args: str, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "multimix.cli", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, **kw)
+
+
+def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "multimix.cli", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def wait_for(predicate, timeout: float = 120.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def children(pid: int) -> list[int]:
+    """Live (not zombie) processes whose parent is ``pid``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def one_error_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, f"expected one line on stderr, got:\n{err}"
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def last_line(err: str) -> str:
+    """The closing message of a run that had been logging progress (no traceback anywhere)."""
+    assert "Traceback" not in err, err
+    return err.strip().splitlines()[-1]
+
+
+# -- processes and folders ---------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process table from /proc")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL], ids=lambda s: s.name)
+def test_compare_workers_end_with_their_parent(tmp_path, sig):
+    out = tmp_path / "cmp"
+    argv = ["compare", *LONG, "--jobs", "2", "--methods", "erm,mixup", "--seeds", "1", "--out", str(out)]
+    parent = popen(*argv)
+    wait_for(lambda: len(list(out.glob("*/seed0/metrics.jsonl"))) == 2, what="both workers to finish an epoch")
+    workers = children(parent.pid)
+    workers = [pid for pid in workers if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    assert len(workers) == 2
+    parent.send_signal(sig)
+    _, err = parent.communicate(timeout=60)
+    wait_for(lambda: not any(alive(pid) for pid in workers), timeout=20, what="the workers to end")
+    if sig != signal.SIGKILL:  # the parent stopped them itself and says how to go on
+        assert parent.returncode == (130 if sig == signal.SIGINT else 143)
+        line = last_line(err)
+        assert line.startswith("multimix: interrupted; to continue: multimix compare ")
+        assert "--resume" not in line and "finished runs are reused" in line
+    # Nothing holds the folders now: the same command continues the runs where they stopped.
+    with RunLock(out / "erm" / "seed0"):
+        pass
+
+
+def test_two_runs_on_one_folder(tmp_path):
+    out = tmp_path / "run"
+    first = popen("train", *LONG, "--out", str(out))
+    wait_for(lambda: (out / "checkpoint.pt").exists(), what="the first run's first epoch")
+    second = cli("train", *TINY, "--out", str(out))
+    assert second.returncode == 2
+    line = one_error_line(second.stderr)
+    assert f"{out} is in use by process {first.pid}" in line and "multimix train" in line
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    # The kernel dropped the dead run's lock: the folder can be resumed at once.
+    with RunLock(out):
+        pass
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_run_lock_in_process(tmp_path):
+    with RunLock(tmp_path / "a"):
+        with pytest.raises(FolderInUse, match=r"a is in use by process \d+ on .*; wait for it to finish"):
+            with RunLock(tmp_path / "a"):
+                pass
+    with RunLock(tmp_path / "a"):  # released on leaving the block
+        pass
+    with pytest.raises(RuntimeError):
+        with RunLock(tmp_path / "b"):
+            raise RuntimeError("failed before writing anything")
+    assert not (tmp_path / "b").exists()  # the folder it created for nothing is gone again
+
+
+def test_resume_needs_something_to_resume(tmp_path):
+    out = tmp_path / "typo"
+    result = cli("train", *TINY, "--out", str(out), "--resume")
+    assert result.returncode == 2
+    line = one_error_line(result.stderr)
+    assert f"nothing to resume in {out}: it holds no checkpoint.pt" in line and "leave out --resume" in line
+    assert not out.exists()
+
+
+def test_extending_a_finished_run_says_why_not(tmp_path):
+    out = tmp_path / "run"
+    assert cli("train", *TINY, "--out", str(out)).returncode == 0
+    result = cli("train", "--out", str(out), "--resume", "--epochs", "2")
+    assert result.returncode == 2
+    line = one_error_line(result.stderr)
+    assert "it was started for 1 epochs" in line and "cosine learning-rate schedule spans all its epochs" in line
+    assert "start a new run (same options, --epochs 2, another --out)" in line
+    assert cli("train", "--out", str(out), "--resume").returncode == 0  # same settings: fine
+
+
+def test_outputs_get_the_permissions_of_a_plain_write(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        assert main(["compare", *TINY, "--methods", "erm", "--seeds", "1", "--out", str(tmp_path / "c")]) == 0
+        written = [p for p in (tmp_path / "c").rglob("*") if p.is_file() and p.name != ".lock"]
+        assert {p.name for p in written} >= {"checkpoint.pt", "summary.json", "metrics.jsonl", "config.yaml",
+                                              "results.csv", "results.md", "results.png"}
+        assert {oct(stat.S_IMODE(p.stat().st_mode)) for p in written} == {"0o644"}
+        os.umask(0o077)
+        checkpoint.write_text(tmp_path / "private.txt", "x")
+        assert stat.S_IMODE((tmp_path / "private.txt").stat().st_mode) == 0o600
+    finally:
+        os.umask(previous)
+    target = tmp_path / "shared.txt"
+    target.write_text("old")
+    target.chmod(0o664)
+    checkpoint.write_text(target, "new")  # replacing a file keeps its mode, as writing into it would
+    assert stat.S_IMODE(target.stat().st_mode) == 0o664 and target.read_text() == "new"
+
+
+def _future_checkpoint(path: Path) -> None:
+    state = checkpoint.load(path)
+    state["config"]["option_of_a_later_version"] = 3
+    checkpoint.save(path, state)
+
+
+@pytest.mark.parametrize("damage", ["empty", "other-version"])
+def test_damaged_checkpoints(tmp_path, damage):
+    out = tmp_path / "cmp"
+    argv = ["compare", *TINY, "--methods", "erm", "--seeds", "1", "--out", str(out)]
+    assert cli(*argv).returncode == 0
+    ckpt = out / "erm" / "seed0" / "checkpoint.pt"
+    if damage == "empty":
+        ckpt.write_bytes(b"")
+    else:
+        _future_checkpoint(ckpt)
+    resumed = cli("train", "--out", str(ckpt.parent), "--resume")
+    assert resumed.returncode == 2
+    line = one_error_line(resumed.stderr)
+    expected = "is not a readable checkpoint (EOFError" if damage == "empty" else "written by another version of multimix"
+    assert expected in line and "move it aside" in line
+    assert "option_of_a_later_version" not in line or "unknown saved key" in line  # the file is blamed, not a flag
+    # compare keeps the README's promise: a run it cannot continue is moved aside and trained again.
+    again = cli(*argv)
+    assert again.returncode == 0, again.stderr
+    assert len(list((out / "erm").glob("seed0.stale-*"))) == 1
+    assert checkpoint.load(ckpt)["config"]["epochs"] == 1
+
+
+# -- one-line errors, before any work ----------------------------------------------------------
+
+CUDA = torch.cuda.is_available()
+
+#: flag -> bad values; each value is the argument list appended to a valid command. Every flag of
+#: `train` and `compare` must be here: a new flag without an entry fails test_every_flag_is_covered.
+BAD = {
+    "--config": [["--config", "{tmp}/missing.yaml"], ["--config", "{tmp}/bad.yaml"], ["--config", "{tmp}/list.yaml"]],
+    "--dataset": [["--dataset", "imagenet"], ["--dataset", "cifar10", "--data-dir", "{tmp}"]],
+    "--model": [["--model", "vgg"], ["--dataset", "digits", "--model", "cnn1d"],
+                ["--dataset", "mnist1d", "--model", "convnet"]],
+    "--method": [["--method", "cutmix"]],
+    "--epochs": [["--epochs", "0"], ["--epochs", "ten"], ["--epochs", "1.5"]],
+    "--batch-size": [["--batch-size", "0"]],
+    "--lr": [["--lr", "-1"], ["--lr", "nan"], ["--lr", "inf"]],
+    "--optimizer": [["--optimizer", "rmsprop"]],
+    "--weight-decay": [["--weight-decay", "-1"]],
+    "--momentum": [["--momentum", "1"], ["--momentum", "-0.1"]],
+    "--nesterov": [["--nesterov=yes"]],
+    "--scheduler": [["--scheduler", "step"]],
+    "--seed": [["--seed", "-1"], ["--seed", str(2**64)], ["--seed", "x"]],
+    "--data-seed": [["--data-seed", "-1"], ["--data-seed", str(2**40)]],
+    "--val-fraction": [["--val-fraction", "0"], ["--val-fraction", "1"], ["--val-fraction", "0.999"],
+                       ["--val-fraction", "0.001"]],
+    "--data-dir": [["--dataset", "cifar10", "--data-dir", "{tmp}/nowhere"], ["--dataset", "cifar100"]],
+    "--download": [["--download=sure"]],
+    "--toy-classes": [["--toy-classes", "1"]],
+    "--toy-components": [["--toy-components", "0"]],
+    "--toy-dim": [["--toy-dim", "0"]],
+    "--train-size": [["--train-size", "0"], ["--train-size", "5"]],
+    "--alpha": [["--alpha", "0"], ["--alpha", "-1"]],
+    "--per-sample": [["--per-sample=1"]],
+    "--layers": [["--method", "manifold", "--layers", "nope"], ["--method", "confmix", "--layers", "input,nope"],
+                 ["--method", "manifold", "--layers", ","]],
+    "--n": [["--n", "0"]],
+    "--m": [["--m", "0"], ["--m", "two"]],
+    "--p": [["--p", "1.5"]],
+    "--keep-clean": [["--keep-clean=1"]],
+    "--alpha-schedule": [["--alpha-schedule", "cosine"], ["--method", "mixup", "--alpha-schedule", "linear"],
+                         ["--method", "erm", "--alpha-schedule", "linear", "--alpha-start", "0", "--alpha-end", "1"]],
+    "--alpha-start": [["--method", "mixup", "--alpha-schedule", "exp", "--alpha-start", "-1", "--alpha-end", "1"]],
+    "--alpha-end": [["--method", "mixup", "--alpha-schedule", "exp", "--alpha-start", "0", "--alpha-end", "nan"]],
+    "--half-life": [["--half-life", "0"]],
+    "--confmix-scale": [["--confmix-scale", "0"]],
+    "--confmix-warmup": [["--confmix-warmup", "-1"]],
+    "--attention": [["--attention", "spatial"], ["--method", "dense-multimix", "--model", "mlp"]],
+    "--teacher-momentum": [["--method", "multimix", "--teacher-momentum", "2"], ["--teacher-momentum", "0.9"]],
+    "--distill-weight": [["--distill-weight", "-1"]],
+    "--temperature": [["--temperature", "0"]],
+    "--device": [["--device", "tpu9"], ["--device", "cuda:99"]] + ([] if CUDA else [["--device", "cuda"]]),
+    "--threads": [["--threads", "0"], ["--threads", "100000"]],
+    "--eval-batch-size": [["--eval-batch-size", "0"]],
+    "--out": [["--out", "{tmp}/afile"], ["--out", "{tmp}/afile/run"], ["--out", "/proc/multimix-run"]],
+    "--quiet": [["--quiet=yes"]],
+    # train only
+    "--resume": [["--resume", "--out", "{tmp}/empty"]],
+    # compare only
+    "--methods": [["--methods", "erm,foo"], ["--methods", ","]],
+    "--seeds": [["--seeds", "0"], ["--seeds", "x"], ["--seed", str(2**31 - 2), "--seeds", "3"]],
+    "--jobs": [["--jobs", "0"], ["--jobs", "many"]],
+}
+
+
+def _subcommand_flags(name: str) -> set[str]:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices[name]
+    return {s for a in sub._actions for s in a.option_strings if s.startswith("--") and s != "--help"}
+
+
+def test_every_flag_is_covered():
+    flags = _subcommand_flags("train") | _subcommand_flags("compare")
+    flags = {f for f in flags if not f.startswith("--no-")}  # the negative of a covered boolean flag
+    assert flags <= set(BAD), f"flags without bad values in this table: {sorted(flags - set(BAD))}"
+
+
+def _cases():
+    train_flags, compare_flags = _subcommand_flags("train"), _subcommand_flags("compare")
+    for flag, values in BAD.items():
+        for value in values:
+            for command, flags in (("train", train_flags), ("compare", compare_flags)):
+                if flag in flags:
+                    yield pytest.param(command, value, id=f"{command} {' '.join(value)}")
+
+
+@pytest.fixture
+def files(tmp_path):
+    (tmp_path / "afile").write_text("not a folder")
+    (tmp_path / "bad.yaml").write_text("epochs: [1\n")
+    (tmp_path / "list.yaml").write_text("- epochs\n")
+    return tmp_path
+
+
+@pytest.mark.parametrize("command, bad", list(_cases()))
+def test_bad_flag_exits_2_with_one_line(files, capsys, command, bad):
+    bad = [a.replace("{tmp}", str(files)) for a in bad]
+    if command == "compare":  # compare takes its methods from --methods
+        bad = ["--methods" if a == "--method" else a for a in bad]
+        bad = bad if "--methods" in bad else ["--methods", "erm", *bad]
+    argv = [command, *TINY, "--out", str(files / "run"), *bad]
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert line.startswith("multimix")
+    assert not (files / "run").exists()  # rejected before anything was written
+
+
+def test_plain_sgd_is_possible(tmp_path):
+    assert main(["train", *TINY, "--optimizer", "sgd", "--momentum", "0", "--lr", "0.1", "--out", str(tmp_path)]) == 0
+    group = checkpoint.load(tmp_path / "checkpoint.pt")["optimizer"]["param_groups"][0]
+    assert group["momentum"] == 0 and group["nesterov"] is False
+
+
+def test_dataset_info_matches_the_loaded_data():
+    for name, kw in [("mnist1d", {}), ("digits", {}), ("toy", {"toy_classes": 4, "toy_dim": 3, "train_size": 500}),
+                     ("spirals", {"train_size": 300})]:
+        info = dataset_info(name, **kw)
+        splits = load_dataset(name, **kw)
+        assert info.input_shape == splits.input_shape and info.num_classes == splits.num_classes
+        assert info.train_size == len(splits.train) + len(splits.val)
+
+
+# -- what a user sees ---------------------------------------------------------------------------
+
+
+def test_progress_lines_without_a_terminal(tmp_path):
+    result = cli("train", *TINY, "--epochs", "20", "--out", str(tmp_path / "r"))
+    assert result.returncode == 0
+    lines = result.stderr.strip().splitlines()
+    epochs = [l for l in lines if ": epoch " in l]
+    assert [l.split("epoch ")[1].split("/")[0] for l in epochs] == [str(e) for e in range(2, 21, 2)]
+    assert "toy erm s0: epoch 20/20 · train loss " in epochs[-1] and "{" not in result.stderr
+    verbose = cli("-v", "train", *TINY, "--epochs", "3", "--out", str(tmp_path / "v"))
+    assert sum(": epoch " in l for l in verbose.stderr.splitlines()) == 3
+    compared = cli("compare", *TINY, "--methods", "erm,mixup", "--seeds", "1", "--out", str(tmp_path / "c"))
+    assert "[1/2 runs, " in compared.stderr and "[2/2 runs, " in compared.stderr
+    assert "mixup seed 0: test " in compared.stderr
+
+
+def test_train_interrupted_says_how_to_continue(tmp_path):
+    out = tmp_path / "r"
+    proc = popen("train", *LONG, "--out", str(out))
+    wait_for(lambda: (out / "checkpoint.pt").exists(), what="the first epoch")
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert last_line(err) == f"multimix: interrupted; to continue: multimix train --out {out} --resume"
+
+
+def test_help_shows_each_default_once():
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices["train"]
+    for action in sub._actions:
+        assert (action.help or "").count("default") <= 1, action.help
+    text = sub.format_help()
+    assert "(default: 30)" in text and "==SUPPRESS==" not in text
+
+
+def test_accuracy_axis_never_magnifies_noise():
+    low, high = accuracy_axis([95.3, 95.8, 96.1])
+    assert high - low >= 3 and low <= 95.3 and high >= 96.1
+    assert accuracy_axis([10.0, 99.5]) == (9.0, 100.0)
