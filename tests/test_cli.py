@@ -18,7 +18,7 @@ import torch
 
 from multimix.cli import build_parser, main
 from multimix.data import dataset_info, load_dataset
-from multimix.train import TrainConfig, checkpoint, train
+from multimix.train import checkpoint
 from multimix.train.compare import accuracy_axis
 from multimix.train.runlock import FolderInUse, RunLock
 
@@ -258,6 +258,7 @@ BAD = {
     "--eval-batch-size": [["--eval-batch-size", "0"]],
     "--out": [["--out", "{tmp}/afile"], ["--out", "{tmp}/afile/run"], ["--out", "/proc/multimix-run"]],
     "--quiet": [["--quiet=yes"]],
+    "--verbose": [["--verbose=2"]],
     # train only
     "--resume": [["--resume", "--out", "{tmp}/empty"]],
     # compare only
@@ -330,15 +331,18 @@ def test_dataset_info_matches_the_loaded_data():
 
 
 def test_progress_lines_without_a_terminal(tmp_path):
-    result = cli("train", *TINY, "--epochs", "20", "--out", str(tmp_path / "r"))
+    loud = [a for a in TINY if a != "--quiet"]
+    quiet = cli("train", *TINY, "--epochs", "3", "--out", str(tmp_path / "q"))
+    assert quiet.returncode == 0 and quiet.stderr == ""
+    result = cli("train", *loud, "--epochs", "20", "--out", str(tmp_path / "r"))
     assert result.returncode == 0
     lines = result.stderr.strip().splitlines()
     epochs = [l for l in lines if ": epoch " in l]
     assert [l.split("epoch ")[1].split("/")[0] for l in epochs] == [str(e) for e in range(2, 21, 2)]
     assert "toy erm s0: epoch 20/20 · train loss " in epochs[-1] and "{" not in result.stderr
-    verbose = cli("-v", "train", *TINY, "--epochs", "3", "--out", str(tmp_path / "v"))
+    verbose = cli("train", "-v", *loud, "--epochs", "3", "--out", str(tmp_path / "v"))
     assert sum(": epoch " in l for l in verbose.stderr.splitlines()) == 3
-    compared = cli("compare", *TINY, "--methods", "erm,mixup", "--seeds", "1", "--out", str(tmp_path / "c"))
+    compared = cli("compare", *loud, "--methods", "erm,mixup", "--seeds", "1", "--out", str(tmp_path / "c"))
     assert "[1/2 runs, " in compared.stderr and "[2/2 runs, " in compared.stderr
     assert "mixup seed 0: test " in compared.stderr
 
@@ -366,3 +370,34 @@ def test_accuracy_axis_never_magnifies_noise():
     low, high = accuracy_axis([95.3, 95.8, 96.1])
     assert high - low >= 3 and low <= 95.3 and high >= 96.1
     assert accuracy_axis([10.0, 99.5]) == (9.0, 100.0)
+
+
+# -- the worker pool itself ---------------------------------------------------------------------
+# Builtins as tasks: spawned workers import them by name, as they would a module-level function.
+
+
+def test_run_tasks_returns_in_order_and_relays_logs(caplog):
+    import logging
+    import math
+
+    from multimix.train.workers import run_tasks
+
+    done = []
+    assert run_tasks(math.sqrt, [(16,), (9,), (4,)], jobs=2, on_done=lambda i, r: done.append(i)) == [4.0, 3.0, 2.0]
+    assert sorted(done) == [0, 1, 2]
+    with caplog.at_level(logging.INFO):
+        run_tasks(logging.warning, [("from a worker: %s", "hello")], jobs=1)
+    assert "from a worker: hello" in caplog.text
+
+
+def test_run_tasks_errors():
+    import math
+
+    from multimix.train.workers import RemoteTraceback, WorkerDied, run_tasks
+
+    with pytest.raises(ValueError, match="math domain error") as exc:
+        run_tasks(math.sqrt, [(1,), (-1,)], jobs=1)
+    assert isinstance(exc.value.__cause__, RemoteTraceback)  # the worker's traceback, for debugging
+    assert "ValueError: math domain error" in str(exc.value.__cause__)
+    with pytest.raises(WorkerDied, match="exit code 3 without a result"):
+        run_tasks(os._exit, [(3,)], jobs=1)

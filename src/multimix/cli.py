@@ -23,6 +23,7 @@ from multimix.train import checkpoint
 from multimix.train.checkpoint import CheckpointError
 from multimix.train.config import MAX_SEED, METHODS, ConfigError, TrainConfig
 from multimix.train.runlock import FolderInUse
+from multimix.train.workers import WorkerDied
 
 #: Errors whose message says everything: one line on stderr, exit code 2, no traceback.
 USER_ERRORS = (ConfigError, CheckpointError, CifarFilesMissing, FolderInUse)
@@ -149,31 +150,37 @@ def cmd_plot_boundary(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_output_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or progress lines: warnings, errors, results")
+    # Also accepted after the command; SUPPRESS keeps an absent flag from undoing `multimix -v train`.
+    parser.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="a line for every epoch")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="multimix", description="Embedding-space mixup: train and compare methods.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log every epoch")
+    parser.add_argument("-v", "--verbose", action="store_true", help="a line for every epoch")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p_train = sub.add_parser("train", help="train one model with one method")
     p_train.add_argument("--out", type=Path, help="output folder (default: runs/<dataset>-<model>-<method>-s<seed>)")
     p_train.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint (its settings are read from it)")
-    p_train.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_output_flags(p_train)
     add_config_flags(p_train)
     p_train.set_defaults(func=cmd_train)
 
     p_cmp = sub.add_parser("compare", help="train several methods over several seeds and tabulate")
-    p_cmp.add_argument("--methods", default="erm,mixup,manifold,multimix", help=f"comma-separated, from {', '.join(METHODS)}")
-    p_cmp.add_argument("--seeds", type=int, default=3, help="number of seeds, starting at --seed")
-    p_cmp.add_argument("--jobs", type=int, default=1, help="runs trained in parallel processes")
+    p_cmp.add_argument("--methods", default="erm,mixup,manifold,multimix", help=f"comma-separated, from {', '.join(METHODS)} (default: erm,mixup,manifold,multimix)")
+    p_cmp.add_argument("--seeds", type=int, default=3, help="number of seeds, starting at --seed (default: 3)")
+    p_cmp.add_argument("--jobs", type=int, default=1, help="runs trained at once, each in its own process (default: 1)")
     p_cmp.add_argument("--out", type=Path, help="output folder (default: runs/compare-<dataset>-<model>)")
-    p_cmp.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_output_flags(p_cmp)
     add_config_flags(p_cmp, exclude=("method",))  # --methods says which
     p_cmp.set_defaults(func=cmd_compare)
 
     p_plot = sub.add_parser("plot-boundary", help="train on a 2-D problem and plot each method's decision boundary")
     p_plot.add_argument("--methods", default="erm,mixup,manifold", help=f"comma-separated, from {', '.join(METHODS)}")
     p_plot.add_argument("--out", type=Path, help="output folder (default: runs/boundary-<dataset>)")
-    p_plot.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_output_flags(p_plot)
     add_config_flags(p_plot, exclude=("method",))
     p_plot.set_defaults(func=cmd_plot_boundary)
     return parser
@@ -192,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     args.argv = argv
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s", stream=sys.stderr)
+    level = logging.DEBUG if args.verbose else logging.WARNING if getattr(args, "quiet", False) else logging.INFO
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
@@ -202,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
             return args.func(args)
     except USER_ERRORS as exc:
         parser.exit(2, f"multimix: error: {exc}\n")
+    except WorkerDied as exc:  # not the user's input, but nothing a traceback would explain either
+        parser.exit(1, f"multimix: error: {exc}\n")
     except (KeyboardInterrupt, Terminated) as exc:
         hint = getattr(args, "continue_with", None)
         code = 130 if isinstance(exc, KeyboardInterrupt) else 143

@@ -7,7 +7,7 @@ is into the file, so a second run on the same folder can say which process to wa
 
 from __future__ import annotations
 
-import fcntl
+import logging
 import os
 import shlex
 import socket
@@ -16,6 +16,13 @@ import time
 from pathlib import Path
 
 from multimix.train.config import ConfigError
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; runs go unlocked there (said once, in the log)
+    fcntl = None
+
+log = logging.getLogger(__name__)
 
 LOCK_NAME = ".lock"
 
@@ -49,7 +56,10 @@ class RunLock:
         except OSError as exc:
             raise ConfigError(f"invalid value for {self.argument}: cannot write into {self.folder} ({exc.strerror})") from None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if fcntl is None:
+                log.warning("this platform has no flock: %s is not protected from a second run", self.folder)
+            else:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.read(fd, 4096).decode(errors="replace").strip() or "another process"
             os.close(fd)

@@ -30,7 +30,7 @@ from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, TensorDataset
 from tqdm.auto import tqdm
 
-from multimix.data import Splits, load_dataset
+from multimix.data import Splits, dataset_info, load_dataset
 from multimix.data.augment import AUGMENTATIONS
 from multimix.functional import one_hot, soft_cross_entropy
 from multimix.models import build_model
@@ -284,8 +284,9 @@ def model_from_checkpoint(path: str | Path) -> tuple[nn.Module, TrainConfig]:
     """Rebuild the trained model of a run from its checkpoint (for analysis and evaluation)."""
     state = checkpoint.load(path)
     config = checkpoint.saved_config(state, path)
-    splits_shape = load_splits(config)
-    model = build_model(config.model_name, input_shape=splits_shape.input_shape, num_classes=splits_shape.num_classes)
+    info = dataset_info(config.dataset, toy_classes=config.toy_classes, toy_dim=config.toy_dim,
+                        train_size=config.train_size)  # shapes only: no need to load the data
+    model = build_model(config.model_name, input_shape=info.input_shape, num_classes=info.num_classes)
     model.load_state_dict(state["model"])
     return model.eval(), config
 

@@ -31,8 +31,6 @@ from collections.abc import Callable, Sequence
 from multiprocessing.connection import wait
 from typing import Any
 
-log = logging.getLogger(__name__)
-
 _PR_SET_PDEATHSIG = 1
 
 
