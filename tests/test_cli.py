@@ -401,3 +401,41 @@ def test_run_tasks_errors():
     assert "ValueError: math domain error" in str(exc.value.__cause__)
     with pytest.raises(WorkerDied, match="exit code 3 without a result"):
         run_tasks(os._exit, [(3,)], jobs=1)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="drives a pseudo-terminal")
+def test_on_a_terminal_log_lines_go_above_the_bar(tmp_path):
+    import fcntl
+    import pty
+    import re
+    import select
+    import struct
+    import termios
+
+    argv = [sys.executable, "-m", "multimix.cli", "compare", *[a for a in TINY if a != "--quiet"], "--epochs", "3",
+            "--methods", "erm,mixup", "--seeds", "1", "--jobs", "2", "--out", str(tmp_path / "c")]
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: wait for the window size, then become the CLI
+        time.sleep(0.5)
+        os.execv(sys.executable, argv)
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))  # a 120-column terminal
+    screen = b""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if not select.select([fd], [], [], 5)[0]:
+            continue
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        screen += chunk
+    _, status = os.waitpid(pid, 0)
+    text = screen.decode(errors="replace")
+    assert os.waitstatus_to_exitcode(status) == 0, text
+    assert "runs:" in text and "2/2" in text  # tqdm's bar over the two runs
+    logged = [m.start() for m in re.finditer(r"toy \w+ s0: (epoch|training)", text)]
+    assert len(logged) == 2 * (1 + 3)
+    for start in logged:  # every log line starts on a cleared line, never in the middle of the bar
+        assert re.search(r"\r[ ]*\r$", text[:start]), text[max(0, start - 200):start + 50]

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from multimix.train import checkpoint
 from multimix.train.checkpoint import CheckpointError
 from multimix.train.config import TrainConfig
-from multimix.train.preflight import check_runnable
+from multimix.train.preflight import available_cpus, check_runnable
 from multimix.train.runlock import RunLock
 from multimix.train.trainer import train
 from multimix.train.workers import run_tasks
@@ -91,6 +91,9 @@ def run_variants(
     worker processes that end with this one (:mod:`multimix.train.workers`).
     """
     out = Path(out)
+    if jobs > 1:  # share the cores: torch's default (all of them, per process) would oversubscribe them
+        per_job = max(1, available_cpus() // jobs)
+        variants = {k: v if v.threads else dataclasses.replace(v, threads=per_job) for k, v in variants.items()}
     tasks = []
     for label, variant in variants.items():
         for seed in seeds:
