@@ -134,14 +134,22 @@ def download(name: str, data_dir: str | Path) -> Path:
     return target
 
 
-def load(name: str, data_dir: str | Path | None, *, download_if_missing: bool = False):
-    """Return ``(x_train, y_train, x_test, y_test)``: float32 (N, 3, 32, 32) standardised images."""
-    if name not in SPECS:
-        raise ValueError(f"name must be one of {sorted(SPECS)}, got {name!r}")
+def check_files(name: str, data_dir: str | Path | None, *, download: bool = False) -> None:
+    """Raise :class:`CifarFilesMissing`, saying what to do, unless the files are in ``data_dir`` or may
+    be downloaded there. Reads nothing: a check to make before any work."""
     if data_dir is None:
         raise CifarFilesMissing(
             f"{name} needs --data-dir: a folder with the official binary files ({SPECS[name].folder}/)"
         )
+    if not download:
+        find_folder(name, data_dir)
+
+
+def load(name: str, data_dir: str | Path | None, *, download_if_missing: bool = False):
+    """Return ``(x_train, y_train, x_test, y_test)``: float32 (N, 3, 32, 32) standardised images."""
+    if name not in SPECS:
+        raise ValueError(f"name must be one of {sorted(SPECS)}, got {name!r}")
+    check_files(name, data_dir, download=download_if_missing)
     spec = SPECS[name]
     try:
         folder = find_folder(name, data_dir)

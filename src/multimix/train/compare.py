@@ -47,15 +47,14 @@ def _run_one(config_dict: dict[str, Any], out: str) -> dict[str, Any]:
         if ckpt.exists():
             try:
                 saved = checkpoint.saved_config(checkpoint.load(ckpt), ckpt)
-                problem = "; ".join(config.differences(saved)) or None
-                if problem:
-                    problem = f"trained with other settings: {problem}"
+                diffs = config.differences(saved)
+                problem = f"{out} was trained with other settings: {'; '.join(diffs)}" if diffs else None
             except CheckpointError as exc:
                 problem = str(exc)
             if problem:
                 stale = out.with_name(f"{out.name}.stale-{time.strftime('%Y%m%d-%H%M%S')}")
                 out.rename(stale)
-                log.warning("%s: %s; moved to %s and training again", out, problem, stale)
+                log.warning("%s. Moved to %s; training it again", problem, stale.name)
             elif (out / "summary.json").exists():
                 return {**json.loads((out / "summary.json").read_text()), "reused": True}
     return train(config, out, resume=ckpt.exists(), progress=False)
@@ -103,11 +102,12 @@ def run_variants(
     for variant in variants.values():  # a bad layer name fails now, not in the tenth run
         check_runnable(variant)
     with RunLock(out):
-        bar = tqdm(total=len(tasks), desc="runs", unit="run", disable=not (sys.stderr.isatty() if progress is None else progress))
+        show_bar = sys.stderr.isatty() if progress is None else progress
+        bar = tqdm(total=len(tasks), desc="runs", unit="run", disable=not show_bar)
         started, finished = time.monotonic(), []
 
         def done(i: int, summary: dict[str, Any]) -> None:
-            label, config, run_out = tasks[i]
+            label, config, _ = tasks[i]
             finished.append(i)
             bar.update(1)
             how = "reused (finished earlier)" if summary.get("reused") else f"{summary['time_per_epoch_s']:.2f} s/epoch"

@@ -30,11 +30,7 @@ def check_runnable(config: TrainConfig) -> None:
     if info.train_size is not None:
         _check_split(config, info.train_size, info.num_classes)
     if config.dataset in cifar.SPECS:
-        if config.data_dir is None:
-            raise cifar.CifarFilesMissing(f"{config.dataset} needs --data-dir: a folder with the official binary "
-                                          f"files ({cifar.SPECS[config.dataset].folder}/)")
-        if not config.download:
-            cifar.find_folder(config.dataset, config.data_dir)
+        cifar.check_files(config.dataset, config.data_dir, download=config.download)
     _check_model_and_method(config, info.input_shape, info.num_classes)
 
 

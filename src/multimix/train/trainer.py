@@ -7,9 +7,12 @@
 - ``checkpoint.pt``   everything needed to continue exactly: model, optimizer, scheduler, the RNG
                       states (data order and mixing) and the metrics so far, written atomically at
                       the end of every epoch;
-- ``summary.json``    final figures and the epoch chosen on validation accuracy.
+- ``summary.json``    final figures and the epoch chosen on validation accuracy;
+- ``.lock``           held while the run is alive (:mod:`multimix.train.runlock`): one run per folder.
 
-Resuming (``resume=True``) restarts from the last completed epoch. Because every random draw comes
+Before any of that, :func:`multimix.train.preflight.check_runnable` checks everything that can be
+known without data (device, model against dataset, layer names, ...). Resuming (``resume=True``)
+restarts from the last completed epoch. Because every random draw comes
 from generators whose states are in the checkpoint, a run killed at any moment and resumed ends with
 exactly the weights and metrics of the same run never interrupted (on the CPU).
 """

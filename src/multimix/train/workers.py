@@ -114,13 +114,12 @@ def run_tasks(
     tasks: Sequence[tuple],
     *,
     jobs: int,
-    on_start: Callable[[int], None] | None = None,
     on_done: Callable[[int, Any], None] | None = None,
 ) -> list[Any]:
     """``[fn(*task) for task in tasks]``, at most ``jobs`` at a time, each in its own process.
 
     ``fn`` must be importable by name (a module-level function) and its arguments and result
-    picklable. ``on_start(i)`` and ``on_done(i, result)`` run in the parent as task i starts and ends.
+    picklable. ``on_done(i, result)`` runs in the parent as task i ends.
     The first task to raise stops the others; its exception is re-raised here, with the worker's
     traceback as its cause.
     """
@@ -139,8 +138,6 @@ def run_tasks(
                 process.start()
                 send.close()  # the child holds its end; EOF on ours then means the child is gone
                 running[i] = (process, receive)
-                if on_start is not None:
-                    on_start(i)
             for conn in wait([conn for _, conn in running.values()]):
                 i = next(i for i, (_, c) in running.items() if c is conn)
                 process = running[i][0]
