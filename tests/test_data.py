@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from multimix.data import DATASETS, GaussianMixtureProblem, load_dataset, spirals
+from multimix.data import DATASETS, FILE_DATASETS, GaussianMixtureProblem, load_dataset, spirals
 from multimix.data import cifar
 from multimix.data.augment import random_crop_flip
 
-OFFLINE = [d for d in DATASETS if not d.startswith("cifar")]
+OFFLINE = [d for d in DATASETS if d not in FILE_DATASETS]
 SHAPES = {"mnist1d": (40,), "mnist1d-shuffled": (40,), "digits": (1, 8, 8), "toy": (2,), "spirals": (2,)}
 
 
@@ -151,3 +151,19 @@ def test_random_crop_flip_is_a_shifted_or_flipped_copy():
         assert len(matches) == 1
         seen.add(matches[0])
     assert len(seen) > 4 and {f for _, _, f in seen} == {False, True}
+
+
+def test_named_augmentations():
+    from multimix.data.augment import AUGMENTATIONS
+
+    x = torch.arange(2 * 28 * 28, dtype=torch.float32).reshape(2, 1, 28, 28)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(20):  # without flips, every output is a shifted window of its own image
+        out = AUGMENTATIONS["pad-crop"](x, generator=g)
+        assert out.shape == x.shape
+        nonzero = out[out > 0]
+        diffs = out[:, :, :, 1:] - out[:, :, :, :-1]
+        assert bool(((diffs == 1) | (out[:, :, :, 1:] == 0) | (out[:, :, :, :-1] == 0)).all())  # never reversed
+        assert set(nonzero.tolist()) <= set(x.flatten().tolist())
+    flips = [AUGMENTATIONS["pad-crop-flip"](x, generator=g) for _ in range(20)]
+    assert any(bool(((f[:, :, :, 1:] - f[:, :, :, :-1]) == -1).any()) for f in flips)

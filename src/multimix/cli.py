@@ -18,7 +18,7 @@ import signal
 import sys
 from pathlib import Path
 
-from multimix.data.cifar import CifarFilesMissing
+from multimix.data.files import CorruptDataFile, DataFilesMissing
 from multimix.train import checkpoint
 from multimix.train.checkpoint import CheckpointError
 from multimix.train.config import MAX_SEED, METHODS, ConfigError, TrainConfig
@@ -26,7 +26,7 @@ from multimix.train.runlock import FolderInUse
 from multimix.train.workers import WorkerDied
 
 #: Errors whose message says everything: one line on stderr, exit code 2, no traceback.
-USER_ERRORS = (ConfigError, CheckpointError, CifarFilesMissing, FolderInUse)
+USER_ERRORS = (ConfigError, CheckpointError, DataFilesMissing, CorruptDataFile, FolderInUse)
 
 log = logging.getLogger("multimix")
 

@@ -10,14 +10,20 @@ from dataclasses import dataclass
 
 import torch
 
-from multimix.data import cifar, digits, mnist1d
+from multimix.data import cifar, digits, idx_images, mnist1d
+from multimix.data.files import CorruptDataFile, DataFilesMissing
 from multimix.data.splits import Splits, make_splits, stratified_split
 from multimix.data.toy import GaussianMixtureProblem, spirals
 
-__all__ = ["DATASETS", "DatasetInfo", "dataset_info", "Splits", "load_dataset", "stratified_split", "GaussianMixtureProblem", "spirals"]
+__all__ = ["DATASETS", "FILE_DATASETS", "DatasetInfo", "dataset_info", "check_files", "DataFilesMissing",
+           "CorruptDataFile", "Splits", "load_dataset", "stratified_split", "GaussianMixtureProblem", "spirals"]
 
 #: Dataset names as the CLI spells them.
-DATASETS = ("mnist1d", "mnist1d-shuffled", "digits", "toy", "spirals", "cifar10", "cifar100")
+DATASETS = ("mnist1d", "mnist1d-shuffled", "digits", "toy", "spirals", "fashion-mnist", "mnist", "kmnist",
+            "cifar10", "cifar100")
+
+#: Datasets read from files (``data_dir``), not generated: they may be missing.
+FILE_DATASETS = ("fashion-mnist", "mnist", "kmnist", "cifar10", "cifar100")
 
 
 @dataclass(frozen=True)
@@ -48,7 +54,18 @@ def dataset_info(name: str, *, toy_classes: int = 3, toy_dim: int = 2, train_siz
         return DatasetInfo((toy_dim,), toy_classes, train_size)
     if name == "spirals":
         return DatasetInfo((2,), 2, train_size)
+    if name in idx_images.RELEASES:
+        return DatasetInfo((1, idx_images.SIDE, idx_images.SIDE), idx_images.NUM_CLASSES, None)
     return DatasetInfo((3, 32, 32), cifar.SPECS[name].num_classes, None)
+
+
+def check_files(name: str, data_dir: str | None = None, *, download: bool = False) -> None:
+    """Raise :class:`DataFilesMissing`, saying where to put or get them, unless ``name``'s files are
+    found (or may be downloaded). Reads nothing; generated datasets always pass."""
+    if name in cifar.SPECS:
+        cifar.check_files(name, data_dir, download=download)
+    elif name in idx_images.RELEASES:
+        idx_images.check_files(name, data_dir, download=download)
 
 
 def load_dataset(
@@ -71,8 +88,9 @@ def load_dataset(
         data_seed: seeds the validation split and, for ``toy``/``spirals``, the problem and samples.
             Runs of a comparison share it, so that they differ only by their training seed.
         val_fraction: fraction of the training set held out for validation (stratified).
-        data_dir: folder of the CIFAR binary files.
-        download: for CIFAR, fetch the official archive (MD5-checked) when the files are missing.
+        data_dir: folder of the dataset's files (CIFAR binaries, IDX files); for Fashion-MNIST,
+            Debian's package folder is searched when it is None.
+        download: for file datasets, fetch the official files (MD5-checked) when they are missing.
         toy_classes, toy_components, toy_dim: K, N and D of the ``toy`` Gaussian-mixture problem.
         train_size, test_size: sample sizes for ``toy`` and ``spirals``.
     """
@@ -96,6 +114,10 @@ def load_dataset(
         xtr, ytr = spirals(train_size, generator=g)
         xte, yte = spirals(test_size, generator=g)
         return make_splits(name, xtr, ytr, xte, yte, num_classes=2, **common)
+    if name in idx_images.RELEASES:
+        xtr, ytr, xte, yte = idx_images.load(name, data_dir, download_if_missing=download)
+        return make_splits(name, xtr, ytr, xte, yte, num_classes=idx_images.NUM_CLASSES,
+                           augment=idx_images.RELEASES[name].augment, **common)
     xtr, ytr, xte, yte = cifar.load(name, data_dir, download_if_missing=download)
     return make_splits(
         name, xtr, ytr, xte, yte, num_classes=cifar.SPECS[name].num_classes, augment="crop-flip", **common

@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from multimix.data.files import CorruptDataFile, DataFilesMissing
+
 log = logging.getLogger(__name__)
 
 PIXELS = 3 * 32 * 32
@@ -64,7 +66,7 @@ MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
 
 
-class CifarFilesMissing(FileNotFoundError):
+class CifarFilesMissing(DataFilesMissing):
     """The binary files are not in the data folder (and no download was asked for)."""
 
 
@@ -77,7 +79,7 @@ def read_binary(path: str | Path, *, label_bytes: int) -> tuple[Tensor, Tensor]:
     raw = np.fromfile(path, dtype=np.uint8)
     record = label_bytes + PIXELS
     if raw.size == 0 or raw.size % record:
-        raise ValueError(
+        raise CorruptDataFile(
             f"{path} is not a CIFAR binary file: {raw.size} bytes is not a positive multiple of the "
             f"{record}-byte record ({label_bytes} label byte(s) + {PIXELS} pixels)"
         )

@@ -25,6 +25,9 @@ DEFAULT_MODEL = {
     "digits": "convnet",
     "toy": "mlp",
     "spirals": "mlp",
+    "fashion-mnist": "convnet",
+    "mnist": "convnet",
+    "kmnist": "convnet",
     "cifar10": "preactresnet18",
     "cifar100": "preactresnet18",
 }

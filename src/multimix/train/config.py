@@ -121,8 +121,8 @@ class TrainConfig:
     # data
     data_seed: int = _field(0, "seed of the validation split (and of toy/spirals data)", _parse_int, group="data")
     val_fraction: float = _field(0.1, "fraction of train held out for validation", _parse_float, group="data")
-    data_dir: str | None = _field(None, "folder of the CIFAR binary files", _opt(_str), group="data")
-    download: bool = _field(False, "download CIFAR (MD5-checked) if missing", _parse_bool, group="data")
+    data_dir: str | None = _field(None, "folder of the dataset files (CIFAR binaries; IDX files, in it or in <folder>/<dataset>)", _opt(_str), group="data")
+    download: bool = _field(False, "download the dataset files (MD5-checked) into --data-dir if missing", _parse_bool, group="data")
     toy_classes: int = _field(3, "toy: number of classes K", _parse_int, group="data")
     toy_components: int = _field(3, "toy: Gaussians per class N", _parse_int, group="data")
     toy_dim: int = _field(2, "toy: input dimension D", _parse_int, group="data")

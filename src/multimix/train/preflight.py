@@ -14,7 +14,7 @@ import os
 
 import torch
 
-from multimix.data import cifar, dataset_info
+from multimix.data import check_files, dataset_info
 from multimix.models import build_model
 from multimix.train.checkpoint import first_line
 from multimix.train.config import ConfigError, TrainConfig
@@ -22,15 +22,14 @@ from multimix.train.methods import build_mixer
 
 
 def check_runnable(config: TrainConfig) -> None:
-    """Raise :class:`ConfigError` (or ``CifarFilesMissing``) naming the option if ``config`` cannot run here."""
+    """Raise :class:`ConfigError` (or ``DataFilesMissing``) naming the option if ``config`` cannot run here."""
     check_device(config.device)
     _check_threads(config.threads)
     info = dataset_info(config.dataset, toy_classes=config.toy_classes, toy_dim=config.toy_dim,
                         train_size=config.train_size)
     if info.train_size is not None:
         _check_split(config, info.train_size, info.num_classes)
-    if config.dataset in cifar.SPECS:
-        cifar.check_files(config.dataset, config.data_dir, download=config.download)
+    check_files(config.dataset, config.data_dir, download=config.download)
     _check_model_and_method(config, info.input_shape, info.num_classes)
 
 
