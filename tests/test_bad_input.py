@@ -89,6 +89,19 @@ def test_bad_soft_targets():
         MF.multimix(torch.randn(2, 3), torch.tensor([0, 1]))
 
 
+@pytest.mark.parametrize("call", [
+    lambda t: MF.mixup(torch.randn(2, 3), t, alpha=1.0),
+    lambda t: MF.multimix(torch.randn(2, 3), t, n=4),
+    lambda t: MF.dense_multimix(torch.randn(2, 3, 5), t, n=4),
+], ids=["mixup", "multimix", "dense_multimix"])
+def test_functional_ops_check_soft_target_values(call):
+    with pytest.raises(ValueError, match="each row of targets must sum to 1, got a row summing to 2"):
+        call(2 * Y2)
+    with pytest.raises(ValueError, match="targets must be non-negative"):
+        call(torch.tensor([[1.5, -0.5], [0.0, 1.0]]))
+    call(Y2)  # valid targets pass
+
+
 def test_num_classes_missing_for_integer_labels():
     with pytest.raises(ValueError, match="num_classes is required when labels are integer class indices"):
         Mixup(MLPNet())(torch.randn(2, 6), torch.tensor([0, 1]))

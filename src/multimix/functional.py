@@ -280,7 +280,7 @@ def mixup(
         ``(x_mixed, targets_mixed)`` with the shapes of the inputs.
     """
     check_tensor(x, "x")
-    check_soft_targets(targets, values=False)
+    check_soft_targets(targets)  # rows of probabilities, as the mixers check
     check_same_batch(x, targets)
     lam, perm = mixup_params(x.shape[0], alpha=alpha, per_sample=per_sample, generator=generator, device=x.device)
     return mix_pairs(x, lam, perm), mix_pairs(targets, lam, perm)
@@ -404,7 +404,7 @@ def multimix(
         ``(z_mixed (n, ...), targets_mixed (n, K))``, mixed with the very same weights.
     """
     check_tensor(z, "z")
-    check_soft_targets(targets, values=False)
+    check_soft_targets(targets)  # rows of probabilities, as the mixers check
     check_same_batch(z, targets, "z")
     weights = multimix_weights(z.shape[0], n=n, m=m, alpha=alpha, generator=generator, device=z.device)
     if targets.dtype != z.dtype or targets.device != z.device:
@@ -530,7 +530,7 @@ def dense_multimix(
         ``(z_mixed (n, r, d), targets_mixed (n, r, K))``.
     """
     check_tensor(z, "z", min_dim=3)
-    check_soft_targets(targets, values=False)
+    check_soft_targets(targets)  # rows of probabilities, as the mixers check
     check_same_batch(z, targets, "z")
     b, d = z.shape[:2]
     zr = z.flatten(2).transpose(1, 2)  # (b, r, d)
