@@ -1,0 +1,51 @@
+"""Pure tensor operations: samplers, pairwise mixup, MultiMix, targets and the soft loss.
+
+Shapes use b for the batch size, K for the number of classes, n for the number of generated
+(interpolated) examples and m for the tuple length (how many batch members each generated example
+mixes). Every random draw goes through an optional ``torch.Generator``; nothing here touches NumPy's
+or Python's global RNG. Sampling happens on the generator's device (or the data's device when no
+generator is given) and weights are moved to the data, never the data to the CPU.
+
+Sampling a mixing operation is kept apart from applying it, so that a hidden state and its targets
+(or a teacher's predictions) can be mixed with the very same weights:
+
+>>> lam, perm = mixup_params(b, alpha=1.0)             # sample
+>>> x_mixed, y_mixed = mix_pairs(x, lam, perm), mix_pairs(y, lam, perm)   # apply twice
+>>> w = multimix_weights(b, n=1000, m=2, alpha=1.0)    # (n, b), rows on the simplex
+>>> z_mixed, y_mixed = interpolate(w, z), interpolate(w, y)
+
+The operations live in one module per idea (``targets``, ``sampling``, ``pairwise``, ``multimix``,
+``dense``); everything is importable from here.
+"""
+
+from multimix.functional.dense import (
+    cam_attention,
+    dense_interpolate,
+    dense_multimix,
+    dense_multimix_weights,
+    pooled_attention,
+)
+from multimix.functional.multimix import interpolate, multimix, multimix_weights, random_subsets
+from multimix.functional.pairwise import mix_pairs, mixup, mixup_params
+from multimix.functional.sampling import sample_beta, sample_dirichlet
+from multimix.functional.targets import one_hot, soft_cross_entropy
+
+__all__ = [
+    "one_hot",
+    "sample_beta",
+    "sample_dirichlet",
+    "mixup_params",
+    "mix_pairs",
+    "mixup",
+    "random_subsets",
+    "multimix_weights",
+    "interpolate",
+    "multimix",
+    "dense_multimix_weights",
+    "dense_interpolate",
+    "dense_multimix",
+    "pooled_attention",
+    "cam_attention",
+    "soft_cross_entropy",
+]
+

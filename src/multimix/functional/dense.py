@@ -1,0 +1,178 @@
+"""Dense MultiMix (SPEC §3): per-position weights, attention maps, and interpolation of (b, r, d) maps."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from multimix._validation import check_int, check_same_batch, check_soft_targets, check_tensor
+from multimix.functional.multimix import random_subsets
+from multimix.functional.sampling import _sampling_device, sample_dirichlet
+
+
+#: Elements of intermediate tensors one chunk of Dense MultiMix may hold (64 Mi floats = 256 MiB).
+DENSE_CHUNK_ELEMENTS = 1 << 26
+
+
+def dense_multimix_weights(
+    batch_size: int,
+    positions: int,
+    *,
+    n: int = 1000,
+    m: int | None = None,
+    alpha: float = 1.0,
+    attention: Tensor | None = None,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Sample the per-position interpolation of Dense MultiMix (SPEC §3).
+
+    Generated example k mixes a tuple T_k of m distinct batch members; at position j its weights are
+    ``w[k, :, j] ∝ attention[T_k, j] · λ[k, :, j]`` with ``λ[k, :, j] ~ Dirichlet(α·1_m)`` drawn per
+    position, ℓ1-normalised over the tuple. Where the attention of every member is 0 at a position,
+    the plain λ is used (uniform attention).
+
+    Args:
+        batch_size: b.
+        positions: r, the number of spatial positions.
+        n: generated examples; m: tuple length in [1, b] (None: whole batch); alpha: > 0.
+        attention: optional non-negative (b, r) weights of each position of each example.
+
+    Returns:
+        ``(members int64 (n, m), weights float32 (n, m, r))``: weights sum to 1 over the m members.
+    """
+    b = check_int(batch_size, "batch_size")
+    r = check_int(positions, "positions")
+    n = check_int(n, "n")
+    m = b if m is None else check_int(m, "m", low=1, high=b)
+    dev = _sampling_device(generator, device)
+    if m == b:
+        members = torch.arange(b, device=dev).expand(n, b)
+    else:
+        members = random_subsets(n, b, m, generator=generator, device=dev)
+    lam = sample_dirichlet(n * r, m, alpha, generator=generator, device=dev).view(n, r, m).transpose(1, 2)
+    if device is not None and torch.device(device) != dev:
+        members, lam = members.to(device), lam.to(device)
+    if attention is None:
+        return members, lam
+    if attention.shape != (b, r):
+        raise ValueError(f"attention must have shape (b, r) = ({b}, {r}), got {tuple(attention.shape)}")
+    att = attention.detach().to(device=lam.device, dtype=lam.dtype)[members]  # (n, m, r)
+    w = lam * att
+    total = w.sum(dim=1, keepdim=True)
+    return members, torch.where(total > 0, w / total.clamp_min(torch.finfo(w.dtype).tiny), lam)
+
+
+def dense_interpolate(members: Tensor, weights: Tensor, x: Tensor, *, chunk_size: int | None = None) -> Tensor:
+    """Mix per position: ``out[k, j] = Σ_i weights[k, i, j] · x[members[k, i], j]``.
+
+    Args:
+        members: (n, m) batch indices; weights: (n, m, r).
+        x: (b, r, d) per-position values, or (b, d) values shared by all positions of an example
+            (targets, teacher probabilities).
+        chunk_size: generated rows per chunk (None: as many as keep intermediates under
+            :data:`DENSE_CHUNK_ELEMENTS`). Chunking changes memory, not the result.
+
+    Returns:
+        (n, r, d) in x's dtype.
+    """
+    n, m, r = weights.shape
+    shared = x.dim() == 2
+    if shared:
+        x = x.unsqueeze(1)  # (b, 1, d): broadcast over positions
+    if x.dim() != 3 or x.shape[1] not in (1, r):
+        raise ValueError(f"x must have shape (b, r={r}, d) or (b, d), got {tuple(x.shape)}")
+    d = x.shape[2]
+    w = weights.to(device=x.device, dtype=x.dtype)
+    members = members.to(x.device)
+    if chunk_size is None:
+        chunk_size = max(1, DENSE_CHUNK_ELEMENTS // max(1, 2 * r * d))
+    out = []
+    for start in range(0, n, chunk_size):
+        idx, wc = members[start : start + chunk_size], w[start : start + chunk_size]
+        # Accumulate member by member: intermediates stay (chunk, r, d), never (chunk, m, r, d).
+        acc = wc[:, 0, :, None] * x[idx[:, 0]]
+        for i in range(1, m):
+            acc = acc + wc[:, i, :, None] * x[idx[:, i]]
+        out.append(acc)
+    return out[0] if len(out) == 1 else torch.cat(out)
+
+
+def dense_multimix(
+    z: Tensor,
+    targets: Tensor,
+    *,
+    n: int = 1000,
+    m: int | None = None,
+    alpha: float = 1.0,
+    attention: Tensor | None = None,
+    generator: torch.Generator | None = None,
+    chunk_size: int | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Dense MultiMix: interpolate spatial embeddings and targets per position (SPEC §3).
+
+    Args:
+        z: spatial embeddings (b, d, *spatial): (b, d, L) sequences or (b, d, H, W) maps; r = L or H·W.
+        targets: soft targets (b, K); every position inherits its example's label.
+        n, m, alpha: as :func:`multimix`; λ is drawn per position.
+        attention: None (uniform) or non-negative (b, *spatial); no gradient flows into it.
+        chunk_size: see :func:`dense_interpolate`.
+
+    Returns:
+        ``(z_mixed (n, r, d), targets_mixed (n, r, K))``.
+    """
+    check_tensor(z, "z", min_dim=3)
+    check_soft_targets(targets)  # rows of probabilities, as the mixers check
+    check_same_batch(z, targets, "z")
+    b, d = z.shape[:2]
+    zr = z.flatten(2).transpose(1, 2)  # (b, r, d)
+    r = zr.shape[1]
+    if attention is not None:
+        if attention.shape != (b, *z.shape[2:]):
+            raise ValueError(f"attention must have shape {(b, *z.shape[2:])} (b, *spatial), got {tuple(attention.shape)}")
+        if bool((attention < 0).any()):
+            raise ValueError("attention must be non-negative")
+        attention = attention.reshape(b, r)
+    members, weights = dense_multimix_weights(
+        b, r, n=n, m=m, alpha=alpha, attention=attention, generator=generator, device=z.device
+    )
+    return (
+        dense_interpolate(members, weights, zr, chunk_size=chunk_size),
+        dense_interpolate(members, weights, targets, chunk_size=chunk_size),
+    )
+
+
+def pooled_attention(z: Tensor) -> Tensor:
+    """Attention of each position by its similarity to the example's pooled embedding.
+
+    ``a[i, j] = softmax_j(<z_i[:, j], mean_j z_i[:, j]> / √d)``, for z (b, d, *spatial).
+    Returns (b, *spatial), rows summing to 1 over positions, with no gradient.
+    """
+    with torch.no_grad():
+        zr = z.flatten(2).float()  # (b, d, r)
+        pooled = zr.mean(dim=2, keepdim=True)  # (b, d, 1)
+        scores = (zr * pooled).sum(dim=1) / math.sqrt(zr.shape[1])
+        return torch.softmax(scores, dim=1).reshape(z.shape[0], *z.shape[2:])
+
+
+def cam_attention(z: Tensor, weight: Tensor, targets: Tensor) -> Tensor:
+    """Class-activation attention: ``ReLU(w_y · z_i[:, j])`` for the true class, ℓ1-normalised.
+
+    Args:
+        z: (b, d, *spatial) embeddings; weight: (K, d) classifier weights; targets: (b, K) soft
+            targets (the class vector is ``targets @ weight``: the true class's row for one-hot targets).
+
+    Returns:
+        (b, *spatial), rows summing to 1 over positions (uniform where no position is active),
+        with no gradient.
+    """
+    with torch.no_grad():
+        zr = z.flatten(2).float()  # (b, d, r)
+        class_vec = targets.float() @ weight.float()  # (b, d)
+        scores = torch.relu((zr * class_vec[:, :, None]).sum(dim=1))  # (b, r)
+        total = scores.sum(dim=1, keepdim=True)
+        uniform = torch.full_like(scores, 1.0 / scores.shape[1])
+        att = torch.where(total > 0, scores / total.clamp_min(torch.finfo(scores.dtype).tiny), uniform)
+        return att.reshape(z.shape[0], *z.shape[2:])

@@ -1,0 +1,82 @@
+"""Targets: integer labels to soft rows, and the cross-entropy against soft targets."""
+
+from __future__ import annotations
+
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from multimix._validation import check_int, check_soft_targets, check_tensor
+
+
+def one_hot(
+    labels: Tensor,
+    num_classes: int | None,
+    *,
+    smoothing: float = 0.0,
+    dtype: torch.dtype | None = None,
+) -> Tensor:
+    """Turn integer labels (b,) into float targets (b, K), or validate soft targets (b, K).
+
+    Args:
+        labels: integer class indices of shape (b,) in ``[0, num_classes)``, or soft targets of
+            shape (b, K): non-negative rows that sum to 1.
+        num_classes: K. Required for integer labels; for soft targets, when given, it must match.
+        smoothing: label smoothing ε in [0, 1): the result is ``(1 - ε) * targets + ε / K``.
+        dtype: floating dtype of the result; default ``torch.get_default_dtype()`` for integer
+            labels and the input's dtype for soft targets.
+
+    Returns:
+        Float tensor (b, K) whose rows lie on the probability simplex.
+    """
+    check_tensor(labels, "labels")
+    if not 0.0 <= float(smoothing) < 1.0:
+        raise ValueError(f"smoothing must be in [0, 1), got {smoothing!r}")
+    if num_classes is not None:
+        num_classes = check_int(num_classes, "num_classes", low=1)
+
+    if labels.is_floating_point():
+        check_soft_targets(labels, "labels")
+        if num_classes is not None and labels.shape[1] != num_classes:
+            raise ValueError(
+                f"soft labels have {labels.shape[1]} classes but num_classes={num_classes}"
+            )
+        targets = labels if dtype is None else labels.to(dtype)
+        num_classes = labels.shape[1]
+    else:
+        if labels.dtype == torch.bool or labels.is_complex():
+            raise TypeError(f"labels must be integer class indices or float soft targets, got {labels.dtype}")
+        if labels.dim() != 1:
+            raise ValueError(f"integer labels must have shape (b,), got shape {tuple(labels.shape)}")
+        if num_classes is None:
+            raise ValueError("num_classes is required when labels are integer class indices")
+        low, high = int(labels.min()), int(labels.max())
+        if low < 0 or high >= num_classes:
+            bad = low if low < 0 else high
+            raise ValueError(f"labels must lie in [0, {num_classes}) for num_classes={num_classes}, got {bad}")
+        targets = F.one_hot(labels.long(), num_classes).to(dtype or torch.get_default_dtype())
+
+    if smoothing > 0:
+        targets = targets * (1.0 - smoothing) + smoothing / num_classes
+    return targets
+
+
+def soft_cross_entropy(logits: Tensor, targets: Tensor, *, reduction: str = "mean") -> Tensor:
+    """Cross-entropy against soft targets: ``-Σ_c targets[:, c] · log_softmax(logits)[:, c]``.
+
+    Args:
+        logits: (N, K) unnormalised scores.
+        targets: (N, K) probability rows (any floating dtype; cast to the logits' dtype).
+        reduction: "mean" (over rows), "sum" or "none" (returns (N,)).
+    """
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"reduction must be one of 'mean', 'sum', 'none', got {reduction!r}")
+    check_tensor(logits, "logits", min_dim=2)
+    check_soft_targets(targets, values=False)
+    if logits.shape != targets.shape:
+        raise ValueError(
+            f"logits and targets must have the same shape (N, K), got {tuple(logits.shape)} and {tuple(targets.shape)}"
+        )
+    # torch's cross_entropy accepts class probabilities as targets (a fused log-softmax + dot).
+    return F.cross_entropy(logits, targets.to(logits.dtype), reduction=reduction)
