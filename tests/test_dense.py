@@ -81,10 +81,11 @@ def test_dense_multimix_on_1d_and_2d_maps_and_chunking_is_exact(spatial):
 
 
 def test_attention_maps():
-    z = torch.randn(4, 8, 5, generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(4, 8, 5, generator=g)
     a = MF.pooled_attention(z)
     assert a.shape == (4, 5) and torch.allclose(a.sum(1), torch.ones(4))
-    weight = torch.randn(3, 8)
+    weight = torch.randn(3, 8, generator=g)
     y = MF.one_hot(torch.tensor([0, 1, 2, 0]), 3)
     c = MF.cam_attention(z, weight, y)
     expected = torch.relu(torch.einsum("bdr,bd->br", z, weight[[0, 1, 2, 0]]))

@@ -1,0 +1,26 @@
+"""``nn.Module`` front-ends that add mixing to any model by naming one of its submodules.
+
+A mixer wraps a model. In training mode ``mixer(x, y)`` returns ``(logits, targets)`` ready for
+:func:`multimix.functional.soft_cross_entropy`; in eval mode it returns ``model(x)`` and the un-mixed
+targets. Targets are always soft, (rows, K), whatever form ``y`` had.
+
+How the mixing reaches inside an arbitrary model: at construction the mixer registers a forward
+hook (or forward-pre hook) on each named submodule. The hooks do nothing unless the mixer's own
+forward has just *armed* them with the parameters of one mixing operation; the first matching hook
+call consumes them. So a plain ``model(x)`` — in training or not, while the mixer exists — runs
+unchanged, residual and other non-sequential models need no rewritten forward, and ``close()`` (or
+leaving a ``with`` block) removes the hooks for good.
+
+Hidden states must be batch-first, as the outputs of ``nn.Linear``, ``nn.Conv*d`` and most blocks are.
+
+One module per idea: ``base`` (hooks, name resolution, train/eval dispatch), ``pairwise`` (mixup,
+manifold mixup, ConfMix), ``multimix`` and ``dense``.
+"""
+
+from multimix.mixers.base import INPUT, WRAPPER_PREFIXES, find_module
+from multimix.mixers.dense import ATTENTIONS, DenseMultiMix
+from multimix.mixers.multimix import MultiMix
+from multimix.mixers.pairwise import ConfMix, ManifoldMixup, Mixup
+
+__all__ = ["Mixup", "ManifoldMixup", "ConfMix", "MultiMix", "DenseMultiMix", "find_module", "INPUT", "ATTENTIONS",
+           "WRAPPER_PREFIXES"]

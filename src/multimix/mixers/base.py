@@ -1,0 +1,184 @@
+"""The plumbing every mixer shares: finding a named submodule, arming hooks, train/eval dispatch."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
+
+from multimix._validation import check_alpha, check_int, check_same_batch, check_tensor
+from multimix.functional import (
+    one_hot,
+)
+
+INPUT = "input"
+
+
+#: Prefixes that wrappers put before the names of the model they wrap: DistributedDataParallel and
+#: DataParallel (``module.``), ``torch.compile`` (``_orig_mod.``), in any nesting.
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+def _strip_wrappers(name: str) -> str:
+    while name.startswith(WRAPPER_PREFIXES):
+        name = name.split(".", 1)[1]
+    return name
+
+
+def find_module(model: nn.Module, name: str, *, argument: str = "name") -> nn.Module:
+    """Return the submodule of ``model`` called ``name`` (a key of ``model.named_modules()``).
+
+    A model wrapped in ``DistributedDataParallel``/``DataParallel`` (``module.``) or compiled with
+    ``torch.compile`` (``_orig_mod.``) is also searched under those prefixes, so the same names work
+    before and after wrapping. An exact name always wins.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"{argument} must be a submodule name (str), got {type(name).__name__} {name!r}")
+    modules = dict(model.named_modules())
+    if name and name in modules:
+        return modules[name]
+    for key, module in modules.items():
+        if key and _strip_wrappers(key) == name:
+            return module
+    names = dict.fromkeys(_strip_wrappers(k) for k in modules if k and k + "." not in WRAPPER_PREFIXES)
+    valid = ", ".join(repr(k) for k in names) or "(the model has no submodules)"
+    raise ValueError(f"{argument}={name!r} is not a submodule of {type(model).__name__}; valid names: {valid}")
+
+
+def _float_targets(targets: Tensor) -> Tensor:
+    """Targets in float32 (float64 kept): mixed targets must not inherit an autocast dtype."""
+    return targets if targets.dtype in (torch.float32, torch.float64) else targets.float()
+
+
+def _no_autocast(device: torch.device):
+    """Switch autocast off for exact target arithmetic (mixing weights times labels)."""
+    return torch.autocast(device_type=device.type, enabled=False)
+
+
+class _Mixer(nn.Module):
+    """Shared plumbing: target conversion, train/eval dispatch, arming hooks, hook lifetime."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        num_classes: int | None,
+        generator: torch.Generator | None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if num_classes is not None:
+            num_classes = check_int(num_classes, "num_classes", low=1)
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+        self.model = model
+        self.num_classes = num_classes
+        self.generator = generator
+        self._handles: list[RemovableHandle] = []
+        self._armed: object | None = None  # parameters for the next hook call; None = pass through
+
+    # -- public ------------------------------------------------------------------------------
+
+    def forward(self, x: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """Run the model on x, mixing when the model is in training mode.
+
+        Args:
+            x: input batch (b, ...).
+            y: integer labels (b,) (then ``num_classes`` is required) or soft targets (b, K).
+                Optional in eval mode.
+
+        Returns:
+            ``(logits, targets)``: in training, the mixed logits (rows, K) and soft targets
+            (rows, K); in eval, ``model(x)`` and the soft un-mixed targets (or None without y).
+        """
+        check_tensor(x, "x")
+        targets = None
+        if y is not None:
+            check_same_batch(x, y, "x", "y")
+            targets = _float_targets(one_hot(y, self.num_classes).to(x.device))
+        if not self.model.training:
+            return self.model(x), targets
+        if targets is None:
+            raise ValueError("y is required in training mode: the mixer mixes inputs and targets together")
+        if getattr(self, "alpha", None) == 0:  # a schedule at α = 0: no mixing (λ ∈ {0, 1})
+            return self.model(x), targets
+        return self._mix_forward(x, targets)
+
+    def set_alpha(self, alpha: float) -> None:
+        """Change the mixing strength, e.g. from a schedule each epoch; α = 0 turns mixing off."""
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha < 0:
+            raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
+        self.alpha = float(alpha)
+
+    def close(self) -> None:
+        """Remove every hook this mixer placed on the model. Idempotent."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def __enter__(self) -> _Mixer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- for subclasses ----------------------------------------------------------------------
+
+    def _mix_forward(self, x: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def _run_armed(self, x: Tensor, armed: object, layer: str) -> Tensor:
+        """Run the model once with the hooks armed; fail loudly if the hook never fired."""
+        if not self._handles:
+            raise RuntimeError(f"{type(self).__name__} was closed; create a new mixer to mix again")
+        self._armed = armed
+        try:
+            out = self.model(x)
+        finally:
+            unused, self._armed = self._armed, None
+        if unused is not None:
+            hint = ""
+            if any(name.startswith("_orig_mod") for name, _ in self.model.named_children()):
+                # dynamo does not guard on hooks (torch._dynamo.config.skip_nnmodule_hook_guards).
+                hint = ("; torch.compile reuses graphs traced before the mixer's hooks existed: create the mixer "
+                        "before the compiled model's first call, or call torch._dynamo.reset()")
+            raise RuntimeError(
+                f"submodule {layer!r} was not called during the model's forward, so nothing was mixed{hint}"
+            )
+        return out
+
+    def _take(self) -> object | None:
+        """Hand the armed parameters to the first hook that asks, then disarm."""
+        armed, self._armed = self._armed, None
+        return armed
+
+    def _setup_teacher(self, teacher: nn.Module | None, distill_weight: float, temperature: float) -> None:
+        if teacher is not None and not isinstance(teacher, nn.Module):
+            raise TypeError(f"teacher must be an nn.Module (e.g. multimix.EMATeacher) or None, got {type(teacher).__name__}")
+        if isinstance(distill_weight, bool) or not isinstance(distill_weight, (int, float)) or not (
+            math.isfinite(distill_weight) and distill_weight >= 0
+        ):
+            raise ValueError(f"distill_weight must be a finite number >= 0, got {distill_weight!r}")
+        self.teacher = teacher
+        self.distill_weight = float(distill_weight)
+        self.temperature = check_alpha(temperature, "temperature")
+
+    def _teacher_probs(self, x: Tensor) -> Tensor | None:
+        """Teacher probabilities on the clean batch, softmax(teacher(x) / τ), or None without a teacher."""
+        if self.teacher is None or self.distill_weight == 0:
+            return None
+        with torch.no_grad():
+            return torch.softmax(self.teacher(x).float() / self.temperature, dim=-1)
+
+    def _add_distilled(self, targets: Tensor, teacher_targets: Tensor | None) -> Tensor:
+        """Ỹ + w·Ỹ': soft_cross_entropy of it is CE(Ỹ) + w·CE(Ỹ') (SPEC §4), by linearity in the targets."""
+        if teacher_targets is None:
+            return targets
+        return targets + self.distill_weight * teacher_targets.to(targets.dtype)
+
+    def _uniform(self, device: torch.device) -> float:
+        dev = self.generator.device if self.generator is not None else device
+        return float(torch.rand((), generator=self.generator, device=dev))

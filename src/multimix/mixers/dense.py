@@ -1,0 +1,137 @@
+"""Dense MultiMix (SPEC §3): mix spatial embeddings per position and classify every position."""
+
+from __future__ import annotations
+
+
+import torch
+from torch import Tensor, nn
+
+from multimix._validation import check_int
+from multimix.functional import (
+    cam_attention,
+    dense_interpolate,
+    dense_multimix_weights,
+    pooled_attention,
+)
+from multimix.mixers.base import _no_autocast, find_module
+from multimix.mixers.multimix import _MultiMixBase
+
+ATTENTIONS = ("none", "pooled", "cam")
+
+
+class DenseMultiMix(_MultiMixBase):
+    """Dense MultiMix (SPEC §3): interpolate spatial embeddings per position and classify every position.
+
+    The model runs once on the b clean examples up to the submodule named ``features``, whose output
+    Z (b, d, *spatial) holds r positions. For n generated examples, each mixing a tuple of m batch
+    members, every position j gets its own Dirichlet weights times the members' attention at j; the
+    submodule named ``classifier`` is applied to each of the n·r mixed position embeddings, and each
+    position's target mixes its members' labels with the same weights. What follows ``features`` in
+    the model still runs on the clean batch, and its output is not used in training.
+
+    Args:
+        model: any ``nn.Module``.
+        features: name of the submodule whose output is the spatial embedding (b, d, *spatial).
+        classifier: name of the classifier submodule, applicable to (rows, d) embeddings.
+        n, m, alpha, p: as :class:`MultiMix` (λ is drawn per position).
+        attention: "none" (uniform), "pooled" (similarity of each position to the pooled embedding,
+            softmax over positions) or "cam" (ReLU class activation of the true class, ℓ1-normalised;
+            needs a classifier with a ``weight`` of shape (K, d)). No gradient flows into it.
+        teacher, distill_weight, temperature: self-distilled targets, as :class:`MultiMix`.
+        chunk_size: generated rows per interpolation chunk (None: automatic), bounding memory.
+        linear_shortcut: when ``classifier`` is a plain ``nn.Linear`` g, classify the b·r clean
+            positions and mix the logits: g(Σ_i w_i z_i) = Σ_i w_i g(z_i) exactly (the weights sum to 1
+            at every position), at b·r·d·K + n·m·r·K cost instead of n·r·(m·d + d·K).
+        num_classes, generator: as the other mixers.
+
+    Returns in training ``(logits (n·r, K), targets (n·r, K))``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        features: str,
+        classifier: str,
+        n: int = 1000,
+        m: int | None = 2,
+        alpha: float = 1.0,
+        attention: str = "none",
+        p: float = 1.0,
+        teacher: nn.Module | None = None,
+        distill_weight: float = 1.0,
+        temperature: float = 1.0,
+        chunk_size: int | None = None,
+        linear_shortcut: bool = True,
+        num_classes: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__(model, n=n, m=m, alpha=alpha, p=p, teacher=teacher, distill_weight=distill_weight,
+                         temperature=temperature, num_classes=num_classes, generator=generator)
+        self.linear_shortcut = bool(linear_shortcut)
+        if attention not in ATTENTIONS:
+            raise ValueError(f"attention must be one of {', '.join(ATTENTIONS)}, got {attention!r}")
+        self.attention = attention
+        self.chunk_size = None if chunk_size is None else check_int(chunk_size, "chunk_size")
+        self.features, self.classifier = features, classifier
+        feature_module = find_module(model, features, argument="features")
+        # A tuple keeps the classifier out of this module's own submodules (no duplicate state_dict keys).
+        self._classifier_ref = (find_module(model, classifier, argument="classifier"),)
+        weight = getattr(self._classifier_ref[0], "weight", None)
+        if attention == "cam" and (not isinstance(weight, Tensor) or weight.dim() != 2):
+            raise ValueError(f"attention='cam' needs a classifier with a (K, d) weight; {classifier!r} has none")
+        self._result: tuple[Tensor, Tensor] | None = None
+        self._handles.append(feature_module.register_forward_hook(self._mix_features))
+
+    def _mix_features(self, module: nn.Module, args: tuple, z: object) -> None:
+        if self._armed is None:
+            return None
+        targets, probs = self._take()
+        if not isinstance(z, Tensor) or z.dim() < 3:
+            raise ValueError(
+                f"the output of {self.features!r} must be a spatial embedding (b, d, *spatial), "
+                f"got {tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__}"
+            )
+        b, d = z.shape[:2]
+        zr = z.flatten(2).transpose(1, 2)  # (b, r, d)
+        r = zr.shape[1]
+        if self.attention == "pooled":
+            att = pooled_attention(z).reshape(b, r)
+        elif self.attention == "cam":
+            att = cam_attention(z, self._classifier_ref[0].weight, targets).reshape(b, r)
+        else:
+            att = None
+        members, weights = dense_multimix_weights(
+            b, r, n=self.n, m=self._tuple_length(b), alpha=self.alpha, attention=att, generator=self.generator,
+            device=z.device,
+        )
+        classifier = self._classifier_ref[0]
+        if self.linear_shortcut and type(classifier) is nn.Linear:
+            per_position = classifier(zr.reshape(b * r, d)).reshape(b, r, -1)  # (b, r, K)
+            logits = dense_interpolate(members, weights, per_position, chunk_size=self.chunk_size).reshape(-1, per_position.shape[2])
+        else:
+            mixed = dense_interpolate(members, weights, zr, chunk_size=self.chunk_size)  # (n, r, d)
+            logits = classifier(mixed.reshape(-1, d))
+        with _no_autocast(targets.device):
+            mixed_targets = dense_interpolate(members, weights, targets, chunk_size=self.chunk_size)
+            mixed_probs = None if probs is None else dense_interpolate(members, weights, probs, chunk_size=self.chunk_size)
+        k = targets.shape[1]
+        self._result = (logits, self._add_distilled(mixed_targets, mixed_probs).reshape(-1, k))
+        return None
+
+    def _mix_forward(self, x: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+        probs = self._teacher_probs(x)
+        if self._skip_batch(x):
+            return self.model(x), self._add_distilled(targets, probs)
+        try:
+            self._run_armed(x, (targets, probs), self.features)
+            result = self._result
+        finally:
+            self._result = None
+        return result
+
+    def extra_repr(self) -> str:
+        return (
+            f"features={self.features!r}, classifier={self.classifier!r}, n={self.n}, m={self.m}, "
+            f"alpha={self.alpha}, attention={self.attention!r}, p={self.p}"
+        )

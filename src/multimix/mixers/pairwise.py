@@ -1,0 +1,162 @@
+"""Pairwise mixers: input mixup, manifold mixup at named layers, and ConfMix."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from multimix._validation import check_alpha
+from multimix.functional import (
+    mix_pairs,
+    mixup_params,
+    sample_beta,
+)
+from multimix.schedules import confmix_alpha
+from multimix.mixers.base import INPUT, _Mixer, find_module
+
+
+class ManifoldMixup(_Mixer):
+    """Manifold mixup (Verma et al., 2019): pairwise mixing of the output of a layer drawn per step.
+
+    Args:
+        model: any ``nn.Module``.
+        layers: names of submodules (as in ``model.named_modules()``) whose outputs may be mixed;
+            ``"input"`` means the input itself. One is drawn uniformly at each training step.
+        alpha: λ ~ Beta(α, α), α > 0.
+        per_sample: one λ per pair instead of one per batch.
+        num_classes: K, required when y holds integer labels.
+        generator: optional seeded ``torch.Generator`` for every draw.
+
+    Example::
+
+        mixer = ManifoldMixup(model, layers=["input", "layer1", "layer2"], num_classes=10)
+        logits, targets = mixer(x, y)
+        loss = soft_cross_entropy(logits, targets)
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        layers: Sequence[str],
+        alpha: float = 2.0,
+        per_sample: bool = False,
+        num_classes: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__(model, num_classes=num_classes, generator=generator)
+        if isinstance(layers, str) or not isinstance(layers, Sequence) or len(layers) == 0:
+            raise ValueError(f"layers must be a non-empty list of submodule names (or 'input'), got {layers!r}")
+        if len(set(layers)) != len(layers):
+            raise ValueError(f"layers must not repeat a name, got {list(layers)}")
+        self.alpha = check_alpha(alpha)
+        self.per_sample = bool(per_sample)
+        self.layers = list(layers)
+        self.last_layer: str | None = None  # the layer mixed at the last training step
+        # Resolve every name before registering anything, so a bad name leaves the model untouched.
+        modules = {name: find_module(model, name, argument="layers") for name in self.layers if name != INPUT}
+        for name, module in modules.items():
+            self._handles.append(module.register_forward_hook(functools.partial(self._mix_output, name)))
+
+    def _mix_output(self, name: str, module: nn.Module, args: tuple, output: object) -> Tensor | None:
+        if self._armed is None or self._armed[0] != name:
+            return None
+        _, lam, perm = self._take()
+        if not isinstance(output, Tensor):
+            raise TypeError(f"layer {name!r} returned {type(output).__name__}; only a Tensor output can be mixed")
+        return mix_pairs(output, lam, perm)
+
+    def _params(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(λ (b,), partner permutation (b,)) for this batch."""
+        return mixup_params(
+            x.shape[0], alpha=self.alpha, per_sample=self.per_sample, generator=self.generator, device=x.device
+        )
+
+    def _mix_forward(self, x: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+        layer = self.layers[int(self._uniform(x.device) * len(self.layers)) % len(self.layers)]
+        lam, perm = self._params(x)
+        self.last_layer = layer
+        if layer == INPUT:
+            logits = self.model(mix_pairs(x, lam, perm))
+        else:
+            logits = self._run_armed(x, (layer, lam, perm), layer)
+        return logits, mix_pairs(targets, lam, perm)
+
+    def extra_repr(self) -> str:
+        return f"layers={self.layers}, alpha={self.alpha}, per_sample={self.per_sample}"
+
+
+class Mixup(ManifoldMixup):
+    """Input mixup (Zhang et al., 2018): ``ManifoldMixup`` with ``layers=["input"]``.
+
+    Args:
+        model: any ``nn.Module``.
+        alpha: λ ~ Beta(α, α), α > 0.
+        per_sample: one λ per pair instead of one per batch.
+        num_classes: K, required when y holds integer labels.
+        generator: optional seeded ``torch.Generator``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        alpha: float = 1.0,
+        per_sample: bool = False,
+        num_classes: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__(
+            model, layers=[INPUT], alpha=alpha, per_sample=per_sample, num_classes=num_classes, generator=generator
+        )
+
+
+class ConfMix(ManifoldMixup):
+    """ConfMix (seed 2): pairwise mixing whose strength follows the model's confidence, per example.
+
+    Before each step the current model predicts the clean batch (no gradient, eval mode); example i
+    gets α_i = scale · K/(K−1) · (max_c p_ic − 1/K) clipped to [0, 1] and λ_i ~ Beta(α_i, α_i), so a
+    confident example is mixed strongly and an unsure one hardly at all (α_i = 0: λ_i ∈ {0, 1}).
+    Its partner is drawn by a random permutation, as in mixup. ``scale=0.5`` is "½ ConfMix".
+    Warm-up epochs of ERM are the training loop's business (the model must be confident first).
+
+    Args:
+        model: any ``nn.Module``.
+        layers: where to mix, as :class:`ManifoldMixup` (default: the input).
+        scale: multiplies α_i, > 0.
+        num_classes, generator: as the other mixers.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        layers: Sequence[str] = (INPUT,),
+        scale: float = 1.0,
+        num_classes: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__(model, layers=list(layers), alpha=1.0, per_sample=True, num_classes=num_classes,
+                         generator=generator)
+        self.scale = check_alpha(scale, "scale")
+        self.last_alpha: Tensor | None = None  # the per-example α of the last step, for logging
+
+    def _params(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                probs = torch.softmax(self.model(x).float(), dim=-1)
+        finally:
+            self.model.train(was_training)
+        alpha = self.scale * confmix_alpha(probs)
+        self.last_alpha = alpha
+        lam = sample_beta(x.shape[0], alpha, generator=self.generator, device=x.device)
+        _, perm = mixup_params(x.shape[0], alpha=1.0, generator=self.generator, device=x.device)
+        return lam.to(x.device), perm
+
+    def extra_repr(self) -> str:
+        return f"layers={self.layers}, scale={self.scale}"
