@@ -49,8 +49,8 @@ def test_training_learns_the_toy_problem(tmp_path):
 def test_config_errors_name_key_and_valid_values(tmp_path):
     with pytest.raises(ConfigError, match="unknown option key 'epoch'; valid keys: dataset, model, method, epochs"):
         TrainConfig.from_dict({"epoch": 3}, source="option")
-    with pytest.raises(ConfigError, match="invalid value for method: 'cutmix'; valid values: erm, mixup, manifold, multimix"):
-        TrainConfig.from_dict({"method": "cutmix"})
+    with pytest.raises(ConfigError, match="invalid value for method: 'puzzlemix'; valid values: erm, mixup, manifold, multimix"):
+        TrainConfig.from_dict({"method": "puzzlemix"})
     with pytest.raises(ConfigError, match=r"invalid value for lr: -1.0; expected a finite number > 0"):
         TrainConfig.from_dict({"lr": -1})
     with pytest.raises(ConfigError, match=r"invalid value for epochs: 'ten'"):
@@ -67,7 +67,7 @@ def test_cli_rejects_bad_input_with_exit_code_2(tmp_path, capsys):
     bad_yaml.write_text("epochs: 2\nlearning_rate: 0.1\n")
     for argv, message in [
         (["train", "--config", str(bad_yaml)], "unknown --config key 'learning_rate'; valid keys:"),
-        (["train", "--method", "cutmix"], "valid values: erm, mixup, manifold, multimix"),
+        (["train", "--method", "puzzlemix"], "valid values: erm, mixup, manifold, multimix"),
         (["train", "--epochs", "0"], "invalid value for epochs: 0"),
         (["train", "--nope"], "unrecognized arguments: --nope"),
         (["compare", "--methods", "erm,foo"], "invalid value for --methods: 'erm,foo'; valid methods:"),

@@ -14,7 +14,16 @@ import logging
 
 from multimix import functional
 from multimix.functional import one_hot, soft_cross_entropy
-from multimix.mixers import ConfMix, DenseMultiMix, ManifoldMixup, Mixup, MultiMix, find_module
+from multimix.mixers import (
+    ConfMix,
+    CutMix,
+    DenseMultiMix,
+    ManifoldMixup,
+    Mixup,
+    MixupOrCutMix,
+    MultiMix,
+    find_module,
+)
 from multimix.teacher import EMATeacher
 
 __version__ = "0.1.0"
@@ -26,6 +35,8 @@ __all__ = [
     "Mixup",
     "ManifoldMixup",
     "ConfMix",
+    "CutMix",
+    "MixupOrCutMix",
     "MultiMix",
     "DenseMultiMix",
     "EMATeacher",

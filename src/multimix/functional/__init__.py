@@ -14,10 +14,11 @@ Sampling a mixing operation is kept apart from applying it, so that a hidden sta
 >>> w = multimix_weights(b, n=1000, m=2, alpha=1.0)    # (n, b), rows on the simplex
 >>> z_mixed, y_mixed = interpolate(w, z), interpolate(w, y)
 
-The operations live in one module per idea (``targets``, ``sampling``, ``pairwise``, ``multimix``,
-``dense``); everything is importable from here.
+The operations live in one module per idea (``targets``, ``sampling``, ``pairwise``, ``cutmix``,
+``multimix``, ``dense``); everything is importable from here.
 """
 
+from multimix.functional.cutmix import cutmix, cutmix_params, paste
 from multimix.functional.dense import (
     cam_attention,
     dense_interpolate,
@@ -37,6 +38,9 @@ __all__ = [
     "mixup_params",
     "mix_pairs",
     "mixup",
+    "cutmix_params",
+    "paste",
+    "cutmix",
     "random_subsets",
     "multimix_weights",
     "interpolate",

@@ -14,13 +14,15 @@ leaving a ``with`` block) removes the hooks for good.
 Hidden states must be batch-first, as the outputs of ``nn.Linear``, ``nn.Conv*d`` and most blocks are.
 
 One module per idea: ``base`` (hooks, name resolution, train/eval dispatch), ``pairwise`` (mixup,
-manifold mixup, ConfMix), ``multimix`` and ``dense``.
+manifold mixup, ConfMix), ``cutmix`` (CutMix, and switching between it and mixup), ``multimix``
+and ``dense``.
 """
 
 from multimix.mixers.base import INPUT, WRAPPER_PREFIXES, find_module
+from multimix.mixers.cutmix import CutMix, MixupOrCutMix
 from multimix.mixers.dense import ATTENTIONS, DenseMultiMix
 from multimix.mixers.multimix import MultiMix
 from multimix.mixers.pairwise import ConfMix, ManifoldMixup, Mixup
 
-__all__ = ["Mixup", "ManifoldMixup", "ConfMix", "MultiMix", "DenseMultiMix", "find_module", "INPUT", "ATTENTIONS",
+__all__ = ["Mixup", "ManifoldMixup", "ConfMix", "CutMix", "MixupOrCutMix", "MultiMix", "DenseMultiMix", "find_module", "INPUT", "ATTENTIONS",
            "WRAPPER_PREFIXES"]

@@ -14,8 +14,8 @@ from multimix.functional import (
     mixup_params,
     sample_beta,
 )
-from multimix.schedules import confmix_alpha
 from multimix.mixers.base import INPUT, _Mixer, find_module
+from multimix.schedules import confmix_alpha
 
 
 class ManifoldMixup(_Mixer):

@@ -19,13 +19,14 @@ from multimix.data import DATASETS
 from multimix.models import DEFAULT_MODEL, MODELS
 from multimix.schedules import SCHEDULES
 
-METHODS = ("erm", "mixup", "manifold", "multimix", "dense-multimix", "confmix")
+METHODS = ("erm", "mixup", "manifold", "multimix", "dense-multimix", "confmix", "cutmix", "mixup-cutmix")
 ATTENTIONS = ("none", "pooled", "cam")
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULERS = ("cosine", "none")
 
 #: α used when a method's α is not given: Zhang et al. (mixup), Verma et al. (manifold), SPEC §2.
-DEFAULT_ALPHA = {"mixup": 1.0, "manifold": 2.0, "multimix": 1.0, "dense-multimix": 1.0}
+DEFAULT_ALPHA = {"mixup": 1.0, "manifold": 2.0, "multimix": 1.0, "dense-multimix": 1.0, "cutmix": 1.0,
+                 "mixup-cutmix": 1.0}
 
 
 #: Teacher momentum suggested when self-distillation is wanted (``--teacher-momentum``); chosen by ablation.
@@ -128,8 +129,11 @@ class TrainConfig:
     toy_dim: int = _field(2, "toy: input dimension D", _parse_int, group="data")
     train_size: int = _field(1000, "toy/spirals: training examples (before the validation split)", _parse_int, group="data")
     # method options
-    alpha: float | None = _field(None, "mixing strength α (default per method: mixup 1, manifold 2, multimix 1)", _opt(_parse_float), group="method")
-    per_sample: bool = _field(False, "mixup/manifold: one λ per pair instead of per batch", _parse_bool, group="method")
+    alpha: float | None = _field(None, "mixing strength α (default per method: manifold 2, others 1; mixup-cutmix: mixup's)", _opt(_parse_float), group="method")
+    per_sample: bool = _field(False, "mixup/manifold/cutmix: one λ (one box) per pair instead of per batch", _parse_bool, group="method")
+    cutmix_alpha: float = _field(1.0, "mixup-cutmix: CutMix's α (--alpha is mixup's)", _parse_float, group="method")
+    switch_prob: float = _field(0.5, "mixup-cutmix: probability that a batch uses CutMix rather than mixup", _parse_float, group="method")
+    label_smoothing: float = _field(0.0, "every method: targets (1 − ε)·one-hot + ε/K before any mixing", _parse_float, group="method")
     layers: list[str] | None = _field(None, "manifold: comma-separated layer names (default: the model's)", _parse_list, group="method")
     n: int = _field(1000, "multimix: generated examples per batch", _parse_int, group="method")
     m: int | None = _field(2, "multimix methods: tuple length ('all' for the whole batch)", _parse_optional_int, group="method")
@@ -217,6 +221,9 @@ class TrainConfig:
         need(0 <= self.momentum < 1, "momentum", "a number in [0, 1)")
         need(0 < self.val_fraction < 1, "val_fraction", "a number in (0, 1)")
         need(0 <= self.p <= 1, "p", "a number in [0, 1]")
+        need(0 <= self.switch_prob <= 1, "switch_prob", "a number in [0, 1]")
+        need(math.isfinite(self.cutmix_alpha) and self.cutmix_alpha > 0, "cutmix_alpha", "a finite number > 0")
+        need(0 <= self.label_smoothing < 1, "label_smoothing", "a number in [0, 1)")
         need(self.alpha is None or (math.isfinite(self.alpha) and self.alpha > 0), "alpha", "a finite number > 0")
         need(self.threads is None or self.threads >= 1, "threads", "an integer >= 1")
         need(self.teacher_momentum is None or 0 <= self.teacher_momentum <= 1, "teacher_momentum", "a number in [0, 1]")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from multimix.mixers import ConfMix, DenseMultiMix, ManifoldMixup, Mixup, MultiMix
+from multimix.mixers import ConfMix, CutMix, DenseMultiMix, ManifoldMixup, Mixup, MixupOrCutMix, MultiMix
 from multimix.teacher import EMATeacher
 from multimix.train.config import ConfigError, TrainConfig
 
@@ -27,6 +27,11 @@ def build_mixer(
     if config.method == "manifold":
         layers = config.layers or model.manifold_layers
         return ManifoldMixup(model, layers=layers, alpha=config.method_alpha, per_sample=config.per_sample, **common)
+    if config.method == "cutmix":
+        return CutMix(model, alpha=config.method_alpha, per_sample=config.per_sample, **common)
+    if config.method == "mixup-cutmix":
+        return MixupOrCutMix(model, mixup_alpha=config.method_alpha, cutmix_alpha=config.cutmix_alpha,
+                             switch_prob=config.switch_prob, per_sample=config.per_sample, **common)
     if config.method == "confmix":
         return ConfMix(model, layers=config.layers or ["input"], scale=config.confmix_scale, **common)
     if config.method in ("multimix", "dense-multimix"):

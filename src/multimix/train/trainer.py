@@ -221,10 +221,9 @@ def _train(config: TrainConfig, out: Path, *, resume: bool, progress: bool | Non
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             if augment is not None:
                 x = augment(x, generator=data_gen)
-            if step_mixer is None:
-                logits, targets = model(x), one_hot(y, splits.num_classes)
-            else:
-                logits, targets = step_mixer(x, y)
+            if config.label_smoothing > 0 or step_mixer is None:  # smoothed before any mixing, as timm does
+                y = one_hot(y, splits.num_classes, smoothing=config.label_smoothing)
+            logits, targets = (model(x), y) if step_mixer is None else step_mixer(x, y)
             loss = soft_cross_entropy(logits, targets)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

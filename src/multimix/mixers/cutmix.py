@@ -1,0 +1,100 @@
+"""CutMix, and timm's per-batch switch between input mixup and CutMix."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from multimix._validation import check_alpha, check_probability
+from multimix.functional import cutmix_params, mix_pairs, mixup_params, paste
+from multimix.mixers.base import _Mixer
+
+
+class CutMix(_Mixer):
+    """CutMix (Yun et al., 2019): paste a random box of a partner's input; targets mixed by the exact area.
+
+    Inputs (b, C, H, W) get a box, (b, C, L) and (b, L) a segment (see
+    :func:`multimix.functional.cutmix_params`). Any batch size, odd and 1 included.
+
+    Args:
+        model: any ``nn.Module`` (the box is cut from its input).
+        alpha: λ ~ Beta(α, α) sets the box's expected share, 1 − λ; the targets use the exact share.
+        per_sample: one box per example instead of one for the batch.
+        num_classes, generator: as the other mixers.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        alpha: float = 1.0,
+        per_sample: bool = False,
+        num_classes: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__(model, num_classes=num_classes, generator=generator)
+        self.alpha = check_alpha(alpha)
+        self.per_sample = bool(per_sample)
+
+    def _cutmix(self, x: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+        mask, lam, perm = cutmix_params(x.shape, alpha=self.alpha, per_sample=self.per_sample,
+                                        generator=self.generator, device=x.device)
+        return self.model(paste(x, mask, perm)), mix_pairs(targets, lam, perm)
+
+    def _mix_forward(self, x: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+        return self._cutmix(x, targets)
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}, per_sample={self.per_sample}"
+
+
+class MixupOrCutMix(CutMix):
+    """Each training batch mixed by CutMix with probability ``switch_prob``, else by input mixup (timm's switch).
+
+    Args:
+        model: any ``nn.Module``.
+        mixup_alpha: α of input mixup, > 0.
+        cutmix_alpha: α of CutMix, > 0.
+        switch_prob: probability that a batch uses CutMix.
+        per_sample: one λ (one box) per example instead of one per batch.
+        num_classes, generator: as the other mixers.
+
+    ``set_alpha(a)`` (an α schedule) sets both α's; ``last_method`` says what the last batch used.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        mixup_alpha: float = 1.0,
+        cutmix_alpha: float = 1.0,
+        switch_prob: float = 0.5,
+        per_sample: bool = False,
+        num_classes: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__(model, alpha=cutmix_alpha, per_sample=per_sample, num_classes=num_classes,
+                         generator=generator)
+        self.mixup_alpha = check_alpha(mixup_alpha, "mixup_alpha")
+        self.switch_prob = check_probability(switch_prob, "switch_prob")
+        self.last_method: str | None = None
+
+    def set_alpha(self, alpha: float) -> None:
+        super().set_alpha(alpha)
+        self.mixup_alpha = self.alpha
+
+    def _mix_forward(self, x: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+        if self._uniform(x.device) < self.switch_prob:
+            self.last_method = "cutmix"
+            return self._cutmix(x, targets)
+        self.last_method = "mixup"
+        lam, perm = mixup_params(x.shape[0], alpha=self.mixup_alpha, per_sample=self.per_sample,
+                                 generator=self.generator, device=x.device)
+        return self.model(mix_pairs(x, lam, perm)), mix_pairs(targets, lam, perm)
+
+    def extra_repr(self) -> str:
+        return (f"mixup_alpha={self.mixup_alpha}, cutmix_alpha={self.alpha}, switch_prob={self.switch_prob}, "
+                f"per_sample={self.per_sample}")
+
+
+__all__ = ["CutMix", "MixupOrCutMix"]
