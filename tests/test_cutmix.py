@@ -13,7 +13,6 @@ from multimix import CutMix, MixupOrCutMix, soft_cross_entropy
 from multimix import functional as MF
 from multimix.train import TrainConfig, train
 
-from conftest import MLPNet
 
 
 @pytest.mark.parametrize("shape", [(6, 3, 12, 10), (5, 2, 17), (7, 20)])
