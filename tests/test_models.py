@@ -8,7 +8,8 @@ import torch
 from multimix import ManifoldMixup, MultiMix, find_module, soft_cross_entropy
 from multimix.models import MODELS, build_model
 
-SHAPES = {"mlp": (2,), "cnn1d": (40,), "convnet": (1, 8, 8), "preactresnet18": (3, 32, 32)}
+SHAPES = {"mlp": (2,), "cnn1d": (40,), "convnet": (1, 8, 8), "preactresnet8": (1, 28, 28),
+          "preactresnet18": (3, 32, 32)}
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -44,13 +45,20 @@ def test_model_layers_and_every_mixer(name):
         assert all(p.grad is not None for p in model.parameters())
 
 
+@pytest.mark.parametrize("name", ["preactresnet8", "preactresnet18"])
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
+def test_resnets_take_28_and_32_pixel_images(name, shape):
+    model = build_model(name, input_shape=shape, num_classes=10).eval()
+    assert model(torch.rand(2, *shape)).shape == (2, 10)
+
+
 def test_mlp_layers_are_numbered_for_mixing_depth():
     model = build_model("mlp", input_shape=(2,), num_classes=3)
     assert model.manifold_layers == ["input", "layer1", "layer2", "layer3"]
 
 
 def test_bad_model_name_and_shape():
-    with pytest.raises(ValueError, match="model must be one of mlp, cnn1d, convnet, preactresnet18"):
+    with pytest.raises(ValueError, match="model must be one of mlp, cnn1d, convnet, preactresnet8, preactresnet18"):
         build_model("resnet50", input_shape=(3, 32, 32), num_classes=10)
     with pytest.raises(ValueError, match="convnet needs image inputs"):
         build_model("convnet", input_shape=(40,), num_classes=10)

@@ -8,10 +8,12 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-from multimix._validation import check_alpha, check_int, check_same_batch, check_tensor
+from multimix._validation import check_alpha, check_int, check_tensor
 from multimix.functional import (
     one_hot,
 )
+
+from multimix.mixers.adapters import Inputs, batch_device, batch_size, call_model, check_inputs
 
 INPUT = "input"
 
@@ -82,11 +84,11 @@ class _Mixer(nn.Module):
 
     # -- public ------------------------------------------------------------------------------
 
-    def forward(self, x: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+    def forward(self, x: Inputs, y: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """Run the model on x, mixing when the model is in training mode.
 
         Args:
-            x: input batch (b, ...).
+            x: input batch (b, ...), or a mapping of such tensors passed as ``model(**x)`` (🤗 models).
             y: integer labels (b,) (then ``num_classes`` is required) or soft targets (b, K).
                 Optional in eval mode.
 
@@ -94,17 +96,19 @@ class _Mixer(nn.Module):
             ``(logits, targets)``: in training, the mixed logits (rows, K) and soft targets
             (rows, K); in eval, ``model(x)`` and the soft un-mixed targets (or None without y).
         """
-        check_tensor(x, "x")
+        check_inputs(x, "x")
         targets = None
         if y is not None:
-            check_same_batch(x, y, "x", "y")
-            targets = _float_targets(one_hot(y, self.num_classes).to(x.device))
+            check_tensor(y, "y")
+            if y.shape[0] != batch_size(x):
+                raise ValueError(f"x and y must have the same batch size, got {batch_size(x)} and {y.shape[0]}")
+            targets = _float_targets(one_hot(y, self.num_classes).to(batch_device(x)))
         if not self.model.training:
-            return self.model(x), targets
+            return call_model(self.model, x), targets
         if targets is None:
             raise ValueError("y is required in training mode: the mixer mixes inputs and targets together")
         if getattr(self, "alpha", None) == 0:  # a schedule at α = 0: no mixing (λ ∈ {0, 1})
-            return self.model(x), targets
+            return call_model(self.model, x), targets
         return self._mix_forward(x, targets)
 
     def set_alpha(self, alpha: float) -> None:
@@ -127,16 +131,16 @@ class _Mixer(nn.Module):
 
     # -- for subclasses ----------------------------------------------------------------------
 
-    def _mix_forward(self, x: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+    def _mix_forward(self, x: Inputs, targets: Tensor) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
 
-    def _run_armed(self, x: Tensor, armed: object, layer: str) -> Tensor:
+    def _run_armed(self, x: Inputs, armed: object, layer: str) -> Tensor:
         """Run the model once with the hooks armed; fail loudly if the hook never fired."""
         if not self._handles:
             raise RuntimeError(f"{type(self).__name__} was closed; create a new mixer to mix again")
         self._armed = armed
         try:
-            out = self.model(x)
+            out = call_model(self.model, x)
         finally:
             unused, self._armed = self._armed, None
         if unused is not None:
@@ -171,7 +175,7 @@ class _Mixer(nn.Module):
         if self.teacher is None or self.distill_weight == 0:
             return None
         with torch.no_grad():
-            return torch.softmax(self.teacher(x).float() / self.temperature, dim=-1)
+            return torch.softmax(call_model(self.teacher, x).float() / self.temperature, dim=-1)
 
     def _add_distilled(self, targets: Tensor, teacher_targets: Tensor | None) -> Tensor:
         """Ỹ + w·Ỹ': soft_cross_entropy of it is CE(Ỹ) + w·CE(Ỹ') (SPEC §4), by linearity in the targets."""

@@ -7,6 +7,7 @@ from torch import Tensor, nn
 
 from multimix._validation import check_alpha, check_probability
 from multimix.functional import cutmix_params, mix_pairs, mixup_params, paste
+from multimix.mixers.adapters import Inputs, batch_device, batch_size, call_model, input_tensor, replace_input
 from multimix.mixers.base import _Mixer
 
 
@@ -36,12 +37,13 @@ class CutMix(_Mixer):
         self.alpha = check_alpha(alpha)
         self.per_sample = bool(per_sample)
 
-    def _cutmix(self, x: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
-        mask, lam, perm = cutmix_params(x.shape, alpha=self.alpha, per_sample=self.per_sample,
-                                        generator=self.generator, device=x.device)
-        return self.model(paste(x, mask, perm)), mix_pairs(targets, lam, perm)
+    def _cutmix(self, x: Inputs, targets: Tensor) -> tuple[Tensor, Tensor]:
+        image = input_tensor(x)
+        mask, lam, perm = cutmix_params(image.shape, alpha=self.alpha, per_sample=self.per_sample,
+                                        generator=self.generator, device=image.device)
+        return call_model(self.model, replace_input(x, paste(image, mask, perm))), mix_pairs(targets, lam, perm)
 
-    def _mix_forward(self, x: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+    def _mix_forward(self, x: Inputs, targets: Tensor) -> tuple[Tensor, Tensor]:
         return self._cutmix(x, targets)
 
     def extra_repr(self) -> str:
@@ -83,14 +85,14 @@ class MixupOrCutMix(CutMix):
         super().set_alpha(alpha)
         self.mixup_alpha = self.alpha
 
-    def _mix_forward(self, x: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
-        if self._uniform(x.device) < self.switch_prob:
+    def _mix_forward(self, x: Inputs, targets: Tensor) -> tuple[Tensor, Tensor]:
+        if self._uniform(batch_device(x)) < self.switch_prob:
             self.last_method = "cutmix"
             return self._cutmix(x, targets)
         self.last_method = "mixup"
-        lam, perm = mixup_params(x.shape[0], alpha=self.mixup_alpha, per_sample=self.per_sample,
-                                 generator=self.generator, device=x.device)
-        return self.model(mix_pairs(x, lam, perm)), mix_pairs(targets, lam, perm)
+        lam, perm = mixup_params(batch_size(x), alpha=self.mixup_alpha, per_sample=self.per_sample,
+                                 generator=self.generator, device=batch_device(x))
+        return call_model(self.model, replace_input(x, mix_pairs(input_tensor(x), lam, perm))), mix_pairs(targets, lam, perm)
 
     def extra_repr(self) -> str:
         return (f"mixup_alpha={self.mixup_alpha}, cutmix_alpha={self.alpha}, switch_prob={self.switch_prob}, "

@@ -13,6 +13,7 @@ from multimix.functional import (
     dense_multimix_weights,
     pooled_attention,
 )
+from multimix.mixers.adapters import Inputs, call_model, first_tensor
 from multimix.mixers.base import _no_autocast, find_module
 from multimix.mixers.multimix import _MultiMixBase
 
@@ -87,6 +88,7 @@ class DenseMultiMix(_MultiMixBase):
         if self._armed is None:
             return None
         targets, probs = self._take()
+        z = first_tensor(z)
         if not isinstance(z, Tensor) or z.dim() < 3:
             raise ValueError(
                 f"the output of {self.features!r} must be a spatial embedding (b, d, *spatial), "
@@ -119,10 +121,10 @@ class DenseMultiMix(_MultiMixBase):
         self._result = (logits, self._add_distilled(mixed_targets, mixed_probs).reshape(-1, k))
         return None
 
-    def _mix_forward(self, x: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+    def _mix_forward(self, x: Inputs, targets: Tensor) -> tuple[Tensor, Tensor]:
         probs = self._teacher_probs(x)
         if self._skip_batch(x):
-            return self.model(x), self._add_distilled(targets, probs)
+            return call_model(self.model, x), self._add_distilled(targets, probs)
         try:
             self._run_armed(x, (targets, probs), self.features)
             result = self._result

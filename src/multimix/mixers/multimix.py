@@ -11,6 +11,7 @@ from multimix.functional import (
     interpolate,
     multimix_weights,
 )
+from multimix.mixers.adapters import Inputs, batch_device, batch_size, call_model
 from multimix.mixers.base import _Mixer, _no_autocast, find_module
 
 
@@ -31,9 +32,9 @@ class _MultiMixBase(_Mixer):
         """m for a batch of b: a batch shorter than m (a last, short batch) uses the whole batch."""
         return None if self.m is None else min(self.m, b)
 
-    def _skip_batch(self, x: Tensor) -> bool:
+    def _skip_batch(self, x: Inputs) -> bool:
         """With probability 1 − p, this batch trains clean."""
-        return self.p < 1.0 and self._uniform(x.device) >= self.p
+        return self.p < 1.0 and self._uniform(batch_device(x)) >= self.p
 
 
 class MultiMix(_MultiMixBase):
@@ -122,13 +123,13 @@ class MultiMix(_MultiMixBase):
             return None
         return self._mix_rows(self._take(), output, "output")
 
-    def _mix_forward(self, x: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+    def _mix_forward(self, x: Inputs, targets: Tensor) -> tuple[Tensor, Tensor]:
         probs = self._teacher_probs(x)
         if self._skip_batch(x):
-            return self.model(x), self._add_distilled(targets, probs)
-        b = x.shape[0]
+            return call_model(self.model, x), self._add_distilled(targets, probs)
+        b = batch_size(x)
         weights = multimix_weights(b, n=self.n, m=self._tuple_length(b), alpha=self.alpha, generator=self.generator,
-                                   device=x.device)
+                                   device=batch_device(x))
         logits = self._run_armed(x, weights, self.before)
         with _no_autocast(targets.device):
             mixed = self._add_distilled(interpolate(weights, targets),

@@ -14,6 +14,7 @@ from multimix.functional import (
     mixup_params,
     sample_beta,
 )
+from multimix.mixers.adapters import Inputs, batch_device, batch_size, call_model, input_tensor, map_first, replace_input
 from multimix.mixers.base import INPUT, _Mixer, find_module
 from multimix.schedules import confmix_alpha
 
@@ -65,22 +66,21 @@ class ManifoldMixup(_Mixer):
         if self._armed is None or self._armed[0] != name:
             return None
         _, lam, perm = self._take()
-        if not isinstance(output, Tensor):
-            raise TypeError(f"layer {name!r} returned {type(output).__name__}; only a Tensor output can be mixed")
-        return mix_pairs(output, lam, perm)
+        return map_first(output, lambda h: mix_pairs(h, lam, perm), name)
 
-    def _params(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def _params(self, x: Inputs) -> tuple[Tensor, Tensor]:
         """(λ (b,), partner permutation (b,)) for this batch."""
         return mixup_params(
-            x.shape[0], alpha=self.alpha, per_sample=self.per_sample, generator=self.generator, device=x.device
+            batch_size(x), alpha=self.alpha, per_sample=self.per_sample, generator=self.generator,
+            device=batch_device(x),
         )
 
-    def _mix_forward(self, x: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
-        layer = self.layers[int(self._uniform(x.device) * len(self.layers)) % len(self.layers)]
+    def _mix_forward(self, x: Inputs, targets: Tensor) -> tuple[Tensor, Tensor]:
+        layer = self.layers[int(self._uniform(batch_device(x)) * len(self.layers)) % len(self.layers)]
         lam, perm = self._params(x)
         self.last_layer = layer
         if layer == INPUT:
-            logits = self.model(mix_pairs(x, lam, perm))
+            logits = call_model(self.model, replace_input(x, mix_pairs(input_tensor(x), lam, perm)))
         else:
             logits = self._run_armed(x, (layer, lam, perm), layer)
         return logits, mix_pairs(targets, lam, perm)
@@ -144,19 +144,20 @@ class ConfMix(ManifoldMixup):
         self.scale = check_alpha(scale, "scale")
         self.last_alpha: Tensor | None = None  # the per-example α of the last step, for logging
 
-    def _params(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def _params(self, x: Inputs) -> tuple[Tensor, Tensor]:
         was_training = self.model.training
         self.model.eval()
         try:
             with torch.no_grad():
-                probs = torch.softmax(self.model(x).float(), dim=-1)
+                probs = torch.softmax(call_model(self.model, x).float(), dim=-1)
         finally:
             self.model.train(was_training)
         alpha = self.scale * confmix_alpha(probs)
         self.last_alpha = alpha
-        lam = sample_beta(x.shape[0], alpha, generator=self.generator, device=x.device)
-        _, perm = mixup_params(x.shape[0], alpha=1.0, generator=self.generator, device=x.device)
-        return lam.to(x.device), perm
+        b, device = batch_size(x), batch_device(x)
+        lam = sample_beta(b, alpha, generator=self.generator, device=device)
+        _, perm = mixup_params(b, alpha=1.0, generator=self.generator, device=device)
+        return lam.to(device), perm
 
     def extra_repr(self) -> str:
         return f"layers={self.layers}, scale={self.scale}"

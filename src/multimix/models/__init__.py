@@ -14,9 +14,10 @@ from torch import nn
 from multimix.models.cnn1d import CNN1d
 from multimix.models.convnet import ConvNet
 from multimix.models.mlp import MLP
-from multimix.models.preactresnet import PreActResNet18
+from multimix.models.preactresnet import PreActResNet, PreActResNet18
 
-MODELS = {"mlp": MLP, "cnn1d": CNN1d, "convnet": ConvNet, "preactresnet18": PreActResNet18}
+MODELS = {"mlp": MLP, "cnn1d": CNN1d, "convnet": ConvNet, "preactresnet8": PreActResNet,
+          "preactresnet18": PreActResNet18}
 
 #: The model each dataset uses when none is named.
 DEFAULT_MODEL = {
@@ -25,14 +26,14 @@ DEFAULT_MODEL = {
     "digits": "convnet",
     "toy": "mlp",
     "spirals": "mlp",
-    "fashion-mnist": "convnet",
-    "mnist": "convnet",
-    "kmnist": "convnet",
+    "fashion-mnist": "preactresnet8",
+    "mnist": "preactresnet8",
+    "kmnist": "preactresnet8",
     "cifar10": "preactresnet18",
     "cifar100": "preactresnet18",
 }
 
-__all__ = ["MODELS", "DEFAULT_MODEL", "build_model", "MLP", "CNN1d", "ConvNet", "PreActResNet18"]
+__all__ = ["MODELS", "DEFAULT_MODEL", "build_model", "MLP", "CNN1d", "ConvNet", "PreActResNet", "PreActResNet18"]
 
 
 def build_model(name: str, *, input_shape: Sequence[int], num_classes: int) -> nn.Module:

@@ -1,4 +1,5 @@
-"""PreAct ResNet-18 (He et al., 2016) for 32×32 images, as used by manifold mixup and MultiMix."""
+"""Pre-activation ResNets (He et al., 2016): ResNet-18 as used by manifold mixup and MultiMix, and a
+small one for 28×28 and 32×32 images that trains an epoch of Fashion-MNIST in about a minute on 2 cores."""
 
 from __future__ import annotations
 
@@ -29,8 +30,44 @@ class PreActBlock(nn.Module):
         return out + skip
 
 
+class PreActResNet(nn.Module):
+    """A small pre-activation ResNet: a 3×3 stem, three stages (widths w, 2w, 4w; strides 1, 2, 2) of
+    ``blocks`` pre-activation blocks each, BN-ReLU, global average pooling, a linear classifier.
+
+    The default (w = 32, one block per stage: 8 weight layers, 308 k parameters) costs 74 MFLOPs per
+    28×28 image forward, and an epoch of Fashion-MNIST about 56 s on 2 CPU cores; w = 16 costs 19 MFLOPs
+    and 20 s (``benchmarks/model_cost.py``). Any image size; 1 or 3 channels.
+
+    Named submodules: ``conv1``, ``layer1 … layer3``, ``final`` (the spatial embedding, (b, 4w, H/4, W/4)),
+    ``pool`` and the classifier ``fc``.
+    """
+
+    classifier_layer = "fc"
+    feature_layer = "final"
+    manifold_layers = ["input", "layer1", "layer2"]
+
+    def __init__(self, input_shape: Sequence[int], num_classes: int, *, width: int = 32, blocks: int = 1):
+        super().__init__()
+        if len(input_shape) != 3:
+            raise ValueError(f"preactresnet8 needs image inputs (C, H, W), got input shape {tuple(input_shape)}")
+        self.conv1 = nn.Conv2d(input_shape[0], width, 3, padding=1, bias=False)
+        cin = width
+        for i, (mult, stride) in enumerate([(1, 1), (2, 2), (4, 2)], start=1):
+            cout = width * mult
+            stage = [PreActBlock(cin, cout, stride)] + [PreActBlock(cout, cout, 1) for _ in range(blocks - 1)]
+            self.add_module(f"layer{i}", nn.Sequential(*stage))
+            cin = cout
+        self.final = nn.Sequential(nn.BatchNorm2d(cin), nn.ReLU())
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.fc = nn.Linear(cin, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.layer3(self.layer2(self.layer1(self.conv1(x))))
+        return self.fc(self.pool(self.final(h)))
+
+
 class PreActResNet18(nn.Module):
-    """Named submodules: ``conv1``, ``layer1 … layer4``, ``final`` (BN + ReLU: the spatial embedding,
+    """PreAct ResNet-18 for 32×32 images (28×28 and 1 channel work too). Named submodules: ``conv1``, ``layer1 … layer4``, ``final`` (BN + ReLU: the spatial embedding,
     (b, 512, H/8, W/8)), ``pool`` ((b, 512)) and the classifier ``fc``."""
 
     classifier_layer = "fc"
