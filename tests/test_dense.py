@@ -197,7 +197,7 @@ def test_dense_bad_inputs():
     z = torch.randn(2, 3, 4)
     with pytest.raises(ValueError, match="attention must be non-negative"):
         MF.dense_multimix(z, MF.one_hot(torch.tensor([0, 1]), 2), n=3, attention=-torch.ones(2, 4))
-    with pytest.raises(ValueError, match=r"attention must have shape \(2, 4\)"):
+    with pytest.raises(ValueError, match=r"attention must hold 4 values per example \(b, r\), got shape \(2, 5\)"):
         MF.dense_multimix(z, MF.one_hot(torch.tensor([0, 1]), 2), n=3, attention=torch.ones(2, 5))
     with pytest.raises(ValueError, match="z must have at least 3 dimension"):
         MF.dense_multimix(torch.randn(2, 3), MF.one_hot(torch.tensor([0, 1]), 2), n=3)
@@ -233,3 +233,41 @@ def test_linear_shortcut_not_used_for_a_linear_subclass():
 
     model = torch.nn.Sequential(torch.nn.Linear(3, 4), Scaled(4, 2))
     assert not MultiMix(model, before="1", num_classes=2).linear_shortcut
+
+
+def test_channels_last_layout_and_prefix_tokens_are_the_same_mixing():
+    g = torch.Generator().manual_seed(0)
+    cf = torch.randn(4, 8, 3, 5, generator=g)  # (b, d, H, W)
+    y = MF.one_hot(torch.tensor([0, 1, 2, 0]), 3)
+    ref = MF.dense_multimix(cf, y, n=10, m=2, generator=torch.Generator().manual_seed(1))
+    tokens = cf.flatten(2).transpose(1, 2)  # (b, 15, d), as a transformer lays them out
+    last = MF.dense_multimix(tokens, y, n=10, m=2, layout="channels_last", generator=torch.Generator().manual_seed(1))
+    with_cls = torch.cat([torch.randn(4, 1, 8, generator=g), tokens], dim=1)  # a class token in front
+    cls = MF.dense_multimix(with_cls, y, n=10, m=2, layout="channels_last", prefix_tokens=1,
+                            generator=torch.Generator().manual_seed(1))
+    for got in (last, cls):
+        assert torch.allclose(got[0], ref[0]) and torch.allclose(got[1], ref[1])
+    with pytest.raises(ValueError, match="layout must be one of channels_first, channels_last, got 'nhwc'"):
+        MF.dense_multimix(tokens, y, layout="nhwc")
+    with pytest.raises(ValueError, match="prefix_tokens=15 leaves no position of the 15"):
+        MF.dense_multimix(tokens, y, layout="channels_last", prefix_tokens=15)
+
+
+def test_dense_multimix_on_a_vit_s_tokens():
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.ViTConfig(image_size=16, patch_size=4, num_channels=1, hidden_size=32, num_hidden_layers=1,
+                                    num_attention_heads=2, intermediate_size=64, num_labels=3)
+    vit = transformers.ViTForImageClassification(config).train()
+    x, y = torch.randn(5, 1, 16, 16), torch.tensor([0, 1, 2, 0, 1])
+    for attention in ("none", "pooled", "cam"):
+        mixer = DenseMultiMix(vit, features="vit.layernorm", classifier="classifier", n=8, attention=attention,
+                              layout="channels_last", prefix_tokens=1, num_classes=3)
+        logits, targets = mixer({"pixel_values": x}, y)
+        assert logits.shape == targets.shape == (8 * 16, 3)  # 16 patch tokens, the class token left out
+        soft_cross_entropy(logits, targets).backward()
+        mixer.close()
+    wrong = DenseMultiMix(vit, features="vit.layernorm", classifier="classifier", n=8, num_classes=3)
+    with pytest.raises(ValueError, match=r"channels are 17, but 'classifier' takes 32 features; its last axis has 32: "
+                                         r"use layout='channels_last'"):
+        wrong(x, y)

@@ -20,11 +20,13 @@ The operations live in one module per idea (``targets``, ``sampling``, ``pairwis
 
 from multimix.functional.cutmix import cutmix, cutmix_params, paste
 from multimix.functional.dense import (
+    LAYOUTS,
     cam_attention,
     dense_interpolate,
     dense_multimix,
     dense_multimix_weights,
     pooled_attention,
+    positions_of,
 )
 from multimix.functional.multimix import interpolate, multimix, multimix_weights, random_subsets
 from multimix.functional.pairwise import mix_pairs, mixup, mixup_params
@@ -48,6 +50,8 @@ __all__ = [
     "dense_multimix_weights",
     "dense_interpolate",
     "dense_multimix",
+    "positions_of",
+    "LAYOUTS",
     "pooled_attention",
     "cam_attention",
     "soft_cross_entropy",

@@ -100,6 +100,31 @@ def dense_interpolate(members: Tensor, weights: Tensor, x: Tensor, *, chunk_size
     return out[0] if len(out) == 1 else torch.cat(out)
 
 
+LAYOUTS = ("channels_first", "channels_last")
+
+
+def positions_of(z: Tensor, *, layout: str = "channels_first", prefix_tokens: int = 0) -> Tensor:
+    """The positions of a spatial embedding as rows: (b, r, d).
+
+    Args:
+        z: ``channels_first`` (b, d, *spatial), as conv nets produce, or ``channels_last``
+            (b, *positions, d), as transformers produce (tokens (b, T, d)).
+        prefix_tokens: leading positions that are not spatial (a class token, register tokens), left out.
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+    if isinstance(prefix_tokens, bool) or not isinstance(prefix_tokens, int) or prefix_tokens < 0:
+        raise ValueError(f"prefix_tokens must be an integer >= 0, got {prefix_tokens!r}")
+    if z.dim() < 3:
+        raise ValueError(f"a spatial embedding needs at least 3 dimensions, (b, d, *spatial) or (b, *positions, d); "
+                         f"got shape {tuple(z.shape)}")
+    rows = z.flatten(2).transpose(1, 2) if layout == "channels_first" else z.reshape(z.shape[0], -1, z.shape[-1])
+    if prefix_tokens >= rows.shape[1]:
+        raise ValueError(f"prefix_tokens={prefix_tokens} leaves no position of the {rows.shape[1]} in shape "
+                         f"{tuple(z.shape)} ({layout})")
+    return rows[:, prefix_tokens:]
+
+
 def dense_multimix(
     z: Tensor,
     targets: Tensor,
@@ -110,15 +135,21 @@ def dense_multimix(
     attention: Tensor | None = None,
     generator: torch.Generator | None = None,
     chunk_size: int | None = None,
+    layout: str = "channels_first",
+    prefix_tokens: int = 0,
 ) -> tuple[Tensor, Tensor]:
     """Dense MultiMix: interpolate spatial embeddings and targets per position (SPEC §3).
 
     Args:
-        z: spatial embeddings (b, d, *spatial): (b, d, L) sequences or (b, d, H, W) maps; r = L or H·W.
+        z: spatial embeddings: ``channels_first`` (b, d, *spatial), (b, d, L) sequences or (b, d, H, W)
+            maps, or ``channels_last`` (b, *positions, d), e.g. a transformer's tokens (b, T, d).
         targets: soft targets (b, K); every position inherits its example's label.
         n, m, alpha: as :func:`multimix`; λ is drawn per position.
-        attention: None (uniform) or non-negative (b, *spatial); no gradient flows into it.
+        attention: None (uniform) or non-negative (b, r) over the r positions kept (or (b, *spatial)
+            for channels_first maps); no gradient flows into it.
         chunk_size: see :func:`dense_interpolate`.
+        layout: ``"channels_first"`` or ``"channels_last"``.
+        prefix_tokens: leading positions left out (a class token), see :func:`positions_of`.
 
     Returns:
         ``(z_mixed (n, r, d), targets_mixed (n, r, K))``.
@@ -126,12 +157,11 @@ def dense_multimix(
     check_tensor(z, "z", min_dim=3)
     check_soft_targets(targets)  # rows of probabilities, as the mixers check
     check_same_batch(z, targets, "z")
-    b, d = z.shape[:2]
-    zr = z.flatten(2).transpose(1, 2)  # (b, r, d)
-    r = zr.shape[1]
+    zr = positions_of(z, layout=layout, prefix_tokens=prefix_tokens)  # (b, r, d)
+    b, r = zr.shape[:2]
     if attention is not None:
-        if attention.shape != (b, *z.shape[2:]):
-            raise ValueError(f"attention must have shape {(b, *z.shape[2:])} (b, *spatial), got {tuple(attention.shape)}")
+        if attention.numel() != b * r or attention.shape[0] != b:
+            raise ValueError(f"attention must hold {r} values per example (b, r), got shape {tuple(attention.shape)}")
         if bool((attention < 0).any()):
             raise ValueError("attention must be non-negative")
         attention = attention.reshape(b, r)

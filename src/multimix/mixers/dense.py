@@ -8,6 +8,8 @@ from torch import Tensor, nn
 
 from multimix._validation import check_int
 from multimix.functional import (
+    LAYOUTS,
+    positions_of,
     cam_attention,
     dense_interpolate,
     dense_multimix_weights,
@@ -32,7 +34,9 @@ class DenseMultiMix(_MultiMixBase):
 
     Args:
         model: any ``nn.Module``.
-        features: name of the submodule whose output is the spatial embedding (b, d, *spatial).
+        features: name of the submodule whose output is the spatial embedding: (b, d, *spatial) with
+            ``layout="channels_first"`` (conv nets), (b, *positions, d) with ``"channels_last"``
+            (transformers' tokens); a tuple output's first tensor.
         classifier: name of the classifier submodule, applicable to (rows, d) embeddings.
         n, m, alpha, p: as :class:`MultiMix` (λ is drawn per position).
         attention: "none" (uniform), "pooled" (similarity of each position to the pooled embedding,
@@ -40,6 +44,9 @@ class DenseMultiMix(_MultiMixBase):
             needs a classifier with a ``weight`` of shape (K, d)). No gradient flows into it.
         teacher, distill_weight, temperature: self-distilled targets, as :class:`MultiMix`.
         chunk_size: generated rows per interpolation chunk (None: automatic), bounding memory.
+        layout: ``"channels_first"`` or ``"channels_last"``; when a linear classifier's input size
+            contradicts it, the error says which to use.
+        prefix_tokens: leading positions that are not spatial (a class token) and are left out.
         linear_shortcut: when ``classifier`` is a plain ``nn.Linear`` g, classify the b·r clean
             positions and mix the logits: g(Σ_i w_i z_i) = Σ_i w_i g(z_i) exactly (the weights sum to 1
             at every position), at b·r·d·K + n·m·r·K cost instead of n·r·(m·d + d·K).
@@ -64,12 +71,19 @@ class DenseMultiMix(_MultiMixBase):
         temperature: float = 1.0,
         chunk_size: int | None = None,
         linear_shortcut: bool = True,
+        layout: str = "channels_first",
+        prefix_tokens: int = 0,
         num_classes: int | None = None,
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__(model, n=n, m=m, alpha=alpha, p=p, teacher=teacher, distill_weight=distill_weight,
                          temperature=temperature, num_classes=num_classes, generator=generator)
         self.linear_shortcut = bool(linear_shortcut)
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+        if isinstance(prefix_tokens, bool) or not isinstance(prefix_tokens, int) or prefix_tokens < 0:
+            raise ValueError(f"prefix_tokens must be an integer >= 0, got {prefix_tokens!r}")
+        self.layout, self.prefix_tokens = layout, prefix_tokens
         if attention not in ATTENTIONS:
             raise ValueError(f"attention must be one of {', '.join(ATTENTIONS)}, got {attention!r}")
         self.attention = attention
@@ -91,16 +105,16 @@ class DenseMultiMix(_MultiMixBase):
         z = first_tensor(z)
         if not isinstance(z, Tensor) or z.dim() < 3:
             raise ValueError(
-                f"the output of {self.features!r} must be a spatial embedding (b, d, *spatial), "
-                f"got {tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__}"
+                f"the output of {self.features!r} must be a spatial embedding, (b, d, *spatial) or "
+                f"(b, *positions, d), got {tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__}"
             )
-        b, d = z.shape[:2]
-        zr = z.flatten(2).transpose(1, 2)  # (b, r, d)
-        r = zr.shape[1]
+        self._check_layout(z)
+        zr = positions_of(z, layout=self.layout, prefix_tokens=self.prefix_tokens)  # (b, r, d)
+        b, r, d = zr.shape
         if self.attention == "pooled":
-            att = pooled_attention(z).reshape(b, r)
+            att = pooled_attention(zr.transpose(1, 2))
         elif self.attention == "cam":
-            att = cam_attention(z, self._classifier_ref[0].weight, targets).reshape(b, r)
+            att = cam_attention(zr.transpose(1, 2), self._classifier_ref[0].weight, targets)
         else:
             att = None
         members, weights = dense_multimix_weights(
@@ -121,6 +135,18 @@ class DenseMultiMix(_MultiMixBase):
         self._result = (logits, self._add_distilled(mixed_targets, mixed_probs).reshape(-1, k))
         return None
 
+    def _check_layout(self, z: Tensor) -> None:
+        """A linear classifier's input size tells whether the features' channels are first or last."""
+        d = getattr(self._classifier_ref[0], "in_features", None)
+        channels = z.shape[1] if self.layout == "channels_first" else z.shape[-1]
+        if d is None or channels == d:
+            return
+        other = "channels_last" if self.layout == "channels_first" else "channels_first"
+        fits = (z.shape[-1] if other == "channels_last" else z.shape[1]) == d
+        hint = f"; its {'last' if other == 'channels_last' else 'second'} axis has {d}: use layout={other!r}" if fits else ""
+        raise ValueError(f"the output of {self.features!r} has shape {tuple(z.shape)}: with layout={self.layout!r} "
+                         f"its channels are {channels}, but {self.classifier!r} takes {d} features{hint}")
+
     def _mix_forward(self, x: Inputs, targets: Tensor) -> tuple[Tensor, Tensor]:
         probs = self._teacher_probs(x)
         if self._skip_batch(x):
@@ -135,5 +161,6 @@ class DenseMultiMix(_MultiMixBase):
     def extra_repr(self) -> str:
         return (
             f"features={self.features!r}, classifier={self.classifier!r}, n={self.n}, m={self.m}, "
-            f"alpha={self.alpha}, attention={self.attention!r}, p={self.p}"
+            f"alpha={self.alpha}, attention={self.attention!r}, p={self.p}, layout={self.layout!r}, "
+            f"prefix_tokens={self.prefix_tokens}"
         )
