@@ -96,15 +96,17 @@ def test_attention_maps():
 
 
 @pytest.mark.parametrize("attention", ["none", "pooled", "cam"])
-@pytest.mark.parametrize("name,shape", [("cnn1d", (40,)), ("preactresnet18", (3, 16, 16))])
+@pytest.mark.parametrize("name,shape", [("cnn1d", (40,)), ("preactresnet18", (3, 16, 16)), ("preactresnet8", (1, 8, 8)),
+                                        ("vit", (1, 8, 8))])
 def test_dense_mixer_on_reference_models(name, shape, attention):
     torch.manual_seed(0)
     model = build_model(name, input_shape=shape, num_classes=4)
     x, y = torch.randn(3, *shape), torch.tensor([0, 1, 3])
     with DenseMultiMix(model, features=model.feature_layer, classifier=model.classifier_layer, n=20,
-                       attention=attention, num_classes=4, generator=gen(0)) as mixer:
+                       attention=attention, layout=model.feature_layout,
+                       prefix_tokens=getattr(model, "feature_prefix_tokens", 0), num_classes=4, generator=gen(0)) as mixer:
         logits, targets = mixer(x, y)
-        r = 10 if name == "cnn1d" else 4
+        r = 10 if name == "cnn1d" else 4  # positions: 40/4 along a sequence, 2×2 in a map, 4 patches of a ViT
         assert logits.shape == (20 * r, 4) and targets.shape == (20 * r, 4)
         assert torch.allclose(targets.sum(1), torch.ones(20 * r), atol=1e-5)
         soft_cross_entropy(logits, targets).backward()

@@ -1,7 +1,9 @@
 """Small reference networks. Each names its submodules so any mixer can target them:
 
 - ``model.classifier_layer``: the name of the final linear layer (MultiMix mixes its input);
-- ``model.feature_layer``: the name of the spatial embedding (b, C, *positions) before pooling, or None;
+- ``model.feature_layer``: the name of the spatial embedding before pooling, or None, and
+  ``model.feature_layout``: ``"channels_first"`` (b, C, *positions) or ``"channels_last"`` (b, *positions, C),
+  with ``model.feature_prefix_tokens`` leading positions that are not spatial (a ViT's class token);
 - ``model.manifold_layers``: the default layers of manifold mixup ("input" included).
 """
 
@@ -15,9 +17,10 @@ from multimix.models.cnn1d import CNN1d
 from multimix.models.convnet import ConvNet
 from multimix.models.mlp import MLP
 from multimix.models.preactresnet import PreActResNet, PreActResNet18
+from multimix.models.vit import ViT
 
 MODELS = {"mlp": MLP, "cnn1d": CNN1d, "convnet": ConvNet, "preactresnet8": PreActResNet,
-          "preactresnet18": PreActResNet18}
+          "preactresnet18": PreActResNet18, "vit": ViT}
 
 #: The model each dataset uses when none is named.
 DEFAULT_MODEL = {
@@ -33,7 +36,7 @@ DEFAULT_MODEL = {
     "cifar100": "preactresnet18",
 }
 
-__all__ = ["MODELS", "DEFAULT_MODEL", "build_model", "MLP", "CNN1d", "ConvNet", "PreActResNet", "PreActResNet18"]
+__all__ = ["MODELS", "DEFAULT_MODEL", "build_model", "MLP", "CNN1d", "ConvNet", "PreActResNet", "PreActResNet18", "ViT"]
 
 
 def build_model(name: str, *, input_shape: Sequence[int], num_classes: int) -> nn.Module:

@@ -21,6 +21,7 @@ class CNN1d(nn.Module):
 
     classifier_layer = "fc"
     feature_layer = "features"
+    feature_layout = "channels_first"
     manifold_layers = ["input", "features.conv1", "features.conv2", "features"]
 
     def __init__(self, input_shape: Sequence[int], num_classes: int, *, channels: int = 64):

@@ -17,6 +17,7 @@ class ConvNet(nn.Module):
 
     classifier_layer = "fc"
     feature_layer = None  # no spatial map: Dense MultiMix does not apply
+    feature_layout = "channels_first"
     manifold_layers = ["input", "conv1", "conv2", "fc1"]
 
     def __init__(self, input_shape: Sequence[int], num_classes: int):

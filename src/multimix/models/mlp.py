@@ -18,6 +18,7 @@ class MLP(nn.Module):
 
     classifier_layer = "fc"
     feature_layer = None  # no spatial map: Dense MultiMix does not apply
+    feature_layout = "channels_first"
 
     def __init__(self, input_shape: Sequence[int], num_classes: int, *, hidden: Sequence[int] = (512, 512, 512)):
         super().__init__()

@@ -44,6 +44,7 @@ class PreActResNet(nn.Module):
 
     classifier_layer = "fc"
     feature_layer = "final"
+    feature_layout = "channels_first"
     manifold_layers = ["input", "layer1", "layer2"]
 
     def __init__(self, input_shape: Sequence[int], num_classes: int, *, width: int = 32, blocks: int = 1):
@@ -72,6 +73,7 @@ class PreActResNet18(nn.Module):
 
     classifier_layer = "fc"
     feature_layer = "final"
+    feature_layout = "channels_first"
     manifold_layers = ["input", "layer1", "layer2"]
 
     def __init__(self, input_shape: Sequence[int], num_classes: int, *, width: int = 64):

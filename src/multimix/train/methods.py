@@ -40,9 +40,10 @@ def build_mixer(
             return MultiMix(model, before=model.classifier_layer, keep_clean=config.keep_clean, **shared)
         if model.feature_layer is None:
             raise ConfigError(f"dense-multimix needs a model with a spatial embedding; {config.model_name} has none "
-                              "(use cnn1d or preactresnet18)")
+                              "(use cnn1d, preactresnet8, preactresnet18 or vit)")
         return DenseMultiMix(model, features=model.feature_layer, classifier=model.classifier_layer,
-                             attention=config.attention, **shared)
+                             attention=config.attention, layout=model.feature_layout,
+                             prefix_tokens=getattr(model, "feature_prefix_tokens", 0), **shared)
     raise ConfigError(f"unknown method {config.method!r}")
 
 
