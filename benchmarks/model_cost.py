@@ -27,6 +27,7 @@ CASES = [  # (label, registry name, keyword arguments, input shape)
     ("convnet", "convnet", {}, (1, 28, 28)),
     ("preactresnet8 w=16", "preactresnet8", {"width": 16}, (1, 28, 28)),
     ("preactresnet8 (w=32, default)", "preactresnet8", {}, (1, 28, 28)),
+    ("vit (d=64, depth 4)", "vit", {}, (1, 28, 28)),
     ("preactresnet18", "preactresnet18", {}, (1, 28, 28)),
 ]
 STEPS_PER_EPOCH = 540  # 54 000 images / batch 100

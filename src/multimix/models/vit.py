@@ -16,7 +16,8 @@ class ViT(nn.Module):
     Named submodules: ``patch`` (the convolution), ``blocks.0 … blocks.{depth-1}`` (tokens (b, 1+T, d)
     in and out), ``norm`` (the token embedding (b, 1+T, d): Dense MultiMix's features, channels last,
     the class token first) and the classifier ``fc``. The default (d = 64, depth 4, 4 heads, patches
-    of 4) has 0.2 M parameters. Inputs (b, C, H, W) with H and W divisible by ``patch_size``.
+    of 4) has 0.14 M parameters and costs 13 MFLOPs per 28×28 image. Inputs (b, C, H, W) with H and W
+    divisible by ``patch_size``.
     """
 
     classifier_layer = "fc"
