@@ -94,7 +94,16 @@ def test_compare_workers_end_with_their_parent(tmp_path, sig):
     workers = [pid for pid in workers if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
     assert len(workers) == 2
     parent.send_signal(sig)
-    _, err = parent.communicate(timeout=60)
+    try:
+        _, err = parent.communicate(timeout=180)
+    except subprocess.TimeoutExpired:  # say what was still running, for whoever debugs this
+        states = {pid: (Path(f"/proc/{pid}/stat").read_text().split()[2] if alive(pid) else "gone")
+                  for pid in [parent.pid, *workers]}
+        parent.kill()
+        for pid in workers:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        raise AssertionError(f"compare did not end within 180 s of {sig.name}; process states: {states}") from None
     wait_for(lambda: not any(alive(pid) for pid in workers), timeout=20, what="the workers to end")
     if sig != signal.SIGKILL:  # the parent stopped them itself and says how to go on
         assert parent.returncode == (130 if sig == signal.SIGINT else 143)
