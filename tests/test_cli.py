@@ -27,9 +27,15 @@ TINY = ["--dataset", "toy", "--train-size", "300", "--epochs", "1", "--threads",
 LONG = ["--dataset", "toy", "--train-size", "20000", "--epochs", "200", "--threads", "1", "--quiet"]
 
 
+def _default_sigint() -> None:
+    # A shell starts background jobs with SIGINT ignored, and an ignored signal stays ignored across exec
+    # (Python then installs no KeyboardInterrupt handler): give the CLI the Ctrl-C a terminal user has.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def popen(*args: str, **kw) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "multimix.cli", *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, **kw)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint, **kw)
 
 
 def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -429,6 +435,7 @@ def test_on_a_terminal_log_lines_go_above_the_bar(tmp_path):
             "--methods", "erm,mixup", "--seeds", "1", "--jobs", "2", "--out", str(tmp_path / "c")]
     pid, fd = pty.fork()
     if pid == 0:  # the child: wait for the window size, then become the CLI
+        _default_sigint()
         time.sleep(0.5)
         os.execv(sys.executable, argv)
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))  # a 120-column terminal
