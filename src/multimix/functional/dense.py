@@ -103,6 +103,14 @@ def dense_interpolate(members: Tensor, weights: Tensor, x: Tensor, *, chunk_size
 LAYOUTS = ("channels_first", "channels_last")
 
 
+def check_layout(layout: str, prefix_tokens: int) -> None:
+    """Raise ValueError unless ``layout`` is one of :data:`LAYOUTS` and ``prefix_tokens`` an integer >= 0."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+    if isinstance(prefix_tokens, bool) or not isinstance(prefix_tokens, int) or prefix_tokens < 0:
+        raise ValueError(f"prefix_tokens must be an integer >= 0, got {prefix_tokens!r}")
+
+
 def positions_of(z: Tensor, *, layout: str = "channels_first", prefix_tokens: int = 0) -> Tensor:
     """The positions of a spatial embedding as rows: (b, r, d).
 
@@ -111,10 +119,7 @@ def positions_of(z: Tensor, *, layout: str = "channels_first", prefix_tokens: in
             (b, *positions, d), as transformers produce (tokens (b, T, d)).
         prefix_tokens: leading positions that are not spatial (a class token, register tokens), left out.
     """
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
-    if isinstance(prefix_tokens, bool) or not isinstance(prefix_tokens, int) or prefix_tokens < 0:
-        raise ValueError(f"prefix_tokens must be an integer >= 0, got {prefix_tokens!r}")
+    check_layout(layout, prefix_tokens)
     if z.dim() < 3:
         raise ValueError(f"a spatial embedding needs at least 3 dimensions, (b, d, *spatial) or (b, *positions, d); "
                          f"got shape {tuple(z.shape)}")

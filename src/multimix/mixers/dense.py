@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-
 import torch
 from torch import Tensor, nn
 
 from multimix._validation import check_int
 from multimix.functional import (
-    LAYOUTS,
-    positions_of,
     cam_attention,
     dense_interpolate,
     dense_multimix_weights,
     pooled_attention,
+    positions_of,
 )
+from multimix.functional.dense import check_layout
 from multimix.mixers.adapters import Inputs, call_model, first_tensor
 from multimix.mixers.base import _no_autocast, find_module
 from multimix.mixers.multimix import _MultiMixBase
@@ -79,10 +78,7 @@ class DenseMultiMix(_MultiMixBase):
         super().__init__(model, n=n, m=m, alpha=alpha, p=p, teacher=teacher, distill_weight=distill_weight,
                          temperature=temperature, num_classes=num_classes, generator=generator)
         self.linear_shortcut = bool(linear_shortcut)
-        if layout not in LAYOUTS:
-            raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
-        if isinstance(prefix_tokens, bool) or not isinstance(prefix_tokens, int) or prefix_tokens < 0:
-            raise ValueError(f"prefix_tokens must be an integer >= 0, got {prefix_tokens!r}")
+        check_layout(layout, prefix_tokens)
         self.layout, self.prefix_tokens = layout, prefix_tokens
         if attention not in ATTENTIONS:
             raise ValueError(f"attention must be one of {', '.join(ATTENTIONS)}, got {attention!r}")
