@@ -27,7 +27,7 @@ def plot_decision_boundaries(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from multimix.train.checkpoint import atomic_write
+    from multimix._io import atomic_write
 
     if x.dim() != 2 or x.shape[1] != 2:
         raise ValueError(f"x must be 2-D points (n, 2), got shape {tuple(x.shape)}")

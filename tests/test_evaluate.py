@@ -1,0 +1,143 @@
+"""multimix.evaluate against values worked out by hand or computed directly from the definitions."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from multimix.evaluate import (
+    alignment,
+    aupr,
+    auroc,
+    calibration,
+    embeddings,
+    expected_calibration_error,
+    fgsm,
+    fpr_at_tpr,
+    ood_score,
+    pgd,
+    reliability_diagram,
+    robust_accuracy,
+    uniformity,
+)
+
+from conftest import MLPNet
+
+
+def test_ece_is_zero_when_confidence_equals_accuracy():
+    probs = torch.tensor([[0.8, 0.2]] * 10 + [[0.5, 0.5]] * 4)
+    labels = torch.tensor([0] * 8 + [1] * 2 + [0, 0, 1, 1])  # 80% right at 0.8; 50% right at 0.5
+    assert expected_calibration_error(probs, labels) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_constant_confidence_at_lower_accuracy():
+    probs = torch.tensor([[0.9, 0.1]] * 10)
+    labels = torch.tensor([0] * 6 + [1] * 4)
+    got = calibration(probs, labels)
+    assert got["ece"] == pytest.approx(0.3, abs=1e-6) and got["mce"] == pytest.approx(0.3, abs=1e-6)
+    assert got["brier"] == pytest.approx(0.6 * 0.02 + 0.4 * 1.62, abs=1e-6)
+    assert got["nll"] == pytest.approx(-(0.6 * math.log(0.9) + 0.4 * math.log(0.1)), abs=1e-6)
+    with pytest.raises(ValueError, match="labels must be a \\(N,\\) tensor matching probs' 10 rows"):
+        calibration(probs, labels[:3])
+    with pytest.raises(ValueError, match="bins must be an integer >= 1, got 0"):
+        expected_calibration_error(probs, labels, bins=0)
+
+
+def test_reliability_diagram_is_a_png(tmp_path):
+    probs = torch.softmax(torch.randn(200, 4, generator=torch.Generator().manual_seed(0)), 1)
+    reliability_diagram(probs, torch.randint(4, (200,)), tmp_path / "r.png", title="test")
+    assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_fgsm_on_a_linear_model_steps_by_eps_times_the_sign_of_the_weight_difference():
+    torch.manual_seed(0)
+    model = nn.Linear(5, 2)
+    x, y = torch.randn(6, 5), torch.tensor([0, 1, 0, 1, 1, 0])
+    adv = fgsm(model, x, y, eps=0.25)
+    w = model.weight.detach()
+    away = torch.where(y[:, None] == 0, (w[1] - w[0]).sign(), (w[0] - w[1]).sign())
+    assert torch.allclose(adv - x, 0.25 * away)
+    assert torch.equal(fgsm(model, x, y, eps=0.25, clamp=(-0.1, 0.1)), (x + 0.25 * away).clamp(-0.1, 0.1))
+
+
+class BNNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(6, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 3))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def test_attacks_leave_the_model_as_it_was_and_pgd_stays_in_the_box():
+    torch.manual_seed(0)
+    model = BNNet().train()
+    for p in model.parameters():
+        p.grad = torch.full_like(p, 0.5)  # a gradient the user was accumulating
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x, y = torch.rand(16, 6), torch.randint(3, (16,))
+    eps = 0.1
+    adv_f = fgsm(model, x, y, eps=eps, clamp=(0.0, 1.0))
+    adv_p = pgd(model, x, y, eps=eps, steps=20, step_size=eps / 4, random_start=False, clamp=(0.0, 1.0))
+    adv_r = pgd(model, x, y, eps=eps, steps=5, clamp=(0.0, 1.0), generator=torch.Generator().manual_seed(0))
+    assert model.training
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())  # BN statistics included
+    assert all(torch.equal(p.grad, torch.full_like(p, 0.5)) for p in model.parameters())
+    for adv in (adv_f, adv_p, adv_r):
+        assert float((adv - x).abs().max()) <= eps + 1e-6 and float(adv.min()) >= 0 and float(adv.max()) <= 1
+    model.eval()
+    loss = lambda a: float(nn.functional.cross_entropy(model(a), y, reduction="sum").detach())  # noqa: E731
+    assert loss(adv_p) >= loss(adv_f) - 1e-5 > loss(x)
+    assert robust_accuracy(model, x, y, attack="pgd", eps=eps, steps=5, batch_size=5) <= robust_accuracy(
+        model, x, y, attack="fgsm", eps=0.0)  # ε = 0 is clean accuracy
+
+
+def test_attack_arguments_are_checked():
+    model, x, y = nn.Linear(3, 2), torch.randn(2, 3), torch.tensor([0, 1])
+    with pytest.raises(ValueError, match=r"eps must be a finite number >= 0 \(in input units\), got -0.1"):
+        fgsm(model, x, y, eps=-0.1)
+    with pytest.raises(ValueError, match="steps must be an integer >= 1, got 0"):
+        pgd(model, x, y, eps=0.1, steps=0)
+    with pytest.raises(ValueError, match="clamp must be None or \\(low, high\\)"):
+        fgsm(model, x, y, eps=0.1, clamp=(1, 0))
+    with pytest.raises(ValueError, match="attack must be one of fgsm, pgd, got 'cw'"):
+        robust_accuracy(model, x, y, attack="cw", eps=0.1)
+
+
+def test_auroc_is_the_pairwise_fraction_and_fpr95_counts_ties():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randint(0, 6, (40,), generator=g).float(), torch.randint(0, 5, (30,), generator=g).float()
+    pairwise = float((a[:, None] > b[None]).double().mean() + 0.5 * (a[:, None] == b[None]).double().mean())
+    assert auroc(a, b) == pytest.approx(pairwise, abs=1e-12)
+    assert 0 <= aupr(a, b) <= 1 and aupr(a + 100, b) == pytest.approx(1.0)
+    inside = torch.tensor([1, 2, 2, 3, 3, 3, 4, 4, 4, 4.0])
+    outside = torch.tensor([0, 1, 1, 2, 2, 3, 3, 3, 3, 4.0])
+    assert fpr_at_tpr(inside, outside, 0.95) == pytest.approx(0.9)  # only threshold 1 keeps TPR >= 95%: 9/10 out pass
+    assert fpr_at_tpr(inside, outside, 0.9) == pytest.approx(0.7)  # threshold 2 keeps 90%: 7/10 out pass
+    logits = torch.tensor([[2.0, 0.0], [0.0, 0.0]])
+    assert torch.allclose(ood_score(logits, "msp"), torch.tensor([1 / (1 + math.exp(-2)), 0.5]))
+    assert torch.allclose(ood_score(logits, "energy"), torch.logsumexp(logits, 1))
+    with pytest.raises(ValueError, match="kind must be one of msp, max-logit, energy"):
+        ood_score(logits, "odin")
+
+
+def test_alignment_and_uniformity_follow_their_definitions():
+    g = torch.Generator().manual_seed(0)
+    z, labels = torch.randn(30, 8, generator=g), torch.randint(3, (30,), generator=g)
+    zn = z / z.norm(dim=1, keepdim=True)
+    d = torch.cdist(zn, zn)
+    pairs = [(i, j) for i in range(30) for j in range(30) if i != j]
+    same = [(i, j) for i, j in pairs if labels[i] == labels[j]]
+    assert alignment(z, labels) == pytest.approx(float(sum(d[i, j] ** 2 for i, j in same) / len(same)), rel=1e-5)
+    expected = math.log(sum(math.exp(-2 * float(d[i, j]) ** 2) for i, j in pairs) / len(pairs))
+    assert uniformity(z) == pytest.approx(expected, rel=1e-5)
+
+
+def test_embeddings_are_the_classifier_input(mlp):
+    x = torch.randn(7, 6)
+    mlp.train()
+    z = embeddings(mlp, x, "fc", batch_size=3)
+    assert torch.allclose(z, mlp.encoder(x)) and mlp.training
