@@ -24,7 +24,6 @@ from multimix.evaluate import (
     uniformity,
 )
 
-from conftest import MLPNet
 
 
 def test_ece_is_zero_when_confidence_equals_accuracy():
