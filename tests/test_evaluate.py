@@ -140,3 +140,52 @@ def test_embeddings_are_the_classifier_input(mlp):
     mlp.train()
     z = embeddings(mlp, x, "fc", batch_size=3)
     assert torch.allclose(z, mlp.encoder(x)) and mlp.training
+
+
+def test_multimix_evaluate_end_to_end(tmp_path, capsys):
+    import json
+
+    from multimix.cli import main
+
+    run = tmp_path / "run"
+    assert main(["train", "--dataset", "toy", "--train-size", "400", "--epochs", "3", "--threads", "1", "--quiet",
+                 "--out", str(run)]) == 0
+    assert (run / "best.pt").is_file()
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--pgd-steps", "3", "--attack-examples", "200", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    result = json.loads((run / "eval.json").read_text())
+    assert f"| {run} |" in printed and result["weights"] == "best.pt"
+    summary = json.loads((run / "summary.json").read_text())
+    assert result["test_acc"] == pytest.approx(summary["best"]["test_acc"])  # the epoch chosen on validation
+    assert 0 <= result["pgd_acc"] <= result["fgsm_acc"] + 0.05 and result["fgsm_acc"] <= result["test_acc"] + 0.05
+    for kind in ("gaussian", "uniform", "shuffled"):
+        assert 0 <= result[f"ood_{kind}_auroc"] <= 1 and 0 <= result[f"ood_{kind}_fpr95"] <= 1
+    assert 0 <= result["ece"] <= 1 and result["alignment"] >= 0
+    for png in ("reliability.png", "embedding.png"):
+        assert (run / png).read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--eps", "-1"], "invalid value for --eps: -1.0"),
+    (["--pgd-steps", "0"], "invalid value for --pgd-steps: 0"),
+    (["--ood", "svhn"], "invalid value for --ood: 'svhn'; valid sets: gaussian, uniform, shuffled"),
+    (["--attacks", "cw"], "invalid value for --attacks: 'cw'; valid attacks: fgsm, pgd"),
+])
+def test_multimix_evaluate_bad_input(tmp_path, capsys, argv, message):
+    from multimix.cli import main
+
+    (tmp_path / "run").mkdir()
+    torch.save({}, tmp_path / "run" / "best.pt")
+    with pytest.raises(SystemExit) as exc:
+        main(["evaluate", str(tmp_path / "run"), *argv])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and len(err) == 1 and message in err[0]
+
+
+def test_multimix_evaluate_needs_a_run_folder(tmp_path, capsys):
+    from multimix.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["evaluate", str(tmp_path)])
+    assert exc.value.code == 2 and "holds no best.pt or checkpoint.pt" in capsys.readouterr().err

@@ -156,6 +156,34 @@ def add_output_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="a line for every epoch")
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from multimix.train.evaluation import ATTACKS, evaluate_run, format_eval_table
+    from multimix.evaluate import OOD_SETS
+
+    attacks = [a for a in args.attacks.split(",") if a] if args.attacks else []
+    ood = [o for o in args.ood.split(",") if o] if args.ood else []
+    bad = [a for a in attacks if a not in ATTACKS]
+    if bad:
+        raise ConfigError(f"invalid value for --attacks: {args.attacks!r}; valid attacks: {', '.join(ATTACKS)}")
+    bad = [o for o in ood if o not in OOD_SETS]
+    if bad:
+        raise ConfigError(f"invalid value for --ood: {args.ood!r}; valid sets: {', '.join(OOD_SETS)}")
+    if args.eps is not None and not (args.eps >= 0 and args.eps != float("inf")):
+        raise ConfigError(f"invalid value for --eps: {args.eps}; expected a finite number >= 0 (input units)")
+    if args.pgd_steps < 1:
+        raise ConfigError(f"invalid value for --pgd-steps: {args.pgd_steps}; expected an integer >= 1")
+    if args.attack_examples < 1:
+        raise ConfigError(f"invalid value for --attack-examples: {args.attack_examples}; expected an integer >= 1")
+    for run in args.runs:
+        if not ((run / "best.pt").is_file() or (run / "checkpoint.pt").is_file()):
+            raise ConfigError(f"invalid run folder {str(run)!r}: it holds no best.pt or checkpoint.pt")
+    results = [evaluate_run(run, attacks=tuple(attacks), eps=args.eps, pgd_steps=args.pgd_steps, ood=tuple(ood),
+                            attack_examples=args.attack_examples) for run in args.runs]
+    print(format_eval_table(results))
+    print("\nper run: eval.json, reliability.png, embedding.png in each run folder")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="multimix", description="Embedding-space mixup: train and compare methods.")
     parser.add_argument("-v", "--verbose", action="store_true", help="a line for every epoch")
@@ -176,6 +204,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_output_flags(p_cmp)
     add_config_flags(p_cmp, exclude=("method",))  # --methods says which
     p_cmp.set_defaults(func=cmd_compare)
+
+    p_eval = sub.add_parser("evaluate", help="calibration, FGSM/PGD robustness, OOD detection and embedding geometry of runs")
+    p_eval.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="run folders (their best.pt is evaluated)")
+    p_eval.add_argument("--attacks", default="fgsm,pgd", help="comma-separated, from fgsm, pgd; empty for none (default: fgsm,pgd)")
+    p_eval.add_argument("--eps", type=float, default=None, help="L∞ budget in input units (default per dataset: 0.1 for "
+                        "[0, 1] pixels, 8/255 of a pixel for CIFAR, 0.1 × the inputs' std otherwise)")
+    p_eval.add_argument("--pgd-steps", type=int, default=10, help="PGD steps (default: 10)")
+    p_eval.add_argument("--attack-examples", type=int, default=1000, help="first test examples attacked (default: 1000)")
+    p_eval.add_argument("--ood", default="gaussian,uniform,shuffled", help="comma-separated OOD sets, from gaussian, "
+                        "uniform, shuffled (default: all three)")
+    add_output_flags(p_eval)
+    p_eval.set_defaults(func=cmd_evaluate)
 
     p_plot = sub.add_parser("plot-boundary", help="train on a 2-D problem and plot each method's decision boundary")
     p_plot.add_argument("--methods", default="erm,mixup,manifold", help=f"comma-separated, from {', '.join(METHODS)}")

@@ -60,4 +60,29 @@ def fpr_at_tpr(in_scores, out_scores, tpr: float = 0.95) -> float:
     return float(fprs[tprs >= tpr - 1e-12].min())
 
 
-__all__ = ["OOD_SCORES", "ood_score", "auroc", "aupr", "fpr_at_tpr"]
+
+
+#: Out-of-distribution sets made from the test inputs themselves (another dataset can be added by the caller).
+OOD_SETS = ("gaussian", "uniform", "shuffled")
+
+
+def make_ood(x: Tensor, kind: str, *, generator: torch.Generator | None = None) -> Tensor:
+    """An out-of-distribution set shaped like the in-distribution inputs ``x`` (N, ...).
+
+    ``gaussian``: N(mean, std²) of x's values, clipped to x's range; ``uniform``: uniform over x's range;
+    ``shuffled``: each example's values randomly permuted (same values, no structure).
+    """
+    if kind not in OOD_SETS:
+        raise ValueError(f"kind must be one of {', '.join(OOD_SETS)}, got {kind!r}")
+    lo, hi = float(x.min()), float(x.max())
+    if kind == "gaussian":
+        noise = torch.randn(x.shape, generator=generator) * float(x.std()) + float(x.mean())
+        return noise.clamp(lo, hi).to(x.dtype)
+    if kind == "uniform":
+        return (torch.rand(x.shape, generator=generator) * (hi - lo) + lo).to(x.dtype)
+    flat = x.reshape(x.shape[0], -1)
+    order = torch.argsort(torch.rand(flat.shape, generator=generator), dim=1)
+    return flat.gather(1, order).reshape(x.shape)
+
+
+__all__ = ["OOD_SCORES", "OOD_SETS", "ood_score", "make_ood", "auroc", "aupr", "fpr_at_tpr"]

@@ -7,6 +7,7 @@
 - ``checkpoint.pt``   everything needed to continue exactly: model, optimizer, scheduler, the RNG
                       states (data order and mixing) and the metrics so far, written atomically at
                       the end of every epoch;
+- ``best.pt``         the model's weights at the epoch chosen on validation accuracy (what is evaluated);
 - ``summary.json``    final figures and the epoch chosen on validation accuracy;
 - ``.lock``           held while the run is alive (:mod:`multimix.train.runlock`): one run per folder.
 
@@ -245,7 +246,11 @@ def _train(config: TrainConfig, out: Path, *, resume: bool, progress: bool | Non
             "alpha": getattr(step_mixer, "alpha", None),
             "time_s": train_time,
         })
-        # Checkpoint first, then the metrics file derived from it: a kill between the two only
+        # The weights of the epoch chosen on validation, for evaluation; written before the checkpoint
+        # so that a kill between the two makes the resumed run rewrite it, never skip it.
+        if select_best(history) is history[-1]:
+            checkpoint.save(out / "best.pt", {"config": config.to_dict(), "model": model.state_dict(), "epoch": epoch})
+        # Checkpoint, then the metrics file derived from it: a kill between the two only
         # loses a line that resuming rewrites.
         checkpoint.save(ckpt_path, {
             "config": config.to_dict(),
@@ -283,7 +288,8 @@ def _train(config: TrainConfig, out: Path, *, resume: bool, progress: bool | Non
 
 
 def model_from_checkpoint(path: str | Path) -> tuple[nn.Module, TrainConfig]:
-    """Rebuild the trained model of a run from its checkpoint (for analysis and evaluation)."""
+    """Rebuild the trained model of a run from ``checkpoint.pt`` (last epoch) or ``best.pt`` (the epoch
+    chosen on validation), for analysis and evaluation."""
     state = checkpoint.load(path)
     config = checkpoint.saved_config(state, path)
     info = dataset_info(config.dataset, toy_classes=config.toy_classes, toy_dim=config.toy_dim,
