@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "model_cost.md")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device("cpu")
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
         lines.append(f"| {label} | {params:,} | {flops / 1e6:.1f} | {s:.3f} | {s * STEPS_PER_EPOCH:.0f} |")
     text = "\n".join(lines) + "\n"
     print(text)
-    write_text(Path(__file__).resolve().parent / "results" / "model_cost.md", text)
+    write_text(args.out, text)
 
 
 if __name__ == "__main__":

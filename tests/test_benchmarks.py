@@ -26,3 +26,8 @@ def test_overhead_benchmark_runs_on_the_small_model(tmp_path):
     for method in ("ERM", "MultiMix n=1000", "MultiMix n=1000, generic", "Dense MultiMix n=1000"):
         assert f"| {method} |" in (tmp_path / "o.md").read_text()
     assert "interpolation Λ Z" in out
+
+
+def test_model_cost_benchmark_states_flops(tmp_path):
+    out = run("benchmarks/model_cost.py", "--rounds", "1", "--threads", "1", "--out", str(tmp_path / "m.md"))
+    assert "| preactresnet8 (w=32, default) | 307,690 | 74.3 |" in out and (tmp_path / "m.md").read_text() == out

@@ -284,6 +284,7 @@ BAD = {
     "--methods": [["--methods", "erm,foo"], ["--methods", ","]],
     "--seeds": [["--seeds", "0"], ["--seeds", "x"], ["--seed", str(2**31 - 2), "--seeds", "3"]],
     "--jobs": [["--jobs", "0"], ["--jobs", "many"]],
+    "--evaluate": [["--evaluate=yes"]],
 }
 
 

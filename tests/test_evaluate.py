@@ -189,3 +189,20 @@ def test_multimix_evaluate_needs_a_run_folder(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["evaluate", str(tmp_path)])
     assert exc.value.code == 2 and "holds no best.pt or checkpoint.pt" in capsys.readouterr().err
+
+
+def test_compare_evaluate_adds_the_columns(tmp_path, capsys):
+    import csv
+
+    from multimix.cli import main
+
+    out = tmp_path / "cmp"
+    assert main(["compare", "--dataset", "toy", "--train-size", "300", "--epochs", "2", "--threads", "1", "--quiet",
+                 "--methods", "erm,mixup", "--seeds", "2", "--out", str(out), "--evaluate"]) == 0
+    printed = capsys.readouterr().out
+    assert "ECE (%)" in printed and "PGD acc (%)" in printed and "| mixup | 2 |" in printed
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {"ece", "fgsm_acc", "pgd_acc", "ood_auroc", "ood_fpr95", "alignment", "uniformity"} <= set(rows[0])
+    assert (out / "evaluation.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "erm" / "seed1" / "eval.json").is_file()

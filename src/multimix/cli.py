@@ -110,15 +110,27 @@ def cmd_compare(args: argparse.Namespace) -> int:
     args.continue_with = f"{shlex.join(['multimix', *args.argv])} (finished runs are reused, interrupted ones resumed)"
     rows = run_comparison(base, methods=methods, seeds=seeds, out=out, jobs=args.jobs,
                           progress=False if args.quiet else None)
-    table = format_table(aggregate(rows))
     title = (f"{base.dataset} / {base.model_name}, {base.epochs} epochs, seeds {seeds[0]}–{seeds[-1]} "
              f"(test accuracy at the best validation epoch)")
+    if args.evaluate:
+        from multimix.evaluate import OOD_SETS
+        from multimix.train.compare import plot_evaluation
+        from multimix.train.evaluation import evaluate_run
+
+        for row in rows:
+            result = evaluate_run(out / row["method"] / f"seed{row['seed']}")
+            row.update({k: result[k] for k in ("ece", "fgsm_acc", "pgd_acc", "alignment", "uniformity")})
+            row["ood_auroc"] = sum(result[f"ood_{k}_auroc"] for k in OOD_SETS) / len(OOD_SETS)
+            row["ood_fpr95"] = sum(result[f"ood_{k}_fpr95"] for k in OOD_SETS) / len(OOD_SETS)
+        plot_evaluation(out / "evaluation.png", rows, title=title + "; OOD: mean over " + ", ".join(OOD_SETS))
+    table = format_table(aggregate(rows))
     write_csv(out / "results.csv", rows)
     checkpoint.write_text(out / "results.md", f"# {title}\n\n{table}\n")
     plot_results(out / "results.png", rows, title=title)
     print(title)
     print(table)
-    print(f"\nper-run results: {out / 'results.csv'}\nplot: {out / 'results.png'}")
+    print(f"\nper-run results: {out / 'results.csv'}\nplot: {out / 'results.png'}"
+          + (f"\nevaluation: {out / 'evaluation.png'} (and eval.json in each run folder)" if args.evaluate else ""))
     return 0
 
 
@@ -201,6 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_cmp.add_argument("--seeds", type=int, default=3, help="number of seeds, starting at --seed (default: 3)")
     p_cmp.add_argument("--jobs", type=int, default=1, help="runs trained at once, each in its own process (default: 1)")
     p_cmp.add_argument("--out", type=Path, help="output folder (default: runs/compare-<dataset>-<model>)")
+    p_cmp.add_argument("--evaluate", action="store_true", help="also evaluate every run (as `multimix evaluate`, "
+                       "default settings) and add ECE, FGSM/PGD, OOD (mean over sets), alignment, uniformity")
     add_output_flags(p_cmp)
     add_config_flags(p_cmp, exclude=("method",))  # --methods says which
     p_cmp.set_defaults(func=cmd_compare)

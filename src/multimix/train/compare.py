@@ -32,6 +32,11 @@ log = logging.getLogger(__name__)
 
 CSV_FIELDS = ["method", "seed", "best_epoch", "val_acc", "test_acc", "final_test_acc", "time_per_epoch_s"]
 
+#: Columns ``compare --evaluate`` adds (see :mod:`multimix.train.evaluation`): name, heading, scale.
+EVAL_COLUMNS = [("ece", "ECE (%)", 100), ("fgsm_acc", "FGSM acc (%)", 100), ("pgd_acc", "PGD acc (%)", 100),
+                ("ood_auroc", "OOD AUROC (%)", 100), ("ood_fpr95", "OOD FPR95 (%)", 100),
+                ("alignment", "alignment", 1), ("uniformity", "uniformity", 1)]
+
 
 def _run_one(config_dict: dict[str, Any], out: str) -> dict[str, Any]:
     """Train one run, resume it, or reuse its finished summary. Top-level so worker processes can import it.
@@ -163,28 +168,33 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "test_acc": stats("test_acc"),
             "time_per_epoch_s": t,
             "time_vs_erm": t / statistics.mean(erm_time) if erm_time else None,
+            **{key: stats(key) for key, _, _ in EVAL_COLUMNS if key in mine[0]},
         })
     return out
 
 
 def format_table(summary: list[dict[str, Any]]) -> str:
     """A Markdown table: accuracy in % as mean ± std over seeds."""
+    extra = [c for c in EVAL_COLUMNS if summary and c[0] in summary[0]]
     lines = [
-        "| method | runs | val acc (%) | test acc (%) | time / epoch | vs ERM |",
-        "|---|---|---|---|---|---|",
+        "| method | runs | val acc (%) | test acc (%) | time / epoch | vs ERM |" + "".join(f" {h} |" for _, h, _ in extra),
+        "|---|---|---|---|---|---|" + "---|" * len(extra),
     ]
     for s in summary:
         ratio = f"{s['time_vs_erm']:.2f}×" if s["time_vs_erm"] is not None else "—"
+        cells = "".join(f" {k * s[key][0]:.{2 if k == 100 else 3}f} ± {k * s[key][1]:.{2 if k == 100 else 3}f} |"
+                        for key, _, k in extra)
         lines.append(
             f"| {s['method']} | {s['runs']} | {100 * s['val_acc'][0]:.2f} ± {100 * s['val_acc'][1]:.2f} | "
             f"{100 * s['test_acc'][0]:.2f} ± {100 * s['test_acc'][1]:.2f} | {s['time_per_epoch_s']:.2f} s | {ratio} |"
+            + cells
         )
     return "\n".join(lines)
 
 
 def write_csv(path: str | Path, rows: list[dict[str, Any]]) -> None:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS)
+    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS + [k for k, _, _ in EVAL_COLUMNS if rows and k in rows[0]])
     writer.writeheader()
     writer.writerows(rows)
     checkpoint.write_text(path, buffer.getvalue())
@@ -231,6 +241,30 @@ def plot_results(path: str | Path, rows: list[dict[str, Any]], *, title: str) ->
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    checkpoint.atomic_write(path, lambda f: fig.savefig(f, format="png"))
+    plt.close(fig)
+
+
+def plot_evaluation(path: str | Path, rows: list[dict[str, Any]], *, title: str) -> None:
+    """One panel per evaluation metric: every seed a dot, the mean a bar's end; PNG, atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = [c for c in EVAL_COLUMNS if rows and c[0] in rows[0]]
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    fig, axes = plt.subplots(1, len(columns), figsize=(2.2 * len(columns) + 1, 3.2), dpi=120, squeeze=False)
+    for ax, (key, heading, scale) in zip(axes[0], columns):
+        for i, method in enumerate(methods):
+            values = [scale * r[key] for r in rows if r["method"] == method]
+            ax.scatter([i] * len(values), values, s=12, color="#4C72B0", alpha=0.8)
+            ax.scatter([i], [statistics.mean(values)], marker="_", s=300, color="#C44E52")
+        ax.set_xticks(range(len(methods)), methods, rotation=45, ha="right", fontsize=7)
+        ax.set_title(heading, fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(title, fontsize=8)
     fig.tight_layout()
     checkpoint.atomic_write(path, lambda f: fig.savefig(f, format="png"))
     plt.close(fig)
