@@ -275,6 +275,7 @@ BAD = {
     "--device": [["--device", "tpu9"], ["--device", "cuda:99"]] + ([] if CUDA else [["--device", "cuda"]]),
     "--threads": [["--threads", "0"], ["--threads", "100000"]],
     "--eval-batch-size": [["--eval-batch-size", "0"]],
+    "--tensorboard": [["--tensorboard=yes"]],
     "--out": [["--out", "{tmp}/afile"], ["--out", "{tmp}/afile/run"], ["--out", "/proc/multimix-run"]],
     "--quiet": [["--quiet=yes"]],
     "--verbose": [["--verbose=2"]],

@@ -206,3 +206,24 @@ def test_compare_evaluate_adds_the_columns(tmp_path, capsys):
     assert {"ece", "fgsm_acc", "pgd_acc", "ood_auroc", "ood_fpr95", "alignment", "uniformity"} <= set(rows[0])
     assert (out / "evaluation.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "erm" / "seed1" / "eval.json").is_file()
+
+
+def test_tensorboard_curves_and_evaluation(tmp_path):
+    import json
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from multimix.cli import main
+
+    run = tmp_path / "run"
+    argv = ["train", "--dataset", "toy", "--train-size", "300", "--epochs", "3", "--threads", "1", "--quiet",
+            "--tensorboard", "--out", str(run)]
+    assert main(argv) == 0
+    assert main(["evaluate", str(run), "--attacks", "fgsm", "--quiet"]) == 0
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    val = events.Scalars("train/val_acc")
+    assert [e.step for e in val] == [1, 2, 3]
+    assert [round(e.value, 5) for e in val] == [round(m["val_acc"], 5) for m in metrics]
+    assert {"train/train_loss", "train/lr", "eval/ece", "eval/fgsm_acc"} <= set(events.Tags()["scalars"])

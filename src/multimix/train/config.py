@@ -153,6 +153,7 @@ class TrainConfig:
     device: str = _field("cpu", "torch device", _str, group="run")
     threads: int | None = _field(None, "CPU threads for torch (default: torch's choice)", _opt(_parse_int), group="run")
     eval_batch_size: int = _field(1000, "evaluation batch size", _parse_int, group="run")
+    tensorboard: bool = _field(False, "write TensorBoard events into <out>/tensorboard (pip install tensorboard)", _parse_bool, group="run")
 
     # -- construction -----------------------------------------------------------------------
 
@@ -257,7 +258,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     #: Keys that do not change what a run computes, so a run may be resumed with other values.
-    RUNTIME_KEYS = ("device", "threads", "eval_batch_size", "data_dir", "download")
+    RUNTIME_KEYS = ("device", "threads", "eval_batch_size", "data_dir", "download", "tensorboard")
 
     def differences(self, other: TrainConfig) -> list[str]:
         """Keys (other than runtime ones) whose values differ, as 'key: mine vs other'."""

@@ -9,6 +9,7 @@ data (MNIST-1D, toy problems) 0.1 × the standard deviation of the test inputs, 
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -34,7 +35,7 @@ from multimix.evaluate import (
 from multimix.train.checkpoint import CheckpointError
 from multimix.train.config import ConfigError
 from multimix.train.runlock import RunLock
-from multimix.train.trainer import load_splits, model_from_checkpoint
+from multimix.train.trainer import load_splits, model_from_checkpoint, tensorboard_writer
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,13 @@ def _evaluate(run: Path, weights: Path, *, attacks, eps, pgd_steps, ood, attack_
     _plot_embedding(z, y, run / "embedding.png", title=f"{config.dataset} {config.method} s{config.seed}: PCA of embeddings")
     result["seconds"] = time.perf_counter() - start
     write_json(run / "eval.json", result)
+    if config.tensorboard:  # the run logs to TensorBoard: the evaluation goes beside its curves
+        board = tensorboard_writer(run)
+        epoch = json.loads((run / "summary.json").read_text())["best"]["epoch"] if (run / "summary.json").is_file() else 0
+        for key, value in result.items():
+            if isinstance(value, float):
+                board.add_scalar(f"eval/{key}", value, epoch)
+        board.close()
     log.info("%s: evaluated in %.1f s", run, result["seconds"])
     return result
 

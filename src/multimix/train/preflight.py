@@ -9,6 +9,7 @@ ResNet and leaves every random-number generator untouched.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 
@@ -31,6 +32,9 @@ def check_runnable(config: TrainConfig) -> None:
         _check_split(config, info.train_size, info.num_classes)
     check_files(config.dataset, config.data_dir, download=config.download)
     _check_model_and_method(config, info.input_shape, info.num_classes)
+    if config.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError("invalid value for tensorboard: True needs the tensorboard package: pip install tensorboard "
+                          "(or multimix[tensorboard])")
 
 
 def check_device(device: str) -> torch.device:

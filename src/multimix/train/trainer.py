@@ -135,6 +135,16 @@ def _resume_state(config: TrainConfig, out: Path, resume: bool) -> dict[str, Any
     return state
 
 
+def tensorboard_writer(out: Path, *, purge_step: int | None = None):
+    """A SummaryWriter on ``out/tensorboard``; a clear error if the package is missing."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ConfigError("--tensorboard needs the tensorboard package: pip install tensorboard "
+                          "(or multimix[tensorboard])") from None
+    return SummaryWriter(str(out / "tensorboard"), purge_step=purge_step)
+
+
 def _epoch_line(config: TrainConfig, record: dict[str, Any]) -> str:
     return (f"{config.dataset} {config.method} s{config.seed}: epoch {record['epoch']}/{config.epochs} · "
             f"train loss {record['train_loss']:.3f} · val {100 * record['val_acc']:.1f}% · "
@@ -206,6 +216,8 @@ def _train(config: TrainConfig, out: Path, *, resume: bool, progress: bool | Non
     checkpoint.write_text(out / "config.yaml", yaml.safe_dump({**config.to_dict(), "model": config.model_name}, sort_keys=False))
 
     # -- the loop ----------------------------------------------------------------------------
+    # Resuming purges events logged after the checkpoint's epoch, so the curves show the run that counts.
+    board = tensorboard_writer(out, purge_step=len(history) + 1) if config.tensorboard else None
     show_bar = sys.stderr.isatty() if progress is None else progress
     log_every = max(1, config.epochs // 10)  # without a bar, a line per tenth of the run
     bar = tqdm(total=config.epochs, initial=len(history), desc=f"{config.method} s{config.seed}", unit="epoch",
@@ -264,9 +276,16 @@ def _train(config: TrainConfig, out: Path, *, resume: bool, progress: bool | Non
         checkpoint.write_text(out / "metrics.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in history))
         bar.update(1)
         bar.set_postfix(loss=f"{history[-1]['train_loss']:.3f}", val=f"{val['acc']:.3f}")
+        if board is not None:
+            for key, value in history[-1].items():
+                if key != "epoch" and value is not None:
+                    board.add_scalar(f"train/{key}", value, epoch)
+            board.flush()
         loud = not show_bar and (epoch % log_every == 0 or epoch == config.epochs)
         log.log(logging.INFO if loud else logging.DEBUG, "%s", _epoch_line(config, history[-1]))
     bar.close()
+    if board is not None:
+        board.close()
     if mixer is not None:
         mixer.close()
 
