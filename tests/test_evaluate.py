@@ -227,3 +227,21 @@ def test_tensorboard_curves_and_evaluation(tmp_path):
     assert [e.step for e in val] == [1, 2, 3]
     assert [round(e.value, 5) for e in val] == [round(m["val_acc"], 5) for m in metrics]
     assert {"train/train_loss", "train/lr", "eval/ece", "eval/fgsm_acc"} <= set(events.Tags()["scalars"])
+
+
+def test_fashion_mnist_runs_are_tested_against_mnist_as_ood(tmp_path):
+    import json
+
+    from test_idx import write_release
+
+    from multimix.cli import main
+
+    write_release(tmp_path / "data" / "fashion-mnist", n_train=200, n_test=50, seed=0)
+    write_release(tmp_path / "data" / "mnist", n_train=200, n_test=30, seed=1)
+    run = tmp_path / "run"
+    assert main(["train", "--dataset", "fashion-mnist", "--data-dir", str(tmp_path / "data"), "--epochs", "1",
+                 "--threads", "1", "--quiet", "--out", str(run)]) == 0
+    assert main(["evaluate", str(run), "--attacks", "", "--ood", "shuffled", "--quiet"]) == 0
+    result = json.loads((run / "eval.json").read_text())
+    assert {"ood_shuffled_auroc", "ood_mnist_auroc", "ood_mnist_fpr95"} <= set(result)
+    assert "fgsm_acc" not in result and result["eps"] == 0.1  # the pixel budget of the 28×28 sets

@@ -189,8 +189,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     for run in args.runs:
         if not ((run / "best.pt").is_file() or (run / "checkpoint.pt").is_file()):
             raise ConfigError(f"invalid run folder {str(run)!r}: it holds no best.pt or checkpoint.pt")
+    from tqdm.auto import tqdm
+
+    show = not args.quiet and sys.stderr.isatty()
     results = [evaluate_run(run, attacks=tuple(attacks), eps=args.eps, pgd_steps=args.pgd_steps, ood=tuple(ood),
-                            attack_examples=args.attack_examples) for run in args.runs]
+                            attack_examples=args.attack_examples)
+               for run in tqdm(args.runs, desc="evaluate", unit="run", disable=not show)]
     print(format_eval_table(results))
     print("\nper run: eval.json, reliability.png, embedding.png in each run folder")
     return 0

@@ -5,6 +5,8 @@ Attack budgets are in input units. Defaults per dataset (``default_eps``): image
 [0, 1] (digits, MNIST, KMNIST, Fashion-MNIST) ε = 0.1 and inputs clipped to [0, 1], as in the MNIST
 literature; CIFAR, standardised by its loader, 8/255 of a pixel divided by the mean channel std; other
 data (MNIST-1D, toy problems) 0.1 × the standard deviation of the test inputs, unclipped.
+Out-of-distribution sets: noise and shuffled inputs made from the test set, and for the 28×28 sets
+the test images of their counterpart (Fashion-MNIST ↔ MNIST, KMNIST → MNIST) where its files are found.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 import torch
 
 from multimix._io import write_json
-from multimix.data import cifar
+from multimix.data import DataFilesMissing, cifar, idx_images
 from multimix.evaluate import (
     OOD_SETS,
     alignment,
@@ -40,6 +42,16 @@ from multimix.train.trainer import load_splits, model_from_checkpoint, tensorboa
 log = logging.getLogger(__name__)
 
 PIXEL_DATASETS = ("digits", "mnist", "kmnist", "fashion-mnist")
+#: A real out-of-distribution set of the same shape, used when its files are found.
+OTHER_DATASET = {"fashion-mnist": "mnist", "mnist": "fashion-mnist", "kmnist": "mnist"}
+
+
+def _files_found(name: str, data_dir: str | None) -> bool:
+    try:
+        idx_images.find_files(name, data_dir)
+    except DataFilesMissing:
+        return False
+    return True
 ATTACKS = ("fgsm", "pgd")
 
 
@@ -97,9 +109,13 @@ def _evaluate(run: Path, weights: Path, *, attacks, eps, pgd_steps, ood, attack_
 
     g = torch.Generator().manual_seed(seed)
     inside = ood_score(logits, "msp")
-    for kind in ood:
+    out_sets = {kind: make_ood(x, kind, generator=g) for kind in ood}
+    other = OTHER_DATASET.get(config.dataset)
+    if other is not None and _files_found(other, config.data_dir):  # a real dataset of the same shape
+        out_sets[other] = idx_images.load(other, config.data_dir)[2]
+    for kind, x_out in out_sets.items():
         with torch.no_grad():
-            out_logits = model(make_ood(x, kind, generator=g))
+            out_logits = torch.cat([model(x_out[i:i + 1000]) for i in range(0, len(x_out), 1000)])
         outside = ood_score(out_logits, "msp")
         result[f"ood_{kind}_auroc"] = auroc(inside, outside)
         result[f"ood_{kind}_fpr95"] = fpr_at_tpr(inside, outside, 0.95)
