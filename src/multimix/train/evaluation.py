@@ -122,7 +122,7 @@ def _evaluate(run: Path, weights: Path, *, attacks, eps, pgd_steps, ood, attack_
 
     z = embeddings(model, x, model.classifier_layer)
     result["alignment"], result["uniformity"] = alignment(z, y), uniformity(z)
-    _plot_embedding(z, y, run / "embedding.png", title=f"{config.dataset} {config.method} s{config.seed}: PCA of embeddings")
+    _plot_embedding(z, y, run / "embedding.png", title=f"{config.dataset} {config.method} s{config.seed}: classifier inputs")
     result["seconds"] = time.perf_counter() - start
     write_json(run / "eval.json", result)
     if config.tensorboard:  # the run logs to TensorBoard: the evaluation goes beside its curves
@@ -136,20 +136,30 @@ def _evaluate(run: Path, weights: Path, *, attacks, eps, pgd_steps, ood, attack_
     return result
 
 
-def _plot_embedding(z: torch.Tensor, y: torch.Tensor, path: Path, *, title: str) -> None:
+def _plot_embedding(z: torch.Tensor, y: torch.Tensor, path: Path, *, title: str, tsne_points: int = 500) -> None:
+    """PCA of all embeddings and t-SNE of the first ``tsne_points`` (t-SNE is quadratic), coloured by class."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from sklearn.decomposition import PCA
+    from sklearn.manifold import TSNE
 
     from multimix._io import atomic_write
 
-    points = PCA(n_components=2, random_state=0).fit_transform(z.numpy())
-    fig, ax = plt.subplots(figsize=(4.5, 4), dpi=120)
-    scatter = ax.scatter(points[:, 0], points[:, 1], c=y.numpy(), cmap="tab10", s=4, alpha=0.7)
-    ax.legend(*scatter.legend_elements(), fontsize=6, title="class", title_fontsize=7, loc="best")
-    ax.set_title(title, fontsize=8)
+    n = min(tsne_points, len(z))
+    views = [("PCA", PCA(n_components=2, random_state=0).fit_transform(z.numpy()), y.numpy())]
+    if n > 5:
+        tsne = TSNE(n_components=2, perplexity=min(30.0, (n - 1) / 3), init="pca", random_state=0)
+        views.append((f"t-SNE ({n} examples)", tsne.fit_transform(z[:n].numpy()), y[:n].numpy()))
+    fig, axes = plt.subplots(1, len(views), figsize=(4.2 * len(views), 4), dpi=120, squeeze=False)
+    for ax, (name, points, labels) in zip(axes[0], views):
+        scatter = ax.scatter(points[:, 0], points[:, 1], c=labels, cmap="tab10", s=4, alpha=0.7)
+        ax.set_title(name, fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0][-1].legend(*scatter.legend_elements(), fontsize=6, title="class", title_fontsize=7, loc="best")
+    fig.suptitle(title, fontsize=8)
     fig.tight_layout()
     atomic_write(path, lambda f: fig.savefig(f, format="png"))
     plt.close(fig)
