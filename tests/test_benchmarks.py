@@ -30,4 +30,4 @@ def test_overhead_benchmark_runs_on_the_small_model(tmp_path):
 
 def test_model_cost_benchmark_states_flops(tmp_path):
     out = run("benchmarks/model_cost.py", "--rounds", "1", "--threads", "1", "--out", str(tmp_path / "m.md"))
-    assert "| preactresnet8 (w=32, default) | 307,690 | 74.3 |" in out and (tmp_path / "m.md").read_text() == out
+    assert "| preactresnet8 (w=32, default) | 307,690 | 74.3 |" in out and (tmp_path / "m.md").read_text().strip() == out.strip()
