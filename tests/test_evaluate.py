@@ -245,3 +245,11 @@ def test_fashion_mnist_runs_are_tested_against_mnist_as_ood(tmp_path):
     result = json.loads((run / "eval.json").read_text())
     assert {"ood_shuffled_auroc", "ood_mnist_auroc", "ood_mnist_fpr95"} <= set(result)
     assert "fgsm_acc" not in result and result["eps"] == 0.1  # the pixel budget of the 28×28 sets
+
+
+def test_eval_table_has_a_column_for_every_metric_seen():
+    from multimix.train.evaluation import format_eval_table
+
+    table = format_eval_table([{"run": "a", "test_acc": 0.5, "seconds": 1.0},
+                               {"run": "b", "test_acc": 0.75, "ood_mnist_auroc": 0.9}])
+    assert "| a | 0.5000 | — |" in table and "| b | 0.7500 | 0.9000 |" in table

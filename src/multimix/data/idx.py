@@ -52,7 +52,7 @@ def write_idx(path: str | Path, array: np.ndarray, *, compress: bool | None = No
     """Write ``array`` as an IDX file; gzipped if ``compress`` (default: when the name ends in .gz)."""
     path = Path(path)
     array = np.asarray(array)
-    code = next((c for c, d in DTYPES.items() if d == array.dtype.newbyteorder(">") or d == array.dtype), None)
+    code = next((c for c, d in DTYPES.items() if (d.kind, d.itemsize) == (array.dtype.kind, array.dtype.itemsize)), None)
     if code is None:
         raise ValueError(f"array must have one of the IDX dtypes {[d.name for d in DTYPES.values()]}, got {array.dtype}")
     data = bytes([0, 0, code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)

@@ -167,10 +167,11 @@ def _plot_embedding(z: torch.Tensor, y: torch.Tensor, path: Path, *, title: str,
 
 def format_eval_table(results: list[dict[str, Any]]) -> str:
     """A Markdown table, one row per run: accuracy, calibration, robustness, OOD and geometry."""
-    keys = [k for k in results[0] if k not in ("run", "weights", "seconds", "eps")]
+    # Runs may differ in their metrics (a real OOD set only where its files are found): a column per metric seen.
+    keys = list(dict.fromkeys(k for r in results for k in r if k not in ("run", "weights", "seconds", "eps")))
     lines = ["| run | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
     for r in results:
-        lines.append(f"| {r['run']} | " + " | ".join(f"{r[k]:.4f}" for k in keys) + " |")
+        lines.append(f"| {r['run']} | " + " | ".join(f"{r[k]:.4f}" if k in r else "—" for k in keys) + " |")
     return "\n".join(lines)
 
 
