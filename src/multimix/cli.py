@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import shlex
 import signal
 import sys
@@ -76,7 +77,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         base = checkpoint.saved_config(checkpoint.load(ckpt), ckpt).to_dict()
     config = resolve_config(args, base)
     args.continue_with = f"multimix train --out {shlex.quote(str(out))} --resume"
+    if _torchrun_world() > 1:
+        args.continue_with = f"the same torchrun command, with {args.continue_with}"
     summary = train(config, out, resume=args.resume, progress=False if args.quiet else None)
+    if _torchrun_rank() != 0:
+        return 0  # rank 0 reports for every process
     best = summary["best"]
     print(f"{config.dataset} / {config.model_name} / {config.method} (seed {config.seed}): "
           f"test accuracy {100 * best['test_acc']:.2f}% at epoch {best['epoch']} (best validation "
@@ -252,12 +257,25 @@ def _raise_terminated(signum, frame):
     raise Terminated
 
 
+def _torchrun_rank() -> int:
+    """This process's rank when started by torchrun (0 otherwise)."""
+    return int(os.environ.get("RANK", "0") or 0) if "WORLD_SIZE" in os.environ else 0
+
+
+def _torchrun_world() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1") or 1)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     args.argv = argv
-    level = logging.DEBUG if args.verbose else logging.WARNING if getattr(args, "quiet", False) else logging.INFO
+    rank = _torchrun_rank()
+    if _torchrun_world() > 1 and args.command != "train":
+        parser.exit(2, f"multimix: error: under torchrun only `multimix train` runs (one process per device); "
+                       f"`multimix {args.command}` runs on its own (compare: --jobs N for runs in parallel)\n")
+    level = logging.DEBUG if args.verbose else logging.WARNING if getattr(args, "quiet", False) or rank else logging.INFO
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
@@ -267,13 +285,14 @@ def main(argv: list[str] | None = None) -> int:
         with logging_redirect_tqdm():  # log lines go above a progress bar, not through it
             return args.func(args)
     except USER_ERRORS as exc:
-        parser.exit(2, f"multimix: error: {exc}\n")
+        # Under torchrun every rank meets the same bad option or folder: rank 0 says it once.
+        parser.exit(2, f"multimix: error: {exc}\n" if rank == 0 else None)
     except WorkerDied as exc:  # not the user's input, but nothing a traceback would explain either
         parser.exit(1, f"multimix: error: {exc}\n")
     except (KeyboardInterrupt, Terminated) as exc:
         hint = getattr(args, "continue_with", None)
         code = 130 if isinstance(exc, KeyboardInterrupt) else 143
-        parser.exit(code, "multimix: interrupted" + (f"; to continue: {hint}" if hint else "") + "\n")
+        parser.exit(code, "multimix: interrupted" + (f"; to continue: {hint}" if hint else "") + "\n" if rank == 0 else None)
     finally:
         signal.signal(signal.SIGTERM, previous)
 

@@ -23,6 +23,10 @@ METHODS = ("erm", "mixup", "manifold", "multimix", "dense-multimix", "confmix", 
 ATTENTIONS = ("none", "pooled", "cam")
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULERS = ("cosine", "none")
+AMP = ("none", "bf16", "fp16")
+MIX_SCOPES = ("local", "global")
+#: Methods that can mix over the global batch under torchrun (``mix_scope="global"``).
+GLOBAL_SCOPE_METHODS = ("multimix", "dense-multimix")
 
 #: α used when a method's α is not given: Zhang et al. (mixup), Verma et al. (manifold), SPEC §2.
 DEFAULT_ALPHA = {"mixup": 1.0, "manifold": 2.0, "multimix": 1.0, "dense-multimix": 1.0, "cutmix": 1.0,
@@ -146,6 +150,10 @@ class TrainConfig:
     confmix_scale: float = _field(1.0, "confmix: multiplies the per-example α (0.5 = '½ ConfMix')", _parse_float, group="method")
     confmix_warmup: int = _field(5, "confmix: epochs of ERM before mixing starts", _parse_int, group="method")
     attention: str = _field("none", "dense-multimix: attention over positions", _str, ATTENTIONS, "method")
+    mix_scope: str = _field("local", "multimix methods under torchrun: 'local' mixes each process's share of the batch "
+                            "(n and m per process, the paper's multi-GPU setting); 'global' mixes the whole global "
+                            "batch (n in total; results do not depend on the number of processes)", _str, MIX_SCOPES,
+                            "method")
     teacher_momentum: float | None = _field(None, "multimix methods: EMA teacher momentum for self-distilled targets (none: no teacher)", _opt(_parse_float), group="method")
     distill_weight: float = _field(1.0, "multimix methods: weight w of the distilled loss (with a teacher)", _parse_float, group="method")
     temperature: float = _field(1.0, "multimix methods: temperature of the teacher's softmax", _parse_float, group="method")
@@ -154,6 +162,15 @@ class TrainConfig:
     threads: int | None = _field(None, "CPU threads for torch (default: torch's choice)", _opt(_parse_int), group="run")
     eval_batch_size: int = _field(1000, "evaluation batch size", _parse_int, group="run")
     tensorboard: bool = _field(False, "write TensorBoard events into <out>/tensorboard (pip install tensorboard)", _parse_bool, group="run")
+    amp: str = _field("none", "automatic mixed precision: bf16 (CUDA or CPU) or fp16 (CUDA, with a gradient scaler); "
+                      "mixing weights and targets stay float32", _str, AMP, "run")
+    channels_last: bool = _field(False, "image models: NHWC memory layout (faster convolutions on recent GPUs)",
+                                 _parse_bool, group="run")
+    compile: bool = _field(False, "torch.compile the model (the first steps are slow while it compiles)",
+                           _parse_bool, group="run")
+    sync_bn: bool = _field(False, "under torchrun on CUDA: SyncBatchNorm, so that batch-norm statistics are those of "
+                           "the global batch rather than of each process's share (results then do not depend on the "
+                           "number of processes; costs one all-reduce per BN layer)", _parse_bool, group="run")
 
     # -- construction -----------------------------------------------------------------------
 
@@ -243,6 +260,9 @@ class TrainConfig:
         if self.teacher_momentum is not None and self.method not in ("multimix", "dense-multimix"):
             raise ConfigError(f"teacher_momentum applies to multimix and dense-multimix, not to method {self.method!r}")
         need(self.layers is None or len(self.layers) > 0, "layers", "a non-empty list of layer names")
+        if self.mix_scope != "local" and self.method not in GLOBAL_SCOPE_METHODS:
+            raise ConfigError(f"invalid value for mix_scope: {self.mix_scope!r}; global scope applies to "
+                              f"{' and '.join(GLOBAL_SCOPE_METHODS)}, not to method {self.method!r}")
 
     # -- derived ----------------------------------------------------------------------------
 
@@ -258,7 +278,8 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     #: Keys that do not change what a run computes, so a run may be resumed with other values.
-    RUNTIME_KEYS = ("device", "threads", "eval_batch_size", "data_dir", "download", "tensorboard")
+    RUNTIME_KEYS = ("device", "threads", "eval_batch_size", "data_dir", "download", "tensorboard", "channels_last",
+                    "compile")
 
     def differences(self, other: TrainConfig) -> list[str]:
         """Keys (other than runtime ones) whose values differ, as 'key: mine vs other'."""

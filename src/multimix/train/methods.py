@@ -16,8 +16,15 @@ def build_mixer(
     num_classes: int,
     generator: torch.Generator | None,
     teacher: EMATeacher | None = None,
+    *,
+    wrapped: nn.Module | None = None,
 ) -> nn.Module | None:
-    """The mixer for ``config.method`` (None for ERM), aimed at the model's named layers."""
+    """The mixer for ``config.method`` (None for ERM), aimed at the model's named layers.
+
+    ``wrapped``: what the mixer calls, when not ``model`` itself: ``model`` in
+    ``DistributedDataParallel`` and/or compiled (it keeps the layer names; ``model`` says which they are).
+    """
+    spec, model = model, model if wrapped is None else wrapped
     common = dict(num_classes=num_classes, generator=generator)
     distill = dict(teacher=teacher, distill_weight=config.distill_weight, temperature=config.temperature)
     if config.method == "erm":
@@ -25,7 +32,7 @@ def build_mixer(
     if config.method == "mixup":
         return Mixup(model, alpha=config.method_alpha, per_sample=config.per_sample, **common)
     if config.method == "manifold":
-        layers = config.layers or model.manifold_layers
+        layers = config.layers or spec.manifold_layers
         return ManifoldMixup(model, layers=layers, alpha=config.method_alpha, per_sample=config.per_sample, **common)
     if config.method == "cutmix":
         return CutMix(model, alpha=config.method_alpha, per_sample=config.per_sample, **common)
@@ -37,13 +44,13 @@ def build_mixer(
     if config.method in ("multimix", "dense-multimix"):
         shared = dict(n=config.n, m=config.m, alpha=config.method_alpha, p=config.p, **distill, **common)
         if config.method == "multimix":
-            return MultiMix(model, before=model.classifier_layer, keep_clean=config.keep_clean, **shared)
-        if model.feature_layer is None:
+            return MultiMix(model, before=spec.classifier_layer, keep_clean=config.keep_clean, **shared)
+        if spec.feature_layer is None:
             raise ConfigError(f"dense-multimix needs a model with a spatial embedding; {config.model_name} has none "
                               "(use cnn1d, preactresnet8, preactresnet18 or vit)")
-        return DenseMultiMix(model, features=model.feature_layer, classifier=model.classifier_layer,
-                             attention=config.attention, layout=model.feature_layout,
-                             prefix_tokens=getattr(model, "feature_prefix_tokens", 0), **shared)
+        return DenseMultiMix(model, features=spec.feature_layer, classifier=spec.classifier_layer,
+                             attention=config.attention, layout=spec.feature_layout,
+                             prefix_tokens=getattr(spec, "feature_prefix_tokens", 0), **shared)
     raise ConfigError(f"unknown method {config.method!r}")
 
 

@@ -18,16 +18,19 @@ import torch
 from multimix.data import check_files, dataset_info
 from multimix.models import build_model
 from multimix.train.checkpoint import first_line
+from multimix.train import distributed
 from multimix.train.config import ConfigError, TrainConfig
 from multimix.train.methods import build_mixer
 
 
 def check_runnable(config: TrainConfig) -> None:
     """Raise :class:`ConfigError` (or ``DataFilesMissing``) naming the option if ``config`` cannot run here."""
-    check_device(config.device)
+    device = check_device(config.device)
     _check_threads(config.threads)
     info = dataset_info(config.dataset, toy_classes=config.toy_classes, toy_dim=config.toy_dim,
                         train_size=config.train_size)
+    _check_gpu_path(config, device, info.input_shape)
+    _check_processes(config, device)
     if info.train_size is not None:
         _check_split(config, info.train_size, info.num_classes)
     check_files(config.dataset, config.data_dir, download=config.download)
@@ -56,6 +59,33 @@ def check_device(device: str) -> torch.device:
         raise ConfigError(f"invalid value for device: {device!r}; this machine has {count} {dev.type} "
                           f"device(s), numbered from 0")
     return dev
+
+
+def _check_gpu_path(config: TrainConfig, device: torch.device, input_shape: tuple[int, ...]) -> None:
+    if config.amp == "fp16" and device.type != "cuda":
+        raise ConfigError(f"invalid value for amp: 'fp16' needs a CUDA device (device is {config.device!r}); "
+                          "on the CPU use --amp bf16")
+    if config.channels_last and len(input_shape) != 3:
+        raise ConfigError(f"invalid value for channels_last: True applies to images (C, H, W); {config.dataset}'s "
+                          f"examples have shape {tuple(input_shape)}")
+
+
+def _check_processes(config: TrainConfig, device: torch.device) -> None:
+    """What only matters under torchrun: enough examples per process, SyncBatchNorm's device, GPUs."""
+    env = distributed.from_environment()
+    world = 1 if env is None else env.world_size
+    if world == 1:
+        return
+    if config.batch_size < 2 * world:
+        raise ConfigError(f"invalid value for batch_size: {config.batch_size}; --batch-size is the global batch, "
+                          f"split over {world} processes: expected at least {2 * world} (two examples per process)")
+    if config.sync_bn and device.type != "cuda":
+        raise ConfigError(f"invalid value for sync_bn: True needs CUDA devices (torch's SyncBatchNorm does not run on "
+                          f"{device.type}); leave out --sync-bn, or train with --device cuda")
+    if device.type == "cuda" and device.index is None and env.local_rank >= torch.cuda.device_count():
+        raise ConfigError(f"invalid value for device: 'cuda'; process {env.rank} has local rank {env.local_rank} but "
+                          f"this machine has {torch.cuda.device_count()} CUDA device(s): start at most that many "
+                          "processes per machine (torchrun --nproc_per_node)")
 
 
 def available_cpus() -> int:

@@ -20,18 +20,20 @@ exactly the weights and metrics of the same run never interrupted (on the CPU).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import sys
 import time
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 import yaml
-from torch import nn
-from torch.utils.data import BatchSampler, DataLoader, RandomSampler, TensorDataset
+from torch import Tensor, nn
+from torch.utils.data import TensorDataset
 from tqdm.auto import tqdm
 
 from multimix.data import Splits, dataset_info, load_dataset
@@ -40,11 +42,11 @@ from multimix.functional import one_hot, soft_cross_entropy
 from multimix.models import build_model
 from multimix.schedules import make_schedule
 from multimix.teacher import EMATeacher
-from multimix.train import checkpoint
+from multimix.train import checkpoint, distributed
 from multimix.train.config import ConfigError, TrainConfig
 from multimix.train.methods import build_mixer
 from multimix.train.preflight import check_runnable
-from multimix.train.runlock import RunLock
+from multimix.train.runlock import FolderInUse, RunLock
 
 log = logging.getLogger(__name__)
 
@@ -64,18 +66,60 @@ def load_splits(config: TrainConfig) -> Splits:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: TensorDataset, num_classes: int, *, batch_size: int, device: torch.device) -> dict[str, float]:
-    """Mean cross-entropy and accuracy of ``model`` on ``data``."""
+def evaluate(model: nn.Module, data: TensorDataset, num_classes: int, *, batch_size: int, device: torch.device,
+             amp: str = "none", channels_last: bool = False) -> dict[str, float]:
+    """Mean cross-entropy and accuracy of ``model`` on ``data``.
+
+    Under torchrun each process evaluates its contiguous share and the sums are added across
+    processes, so every process returns the figures of the whole set. Sums stay on the device: one
+    transfer to the host at the end.
+    """
     model.eval()
     x_all, y_all = data.tensors
-    loss_sum, correct = 0.0, 0
-    for start in range(0, len(y_all), batch_size):
-        x = x_all[start : start + batch_size].to(device)
-        y = y_all[start : start + batch_size].to(device)
-        logits = model(x).float()
-        loss_sum += torch.nn.functional.cross_entropy(logits, y, reduction="sum").item()
-        correct += (logits.argmax(1) == y).sum().item()
+    part = distributed.share(len(y_all), distributed.rank(), distributed.world_size())
+    sums = torch.zeros(2, dtype=torch.float64, device=device)  # loss, correct
+    for start in range(part.start, part.stop, batch_size):
+        stop = min(start + batch_size, part.stop)
+        x = _layout(x_all[start:stop].to(device, non_blocking=True), channels_last)
+        y = y_all[start:stop].to(device, non_blocking=True)
+        with _autocast(device, amp):
+            logits = model(x)
+        logits = logits.float()
+        sums[0] += torch.nn.functional.cross_entropy(logits, y, reduction="sum")
+        sums[1] += (logits.argmax(1) == y).sum()
+    loss_sum, correct = distributed.all_reduce_sum(sums).tolist()
     return {"loss": loss_sum / len(y_all), "acc": correct / len(y_all)}
+
+
+def _autocast(device: torch.device, amp: str):
+    """Autocast to ``amp`` ("bf16", "fp16") on ``device``; a no-op context for "none"."""
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+    return torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype is not None)
+
+
+def _layout(x: Tensor, channels_last: bool) -> Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    """Batches in an epoch of :func:`epoch_batches`."""
+    return n // batch_size if n >= batch_size else 1
+
+
+def epoch_batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[Tensor]:
+    """The global batches of one epoch: index tensors into the training set, in a seeded random order.
+
+    The last partial batch is dropped when there is at least one full batch (mixup and batch norm
+    dislike a batch of one). A second permutation is drawn and discarded after the last batch, as
+    ``BatchSampler(RandomSampler(...))`` does, so that runs keep every draw of earlier versions.
+    """
+    perm = torch.randperm(n, generator=generator)
+    if n < batch_size:
+        torch.randperm(n, generator=generator)
+        yield perm
+        return
+    yield from perm[: n - n % batch_size].split(batch_size)
+    torch.randperm(n, generator=generator)  # RandomSampler's trailing draw (its num_samples % n tail)
 
 
 def select_best(history: list[dict[str, Any]]) -> dict[str, Any]:
@@ -96,13 +140,33 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, progres
         progress: show a progress bar; None shows it only on a terminal. Without a bar, a line is
             logged every tenth of the epochs (every epoch at DEBUG level).
 
-    Everything that can be checked without data is checked before the folder is touched.
+    Everything that can be checked without data is checked before the folder is touched. Started by
+    ``torchrun``, every process calls this: they join one process group (:mod:`.distributed`), rank 0
+    alone holds the folder and writes into it, and every rank returns the same summary.
     """
     config.validate()
     check_runnable(config)
     out = Path(out)
-    with RunLock(out):
-        return _train(config, out, resume=resume, progress=progress)
+    with distributed.process_group(config.device) as world:
+        with contextlib.ExitStack() as stack:
+            # Rank 0 takes the folder and reads the checkpoint; every rank learns the outcome, so an
+            # error there ends every process with the same message instead of leaving them waiting.
+            outcome: tuple[str, Any] = ("ok", None)
+            if world.is_main:
+                try:
+                    stack.enter_context(RunLock(out))
+                    outcome = ("ok", _resume_state(config, out, resume))
+                except (ConfigError, checkpoint.CheckpointError, FolderInUse) as exc:
+                    if world.world_size == 1:
+                        raise
+                    outcome = ("error", exc)
+            outcome = distributed.broadcast_object((outcome[0], outcome[1] if outcome[0] == "ok" else
+                                                    (type(outcome[1]).__name__, str(outcome[1]))), world)
+            if outcome[0] == "error":
+                name, message = outcome[1]
+                raise (FolderInUse if name == "FolderInUse" else
+                       checkpoint.CheckpointError if name == "CheckpointError" else ConfigError)(message)
+            return _train(config, out, world, outcome[1], progress=progress)
 
 
 def _resume_state(config: TrainConfig, out: Path, resume: bool) -> dict[str, Any] | None:
@@ -151,35 +215,53 @@ def _epoch_line(config: TrainConfig, record: dict[str, Any]) -> str:
             f"test {100 * record['test_acc']:.1f}% · {record['time_s']:.2f} s")
 
 
-def _train(config: TrainConfig, out: Path, *, resume: bool, progress: bool | None) -> dict[str, Any]:
+def _train(config: TrainConfig, out: Path, world: distributed.Dist, state: dict[str, Any] | None, *,
+           progress: bool | None) -> dict[str, Any]:
     ckpt_path = out / "checkpoint.pt"
-    state = _resume_state(config, out, resume)  # load and check before any other work
     if config.threads:
         torch.set_num_threads(config.threads)
-    device = torch.device(config.device)
+    device = distributed.rank_device(config.device, world)
+    main = world.is_main
 
     # -- data, model, method, optimiser ------------------------------------------------------
     splits = load_splits(config)
-    torch.manual_seed(config.seed)
+    # Small datasets live on the device: batches are sliced there, no loader round trip.
+    train_x, train_y = (t.to(device) for t in splits.train.tensors)
+    torch.manual_seed(config.seed)  # the same initial weights on every rank
     model = build_model(config.model_name, input_shape=splits.input_shape, num_classes=splits.num_classes).to(device)
-    data_gen = torch.Generator().manual_seed(config.seed)  # data order and augmentation
-    mix_gen = torch.Generator(device=device).manual_seed(config.seed + 1)  # every mixing draw
+    if config.sync_bn and world.world_size > 1:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    net: nn.Module = model  # what the step calls: the model, wrapped for DDP and compiled as asked
+    if world.world_size > 1:
+        # Dense MultiMix classifies positions of the features: what follows them gets no gradient.
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device] if device.type == "cuda" else None,
+            find_unused_parameters=config.method == "dense-multimix")
+    if config.compile:
+        net = torch.compile(net)
+    # Evaluation runs on each rank's share of the data, outside DDP (whose forward expects every
+    # rank to take part, and the shares may differ by one batch).
+    eval_net = net if world.world_size == 1 else (torch.compile(model) if config.compile else model)
+    data_gen = torch.Generator().manual_seed(config.seed)  # data order and augmentation, the same on every rank
+    # Mixing draws: the same on every rank for global scope (one Λ over the global batch), each rank
+    # its own for local scope (rank 0 keeps the single-process stream).
+    mix_seed = config.seed + 1 + (world.rank << 32 if config.mix_scope == "local" else 0)
+    mix_gen = torch.Generator(device=device).manual_seed(mix_seed)
     teacher = None if config.teacher_momentum is None else EMATeacher(model, momentum=config.teacher_momentum)
-    mixer = build_mixer(config, model, splits.num_classes, mix_gen, teacher)
+    mixer = build_mixer(config, model, splits.num_classes, mix_gen, teacher, wrapped=net)  # hooks before any compiled call
 
-    drop_last = len(splits.train) >= config.batch_size  # mixup and BatchNorm dislike a last batch of 1
-    loader = DataLoader(
-        splits.train,
-        sampler=BatchSampler(RandomSampler(splits.train, generator=data_gen), config.batch_size, drop_last),
-        batch_size=None,  # the sampler yields whole batches: one tensor index per batch, no collation
-    )
-    steps_per_epoch = len(loader)
+    steps = steps_per_epoch(len(train_y), config.batch_size)
+    fused = {"fused": True} if device.type == "cuda" else {}  # fused steps take the fp16 scaler's flag on device
     if config.optimizer == "adam":
-        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, **fused)
     else:
         optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                                    weight_decay=config.weight_decay, nesterov=config.nesterov and config.momentum > 0)
-    total_steps = config.epochs * steps_per_epoch
+                                    weight_decay=config.weight_decay, nesterov=config.nesterov and config.momentum > 0,
+                                    **fused)
+    scaler = torch.amp.GradScaler(device.type, enabled=config.amp == "fp16")
+    total_steps = config.epochs * steps
     if config.scheduler == "cosine":
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps)))
     else:
@@ -193,15 +275,22 @@ def _train(config: TrainConfig, out: Path, *, resume: bool, progress: bool | Non
     # -- resume ------------------------------------------------------------------------------
     history: list[dict[str, Any]] = []
     if state is not None:
+        saved_world = state.get("world_size", 1)
+        if saved_world != world.world_size:
+            raise ConfigError(f"cannot resume {out} with {world.world_size} process(es): it was trained with "
+                              f"{saved_world}, and each process's mixing draws are part of its state; resume with "
+                              f"the command that started it ({saved_world} process(es))")
         try:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
+            if "scaler" in state:
+                scaler.load_state_dict(state["scaler"])
             if teacher is not None:
                 teacher.load_state_dict(state["teacher"])
             torch.set_rng_state(state["rng"]["torch"])
             data_gen.set_state(state["rng"]["data"])
-            mix_gen.set_state(state["rng"]["mix"])
+            mix_gen.set_state(state["rng"].get("mix_ranks", [state["rng"]["mix"]])[world.rank])
         except (KeyError, RuntimeError, ValueError) as exc:
             raise checkpoint.CheckpointError(f"{ckpt_path} does not match this run ({checkpoint.first_line(exc, 300)}); "
                                             "move it aside or delete it to start over") from None
@@ -209,71 +298,90 @@ def _train(config: TrainConfig, out: Path, *, resume: bool, progress: bool | Non
         log.info("%s %s s%d: resuming %s after epoch %d of %d", config.dataset, config.method, config.seed, out,
                  len(history), config.epochs)
     else:
-        log.info("%s %s s%d: training %s for %d epochs into %s", config.dataset, config.method, config.seed,
-                 config.model_name, config.epochs, out)
+        log.info("%s %s s%d: training %s for %d epochs into %s%s", config.dataset, config.method, config.seed,
+                 config.model_name, config.epochs, out,
+                 f" with {world.world_size} processes" if world.world_size > 1 else "")
 
-    out.mkdir(parents=True, exist_ok=True)
-    checkpoint.write_text(out / "config.yaml", yaml.safe_dump({**config.to_dict(), "model": config.model_name}, sort_keys=False))
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        checkpoint.write_text(out / "config.yaml", yaml.safe_dump({**config.to_dict(), "model": config.model_name}, sort_keys=False))
 
     # -- the loop ----------------------------------------------------------------------------
     # Resuming purges events logged after the checkpoint's epoch, so the curves show the run that counts.
-    board = tensorboard_writer(out, purge_step=len(history) + 1) if config.tensorboard else None
-    show_bar = sys.stderr.isatty() if progress is None else progress
+    board = tensorboard_writer(out, purge_step=len(history) + 1) if config.tensorboard and main else None
+    show_bar = main and (sys.stderr.isatty() if progress is None else progress)
     log_every = max(1, config.epochs // 10)  # without a bar, a line per tenth of the run
     bar = tqdm(total=config.epochs, initial=len(history), desc=f"{config.method} s{config.seed}", unit="epoch",
                disable=not show_bar, leave=False)
     for epoch in range(len(history) + 1, config.epochs + 1):
-        model.train()
+        net.train()
         if schedule is not None:
             mixer.set_alpha(schedule(epoch - 1))  # α of this epoch, from 0-based epoch index
         # ConfMix waits for a model confident enough to say how much to mix: ERM first.
         step_mixer = None if config.method == "confmix" and epoch <= config.confmix_warmup else mixer
         start = time.perf_counter()
-        loss_sum = 0.0
-        for x, y in loader:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            if augment is not None:
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)  # on the device: no sync per step
+        for batch in epoch_batches(len(train_y), config.batch_size, data_gen):
+            batch = batch.to(device, non_blocking=True)
+            x, y = train_x[batch], train_y[batch]
+            if augment is not None:  # drawn for the global batch, so the draws do not depend on the ranks
                 x = augment(x, generator=data_gen)
+            mine = distributed.share(len(batch), world.rank, world.world_size)
+            x, y = _layout(x[mine], config.channels_last), y[mine]
             if config.label_smoothing > 0 or step_mixer is None:  # smoothed before any mixing, as timm does
                 y = one_hot(y, splits.num_classes, smoothing=config.label_smoothing)
-            logits, targets = (model(x), y) if step_mixer is None else step_mixer(x, y)
-            loss = soft_cross_entropy(logits, targets)
+            with _autocast(device, config.amp):
+                logits, targets = (net(x), y) if step_mixer is None else step_mixer(x, y)
+            loss = _global_mean_loss(logits.float(), targets, world.world_size)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
             scheduler.step()
             if teacher is not None:
                 teacher.update()
-            loss_sum += loss.item()
+            loss_sum += loss.detach()
+        # Each rank's loss is weighted so that the ranks' losses average to the global batch's mean.
+        train_loss = distributed.all_reduce_sum(loss_sum).item() / world.world_size / steps
         train_time = time.perf_counter() - start
 
-        val = evaluate(model, splits.val, splits.num_classes, batch_size=config.eval_batch_size, device=device)
-        test = evaluate(model, splits.test, splits.num_classes, batch_size=config.eval_batch_size, device=device)
+        val = evaluate(eval_net, splits.val, splits.num_classes, batch_size=config.eval_batch_size, device=device,
+                       amp=config.amp, channels_last=config.channels_last)
+        test = evaluate(eval_net, splits.test, splits.num_classes, batch_size=config.eval_batch_size, device=device,
+                        amp=config.amp, channels_last=config.channels_last)
         history.append({
             "epoch": epoch,
-            "train_loss": loss_sum / max(steps_per_epoch, 1),
+            "train_loss": train_loss,
             "val_loss": val["loss"], "val_acc": val["acc"],
             "test_loss": test["loss"], "test_acc": test["acc"],
             "lr": optimizer.param_groups[0]["lr"],
             "alpha": getattr(step_mixer, "alpha", None),
             "time_s": train_time,
         })
-        # The weights of the epoch chosen on validation, for evaluation; written before the checkpoint
-        # so that a kill between the two makes the resumed run rewrite it, never skip it.
-        if select_best(history) is history[-1]:
-            checkpoint.save(out / "best.pt", {"config": config.to_dict(), "model": model.state_dict(), "epoch": epoch})
-        # Checkpoint, then the metrics file derived from it: a kill between the two only
-        # loses a line that resuming rewrites.
-        checkpoint.save(ckpt_path, {
-            "config": config.to_dict(),
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "teacher": None if teacher is None else teacher.state_dict(),
-            "rng": {"torch": torch.get_rng_state(), "data": data_gen.get_state(), "mix": mix_gen.get_state()},
-            "history": history,
-        })
-        checkpoint.write_text(out / "metrics.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in history))
+        mix_states = distributed.all_gather_objects(mix_gen.get_state(), world)  # a collective: every rank
+        if main:
+            # The weights of the epoch chosen on validation, for evaluation; written before the checkpoint
+            # so that a kill between the two makes the resumed run rewrite it, never skip it.
+            if select_best(history) is history[-1]:
+                checkpoint.save(out / "best.pt", {"config": config.to_dict(), "model": model.state_dict(), "epoch": epoch})
+            # Checkpoint, then the metrics file derived from it: a kill between the two only
+            # loses a line that resuming rewrites.
+            checkpoint.save(ckpt_path, {
+                "config": config.to_dict(),
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(),
+                "teacher": None if teacher is None else teacher.state_dict(),
+                "rng": {"torch": torch.get_rng_state(), "data": data_gen.get_state(), "mix": mix_states[0],
+                        "mix_ranks": mix_states},
+                "world_size": world.world_size,
+                "history": history,
+            })
+            checkpoint.write_text(out / "metrics.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in history))
+        # No rank starts the next epoch before rank 0 has saved this one: a kill then loses no more
+        # than the epoch under way, on every rank alike.
+        distributed.barrier(world)
         bar.update(1)
         bar.set_postfix(loss=f"{history[-1]['train_loss']:.3f}", val=f"{val['acc']:.3f}")
         if board is not None:
@@ -281,7 +389,7 @@ def _train(config: TrainConfig, out: Path, *, resume: bool, progress: bool | Non
                 if key != "epoch" and value is not None:
                     board.add_scalar(f"train/{key}", value, epoch)
             board.flush()
-        loud = not show_bar and (epoch % log_every == 0 or epoch == config.epochs)
+        loud = main and not show_bar and (epoch % log_every == 0 or epoch == config.epochs)
         log.log(logging.INFO if loud else logging.DEBUG, "%s", _epoch_line(config, history[-1]))
     bar.close()
     if board is not None:
@@ -296,14 +404,29 @@ def _train(config: TrainConfig, out: Path, *, resume: bool, progress: bool | Non
         "method": config.method,
         "seed": config.seed,
         "epochs": config.epochs,
+        "processes": world.world_size,
         "final": {k: history[-1][k] for k in ("epoch", "val_acc", "test_acc", "val_loss", "test_loss")},
         "best": {k: best[k] for k in ("epoch", "val_acc", "test_acc", "val_loss", "test_loss")},
         "time_per_epoch_s": sum(r["time_s"] for r in history) / len(history),
     }
-    checkpoint.write_json(out / "summary.json", summary)
+    if main:
+        checkpoint.write_json(out / "summary.json", summary)
     log.debug("%s %s s%d: test accuracy %.2f%% at epoch %d (best validation accuracy)", config.dataset,
               config.method, config.seed, 100 * best["test_acc"], best["epoch"])
     return summary
+
+
+def _global_mean_loss(logits: Tensor, targets: Tensor, world_size: int) -> Tensor:
+    """The loss whose gradient, averaged over ranks by DDP, is that of the mean over all ranks' rows.
+
+    In one process: the mean soft cross-entropy. Under torchrun each rank may hold a different
+    number of rows (a global batch that does not split evenly; mixers that generate rows), so each
+    rank's sum is divided by the rows of all ranks and multiplied by the number of ranks.
+    """
+    if world_size == 1:
+        return soft_cross_entropy(logits, targets)
+    rows = distributed.all_reduce_sum(torch.tensor(float(logits.shape[0]), device=logits.device))
+    return soft_cross_entropy(logits, targets, reduction="sum") * (world_size / rows)
 
 
 def model_from_checkpoint(path: str | Path) -> tuple[nn.Module, TrainConfig]:
