@@ -79,6 +79,12 @@ class _Mixer(nn.Module):
         self.model = model
         self.num_classes = num_classes
         self.generator = generator
+        # Draws that decide Python control flow (which layer, mix or not) are made on the host: reading
+        # a draw made on a GPU would wait for it every step. Seeded from the generator's seed (nothing
+        # drawn from it), so a seeded mixer stays reproducible; its state is checkpointed by the trainer.
+        self.host_generator: torch.Generator | None = None
+        if generator is not None and generator.device.type != "cpu":
+            self.host_generator = torch.Generator().manual_seed(generator.initial_seed())
         self._handles: list[RemovableHandle] = []
         self._armed: object | None = None  # parameters for the next hook call; None = pass through
 
@@ -184,5 +190,8 @@ class _Mixer(nn.Module):
         return targets + self.distill_weight * teacher_targets.to(targets.dtype)
 
     def _uniform(self, device: torch.device) -> float:
-        dev = self.generator.device if self.generator is not None else device
+        """One U[0, 1) draw, on the host (from the host generator when the generator is on a GPU)."""
+        if self.host_generator is not None:
+            return float(torch.rand((), generator=self.host_generator))
+        dev = self.generator.device if self.generator is not None else "cpu"
         return float(torch.rand((), generator=self.generator, device=dev))

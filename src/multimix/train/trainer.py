@@ -106,14 +106,18 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
     return n // batch_size if n >= batch_size else 1
 
 
-def epoch_batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[Tensor]:
+def epoch_batches(n: int, batch_size: int, generator: torch.Generator,
+                  device: torch.device | None = None) -> Iterator[Tensor]:
     """The global batches of one epoch: index tensors into the training set, in a seeded random order.
 
     The last partial batch is dropped when there is at least one full batch (mixup and batch norm
     dislike a batch of one). A second permutation is drawn and discarded after the last batch, as
-    ``BatchSampler(RandomSampler(...))`` does, so that runs keep every draw of earlier versions.
+    ``BatchSampler(RandomSampler(...))`` does, so that runs keep every draw of earlier versions. The
+    order is drawn on the CPU (the same on every device) and moved to ``device`` once per epoch.
     """
     perm = torch.randperm(n, generator=generator)
+    if device is not None and device.type == "cuda":
+        perm = perm.pin_memory().to(device, non_blocking=True)  # pinned: the copy does not wait for the GPU
     if n < batch_size:
         torch.randperm(n, generator=generator)
         yield perm
@@ -245,6 +249,8 @@ def _train(config: TrainConfig, out: Path, world: distributed.Dist, state: dict[
     # rank to take part, and the shares may differ by one batch).
     eval_net = net if world.world_size == 1 else (torch.compile(model) if config.compile else model)
     data_gen = torch.Generator().manual_seed(config.seed)  # data order and augmentation, the same on every rank
+    # On a GPU, augmentation draws on the GPU: drawing on the host and copying would wait for it.
+    aug_gen = data_gen if device.type == "cpu" else torch.Generator(device=device).manual_seed(config.seed)
     # Mixing draws: the same on every rank for global scope (one Λ over the global batch), each rank
     # its own for local scope (rank 0 keeps the single-process stream).
     mix_seed = config.seed + 1 + (world.rank << 32 if config.mix_scope == "local" else 0)
@@ -290,6 +296,10 @@ def _train(config: TrainConfig, out: Path, world: distributed.Dist, state: dict[
                 teacher.load_state_dict(state["teacher"])
             torch.set_rng_state(state["rng"]["torch"])
             data_gen.set_state(state["rng"]["data"])
+            if aug_gen is not data_gen and "augment" in state["rng"]:
+                aug_gen.set_state(state["rng"]["augment"])
+            if getattr(mixer, "host_generator", None) is not None and "mix_host_ranks" in state["rng"]:
+                mixer.host_generator.set_state(state["rng"]["mix_host_ranks"][world.rank])
             mix_gen.set_state(state["rng"].get("mix_ranks", [state["rng"]["mix"]])[world.rank])
         except (KeyError, RuntimeError, ValueError) as exc:
             raise checkpoint.CheckpointError(f"{ckpt_path} does not match this run ({checkpoint.first_line(exc, 300)}); "
@@ -321,11 +331,10 @@ def _train(config: TrainConfig, out: Path, world: distributed.Dist, state: dict[
         step_mixer = None if config.method == "confmix" and epoch <= config.confmix_warmup else mixer
         start = time.perf_counter()
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)  # on the device: no sync per step
-        for batch in epoch_batches(len(train_y), config.batch_size, data_gen):
-            batch = batch.to(device, non_blocking=True)
+        for batch in epoch_batches(len(train_y), config.batch_size, data_gen, device):
             x, y = train_x[batch], train_y[batch]
             if augment is not None:  # drawn for the global batch, so the draws do not depend on the ranks
-                x = augment(x, generator=data_gen)
+                x = augment(x, generator=aug_gen)
             mine = distributed.share(len(batch), world.rank, world.world_size)
             x, y = _layout(x[mine], config.channels_last), y[mine]
             if config.label_smoothing > 0 or step_mixer is None:  # smoothed before any mixing, as timm does
@@ -359,6 +368,8 @@ def _train(config: TrainConfig, out: Path, world: distributed.Dist, state: dict[
             "time_s": train_time,
         })
         mix_states = distributed.all_gather_objects(mix_gen.get_state(), world)  # a collective: every rank
+        host_gen = getattr(mixer, "host_generator", None)
+        host_states = distributed.all_gather_objects(None if host_gen is None else host_gen.get_state(), world)
         if main:
             # The weights of the epoch chosen on validation, for evaluation; written before the checkpoint
             # so that a kill between the two makes the resumed run rewrite it, never skip it.
@@ -374,7 +385,9 @@ def _train(config: TrainConfig, out: Path, world: distributed.Dist, state: dict[
                 "scaler": scaler.state_dict(),
                 "teacher": None if teacher is None else teacher.state_dict(),
                 "rng": {"torch": torch.get_rng_state(), "data": data_gen.get_state(), "mix": mix_states[0],
-                        "mix_ranks": mix_states},
+                        "mix_ranks": mix_states,
+                        **({"augment": aug_gen.get_state()} if aug_gen is not data_gen else {}),
+                        **({"mix_host_ranks": host_states} if host_gen is not None else {})},
                 "world_size": world.world_size,
                 "history": history,
             })
@@ -425,7 +438,7 @@ def _global_mean_loss(logits: Tensor, targets: Tensor, world_size: int) -> Tenso
     """
     if world_size == 1:
         return soft_cross_entropy(logits, targets)
-    rows = distributed.all_reduce_sum(torch.tensor(float(logits.shape[0]), device=logits.device))
+    rows = distributed.all_reduce_sum(torch.full((), float(logits.shape[0]), device=logits.device))  # no copy
     return soft_cross_entropy(logits, targets, reduction="sum") * (world_size / rows)
 
 

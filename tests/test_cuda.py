@@ -1,0 +1,153 @@
+"""The GPU path: placement, mixed precision, torch.compile, determinism of the draws, no host syncs.
+
+Marked ``cuda`` and skipped where there is no CUDA device (``pytest -m cuda`` runs only these).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+from multimix import CutMix, DenseMultiMix, ManifoldMixup, Mixup, MultiMix, soft_cross_entropy
+from multimix.functional import sample_tuples
+from multimix.models import build_model
+from multimix.train.config import TrainConfig
+from multimix.train.trainer import train
+
+pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+
+DEV = torch.device("cuda")
+K = 10
+
+
+def _mixer(method: str, model: nn.Module, gen: torch.Generator):
+    common = dict(num_classes=K, generator=gen)
+    if method == "mixup":
+        return Mixup(model, **common)
+    if method == "manifold":
+        return ManifoldMixup(model, layers=model.manifold_layers, **common)
+    if method == "cutmix":
+        return CutMix(model, **common)
+    if method == "multimix":
+        return MultiMix(model, before=model.classifier_layer, n=1000, **common)
+    if method == "dense-multimix":
+        return DenseMultiMix(model, features=model.feature_layer, classifier=model.classifier_layer,
+                             layout=model.feature_layout, n=1000, **common)
+    raise AssertionError(method)
+
+
+METHODS = ["mixup", "manifold", "cutmix", "multimix", "dense-multimix"]
+
+
+def _setup(method: str, seed: int = 0, channels_last: bool = False):
+    torch.manual_seed(seed)
+    model = build_model("preactresnet8", input_shape=(3, 32, 32), num_classes=K).to(DEV)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    gen = torch.Generator(device=DEV).manual_seed(seed)
+    x = torch.randn(64, 3, 32, 32, device=DEV)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.randint(K, (64,), device=DEV)
+    return model, _mixer(method, model, gen), x, y
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("amp", [torch.bfloat16, torch.float16])
+def test_mixers_under_autocast_keep_float32_targets_and_mix(method, amp):
+    model, mixer, x, y = _setup(method)
+    with torch.autocast("cuda", dtype=amp):
+        logits, targets = mixer(x, y)
+    assert logits.device.type == targets.device.type == "cuda"
+    assert targets.dtype == torch.float32 and logits.dtype == amp
+    rows = {"multimix": 1000, "dense-multimix": 1000 * 16}.get(method, 64)  # dense: 4×4 positions each
+    assert logits.shape[0] == targets.shape[0] == rows
+    assert torch.allclose(targets.sum(1), torch.ones(rows, device=DEV), atol=1e-5)
+    soft_cross_entropy(logits.float(), targets).backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad
+               and method != "dense-multimix")
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_mixers_work_with_channels_last(method):
+    _, mixer, x, y = _setup(method, channels_last=True)
+    _, eager_mixer, x2, y2 = _setup(method)
+    logits, targets = mixer(x, y)
+    logits2, targets2 = eager_mixer(x2, y2)
+    assert torch.equal(targets, targets2)  # same draws whatever the memory layout
+    assert torch.allclose(logits, logits2, atol=1e-3, rtol=1e-3)
+
+
+@pytest.mark.parametrize("method", ["mixup", "multimix", "dense-multimix"])
+def test_compiled_model_mixes_as_the_eager_one(method):
+    torch._dynamo.reset()
+    model, mixer, x, y = _setup(method)
+    logits, targets = mixer(x, y)
+    compiled_model, _, _, _ = _setup(method)
+    compiled = torch.compile(compiled_model)
+    gen = torch.Generator(device=DEV).manual_seed(0)
+    compiled_mixer = _mixer(method, compiled_model, gen)
+    compiled_mixer.model = compiled  # the mixer calls the compiled module; hooks sit on the shared layers
+    for _ in range(2):  # the second call runs the compiled graph
+        gen.manual_seed(0)
+        logits_c, targets_c = compiled_mixer(x, y)
+    assert torch.equal(targets, targets_c)
+    assert logits_c.shape == logits.shape
+    assert torch.allclose(logits, logits_c, atol=1e-3, rtol=1e-3)
+
+
+def test_mixing_draws_are_deterministic_on_cuda():
+    a = sample_tuples(128, n=1000, m=3, alpha=0.5, generator=torch.Generator(device=DEV).manual_seed(7), device=DEV)
+    b = sample_tuples(128, n=1000, m=3, alpha=0.5, generator=torch.Generator(device=DEV).manual_seed(7), device=DEV)
+    assert a.indices.device.type == "cuda"
+    assert torch.equal(a.indices, b.indices) and torch.equal(a.weights, b.weights)
+    assert all(len(set(row)) == 3 for row in a.indices.tolist())
+
+
+def _config(**kw) -> TrainConfig:
+    base = dict(dataset="digits", model="preactresnet8", epochs=1, device="cuda", lr=0.01)
+    return TrainConfig.from_dict({**base, **kw})
+
+
+def _sync_warnings(config: TrainConfig, out) -> list[warnings.WarningMessage]:
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            train(config, out, progress=False)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    return [w for w in caught if "synchroniz" in str(w.message)]
+
+
+@pytest.mark.parametrize("method", ["erm", "mixup", "manifold", "cutmix", "multimix", "dense-multimix"])
+def test_no_host_synchronisation_per_step(tmp_path, method):
+    """Twice the steps, the same number of synchronisations: none of them is in the step loop."""
+    few = _sync_warnings(_config(method=method, batch_size=128), tmp_path / "few")
+    many = _sync_warnings(_config(method=method, batch_size=32), tmp_path / "many")
+    where = sorted({f"{w.filename}:{w.lineno}" for w in many})
+    assert len(many) == len(few), f"synchronisations that grow with the number of steps: {where}"
+
+
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_training_with_amp_channels_last_and_compile(tmp_path, amp):
+    torch._dynamo.reset()
+    summary = train(_config(method="multimix", amp=amp, channels_last=True, compile=True, epochs=2), tmp_path / "run",
+                    progress=False)
+    assert summary["best"]["val_acc"] > 0.3  # it learned (chance: 0.1)
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert all(t.device.type == "cuda" for t in state["model"].values())  # loadable with map_location too
+    assert ("_scale" in state["scaler"]) == (amp == "fp16")
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["processes"] == 1
+
+
+def test_a_cuda_checkpoint_holds_every_generator(tmp_path):
+    """Augmentation draws on the GPU and host draws (manifold's layer) are resumable state too."""
+    train(_config(method="manifold", epochs=1, batch_size=64), tmp_path / "run", progress=False)
+    rng = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["rng"]
+    assert {"data", "mix", "augment", "mix_host_ranks"} <= set(rng)
+    assert rng["augment"].dtype == torch.uint8 and len(rng["mix_host_ranks"]) == 1
