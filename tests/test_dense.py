@@ -80,6 +80,40 @@ def test_dense_multimix_on_1d_and_2d_maps_and_chunking_is_exact(spatial):
     assert z.grad is not None and z.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("m", [1, 2, 3])
+@pytest.mark.parametrize("chunk_size", [None, 7])
+def test_dense_interpolate_feature_major_layout_is_the_same_mixing(m, chunk_size):
+    # x stored (d, b, r) and seen as (b, r, d): same values and gradients as contiguous x, and the
+    # result is a view of (d, n, r) storage (what DenseMultiMix uses for few classes on the CPU).
+    b, r, d, n = 6, 5, 3, 20
+    members, w = MF.dense_multimix_weights(b, r, n=n, m=m, generator=gen(m))
+    rows = torch.randn(b, r, d, dtype=torch.float64, generator=gen(1), requires_grad=True)
+    major = rows.detach().permute(2, 0, 1).contiguous().permute(1, 2, 0).requires_grad_(True)
+    y = torch.softmax(torch.randn(b, d, dtype=torch.float64, generator=gen(2)), 1)
+    want = MF.dense_interpolate(members, w, rows, chunk_size=chunk_size)
+    got = MF.dense_interpolate(members, w, major, chunk_size=chunk_size)
+    assert want.is_contiguous() and got.shape == (n, r, d) and got.reshape(n * r, d).t().is_contiguous()
+    assert torch.allclose(got, want)
+    y_want = MF.dense_interpolate(members, w, y, chunk_size=chunk_size)
+    y_got = MF.dense_interpolate(members, w, y.t().contiguous().t(), chunk_size=chunk_size)
+    assert y_got.reshape(n * r, d).t().is_contiguous() and torch.allclose(y_got, y_want)
+    cotangent = torch.randn(n, r, d, dtype=torch.float64, generator=gen(3))
+    (g_want,) = torch.autograd.grad(want, rows, cotangent)
+    (g_got,) = torch.autograd.grad(got, major, cotangent)
+    assert torch.allclose(g_got, g_want)
+    assert torch.autograd.gradcheck(lambda v: MF.dense_interpolate(members, w, v, chunk_size=chunk_size), (major,))
+
+
+def test_dense_interpolate_equals_a_per_position_product():
+    # out[k, j] = Σ_i w[k, i, j] x[members[k, i], j]: the dense Λ_j (n, b) of each position j times x[:, j].
+    b, r, d, n = 7, 4, 5, 30
+    members, w = MF.dense_multimix_weights(b, r, n=n, m=3, alpha=0.5, generator=gen(0))
+    x = torch.randn(b, r, d, dtype=torch.float64)
+    lam = torch.zeros(n, r, b, dtype=torch.float64)
+    lam.scatter_(2, members[:, None, :].expand(n, r, 3), w.transpose(1, 2).double())
+    assert torch.allclose(MF.dense_interpolate(members, w, x), torch.einsum("njb,bjd->njd", lam, x))
+
+
 def test_attention_maps():
     g = torch.Generator().manual_seed(0)
     z = torch.randn(4, 8, 5, generator=g)

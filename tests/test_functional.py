@@ -208,6 +208,91 @@ def test_ops_keep_the_input_dtype(dtype):
     assert torch.allclose(ym.float().sum(1), torch.ones(20), atol=2e-2)
 
 
+# -- MultiMix, sparse form (MixTuples) ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("b,m", [(10, 1), (10, 2), (10, 3), (10, None), (31, 13), (5, 5)])
+def test_sample_tuples_is_multimix_weights_in_sparse_form(b, m):
+    # The same draws from the same generator: scattering the tuples gives exactly the dense Λ.
+    t = MF.sample_tuples(b, n=200, m=m, alpha=0.7, generator=gen(3))
+    mm = b if m is None else m
+    assert isinstance(t, MF.MixTuples) and t.batch_size == b and (t.n, t.m) == (200, mm)
+    assert t.indices.dtype == torch.long and t.weights.dtype == torch.float32
+    assert (t.indices.sort(1).values.diff(dim=1) > 0).all()  # distinct members
+    assert torch.allclose(t.weights.sum(1), torch.ones(200), atol=1e-5)
+    assert torch.equal(MF.tuples_to_weights(t), MF.multimix_weights(b, n=200, m=m, alpha=0.7, generator=gen(3)))
+
+
+@given(
+    b=st.integers(1, 20),
+    n=st.integers(1, 60),
+    m_frac=st.floats(0, 1),
+    shape=st.sampled_from([(), (3,), (2, 4)]),
+    alpha=alphas,
+    seed=st.integers(0, 2**31),
+)
+def test_interpolate_tuples_equals_the_dense_product_with_gradients(b, n, m_frac, shape, alpha, seed):
+    # Gather (m <= 8), dense fallback (m > 8 or m = b): both are Λ x, and so are their gradients.
+    m = max(1, round(m_frac * b))
+    t = MF.sample_tuples(b, n=n, m=m, alpha=alpha, generator=gen(seed))
+    lam = MF.tuples_to_weights(t).double()
+    x = torch.randn(b, *shape, generator=gen(seed + 1), dtype=torch.float64, requires_grad=True)
+    got = MF.interpolate_tuples(t, x)
+    want = MF.interpolate(lam, x)
+    assert got.shape == (n, *shape) and got.dtype == torch.float64
+    assert torch.allclose(got, want, atol=1e-6)
+    cotangent = torch.randn(n, *shape, generator=gen(seed + 2), dtype=torch.float64)
+    (g_got,) = torch.autograd.grad(got, x, cotangent)
+    (g_want,) = torch.autograd.grad(want, x, cotangent)
+    assert torch.allclose(g_got, g_want, atol=1e-6)
+
+
+@pytest.mark.parametrize("m", [1, 2, 3, 12])
+def test_interpolate_tuples_gradcheck(m):
+    t = MF.sample_tuples(14, n=9, m=m, generator=gen(m))
+    x = torch.randn(14, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda v: MF.interpolate_tuples(t, v), (x,))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_interpolate_tuples_keeps_half_precision_and_accumulates_in_float32(dtype):
+    t = MF.sample_tuples(16, n=50, m=3, generator=gen(0))
+    x = torch.randn(16, 7).to(dtype)
+    mixed = MF.interpolate_tuples(t, x)
+    assert mixed.dtype == dtype
+    exact = MF.interpolate(MF.tuples_to_weights(t), x.float())
+    assert torch.allclose(mixed.float(), exact, atol=1e-2, rtol=1e-2)
+
+
+def test_mix_tuples_rows_slice_the_mixed_rows():
+    # What a global draw needs: one process keeps its share of the n rows.
+    t = MF.sample_tuples(12, n=40, m=2, generator=gen(4))
+    x = torch.randn(12, 5)
+    share = t.rows(slice(10, 20))
+    assert share.batch_size == 12 and share.n == 10
+    assert torch.equal(MF.interpolate_tuples(share, x), MF.interpolate_tuples(t, x)[10:20])
+    assert torch.equal(MF.interpolate_tuples(t.to("cpu"), x), MF.interpolate_tuples(t, x))
+
+
+def test_interpolate_tuples_rejects_another_batch():
+    t = MF.sample_tuples(6, n=4, m=2, generator=gen(0))
+    with pytest.raises(ValueError, match="these tuples mix a batch of 6; got x with shape \\(5, 3\\)"):
+        MF.interpolate_tuples(t, torch.randn(5, 3))
+    with pytest.raises(ValueError, match="tuples' weights must have the shape of its indices"):
+        MF.interpolate_tuples(MF.MixTuples(t.indices, t.weights[:, :1], 6), torch.randn(6, 3))
+
+
+def test_dirichlet_of_two_with_alpha_one_is_uniform():
+    # The fast path for the default (m = 2, α = 1): (U, 1 - U).
+    w = MF.sample_dirichlet(200_000, 2, 1.0, generator=gen(5), dtype=torch.float64)
+    assert torch.allclose(w.sum(1), torch.ones(len(w), dtype=torch.float64))
+    u = w[:, 0]
+    assert abs(u.mean().item() - 0.5) < 5 * math.sqrt(1 / 12 / len(u))
+    assert abs(u.var().item() - 1 / 12) < 0.02 / 12
+    hist = torch.histc(u, bins=10, min=0, max=1) / len(u)
+    assert torch.allclose(hist, torch.full((10,), 0.1, dtype=torch.float64), atol=0.005)
+
+
 # -- soft cross-entropy -------------------------------------------------------------------------
 
 
@@ -225,6 +310,25 @@ def test_soft_cross_entropy_is_linear_in_targets():
     t1, t2 = MF.one_hot(torch.tensor([0, 1, 2]), 4), MF.one_hot(torch.tensor([3, 3, 0]), 4)
     mixed = MF.soft_cross_entropy(logits, 0.3 * t1 + 0.7 * t2)
     assert torch.allclose(mixed, 0.3 * MF.soft_cross_entropy(logits, t1) + 0.7 * MF.soft_cross_entropy(logits, t2))
+
+
+@pytest.mark.parametrize("k", [1, 3, 10, 15, 16, 40])  # the CPU's class-major path is taken for k < 16
+@pytest.mark.parametrize("layout", ["rows", "class_major"])
+def test_soft_cross_entropy_is_cross_entropy_for_any_class_count_and_layout(k, layout):
+    n = 37
+    logits = torch.randn(n, k, generator=gen(k), dtype=torch.float64)
+    if layout == "class_major":
+        logits = logits.t().contiguous().t()  # (n, k) seen through a transpose, as DenseMultiMix returns it
+    logits.requires_grad_(True)
+    targets = torch.softmax(torch.randn(n, k, generator=gen(k + 1), dtype=torch.float64), 1) * 1.5
+    for reduction in ("mean", "sum", "none"):
+        got = MF.soft_cross_entropy(logits, targets, reduction=reduction)
+        want = F.cross_entropy(logits, targets, reduction=reduction)
+        assert got.shape == want.shape and torch.allclose(got, want)
+        cotangent = torch.rand(want.shape, generator=gen(3), dtype=torch.float64)
+        (g_got,) = torch.autograd.grad(got, logits, cotangent)
+        (g_want,) = torch.autograd.grad(want, logits, cotangent)
+        assert torch.allclose(g_got, g_want)
 
 
 @pytest.mark.parametrize("m", [2, 5, 13, 30])  # both the Floyd (m <= 12) and the top-k path

@@ -13,6 +13,8 @@ Sampling a mixing operation is kept apart from applying it, so that a hidden sta
 >>> x_mixed, y_mixed = mix_pairs(x, lam, perm), mix_pairs(y, lam, perm)   # apply twice
 >>> w = multimix_weights(b, n=1000, m=2, alpha=1.0)    # (n, b), rows on the simplex
 >>> z_mixed, y_mixed = interpolate(w, z), interpolate(w, y)
+>>> t = sample_tuples(b, n=1000, m=2, alpha=1.0)       # the same draw, sparse: (n, m) members and weights
+>>> z_mixed, y_mixed = interpolate_tuples(t, z), interpolate_tuples(t, y)   # n·m, not n·b, per feature
 
 The operations live in one module per idea (``targets``, ``sampling``, ``pairwise``, ``cutmix``,
 ``multimix``, ``dense``); everything is importable from here.
@@ -28,7 +30,16 @@ from multimix.functional.dense import (
     pooled_attention,
     positions_of,
 )
-from multimix.functional.multimix import interpolate, multimix, multimix_weights, random_subsets
+from multimix.functional.multimix import (
+    MixTuples,
+    interpolate,
+    interpolate_tuples,
+    multimix,
+    multimix_weights,
+    random_subsets,
+    sample_tuples,
+    tuples_to_weights,
+)
 from multimix.functional.pairwise import mix_pairs, mixup, mixup_params
 from multimix.functional.sampling import sample_beta, sample_dirichlet
 from multimix.functional.targets import one_hot, soft_cross_entropy
@@ -46,6 +57,10 @@ __all__ = [
     "random_subsets",
     "multimix_weights",
     "interpolate",
+    "MixTuples",
+    "sample_tuples",
+    "interpolate_tuples",
+    "tuples_to_weights",
     "multimix",
     "dense_multimix_weights",
     "dense_interpolate",

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from multimix._validation import check_int, check_same_batch, check_soft_targets, check_tensor
-from multimix.functional.multimix import random_subsets
+from multimix.functional.multimix import _accumulation_dtype, combine_members, random_subsets
 from multimix.functional.sampling import _sampling_device, sample_dirichlet
 
 
@@ -65,39 +65,107 @@ def dense_multimix_weights(
     return members, torch.where(total > 0, w / total.clamp_min(torch.finfo(w.dtype).tiny), lam)
 
 
+#: Up to this tuple length, feature-major dense_interpolate gathers all members at once (see below).
+_FUSED_MAX_M = 8
+
+
+class _FeatureMajorMix(torch.autograd.Function):
+    """``out[:, k, j] = Σ_i w[i, k, j] · xt[:, idx[i, k], j]`` for feature-major xt (d, b, r).
+
+    Autograd of the plain ops would scatter each member's gradient with ``index_add_`` along the
+    middle axis of (d, b, r), one (d, r) slice per index: slow on the CPU. Here the members'
+    gradients are written row-major, (m·c, d, r), and added into x's rows with one ``index_add_``
+    along the first axis. Forward: one gather of all m members, then one fused combination.
+    """
+
+    @staticmethod
+    def forward(ctx, xt: Tensor, idx: Tensor, w: Tensor, dtype: torch.dtype) -> Tensor:  # noqa: D102
+        m, c = idx.shape
+        d, b, r = xt.shape
+        flat_idx = idx.reshape(-1)
+        gathered = xt.index_select(1, flat_idx).to(dtype).view(d, m, c, r)
+        if ctx is not None:
+            ctx.save_for_backward(flat_idx, w)
+            ctx.b, ctx.x_dtype = b, xt.dtype
+        return combine_members(lambda i: gathered[:, i], lambda i: w[i], m)  # (d, c, r)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor):  # noqa: D102
+        flat_idx, w = ctx.saved_tensors
+        m, c, r = w.shape
+        d = grad.shape[0]
+        rows = grad.permute(1, 0, 2)  # (c, d, r)
+        per_member = torch.empty((m, c, d, r), dtype=w.dtype, device=grad.device)
+        if m == 2:  # the lerp of combine_members: weights w0 and 1 − w0
+            torch.mul(rows, w[0][:, None, :], out=per_member[0])
+            torch.sub(rows, per_member[0], out=per_member[1])
+        else:
+            for i in range(m):
+                torch.mul(rows, w[i][:, None, :], out=per_member[i])
+        grad_x = torch.zeros((ctx.b, d, r), dtype=ctx.x_dtype, device=grad.device)
+        grad_x.index_add_(0, flat_idx, per_member.view(m * c, d, r).to(ctx.x_dtype))
+        return grad_x.permute(1, 0, 2), None, None, None
+
+
 def dense_interpolate(members: Tensor, weights: Tensor, x: Tensor, *, chunk_size: int | None = None) -> Tensor:
     """Mix per position: ``out[k, j] = Σ_i weights[k, i, j] · x[members[k, i], j]``.
 
     Args:
-        members: (n, m) batch indices; weights: (n, m, r).
+        members: (n, m) batch indices; weights: (n, m, r), summing to 1 over the m members (as
+            :func:`dense_multimix_weights` draws them; with m = 2 the second is taken as 1 − the first).
         x: (b, r, d) per-position values, or (b, d) values shared by all positions of an example
             (targets, teacher probabilities).
         chunk_size: generated rows per chunk (None: as many as keep intermediates under
             :data:`DENSE_CHUNK_ELEMENTS`). Chunking changes memory, not the result.
 
     Returns:
-        (n, r, d) in x's dtype.
+        (n, r, d) in x's dtype (half precision is accumulated in float32). The layout follows x's:
+        when x is a view of feature-major storage, (d, b, r) seen as (b, r, d) (e.g.
+        ``t.permute(1, 2, 0)``, or (d, b) for shared values), the result is a view of feature-major
+        (d, n, r) storage, so that ``result.reshape(n * r, d).t()`` is contiguous; otherwise the
+        result is contiguous. Feature-major keeps every elementwise step a long contiguous loop
+        when d is small (a few classes, on the CPU); see :class:`multimix.DenseMultiMix`.
     """
     n, m, r = weights.shape
-    shared = x.dim() == 2
-    if shared:
+    if x.dim() == 2:
         x = x.unsqueeze(1)  # (b, 1, d): broadcast over positions
     if x.dim() != 3 or x.shape[1] not in (1, r):
         raise ValueError(f"x must have shape (b, r={r}, d) or (b, d), got {tuple(x.shape)}")
-    d = x.shape[2]
-    w = weights.to(device=x.device, dtype=x.dtype)
+    b, rx, d = x.shape
+    dtype = _accumulation_dtype(weights.dtype, x.dtype)
+    # (m, n, r): each member's weights contiguous, so that elementwise steps coalesce over n·r.
+    w = weights.to(device=x.device, dtype=dtype).transpose(0, 1).contiguous()
     members = members.to(x.device)
     if chunk_size is None:
         chunk_size = max(1, DENSE_CHUNK_ELEMENTS // max(1, 2 * r * d))
     out = []
+    # Accumulate member by member: intermediates stay (chunk, r, d), never (chunk, m, r, d).
+    # index_select, not x[idx]: its backward is index_add_, much cheaper on CPU than index_put_.
+    if d > 1 and not x.is_contiguous() and x.permute(2, 0, 1).is_contiguous():  # feature-major
+        xt = x.permute(2, 0, 1)  # (d, b, rx)
+        if rx != r:  # values shared by all positions: spread them first (b·r·d ≪ n·r·d)
+            xt = xt.expand(d, b, r).contiguous()
+        if m <= _FUSED_MAX_M:
+            chunk_size = min(chunk_size, max(1, DENSE_CHUNK_ELEMENTS // ((m + 1) * r * d)))
+        for start in range(0, n, chunk_size):
+            idx, wc = members[start : start + chunk_size].t(), w[:, start : start + chunk_size]
+            if m <= _FUSED_MAX_M and torch.is_grad_enabled() and xt.requires_grad:
+                out.append(_FeatureMajorMix.apply(xt, idx, wc, dtype))
+            elif m <= _FUSED_MAX_M:  # no gradient (targets): the same forward, without autograd's bookkeeping
+                out.append(_FeatureMajorMix.forward(None, xt, idx, wc, dtype))
+            else:  # (d, c, r) values times (c, r) weights: one contiguous loop over c·r per feature
+                out.append(combine_members(lambda i: xt.index_select(1, idx[i]).to(dtype), lambda i: wc[i], m))
+        mixed = out[0] if len(out) == 1 else torch.cat(out, dim=1)
+        return mixed.to(x.dtype).permute(1, 2, 0)
+    flat = x.reshape(b, rx * d)
     for start in range(0, n, chunk_size):
-        idx, wc = members[start : start + chunk_size], w[start : start + chunk_size]
-        # Accumulate member by member: intermediates stay (chunk, r, d), never (chunk, m, r, d).
-        acc = wc[:, 0, :, None] * x[idx[:, 0]]
-        for i in range(1, m):
-            acc = acc + wc[:, i, :, None] * x[idx[:, i]]
-        out.append(acc)
-    return out[0] if len(out) == 1 else torch.cat(out)
+        idx, wc = members[start : start + chunk_size].t(), w[:, start : start + chunk_size, :, None]
+        c = idx.shape[1]
+        out.append(combine_members(lambda i: flat.index_select(0, idx[i]).view(c, rx, d).to(dtype),
+                                   lambda i: wc[i], m))
+    mixed = out[0] if len(out) == 1 else torch.cat(out)
+    return mixed.to(x.dtype)
 
 
 LAYOUTS = ("channels_first", "channels_last")

@@ -1,7 +1,24 @@
-"""MultiMix (SPEC §2): n interpolations of m-tuples of the batch, Z̃ = ΛZ and Ỹ = ΛY."""
+"""MultiMix (SPEC §2): n interpolations of m-tuples of the batch, Z̃ = ΛZ and Ỹ = ΛY.
+
+Two representations of the same draw:
+
+- sparse, :class:`MixTuples` from :func:`sample_tuples`: for each generated row k the m batch
+  members it mixes, ``indices[k]``, and their weights ``weights[k]``; applied by
+  :func:`interpolate_tuples` as ``Σ_j weights[:, j] · x[indices[:, j]]``, which costs n·m per
+  feature and builds no (n, b) matrix;
+- dense, Λ (n, b) from :func:`multimix_weights` (the sparse draw scattered into zeros), applied by
+  :func:`interpolate` as one matrix product, n·b per feature.
+
+Both come from the very same random draws, so for one seed ``tuples_to_weights(sample_tuples(...))``
+equals ``multimix_weights(...)``. Drawing (given b, n, m, α and a generator) is kept apart from
+applying to rows, so that embeddings, targets and a teacher's probabilities are mixed with the same
+draw, and so that a draw over a larger (e.g. global, multi-process) batch can be sliced by rows.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -12,6 +29,44 @@ from multimix.functional.sampling import _sampling_device, sample_dirichlet
 
 # Up to this tuple length Floyd's algorithm (m small vector ops) beats sorting n×b uniforms.
 _FLOYD_MAX_M = 12
+
+# Up to this tuple length (and below the batch size) interpolate_tuples gathers the m members of every
+# row; longer tuples are scattered into the dense Λ and applied as one matrix product.
+_GATHER_MAX_M = 8
+
+
+class MixTuples(NamedTuple):
+    """A MultiMix draw in sparse form: n generated rows, each a convex combination of m batch members.
+
+    Row k of the mixed batch is ``Σ_j weights[k, j] · x[indices[k, j]]``; Λ[k, indices[k, j]] =
+    weights[k, j] and Λ is zero elsewhere.
+
+    Attributes:
+        indices: int64 (n, m), distinct batch members per row, in ``[0, batch_size)``.
+        weights: float32 (n, m), rows on the simplex.
+        batch_size: b, the size of the batch the indices point into.
+    """
+
+    indices: Tensor
+    weights: Tensor
+    batch_size: int
+
+    @property
+    def n(self) -> int:
+        return self.indices.shape[0]
+
+    @property
+    def m(self) -> int:
+        return self.indices.shape[1]
+
+    def rows(self, index: slice | Tensor) -> MixTuples:
+        """The same draw restricted to some generated rows (e.g. one process's share of a global draw)."""
+        return MixTuples(self.indices[index], self.weights[index], self.batch_size)
+
+    def to(self, device: torch.device | str) -> MixTuples:
+        """The draw on another device (indices and weights; a no-op where they already are)."""
+        return MixTuples(self.indices.to(device, non_blocking=True), self.weights.to(device, non_blocking=True),
+                         self.batch_size)
 
 
 def random_subsets(
@@ -36,14 +91,68 @@ def random_subsets(
         return torch.rand(n, population, generator=generator, device=dev).topk(m, dim=1, sorted=False).indices
     # Floyd's algorithm, vectorised over rows: for j = population-m .. population-1 draw t
     # uniformly in [0, j] and take t, or j if t was already taken. Every m-subset is equally likely.
-    members = torch.empty(n, m, dtype=torch.long, device=dev)
-    for col, j in enumerate(range(population - m, population)):
+    # Columns are kept apart and stacked once: no slicing or writes into a shared buffer per column.
+    columns: list[Tensor] = []
+    for j in range(population - m, population):
         t = torch.randint(0, j + 1, (n,), generator=generator, device=dev)
-        if col:
-            taken = (members[:, :col] == t[:, None]).any(dim=1)
-            t = torch.where(taken, j, t)
-        members[:, col] = t
-    return members
+        if columns:
+            taken = t == columns[0]
+            for previous in columns[1:]:
+                taken |= t == previous
+            t = t.masked_fill_(taken, j)
+        columns.append(t)
+    return torch.stack(columns, dim=1)
+
+
+def _tuple_length(b: int, m: int | None) -> int:
+    return b if m is None else check_int(m, "m", low=1, high=b)
+
+
+def sample_tuples(
+    batch_size: int,
+    *,
+    n: int = 1000,
+    m: int | None = None,
+    alpha: float = 1.0,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> MixTuples:
+    """Sample a MultiMix draw in sparse form (SPEC §2): n tuples of m members and their weights.
+
+    Row k mixes a tuple of m distinct batch members, drawn uniformly without replacement, with
+    weights λ^(k) ~ Dirichlet(α·1_m). The same draw, scattered into zeros, is
+    :func:`multimix_weights`'s Λ (for the same generator state).
+
+    Args:
+        batch_size: b.
+        n: number of generated examples (rows), >= 1.
+        m: tuple length in [1, b]; None means the whole batch (m = b, indices 0 .. b-1 in order).
+        alpha: Dirichlet concentration, > 0.
+
+    Returns:
+        :class:`MixTuples` with indices int64 (n, m) and weights float32 (n, m) on ``device``
+        (drawn on the generator's device and moved).
+    """
+    b = check_int(batch_size, "batch_size")
+    n = check_int(n, "n")
+    m = _tuple_length(b, m)
+    dev = _sampling_device(generator, device)
+    # Weights first, then members: the order multimix_weights has always drawn in.
+    weights = sample_dirichlet(n, m, alpha, generator=generator, device=dev)
+    if m < b:
+        indices = random_subsets(n, b, m, generator=generator, device=dev)
+    else:
+        indices = torch.arange(b, device=dev).expand(n, b)
+    tuples = MixTuples(indices, weights, b)
+    if device is not None and torch.device(device) != dev:
+        tuples = tuples.to(device)
+    return tuples
+
+
+def tuples_to_weights(tuples: MixTuples) -> Tensor:
+    """The dense Λ (n, b) of a sparse draw: its weights scattered on its indices, zeros elsewhere."""
+    indices, weights, b = tuples
+    return weights.new_zeros(indices.shape[0], b).scatter_(1, indices, weights)
 
 
 def multimix_weights(
@@ -58,7 +167,8 @@ def multimix_weights(
     """Sample the interpolation matrix Λ of MultiMix (SPEC §2).
 
     Row k holds λ^(k) ~ Dirichlet(α·1_m) scattered on a tuple of m distinct batch members, drawn
-    uniformly without replacement, and zeros elsewhere.
+    uniformly without replacement, and zeros elsewhere. The dense form of :func:`sample_tuples`
+    (same draws, same generator use); for m ≪ b, mixing with the sparse form is cheaper.
 
     Args:
         batch_size: b.
@@ -70,13 +180,8 @@ def multimix_weights(
         Λ, float32 (n, b), rows on the simplex, on ``device``.
     """
     b = check_int(batch_size, "batch_size")
-    n = check_int(n, "n")
-    m = b if m is None else check_int(m, "m", low=1, high=b)
     dev = _sampling_device(generator, device)
-    weights = sample_dirichlet(n, m, alpha, generator=generator, device=dev)
-    if m < b:
-        members = random_subsets(n, b, m, generator=generator, device=dev)
-        weights = torch.zeros(n, b, device=dev).scatter_(1, members, weights)
+    weights = tuples_to_weights(sample_tuples(b, n=n, m=m, alpha=alpha, generator=generator, device=dev))
     if device is not None and torch.device(device) != dev:
         weights = weights.to(device, non_blocking=True)
     return weights
@@ -99,6 +204,59 @@ def interpolate(weights: Tensor, x: Tensor) -> Tensor:
         )
     mixed = weights.to(device=x.device, dtype=x.dtype) @ x.reshape(x.shape[0], -1)
     return mixed.reshape(weights.shape[0], *x.shape[1:])
+
+
+def interpolate_tuples(tuples: MixTuples, x: Tensor) -> Tensor:
+    """Mix the rows of x with a sparse draw: ``out[k] = Σ_j weights[k, j] · x[indices[k, j]]``.
+
+    Equal to ``interpolate(tuples_to_weights(tuples), x)`` up to float rounding, for weights on the
+    simplex (rows summing to 1, as sampled; with m = 2 the second weight is taken as 1 − the
+    first). For short tuples (m <= 8, m < b) it gathers the m members of each row: n·m work per
+    feature instead of n·b, no (n, b) matrix, and a backward pass that scatter-adds into x's b rows.
+    Longer tuples use the dense product. Differentiable in x (the weights carry no gradient).
+
+    Args:
+        tuples: a :class:`MixTuples` (from :func:`sample_tuples`) over a batch of b.
+        x: (b, ...) embeddings, targets or teacher probabilities.
+
+    Returns:
+        (n, ...) in x's dtype (half-precision inputs are accumulated in float32).
+    """
+    indices, weights, b = tuples
+    if x.dim() < 1 or x.shape[0] != b:
+        raise ValueError(f"these tuples mix a batch of {b}; got x with shape {tuple(x.shape)}")
+    n, m = indices.shape
+    if weights.shape != (n, m):
+        raise ValueError(f"tuples' weights must have the shape of its indices {(n, m)}, got {tuple(weights.shape)}")
+    if m > _GATHER_MAX_M or m >= b:
+        return interpolate(tuples_to_weights(tuples), x)
+    flat = x.reshape(b, -1)
+    indices = indices.to(x.device)
+    dtype = _accumulation_dtype(weights.dtype, x.dtype)
+    w = weights.to(device=x.device, dtype=dtype)
+    # index_select, not x[idx]: its backward is index_add_, much cheaper on CPU than index_put_.
+    mixed = combine_members(lambda j: flat.index_select(0, indices[:, j]).to(dtype), lambda j: w[:, j : j + 1], m)
+    return mixed.to(x.dtype).reshape(n, *x.shape[1:])
+
+
+def _accumulation_dtype(weights: torch.dtype, values: torch.dtype) -> torch.dtype:
+    """float32 weights with half-precision values are summed in float32 (float64 stays float64)."""
+    return torch.promote_types(weights, values)
+
+
+def combine_members(take: Callable[[int], Tensor], weight: Callable[[int], Tensor], m: int) -> Tensor:
+    """``Σ_j weight(j) · take(j)`` over m members, the weights of each mixed row summing to 1.
+
+    For m = 2 it is one fused ``lerp``, ``take(1) + weight(0) · (take(0) − take(1))``: exact for
+    weights on the simplex (the second weight is 1 − the first, to rounding), and one pass over the
+    output instead of three. Operands share one dtype.
+    """
+    if m == 2:
+        return torch.lerp(take(1), take(0), weight(0))
+    mixed = take(0) * weight(0)
+    for j in range(1, m):
+        mixed = mixed + take(j) * weight(j)
+    return mixed
 
 
 def multimix(
@@ -126,10 +284,10 @@ def multimix(
     check_tensor(z, "z")
     check_soft_targets(targets)  # rows of probabilities, as the mixers check
     check_same_batch(z, targets, "z")
-    weights = multimix_weights(z.shape[0], n=n, m=m, alpha=alpha, generator=generator, device=z.device)
+    tuples = sample_tuples(z.shape[0], n=n, m=m, alpha=alpha, generator=generator, device=z.device)
     if targets.dtype != z.dtype or targets.device != z.device:
-        return interpolate(weights, z), interpolate(weights, targets)
-    # One product for both: Λ [Z | Y] = [Λ Z | Λ Y]. The concatenation copies only b rows.
+        return interpolate_tuples(tuples, z), interpolate_tuples(tuples, targets)
+    # One pass for both: mixing [Z | Y] gives [Λ Z | Λ Y]. The concatenation copies only b rows.
     flat = z.reshape(z.shape[0], -1)
-    mixed = interpolate(weights, torch.cat([flat, targets], dim=1))
+    mixed = interpolate_tuples(tuples, torch.cat([flat, targets], dim=1))
     return mixed[:, : flat.shape[1]].reshape(-1, *z.shape[1:]), mixed[:, flat.shape[1] :]

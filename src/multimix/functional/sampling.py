@@ -88,7 +88,8 @@ def sample_dirichlet(
     """Draw n weight vectors λ ~ Dirichlet(α·1_m) (symmetric).
 
     Fast path: a Dirichlet vector is a vector of independent Gamma(α) draws divided by its sum, and
-    for α = 1 (the default everywhere) Gamma(1) is Exponential(1), which is much cheaper to draw.
+    for α = 1 (the default everywhere) Gamma(1) is Exponential(1), which is much cheaper to draw;
+    for α = 1 and m = 2 (the mixers' default), Dirichlet(1, 1) is (U, 1 − U) with U uniform.
     No argument validation by ``torch.distributions`` and no per-row work.
 
     Returns:
@@ -102,12 +103,17 @@ def sample_dirichlet(
     work = _sampling_dtype(dtype)
     if m == 1:
         w = torch.ones(n, 1, device=dev, dtype=work)
+    elif m == 2 and alpha == 1.0:
+        # Dirichlet(1, 1) is (U, 1 − U) with U ~ Uniform(0, 1): one uniform per row, no logs.
+        u = torch.rand(n, 1, generator=generator, device=dev, dtype=work)
+        w = torch.cat([u, 1.0 - u], dim=1)
     elif alpha == 1.0:
         # Gamma(1) = Exponential(1) = -log U. Faster than exponential_() on CPU; clamping U away
-        # from 0 keeps every draw finite (U < 1, so every draw is > 0 and no row sums to 0).
+        # from 0 keeps every draw finite (U < 1, so every draw is > 0 and no row sums to 0). The
+        # signs cancel in the ratio, exactly: (-a) / (-s) == a / s in floating point.
         u = torch.rand(n, m, generator=generator, device=dev, dtype=work)
-        g = u.clamp_min_(torch.finfo(work).tiny).log_().neg_()
-        w = g / g.sum(dim=1, keepdim=True)
+        log_u = u.clamp_min_(torch.finfo(work).tiny).log_()
+        w = log_u.div_(log_u.sum(dim=1, keepdim=True))
     elif alpha >= 1.0:
         g = torch._standard_gamma(torch.full((n, m), alpha, device=dev, dtype=work), generator=generator)
         w = g / g.sum(dim=1, keepdim=True)

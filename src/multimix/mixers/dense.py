@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from multimix._validation import check_int
@@ -14,6 +15,7 @@ from multimix.functional import (
     positions_of,
 )
 from multimix.functional.dense import check_layout
+from multimix.functional.targets import class_major_is_faster
 from multimix.mixers.adapters import Inputs, call_model, first_tensor
 from multimix.mixers.base import _no_autocast, find_module
 from multimix.mixers.multimix import _MultiMixBase
@@ -48,7 +50,11 @@ class DenseMultiMix(_MultiMixBase):
         prefix_tokens: leading positions that are not spatial (a class token) and are left out.
         linear_shortcut: when ``classifier`` is a plain ``nn.Linear`` g, classify the b·r clean
             positions and mix the logits: g(Σ_i w_i z_i) = Σ_i w_i g(z_i) exactly (the weights sum to 1
-            at every position), at b·r·d·K + n·m·r·K cost instead of n·r·(m·d + d·K).
+            at every position), at b·r·d·K + n·m·r·K cost instead of n·r·(m·d + d·K). On a
+            channels-first map g is applied as a 1×1 convolution (its module hooks do not fire for
+            this pass), and on the CPU with fewer than 16 classes the mixed logits and targets are
+            laid out class-major: (n·r, K) views of (K, n·r) storage, which
+            :func:`multimix.soft_cross_entropy` reads fastest (call ``.contiguous()`` for a copy).
         num_classes, generator: as the other mixers.
 
     Returns in training ``(logits (n·r, K), targets (n·r, K))``.
@@ -118,16 +124,31 @@ class DenseMultiMix(_MultiMixBase):
             device=z.device,
         )
         classifier = self._classifier_ref[0]
+        k = targets.shape[1]
         if self.linear_shortcut and type(classifier) is nn.Linear:
-            per_position = classifier(zr.reshape(b * r, d)).reshape(b, r, -1)  # (b, r, K)
-            logits = dense_interpolate(members, weights, per_position, chunk_size=self.chunk_size).reshape(-1, per_position.shape[2])
+            if self.layout == "channels_first":
+                # g at every position as a 1×1 convolution of the (b, d, r) map: no transposed copy of
+                # z, and its gradient comes back in z's own layout (a linear layer on the transposed
+                # rows costs a copy forward and a strided gradient into the features' backward).
+                per_position = F.conv1d(zr.transpose(1, 2), classifier.weight[:, :, None], classifier.bias)
+                per_position = per_position.transpose(1, 2)  # (b, r, K), a view of (b, K, r)
+            else:
+                per_position = classifier(zr.reshape(b * r, d)).reshape(b, r, -1)  # (b, r, K)
+            if class_major_is_faster(per_position.shape[2], z.device):
+                # Mix in class-major storage (K, ·), copying only the b·r·K logits and b·K targets:
+                # every elementwise step then runs over n·r contiguous values instead of K at a time,
+                # and soft_cross_entropy reads the (n·r, K) results' contiguous transpose directly.
+                per_position = per_position.permute(2, 0, 1).contiguous().permute(1, 2, 0)
+                targets = targets.t().contiguous().t()
+                probs = None if probs is None else probs.t().contiguous().t()
+            logits = dense_interpolate(members, weights, per_position, chunk_size=self.chunk_size)
+            logits = logits.reshape(-1, per_position.shape[2])
         else:
             mixed = dense_interpolate(members, weights, zr, chunk_size=self.chunk_size)  # (n, r, d)
             logits = classifier(mixed.reshape(-1, d))
         with _no_autocast(targets.device):
             mixed_targets = dense_interpolate(members, weights, targets, chunk_size=self.chunk_size)
             mixed_probs = None if probs is None else dense_interpolate(members, weights, probs, chunk_size=self.chunk_size)
-        k = targets.shape[1]
         self._result = (logits, self._add_distilled(mixed_targets, mixed_probs).reshape(-1, k))
         return None
 

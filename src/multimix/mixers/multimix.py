@@ -8,11 +8,16 @@ from torch import Tensor, nn
 
 from multimix._validation import check_alpha, check_int, check_probability
 from multimix.functional import (
-    interpolate,
-    multimix_weights,
+    MixTuples,
+    interpolate_tuples,
+    sample_tuples,
 )
+from multimix.mixers import collective
 from multimix.mixers.adapters import Inputs, batch_device, batch_size, call_model
 from multimix.mixers.base import _Mixer, _no_autocast, find_module
+
+#: Where tuples are drawn from under torch.distributed: each process's batch, or all of them.
+SCOPES = ("local", "global")
 
 
 class _MultiMixBase(_Mixer):
@@ -20,8 +25,11 @@ class _MultiMixBase(_Mixer):
 
     def __init__(self, model: nn.Module, *, n: int, m: int | None, alpha: float, p: float, teacher: nn.Module | None,
                  distill_weight: float, temperature: float, num_classes: int | None,
-                 generator: torch.Generator | None) -> None:
+                 generator: torch.Generator | None, scope: str = "local") -> None:
         super().__init__(model, num_classes=num_classes, generator=generator)
+        if scope not in SCOPES:
+            raise ValueError(f"scope must be one of {', '.join(map(repr, SCOPES))}, got {scope!r}")
+        self.scope = scope
         self.n = check_int(n, "n")
         self.m = None if m is None else check_int(m, "m")
         self.alpha = check_alpha(alpha)
@@ -33,17 +41,38 @@ class _MultiMixBase(_Mixer):
         return None if self.m is None else min(self.m, b)
 
     def _skip_batch(self, x: Inputs) -> bool:
-        """With probability 1 − p, this batch trains clean."""
+        """With probability 1 − p, this batch trains clean (the same decision on every process under
+        global scope, whose generators are seeded alike)."""
         return self.p < 1.0 and self._uniform(batch_device(x)) >= self.p
+
+    def _global_sizes(self, b: int, device: torch.device) -> list[int] | None:
+        """Every process's batch size when mixing over the global batch; None when mixing this batch
+        alone (local scope, or a single process)."""
+        if self.scope != "global" or collective.world()[1] == 1:
+            return None
+        return collective.gather_sizes(b, device)
+
+    def _my_rows(self, tuples: MixTuples, sizes: list[int] | None) -> MixTuples:
+        """This process's share of a draw over the global batch (all of it in a single process)."""
+        if sizes is None:
+            return tuples
+        return tuples.rows(collective.share(tuples.n, *collective.world()))
+
+    @staticmethod
+    def _all_rows(rows: Tensor | None, sizes: list[int] | None) -> Tensor | None:
+        """Every process's ``rows``, in rank order, differentiable (``rows`` itself for local scope)."""
+        return rows if rows is None or sizes is None else collective.gather_rows(rows, sizes)
 
 
 class MultiMix(_MultiMixBase):
     """MultiMix (SPEC §2): n ≫ b interpolations of m-tuples of the batch at the input of one submodule.
 
     The model runs once on the b clean examples up to the submodule named ``before`` (typically the
-    classifier); its input Z (b, d) is replaced by Λ Z (n, d) with Λ (n, b) from
+    classifier); its input Z (b, d) is replaced by Λ Z (n, d) with Λ (n, b) the MultiMix draw of
     :func:`multimix.functional.multimix_weights`, and the targets by Λ Y. Only ``before`` and what
-    follows it see n rows.
+    follows it see n rows. Λ is drawn and applied in sparse form (:func:`multimix.functional.sample_tuples`,
+    :func:`multimix.functional.interpolate_tuples`): each mixed row gathers its m members, n·m work
+    per feature instead of n·b.
 
     Args:
         model: any ``nn.Module``.
@@ -56,7 +85,7 @@ class MultiMix(_MultiMixBase):
         keep_clean: also feed the b clean embeddings, so the classifier sees b + n rows (clean first).
         linear_shortcut: when ``before`` is a plain ``nn.Linear`` g, mix its b output rows instead of
             its b input rows: g(Λ Z) = Λ g(Z) exactly, because every row of Λ sums to 1, and it costs
-            n·b·K instead of n·b·d + n·d·K. Everything after ``before`` still sees n rows.
+            n·m·K instead of n·m·d + n·d·K. Everything after ``before`` still sees n rows.
         teacher: optional teacher (e.g. :class:`multimix.EMATeacher`) for self-distilled targets:
             its probabilities P' on the clean batch are mixed with the same weights, Ỹ' = Λ P',
             and the returned targets are Ỹ + w·Ỹ' so that ``soft_cross_entropy`` gives
@@ -65,6 +94,12 @@ class MultiMix(_MultiMixBase):
         temperature: τ of the teacher's softmax, > 0.
         num_classes: K, required when y holds integer labels.
         generator: optional seeded ``torch.Generator``.
+        scope: under ``torch.distributed``, "local" draws tuples from this process's batch (n rows per
+            process, the paper's multi-GPU setting); "global" gathers every process's rows — the
+            logits under the linear shortcut, else the embeddings — and targets (a differentiable
+            all-gather: gradients reach the process that owns each example), draws one Λ (n, B) over
+            the global batch B, identical on every process (seed their generators alike), and keeps
+            this process's contiguous share of the n rows. Without a process group both are the same.
 
     Defaults (m=2, α=1, n=1000, p=1, no clean rows) were chosen on MNIST-1D's validation split
     (benchmarks/results/ablation_mnist1d_stage*.md): accuracy falls as tuples lengthen (m = 2: 97.8,
@@ -88,9 +123,10 @@ class MultiMix(_MultiMixBase):
         temperature: float = 1.0,
         num_classes: int | None = None,
         generator: torch.Generator | None = None,
+        scope: str = "local",
     ) -> None:
         super().__init__(model, n=n, m=m, alpha=alpha, p=p, teacher=teacher, distill_weight=distill_weight,
-                         temperature=temperature, num_classes=num_classes, generator=generator)
+                         temperature=temperature, num_classes=num_classes, generator=generator, scope=scope)
         self.keep_clean = bool(keep_clean)
         self.before = before
         module = find_module(model, before, argument="before")
@@ -101,22 +137,24 @@ class MultiMix(_MultiMixBase):
         else:
             self._handles.append(module.register_forward_pre_hook(self._mix_input))
 
-    def _mix_rows(self, weights: Tensor, rows: Tensor, what: str) -> Tensor:
-        if rows.shape[0] != weights.shape[1]:
+    def _mix_rows(self, armed: tuple[MixTuples, list[int] | None], rows: Tensor, what: str) -> Tensor:
+        tuples, sizes = armed
+        local = tuples.batch_size if sizes is None else sizes[collective.world()[0]]
+        if rows.dim() < 1 or rows.shape[0] != local:
             raise ValueError(
-                f"the {what} of {self.before!r} has batch size {rows.shape[0]}, expected {weights.shape[1]} "
-                "(batch-first embeddings)"
+                f"the {what} of {self.before!r} has batch size {rows.shape[0] if rows.dim() else None}, expected "
+                f"{local} (batch-first embeddings)"
             )
-        mixed = interpolate(weights, rows)
+        mixed = interpolate_tuples(tuples, self._all_rows(rows, sizes))
         return torch.cat([rows, mixed]) if self.keep_clean else mixed
 
     def _mix_input(self, module: nn.Module, args: tuple) -> tuple | None:
         if self._armed is None:
             return None
-        weights = self._take()
+        tuples = self._take()
         if not args or not isinstance(args[0], Tensor):
             raise TypeError(f"submodule {self.before!r} must take a Tensor as its first argument to be mixed")
-        return (self._mix_rows(weights, args[0], "input"), *args[1:])
+        return (self._mix_rows(tuples, args[0], "input"), *args[1:])
 
     def _mix_output(self, module: nn.Module, args: tuple, output: Tensor) -> Tensor | None:
         if self._armed is None:
@@ -128,12 +166,15 @@ class MultiMix(_MultiMixBase):
         if self._skip_batch(x):
             return call_model(self.model, x), self._add_distilled(targets, probs)
         b = batch_size(x)
-        weights = multimix_weights(b, n=self.n, m=self._tuple_length(b), alpha=self.alpha, generator=self.generator,
-                                   device=batch_device(x))
-        logits = self._run_armed(x, weights, self.before)
+        sizes = self._global_sizes(b, batch_device(x))
+        total = b if sizes is None else sum(sizes)  # every process draws the same Λ over the global batch
+        tuples = self._my_rows(sample_tuples(total, n=self.n, m=self._tuple_length(total), alpha=self.alpha,
+                                             generator=self.generator, device=batch_device(x)), sizes)
+        logits = self._run_armed(x, (tuples, sizes), self.before)
+        all_targets, all_probs = self._all_rows(targets, sizes), self._all_rows(probs, sizes)
         with _no_autocast(targets.device):
-            mixed = self._add_distilled(interpolate(weights, targets),
-                                        None if probs is None else interpolate(weights, probs))
+            mixed = self._add_distilled(interpolate_tuples(tuples, all_targets),
+                                        None if all_probs is None else interpolate_tuples(tuples, all_probs))
         if self.keep_clean:
             mixed = torch.cat([self._add_distilled(targets, probs), mixed])
         if logits.shape[0] != mixed.shape[0]:
@@ -146,5 +187,5 @@ class MultiMix(_MultiMixBase):
     def extra_repr(self) -> str:
         return (
             f"before={self.before!r}, n={self.n}, m={self.m}, alpha={self.alpha}, p={self.p}, "
-            f"keep_clean={self.keep_clean}"
+            f"keep_clean={self.keep_clean}, scope={self.scope!r}"
         )
