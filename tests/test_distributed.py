@@ -159,3 +159,19 @@ def test_other_commands_refuse_to_run_under_torchrun(tmp_path):
     result = run(torchrun(2, ["compare", "--dataset", "toy", "--epochs", "1", "--out", str(tmp_path / "c")]))
     assert result.returncode != 0
     assert "only `multimix train`" in result.stderr
+
+
+@pytest.mark.parametrize("method", ["multimix", "dense-multimix"])
+def test_global_scope_on_two_processes_ends_as_one_process(tmp_path, method):
+    """One Λ over the global batch, each rank its share of the n rows, gradients back to the owners."""
+    args = ["train", "--dataset", "mnist1d", "--method", method, "--epochs", "2", "--batch-size", "15",
+            "--optimizer", "sgd", "--lr", "0.005", "--threads", "1", "--quiet"]
+    one = run([str(BIN / "multimix"), *args, "--out", str(tmp_path / "one")])
+    assert one.returncode == 0, one.stderr
+    two = run(torchrun(2, [*args, "--mix-scope", "global", "--out", str(tmp_path / "two")]))
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert max_difference(weights(tmp_path / "one"), weights(tmp_path / "two")) < 1e-5
+    # Local scope, for contrast: each rank mixes its own share with its own draws, another run.
+    local = run(torchrun(2, [*args, "--out", str(tmp_path / "local")]))
+    assert local.returncode == 0, local.stderr[-3000:]
+    assert max_difference(weights(tmp_path / "one"), weights(tmp_path / "local")) > 1e-3

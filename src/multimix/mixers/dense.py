@@ -16,6 +16,7 @@ from multimix.functional import (
 )
 from multimix.functional.dense import check_layout
 from multimix.functional.targets import class_major_is_faster
+from multimix.mixers import collective
 from multimix.mixers.adapters import Inputs, call_model, first_tensor
 from multimix.mixers.base import _no_autocast, find_module
 from multimix.mixers.multimix import _MultiMixBase
@@ -80,9 +81,10 @@ class DenseMultiMix(_MultiMixBase):
         prefix_tokens: int = 0,
         num_classes: int | None = None,
         generator: torch.Generator | None = None,
+        scope: str = "local",
     ) -> None:
         super().__init__(model, n=n, m=m, alpha=alpha, p=p, teacher=teacher, distill_weight=distill_weight,
-                         temperature=temperature, num_classes=num_classes, generator=generator)
+                         temperature=temperature, num_classes=num_classes, generator=generator, scope=scope)
         self.linear_shortcut = bool(linear_shortcut)
         check_layout(layout, prefix_tokens)
         self.layout, self.prefix_tokens = layout, prefix_tokens
@@ -99,6 +101,13 @@ class DenseMultiMix(_MultiMixBase):
             raise ValueError(f"attention='cam' needs a classifier with a (K, d) weight; {classifier!r} has none")
         self._result: tuple[Tensor, Tensor] | None = None
         self._handles.append(feature_module.register_forward_hook(self._mix_features))
+        # The mixed logits become the model's output in the mixing pass: what follows the features is
+        # then visibly unused (DistributedDataParallel(find_unused_parameters=True) skips its gradients
+        # instead of waiting for them), and a wrapper sees the logits that are trained on.
+        self._handles.append(_unwrapped(model).register_forward_hook(self._output_mixed))
+
+    def _output_mixed(self, module: nn.Module, args: tuple, output: object) -> Tensor | None:
+        return None if self._result is None else self._result[0]
 
     def _mix_features(self, module: nn.Module, args: tuple, z: object) -> None:
         if self._armed is None:
@@ -119,10 +128,18 @@ class DenseMultiMix(_MultiMixBase):
             att = cam_attention(zr.transpose(1, 2), self._classifier_ref[0].weight, targets)
         else:
             att = None
+        # Global scope: every process draws the same tuples over the global batch and keeps its share
+        # of the n rows; the rows they mix (logits or embeddings), attention and targets are gathered.
+        sizes = self._global_sizes(b, z.device)
+        total = b if sizes is None else sum(sizes)
         members, weights = dense_multimix_weights(
-            b, r, n=self.n, m=self._tuple_length(b), alpha=self.alpha, attention=att, generator=self.generator,
-            device=z.device,
+            total, r, n=self.n, m=self._tuple_length(total), alpha=self.alpha, attention=self._all_rows(att, sizes),
+            generator=self.generator, device=z.device,
         )
+        if sizes is not None:
+            mine = collective.share(self.n, *collective.world())
+            members, weights = members[mine], weights[mine]
+        targets, probs = self._all_rows(targets, sizes), self._all_rows(probs, sizes)
         classifier = self._classifier_ref[0]
         k = targets.shape[1]
         if self.linear_shortcut and type(classifier) is nn.Linear:
@@ -134,6 +151,7 @@ class DenseMultiMix(_MultiMixBase):
                 per_position = per_position.transpose(1, 2)  # (b, r, K), a view of (b, K, r)
             else:
                 per_position = classifier(zr.reshape(b * r, d)).reshape(b, r, -1)  # (b, r, K)
+            per_position = self._all_rows(per_position, sizes)
             if class_major_is_faster(per_position.shape[2], z.device):
                 # Mix in class-major storage (K, ·), copying only the b·r·K logits and b·K targets:
                 # every elementwise step then runs over n·r contiguous values instead of K at a time,
@@ -144,7 +162,7 @@ class DenseMultiMix(_MultiMixBase):
             logits = dense_interpolate(members, weights, per_position, chunk_size=self.chunk_size)
             logits = logits.reshape(-1, per_position.shape[2])
         else:
-            mixed = dense_interpolate(members, weights, zr, chunk_size=self.chunk_size)  # (n, r, d)
+            mixed = dense_interpolate(members, weights, self._all_rows(zr, sizes), chunk_size=self.chunk_size)  # (n, r, d)
             logits = classifier(mixed.reshape(-1, d))
         with _no_autocast(targets.device):
             mixed_targets = dense_interpolate(members, weights, targets, chunk_size=self.chunk_size)
@@ -181,3 +199,14 @@ class DenseMultiMix(_MultiMixBase):
             f"alpha={self.alpha}, attention={self.attention!r}, p={self.p}, layout={self.layout!r}, "
             f"prefix_tokens={self.prefix_tokens}"
         )
+
+
+def _unwrapped(model: nn.Module) -> nn.Module:
+    """The model inside DistributedDataParallel/DataParallel (``.module``) and torch.compile (``._orig_mod``)."""
+    while True:
+        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):
+            model = model._orig_mod
+        else:
+            return model

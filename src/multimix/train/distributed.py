@@ -30,6 +30,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from multimix.mixers.collective import share
+
 log = logging.getLogger(__name__)
 
 #: Environment variables torchrun sets in every process it starts.
@@ -97,14 +99,6 @@ def process_group(device: str, *, timeout_s: float = 600.0) -> Iterator[Dist]:
         yield env
     finally:
         dist.destroy_process_group()
-
-
-def share(total: int, rank: int, world_size: int) -> slice:
-    """The contiguous share of ``total`` items that ``rank`` takes: the first ``total % world_size``
-    ranks take one more, so shares differ by at most one and cover every item once, in order."""
-    base, extra = divmod(total, world_size)
-    start = rank * base + min(rank, extra)
-    return slice(start, start + base + (rank < extra))
 
 
 def share_sizes(total: int, world_size: int) -> list[int]:

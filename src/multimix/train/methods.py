@@ -44,13 +44,14 @@ def build_mixer(
     if config.method in ("multimix", "dense-multimix"):
         shared = dict(n=config.n, m=config.m, alpha=config.method_alpha, p=config.p, **distill, **common)
         if config.method == "multimix":
-            return MultiMix(model, before=spec.classifier_layer, keep_clean=config.keep_clean, **shared)
+            return MultiMix(model, before=spec.classifier_layer, keep_clean=config.keep_clean, scope=config.mix_scope,
+                            **shared)
         if spec.feature_layer is None:
             raise ConfigError(f"dense-multimix needs a model with a spatial embedding; {config.model_name} has none "
                               "(use cnn1d, preactresnet8, preactresnet18 or vit)")
         return DenseMultiMix(model, features=spec.feature_layer, classifier=spec.classifier_layer,
                              attention=config.attention, layout=spec.feature_layout,
-                             prefix_tokens=getattr(spec, "feature_prefix_tokens", 0), **shared)
+                             prefix_tokens=getattr(spec, "feature_prefix_tokens", 0), scope=config.mix_scope, **shared)
     raise ConfigError(f"unknown method {config.method!r}")
 
 
