@@ -10,6 +10,9 @@ every round after warm-up; the median is reported with its ratio to ERM's. Libra
 and α. "MultiMix n=1000, generic" is the same method without the exact linear-classifier shortcut
 (the embeddings, not the logits, are mixed): the before/after of that optimisation, in one run.
 
+On CUDA, also the GPU's own time per step (kernel time from torch.profiler): where the step time is
+set by the host (Python and kernel launches), this says what mixing costs the GPU.
+
 Memory: the bytes autograd saves for backward in one step (exact and deterministic: the activation
 memory that dominates the peak), and on CUDA the measured peak, ``torch.cuda.max_memory_allocated``.
 (A CPU peak-RSS measurement was tried and removed: it read 0 MiB growth for every method.)
@@ -110,6 +113,20 @@ def make_step(model_name: str, method: str, device: torch.device, amp: bool, see
     return step
 
 
+def gpu_busy_s(step, device: torch.device, steps: int = 5) -> float:
+    """Seconds of GPU kernel time per step (the sum over kernels, from torch.profiler): the step's cost
+    to the GPU itself, which is what remains when the host is not the bottleneck."""
+    from torch.profiler import ProfilerActivity, profile
+
+    step()
+    torch.cuda.synchronize(device)
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            step()
+        torch.cuda.synchronize(device)
+    return sum(e.self_device_time_total for e in prof.key_averages()) / steps / 1e6
+
+
 def cuda_peak(model_name: str, method: str, device: torch.device, amp: bool) -> float:
     step = make_step(model_name, method, device, amp)
     step()
@@ -154,6 +171,7 @@ def main() -> None:
             saved[m] = counter.mib
             if not args.no_memory and device.type == "cuda":
                 memory[m] = cuda_peak(model_name, m, device, args.amp)
+        busy = {m: gpu_busy_s(steps[m], device) for m in METHODS} if device.type == "cuda" else {}
         mem_head = "peak allocated (MiB)"
 
         def ratio(values: dict[str, float], m: str) -> str:
@@ -162,11 +180,14 @@ def main() -> None:
         lines += [
             f"## {model_name}, b = {setup['batch']}, {setup['classes']} classes ({rounds} rounds)",
             "",
-            f"| method | step time | vs ERM | saved for backward (MiB) | vs ERM | {mem_head} | vs ERM |",
-            "|---|---|---|---|---|---|---|",
+            f"| method | step time | vs ERM | saved for backward (MiB) | vs ERM | {mem_head} | vs ERM |"
+            + (" GPU busy | vs ERM |" if busy else ""),
+            "|---|---|---|---|---|---|---|" + ("---|---|" if busy else ""),
         ]
         for m in METHODS:
             mem = f"{memory[m]:.0f} | {ratio(memory, m)}" if memory else "— | —"
+            if busy:
+                mem += f" | {busy[m] * 1e3:.2f} ms | {busy[m] / busy['ERM']:.3f}×"
             lines.append(f"| {m} | {times[m] * 1e3:.2f} ms | {times[m] / times['ERM']:.3f}× | {saved[m]:.1f} | "
                          f"{ratio(saved, m)} | {mem} |")
         extra = {n: times[f"MultiMix n={n}"] - times["ERM"] for n in (100, 1000, 10000)}

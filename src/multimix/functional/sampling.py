@@ -62,17 +62,23 @@ def sample_beta(
     dev = _sampling_device(generator, device)
     work = _sampling_dtype(dtype)
     if isinstance(alpha, Tensor):
-        if not bool(torch.isfinite(alpha).all()) or bool((alpha < 0).any()):
-            raise ValueError("alpha must hold finite values >= 0")
+        valid = torch.isfinite(alpha).all() & (alpha >= 0).all()
+        if alpha.device.type == "cpu":
+            if not bool(valid):
+                raise ValueError("alpha must hold finite values >= 0")
+        else:  # reading the check back would wait for the device at every step: assert there
+            torch._assert_async(valid, "alpha must hold finite values >= 0")
         conc = alpha.to(device=dev, dtype=work).expand(shape)
     else:
         conc = torch.full(shape, check_alpha(alpha), device=dev, dtype=work)
     # Beta(a, a) = G1 / (G1 + G2) = sigmoid(log G1 - log G2) for independent Gamma(a) draws.
     lam = torch.sigmoid(_log_gamma(conc, generator) - _log_gamma(conc, generator))
-    zero = conc == 0
-    if bool(zero.any()):
+    # α = 0 (a per-example α from ConfMix, or a schedule's start) is the limit: λ ∈ {0, 1}, a fair coin.
+    # Known on the host for a number; for a tensor of α the coin is always drawn, since asking the
+    # device whether any α is 0 would wait for it.
+    if isinstance(alpha, Tensor) or conc.numel() and float(alpha) == 0:
         coin = torch.rand(shape, generator=generator, device=dev, dtype=work) < 0.5
-        lam = torch.where(zero, coin.to(work), lam)
+        lam = torch.where(conc == 0, coin.to(work), lam)
     return lam.to(dtype or torch.float32)
 
 
