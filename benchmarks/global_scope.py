@@ -108,9 +108,11 @@ def main() -> None:
 
     longest = -(-B // world)
     gathered = lambda width: world * longest * width * 4  # noqa: E731 — an all-gather of float32 rows
+    # Three collectives: the batch sizes; the rows mixed packed with their targets (one all-gather);
+    # the gradient of the gathered tensor back to its owners (reduce-scatter, or all-reduce on gloo).
     extra = {
-        "MultiMix global": 8 * world + gathered(K) + gathered(K) + gathered(K),  # sizes, logits, targets, grad
-        "MultiMix global, generic": 8 * world + gathered(d) + gathered(K) + gathered(d),  # embeddings instead
+        "MultiMix global": 8 * world + 2 * gathered(K + K),  # logits under the linear shortcut
+        "MultiMix global, generic": 8 * world + 2 * gathered(d + K),  # embeddings
     }
     grad_bytes = params * 4
     lines = [
@@ -134,7 +136,13 @@ def main() -> None:
         e = extra.get(name)
         lines.append(f"| {name} | {1e3 * t:.2f} ms | {t / medians['ERM']:.3f}× | {vs_local} | "
                      f"{'—' if e is None else f'{e / 1024:.1f} KiB'} | {'—' if e is None else f'{e / grad_bytes:.3f}×'} |")
-    lines += ["", f"DDP's gradient all-reduce: {grad_bytes / 1024:.1f} KiB per step ({params} float32 parameters)."]
+    lines += ["", f"DDP's gradient all-reduce: {grad_bytes / 1024:.1f} KiB per step ({params} float32 parameters).",
+              "",
+              "Global scope adds three collectives per step (batch sizes; rows and targets in one all-gather; "
+              "the gradient back), each a point where every process waits for the others, in the middle of "
+              "forward and backward, where DDP's all-reduce overlaps with backward. Their bytes are small; "
+              "their cost is latency and waiting, so it depends on the interconnect and on how evenly the "
+              "processes run (here two single-threaded processes share two cores over loopback gloo)."]
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:

@@ -2,8 +2,8 @@
 
 MultiMix with ``scope="global"`` interpolates tuples drawn from every process's examples. Each process
 holds its own rows; these helpers give every process all of them, in rank order, with gradients flowing
-back to the process that owns each row (PyTorch's differentiable all-gather, whose backward sums the
-gradients of every copy of a row into its owner's: a reduce-scatter). Shares may differ in size (a global batch
+back to the process that owns each row (an all-gather whose backward sums the gradients of every copy
+of a row into its owner's: a reduce-scatter). Shares may differ in size (a global batch
 that does not split evenly): rows are padded to the largest share for the collective and the padding
 is dropped after it.
 """
@@ -14,13 +14,38 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-try:  # torch >= 2.6: the traceable functional collective (torch.compile can see through it)
-    from torch.distributed._functional_collectives import all_gather_single as _all_gather_differentiable
-except ImportError:  # older torch: the torch.distributed.nn version, deprecated since
-    import torch.distributed.nn.functional as _dist_nn
+# torch >= 2.13 names these *_single (the *_tensor names warn that they are deprecated).
+_all_gather_into = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+_reduce_scatter_into = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
 
-    def _all_gather_differentiable(tensor: Tensor, gather_dim: int, group) -> Tensor:
-        return torch.cat(_dist_nn.all_gather(tensor, group=group), dim=gather_dim)
+
+class _GatherRows(torch.autograd.Function):
+    """All-gather along dim 0 whose backward returns each process the summed gradient of its rows.
+
+    Plain ``torch.distributed`` collectives: on gloo they cost a third of the functional-collective
+    version's latency here (0.19 ms against 0.72 ms forward, 2 CPU processes). Backward: a
+    reduce-scatter on NCCL; gloo has none, so an all-reduce of the whole gradient, then this process's
+    slice (the same sums; a few kilobytes at mixing sizes).
+    """
+
+    @staticmethod
+    def forward(ctx, rows: Tensor) -> Tensor:
+        world_size = dist.get_world_size()
+        out = rows.new_empty(world_size * rows.shape[0], *rows.shape[1:])
+        _all_gather_into(out, rows.contiguous())
+        ctx.rank, ctx.length = dist.get_rank(), rows.shape[0]
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        grad = grad.contiguous()
+        if dist.get_backend() == "nccl":
+            mine = grad.new_empty(ctx.length, *grad.shape[1:])
+            _reduce_scatter_into(mine, grad)
+            return mine
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad[ctx.rank * ctx.length : (ctx.rank + 1) * ctx.length]
 
 
 def world() -> tuple[int, int]:
@@ -43,9 +68,8 @@ def gather_sizes(local: int, device: torch.device) -> list[int]:
     _, size = world()
     if size == 1:
         return [local]
-    mine = torch.tensor([local], dtype=torch.int64, device=device)
     out = torch.empty(size, dtype=torch.int64, device=device)
-    dist.all_gather_into_tensor(out, mine)
+    _all_gather_into(out, torch.full((1,), local, dtype=torch.int64, device=device))
     return out.tolist()
 
 
@@ -59,14 +83,36 @@ def gather_rows(rows: Tensor, sizes: list[int]) -> Tensor:
         return rows
     longest = max(sizes)
     padded = rows if rows.shape[0] == longest else torch.cat([rows, rows.new_zeros(longest - rows.shape[0], *rows.shape[1:])])
-    if rows.requires_grad:
-        gathered = _all_gather_differentiable(padded.contiguous(), 0, dist.group.WORLD)
-    else:
-        gathered = padded.new_empty(len(sizes) * longest, *padded.shape[1:])
-        dist.all_gather_into_tensor(gathered, padded.contiguous())
+    gathered = _GatherRows.apply(padded)
     if min(sizes) == longest:
         return gathered
     return torch.cat([part[:n] for part, n in zip(gathered.split(longest), sizes)])
 
 
-__all__ = ["world", "share", "gather_sizes", "gather_rows"]
+def gather_packed(tensors: list[Tensor | None], sizes: list[int]) -> list[Tensor | None]:
+    """:func:`gather_rows` of several batch-first tensors in one collective (each collective has a
+    latency of its own): flattened to (b, ·), packed side by side in their common floating dtype
+    (float32 at least, so that targets keep their precision under autocast), gathered, and split
+    back, each in its own dtype and shape. Differentiable; None entries stay None."""
+    present = [t for t in tensors if t is not None]
+    if len(sizes) == 1 or not present:
+        return list(tensors)
+    dtype = torch.float32
+    for t in present:
+        dtype = torch.promote_types(dtype, t.dtype)
+    flat = [t.reshape(t.shape[0], -1) for t in present]
+    gathered = gather_rows(torch.cat([f.to(dtype) for f in flat], dim=1), sizes)
+    parts = iter(gathered.split([f.shape[1] for f in flat], dim=1))
+    total = gathered.shape[0]
+    out: list[Tensor | None] = []
+    for t in tensors:
+        if t is None:
+            out.append(None)
+            continue
+        part = next(parts).to(t.dtype).reshape(total, *t.shape[1:])
+        # What carried no gradient (targets, attention) carries none after the gather either.
+        out.append(part if t.requires_grad else part.detach())
+    return out
+
+
+__all__ = ["world", "share", "gather_sizes", "gather_rows", "gather_packed"]

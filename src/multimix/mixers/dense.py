@@ -128,41 +128,44 @@ class DenseMultiMix(_MultiMixBase):
             att = cam_attention(zr.transpose(1, 2), self._classifier_ref[0].weight, targets)
         else:
             att = None
-        # Global scope: every process draws the same tuples over the global batch and keeps its share
-        # of the n rows; the rows they mix (logits or embeddings), attention and targets are gathered.
+        classifier = self._classifier_ref[0]
+        k = targets.shape[1]
+        shortcut = self.linear_shortcut and type(classifier) is nn.Linear
+        if shortcut:  # mix the b·r positions' logits: g(Σ w z) = Σ w g(z)
+            if self.layout == "channels_first":
+                # g at every position as a 1×1 convolution of the (b, d, r) map: no transposed copy of
+                # z, and its gradient comes back in z's own layout (a linear layer on the transposed
+                # rows costs a copy forward and a strided gradient into the features' backward).
+                rows = F.conv1d(zr.transpose(1, 2), classifier.weight[:, :, None], classifier.bias)
+                rows = rows.transpose(1, 2)  # (b, r, K), a view of (b, K, r)
+            else:
+                rows = classifier(zr.reshape(b * r, d)).reshape(b, r, -1)  # (b, r, K)
+        else:
+            rows = zr
+        # Global scope: the rows mixed (logits or embeddings), attention, targets and teacher's
+        # probabilities of every process, in one gather; every process then draws the same tuples
+        # over the global batch and keeps its share of the n generated examples.
         sizes = self._global_sizes(b, z.device)
-        total = b if sizes is None else sum(sizes)
+        if sizes is not None:
+            rows, att, targets, probs = collective.gather_packed([rows, att, targets, probs], sizes)
         members, weights = dense_multimix_weights(
-            total, r, n=self.n, m=self._tuple_length(total), alpha=self.alpha, attention=self._all_rows(att, sizes),
+            rows.shape[0], r, n=self.n, m=self._tuple_length(rows.shape[0]), alpha=self.alpha, attention=att,
             generator=self.generator, device=z.device,
         )
         if sizes is not None:
             mine = collective.share(self.n, *collective.world())
             members, weights = members[mine], weights[mine]
-        targets, probs = self._all_rows(targets, sizes), self._all_rows(probs, sizes)
-        classifier = self._classifier_ref[0]
-        k = targets.shape[1]
-        if self.linear_shortcut and type(classifier) is nn.Linear:
-            if self.layout == "channels_first":
-                # g at every position as a 1×1 convolution of the (b, d, r) map: no transposed copy of
-                # z, and its gradient comes back in z's own layout (a linear layer on the transposed
-                # rows costs a copy forward and a strided gradient into the features' backward).
-                per_position = F.conv1d(zr.transpose(1, 2), classifier.weight[:, :, None], classifier.bias)
-                per_position = per_position.transpose(1, 2)  # (b, r, K), a view of (b, K, r)
-            else:
-                per_position = classifier(zr.reshape(b * r, d)).reshape(b, r, -1)  # (b, r, K)
-            per_position = self._all_rows(per_position, sizes)
-            if class_major_is_faster(per_position.shape[2], z.device):
+        if shortcut:
+            if class_major_is_faster(rows.shape[2], z.device):
                 # Mix in class-major storage (K, ·), copying only the b·r·K logits and b·K targets:
                 # every elementwise step then runs over n·r contiguous values instead of K at a time,
                 # and soft_cross_entropy reads the (n·r, K) results' contiguous transpose directly.
-                per_position = per_position.permute(2, 0, 1).contiguous().permute(1, 2, 0)
+                rows = rows.permute(2, 0, 1).contiguous().permute(1, 2, 0)
                 targets = targets.t().contiguous().t()
                 probs = None if probs is None else probs.t().contiguous().t()
-            logits = dense_interpolate(members, weights, per_position, chunk_size=self.chunk_size)
-            logits = logits.reshape(-1, per_position.shape[2])
+            logits = dense_interpolate(members, weights, rows, chunk_size=self.chunk_size).reshape(-1, rows.shape[2])
         else:
-            mixed = dense_interpolate(members, weights, self._all_rows(zr, sizes), chunk_size=self.chunk_size)  # (n, r, d)
+            mixed = dense_interpolate(members, weights, rows, chunk_size=self.chunk_size)  # (n, r, d)
             logits = classifier(mixed.reshape(-1, d))
         with _no_autocast(targets.device):
             mixed_targets = dense_interpolate(members, weights, targets, chunk_size=self.chunk_size)

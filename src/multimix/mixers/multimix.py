@@ -58,11 +58,6 @@ class _MultiMixBase(_Mixer):
             return tuples
         return tuples.rows(collective.share(tuples.n, *collective.world()))
 
-    @staticmethod
-    def _all_rows(rows: Tensor | None, sizes: list[int] | None) -> Tensor | None:
-        """Every process's ``rows``, in rank order, differentiable (``rows`` itself for local scope)."""
-        return rows if rows is None or sizes is None else collective.gather_rows(rows, sizes)
-
 
 class MultiMix(_MultiMixBase):
     """MultiMix (SPEC §2): n ≫ b interpolations of m-tuples of the batch at the input of one submodule.
@@ -137,15 +132,18 @@ class MultiMix(_MultiMixBase):
         else:
             self._handles.append(module.register_forward_pre_hook(self._mix_input))
 
-    def _mix_rows(self, armed: tuple[MixTuples, list[int] | None], rows: Tensor, what: str) -> Tensor:
-        tuples, sizes = armed
+    def _mix_rows(self, armed: tuple, rows: Tensor, what: str) -> Tensor:
+        tuples, sizes, extras = armed
         local = tuples.batch_size if sizes is None else sizes[collective.world()[0]]
         if rows.dim() < 1 or rows.shape[0] != local:
             raise ValueError(
                 f"the {what} of {self.before!r} has batch size {rows.shape[0] if rows.dim() else None}, expected "
                 f"{local} (batch-first embeddings)"
             )
-        mixed = interpolate_tuples(tuples, self._all_rows(rows, sizes))
+        source = rows
+        if sizes is not None:  # global scope: the rows, targets and teacher's probabilities in one gather
+            source, *self._gathered = collective.gather_packed([rows, *extras], sizes)
+        mixed = interpolate_tuples(tuples, source)
         return torch.cat([rows, mixed]) if self.keep_clean else mixed
 
     def _mix_input(self, module: nn.Module, args: tuple) -> tuple | None:
@@ -170,8 +168,12 @@ class MultiMix(_MultiMixBase):
         total = b if sizes is None else sum(sizes)  # every process draws the same Λ over the global batch
         tuples = self._my_rows(sample_tuples(total, n=self.n, m=self._tuple_length(total), alpha=self.alpha,
                                              generator=self.generator, device=batch_device(x)), sizes)
-        logits = self._run_armed(x, (tuples, sizes), self.before)
-        all_targets, all_probs = self._all_rows(targets, sizes), self._all_rows(probs, sizes)
+        self._gathered = [targets, probs]  # global scope: replaced by every process's, in the hook
+        try:
+            logits = self._run_armed(x, (tuples, sizes, (targets, probs)), self.before)
+            all_targets, all_probs = self._gathered
+        finally:
+            self._gathered = None
         with _no_autocast(targets.device):
             mixed = self._add_distilled(interpolate_tuples(tuples, all_targets),
                                         None if all_probs is None else interpolate_tuples(tuples, all_probs))
