@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shlex
 import sys
 import tempfile
 from pathlib import Path
@@ -66,7 +67,7 @@ class SavedBytes:
 
 
 def make_step(model_name: str, method: str, device: torch.device, amp: bool, seed: int = 0,
-              saved: SavedBytes | None = None):
+              saved: SavedBytes | None = None, compile_model: bool = False):
     """A closure running one training step of ``method``; the model and batch are its own."""
     setup = SETUPS[model_name]
     torch.manual_seed(seed)
@@ -93,6 +94,14 @@ def make_step(model_name: str, method: str, device: torch.device, amp: bool, see
                          linear_shortcut=not method.endswith("generic"))
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     model.train()
+    net = model
+    if compile_model:  # the trainer's --compile: hooks placed first, then the mixer calls the compiled module
+        # Several models of one class are compiled here, some with the mixers' hooks and some without:
+        # dynamo must guard on hooks, or it reuses a graph traced without them (no mixing).
+        torch._dynamo.config.skip_nnmodule_hook_guards = False
+        net = torch.compile(model)
+        if mixer is not None:
+            mixer.model = net
 
     import contextlib
 
@@ -100,7 +109,7 @@ def make_step(model_name: str, method: str, device: torch.device, amp: bool, see
         hooks = torch.autograd.graph.saved_tensors_hooks(saved.pack, lambda t: t) if saved else contextlib.nullcontext()
         with hooks, torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             if mixer is None:
-                logits, targets = model(x), MF.one_hot(y, k)
+                logits, targets = net(x), MF.one_hot(y, k)
             else:
                 logits, targets = mixer(x, y)
             loss = soft_cross_entropy(logits.float(), targets)
@@ -127,8 +136,8 @@ def gpu_busy_s(step, device: torch.device, steps: int = 5) -> float:
     return sum(e.self_device_time_total for e in prof.key_averages()) / steps / 1e6
 
 
-def cuda_peak(model_name: str, method: str, device: torch.device, amp: bool) -> float:
-    step = make_step(model_name, method, device, amp)
+def cuda_peak(model_name: str, method: str, device: torch.device, amp: bool, compile_model: bool = False) -> float:
+    step = make_step(model_name, method, device, amp, compile_model=compile_model)
     step()
     torch.cuda.synchronize(device)
     torch.cuda.reset_peak_memory_stats(device)
@@ -145,16 +154,23 @@ def main() -> None:
     parser.add_argument("--models", default="cnn1d,preactresnet18")
     parser.add_argument("--profile", default=None, help="also print a torch.profiler table of this method's step")
     parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of the methods")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model (as train --compile)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     device = torch.device(args.device)
+    methods = [m for m in METHODS if m in args.methods.split(",")]
+    if "ERM" not in methods or len(methods) != len(args.methods.split(",")):
+        parser.error(f"--methods: expected a comma-separated subset of {METHODS} including ERM, got {args.methods!r}")
+    subset = "" if methods == METHODS else f" --methods {shlex.quote(args.methods)}"
     lines = [
-        f"# Training-step overhead over ERM ({device.type}{', bf16 autocast' if args.amp else ''})",
+        f"# Training-step overhead over ERM ({device.type}{', bf16 autocast' if args.amp else ''}"
+        f"{', torch.compile' if args.compile else ''})",
         "",
         f"- machine: {platform.machine()}, {os.cpu_count()} CPU(s), torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads" + (f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""),
         f"- command: `python benchmarks/overhead.py --device {args.device}{' --amp' if args.amp else ''} "
-        f"--rounds {args.rounds} --models {args.models}`",
+        f"--rounds {args.rounds} --models {args.models}{' --compile' if args.compile else ''}{subset}`",
         "- one step = forward + loss + backward + SGD step; median over rounds, methods interleaved",
         "",
     ]
@@ -162,16 +178,16 @@ def main() -> None:
         setup = SETUPS[model_name]
         # The resnet is slow on a CPU: fewer rounds, one step per block.
         rounds = args.rounds if not (model_name == "preactresnet18" and device.type == "cpu") else max(3, args.rounds // 3)
-        steps = {m: make_step(model_name, m, device, args.amp) for m in METHODS}
+        steps = {m: make_step(model_name, m, device, args.amp, compile_model=args.compile) for m in methods}
         times = interleaved(steps, device, rounds, min_block_s=0.05, warmup=2)
         saved, memory = {}, {}
-        for m in METHODS:
+        for m in methods:
             counter = SavedBytes()
-            make_step(model_name, m, device, args.amp, saved=counter)()
+            make_step(model_name, m, device, args.amp, saved=counter, compile_model=args.compile)()
             saved[m] = counter.mib
             if not args.no_memory and device.type == "cuda":
-                memory[m] = cuda_peak(model_name, m, device, args.amp)
-        busy = {m: gpu_busy_s(steps[m], device) for m in METHODS} if device.type == "cuda" else {}
+                memory[m] = cuda_peak(model_name, m, device, args.amp, args.compile)
+        busy = {m: gpu_busy_s(steps[m], device) for m in methods} if device.type == "cuda" else {}
         mem_head = "peak allocated (MiB)"
 
         def ratio(values: dict[str, float], m: str) -> str:
@@ -184,16 +200,18 @@ def main() -> None:
             + (" GPU busy | vs ERM |" if busy else ""),
             "|---|---|---|---|---|---|---|" + ("---|---|" if busy else ""),
         ]
-        for m in METHODS:
+        for m in methods:
             mem = f"{memory[m]:.0f} | {ratio(memory, m)}" if memory else "— | —"
             if busy:
                 mem += f" | {busy[m] * 1e3:.2f} ms | {busy[m] / busy['ERM']:.3f}×"
             lines.append(f"| {m} | {times[m] * 1e3:.2f} ms | {times[m] / times['ERM']:.3f}× | {saved[m]:.1f} | "
                          f"{ratio(saved, m)} | {mem} |")
-        extra = {n: times[f"MultiMix n={n}"] - times["ERM"] for n in (100, 1000, 10000)}
-        lines += ["", "MultiMix cost above ERM by n (linear growth means ×10 per ×10 in n, once fixed costs are "
-                  "paid): " + ", ".join(f"n={n}: {1e3 * v:+.2f} ms" for n, v in extra.items()), ""]
-        print("\n".join(lines[-len(METHODS) - 6:]), flush=True)
+        extra = {n: times[f"MultiMix n={n}"] - times["ERM"] for n in (100, 1000, 10000) if f"MultiMix n={n}" in times}
+        if extra:
+            lines += ["", "MultiMix cost above ERM by n (linear growth means ×10 per ×10 in n, once fixed costs "
+                      "are paid): " + ", ".join(f"n={n}: {1e3 * v:+.2f} ms" for n, v in extra.items())]
+        lines += [""]
+        print("\n".join(lines[-len(methods) - 6:]), flush=True)
         if args.profile:
             from torch.profiler import ProfilerActivity, profile
 
