@@ -244,6 +244,9 @@ def _train(config: TrainConfig, out: Path, world: distributed.Dist, state: dict[
             model, device_ids=[device] if device.type == "cuda" else None,
             find_unused_parameters=config.method == "dense-multimix")
     if config.compile:
+        # dynamo does not guard on module hooks: a graph traced for an earlier run of this process (a
+        # model of the same class, without the mixer's hooks) would be reused, and nothing mixed.
+        torch._dynamo.reset()
         net = torch.compile(net)
     # Evaluation runs on each rank's share of the data, outside DDP (whose forward expects every
     # rank to take part, and the shares may differ by one batch).
