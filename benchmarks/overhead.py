@@ -154,14 +154,16 @@ def main() -> None:
     parser.add_argument("--models", default="cnn1d,preactresnet18")
     parser.add_argument("--profile", default=None, help="also print a torch.profiler table of this method's step")
     parser.add_argument("--no-memory", action="store_true")
-    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of the methods")
+    parser.add_argument("--methods", default=None, help="a subset of the methods, separated by ';' (their names "
+                        "hold commas), e.g. 'ERM;MultiMix n=1000' (default: all)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (as train --compile)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     device = torch.device(args.device)
-    methods = [m for m in METHODS if m in args.methods.split(",")]
-    if "ERM" not in methods or len(methods) != len(args.methods.split(",")):
-        parser.error(f"--methods: expected a comma-separated subset of {METHODS} including ERM, got {args.methods!r}")
+    asked = METHODS if args.methods is None else [m.strip() for m in args.methods.split(";")]
+    methods = [m for m in METHODS if m in asked]
+    if "ERM" not in methods or len(methods) != len(asked):
+        parser.error(f"--methods: expected names from {METHODS}, separated by ';', including ERM; got {args.methods!r}")
     subset = "" if methods == METHODS else f" --methods {shlex.quote(args.methods)}"
     lines = [
         f"# Training-step overhead over ERM ({device.type}{', bf16 autocast' if args.amp else ''}"
