@@ -389,7 +389,8 @@ def test_help_shows_each_default_once():
     for action in sub._actions:
         assert (action.help or "").count("default") <= 1, action.help
     text = sub.format_help()
-    assert "(default: 30)" in text and "==SUPPRESS==" not in text
+    assert "(default: 0)" in text and "==SUPPRESS==" not in text  # --seed
+    assert "(default: the dataset's recipe)" in text and "other datasets:" in text  # the recipes, listed
 
 
 def test_accuracy_axis_never_magnifies_noise():

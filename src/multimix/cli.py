@@ -210,14 +210,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="a line for every epoch")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    p_train = sub.add_parser("train", help="train one model with one method")
+    from multimix.train.recipes import describe
+
+    recipes = ("Options marked 'the dataset's recipe' take, when not given, the settings chosen for the dataset on "
+               f"its validation split (benchmarks/results/recipes.md): {describe()}.")
+    p_train = sub.add_parser("train", help="train one model with one method", epilog=recipes)
     p_train.add_argument("--out", type=Path, help="output folder (default: runs/<dataset>-<model>-<method>-s<seed>)")
     p_train.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint (its settings are read from it)")
     add_output_flags(p_train)
     add_config_flags(p_train)
     p_train.set_defaults(func=cmd_train)
 
-    p_cmp = sub.add_parser("compare", help="train several methods over several seeds and tabulate")
+    p_cmp = sub.add_parser("compare", help="train several methods over several seeds and tabulate", epilog=recipes)
     p_cmp.add_argument("--methods", default="erm,mixup,manifold,multimix", help=f"comma-separated, from {', '.join(METHODS)} (default: erm,mixup,manifold,multimix)")
     p_cmp.add_argument("--seeds", type=int, default=3, help="number of seeds, starting at --seed (default: 3)")
     p_cmp.add_argument("--jobs", type=int, default=1, help="runs trained at once, each in its own process (default: 1)")

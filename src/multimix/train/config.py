@@ -18,6 +18,7 @@ import yaml
 from multimix.data import DATASETS
 from multimix.models import DEFAULT_MODEL, MODELS
 from multimix.schedules import SCHEDULES
+from multimix.train.recipes import RECIPE_KEYS, recipe_for
 
 METHODS = ("erm", "mixup", "manifold", "multimix", "dense-multimix", "confmix", "cutmix", "mixup-cutmix")
 ATTENTIONS = ("none", "pooled", "cam")
@@ -114,11 +115,13 @@ class TrainConfig:
     model: str | None = _field(None, "model (default: the dataset's reference model)", _opt(_str), tuple(MODELS), "data")
     method: str = _field("erm", "training method", _str, METHODS, "method")
     # optimisation
-    epochs: int = _field(30, "number of epochs", _parse_int)
-    batch_size: int = _field(100, "training batch size", _parse_int)
-    lr: float = _field(1e-3, "learning rate (peak, with the cosine schedule)", _parse_float)
-    optimizer: str = _field("adam", "optimizer", _str, OPTIMIZERS)
-    weight_decay: float = _field(0.0, "weight decay", _parse_float)
+    epochs: int = _field(None, "number of epochs (default: the dataset's recipe)", _parse_int)
+    batch_size: int = _field(None, "training batch size, global under torchrun (default: the dataset's recipe)",
+                             _parse_int)
+    lr: float = _field(None, "learning rate, peak with the cosine schedule (default: the dataset's recipe)",
+                       _parse_float)
+    optimizer: str = _field(None, "optimizer (default: the dataset's recipe)", _str, OPTIMIZERS)
+    weight_decay: float = _field(None, "weight decay (default: the dataset's recipe)", _parse_float)
     momentum: float = _field(0.9, "SGD momentum (0: plain SGD)", _parse_float)
     nesterov: bool = _field(True, "SGD: Nesterov momentum (when momentum > 0)", _parse_bool)
     scheduler: str = _field("cosine", "learning-rate schedule over all steps", _str, SCHEDULERS)
@@ -171,6 +174,13 @@ class TrainConfig:
     sync_bn: bool = _field(False, "under torchrun on CUDA: SyncBatchNorm, so that batch-norm statistics are those of "
                            "the global batch rather than of each process's share (results then do not depend on the "
                            "number of processes; costs one all-reduce per BN layer)", _parse_bool, group="run")
+
+    def __post_init__(self) -> None:
+        # Options left unset take the dataset's recipe; the resolved values are what is recorded.
+        recipe = recipe_for(self.dataset)
+        for key in RECIPE_KEYS:
+            if getattr(self, key) is None:
+                setattr(self, key, getattr(recipe, key))
 
     # -- construction -----------------------------------------------------------------------
 

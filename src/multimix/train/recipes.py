@@ -1,0 +1,56 @@
+"""Default training recipes per dataset: what a run gets for the options the user does not give.
+
+Mixing regularises, and a regulariser needs a schedule long enough to pay off: with a generic short
+schedule every mixing method scores below ERM. So each dataset has a recipe — epochs, batch size,
+optimizer, learning rate, weight decay — chosen on the **validation** split by
+``benchmarks/recipes.py`` for ERM and manifold mixup *together* (a recipe that only suits ERM makes
+every regulariser look bad). Its table, with the validation figures behind each choice, is
+``benchmarks/results/recipes.md``. Augmentation is part of each dataset (see :mod:`multimix.data`).
+
+A flag or a ``--config`` key always wins over the recipe; the resolved values are recorded in the
+run's ``config.yaml`` and checkpoint, so resuming never depends on this table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The optimisation settings a dataset gets by default, and why."""
+
+    epochs: int
+    batch_size: int
+    optimizer: str
+    lr: float
+    weight_decay: float
+    why: str
+
+
+#: The options a recipe sets (each a TrainConfig field).
+RECIPE_KEYS = ("epochs", "batch_size", "optimizer", "lr", "weight_decay")
+
+#: Datasets with no recipe chosen on validation yet get the library's generic settings.
+GENERIC = Recipe(30, 100, "adam", 1e-3, 0.0, "no recipe chosen on validation yet: the generic settings")
+
+#: Chosen by ``python benchmarks/recipes.py`` (grid lr {1e-3, 3e-3, 1e-2} × epochs {30, 100}, Adam,
+#: batch 100, ERM and manifold mixup, 2 seeds, validation accuracy): benchmarks/results/recipes.md.
+RECIPES: dict[str, Recipe] = {}
+
+
+def recipe_for(dataset: str) -> Recipe:
+    """The recipe of ``dataset`` (:data:`GENERIC` where none has been chosen)."""
+    return RECIPES.get(dataset, GENERIC)
+
+
+def describe() -> str:
+    """One line per dataset with a recipe, for ``--help`` and the README."""
+    lines = [f"{name}: {r.epochs} epochs, batch {r.batch_size}, {r.optimizer} lr {r.lr:g}, weight decay "
+             f"{r.weight_decay:g}" for name, r in RECIPES.items()]
+    lines.append(f"other datasets: {GENERIC.epochs} epochs, batch {GENERIC.batch_size}, {GENERIC.optimizer} lr "
+                 f"{GENERIC.lr:g}, weight decay {GENERIC.weight_decay:g}")
+    return "; ".join(lines)
+
+
+__all__ = ["Recipe", "RECIPES", "RECIPE_KEYS", "GENERIC", "recipe_for", "describe"]
