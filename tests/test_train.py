@@ -95,7 +95,7 @@ def test_corrupt_and_mismatched_checkpoints_give_clear_errors(tmp_path):
     with pytest.raises(ConfigError, match="already holds a run"):
         train(config, tmp_path)
     other = TrainConfig.from_dict({**TINY, "lr": 0.5})
-    with pytest.raises(CheckpointError, match=r"other settings \(given vs saved\): lr: 0.5 vs 0.001"):
+    with pytest.raises(CheckpointError, match=rf"other settings \(given vs saved\): lr: 0.5 vs {config.lr}"):
         train(other, tmp_path, resume=True)
     data = (tmp_path / "checkpoint.pt").read_bytes()
     (tmp_path / "checkpoint.pt").write_bytes(data[: len(data) // 2])
