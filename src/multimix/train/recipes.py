@@ -36,7 +36,20 @@ GENERIC = Recipe(30, 100, "adam", 1e-3, 0.0, "no recipe chosen on validation yet
 
 #: Chosen by ``python benchmarks/recipes.py`` (grid lr {1e-3, 3e-3, 1e-2} × epochs {30, 100}, Adam,
 #: batch 100, ERM and manifold mixup, 2 seeds, validation accuracy): benchmarks/results/recipes.md.
-RECIPES: dict[str, Recipe] = {}
+#: Validation accuracy (%) of ERM / manifold mixup at the chosen setting, mean of 2 seeds, in each reason.
+RECIPES: dict[str, Recipe] = {
+    "mnist1d": Recipe(100, 100, "adam", 1e-2, 0.0,
+                      "best pair mean, 94.4 / 99.1 (next: lr 3e-3, 92.5 / 95.5); at the grid's corner, as "
+                      "configs/demo.yaml, also tuned on validation"),
+    "mnist1d-shuffled": Recipe(100, 100, "adam", 1e-2, 0.0,
+                               "best pair mean, 59.1 / 59.0; at the grid's corner: this harder task may want "
+                               "longer training still"),
+    "digits": Recipe(100, 100, "adam", 3e-3, 0.0, "best pair mean, 97.2 / 98.6 (30 epochs: mixing lags ERM)"),
+    "toy": Recipe(30, 100, "adam", 1e-3, 0.0,
+                  "every cell within 1 point (81.0 pair mean at best): the shortest, lowest-lr of the ties"),
+    "spirals": Recipe(100, 100, "adam", 1e-3, 0.0,
+                      "best pair mean, 100 / 99 (30 epochs: manifold mixup 92)"),
+}
 
 
 def recipe_for(dataset: str) -> Recipe:
