@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-from torch import Tensor
+from torch import Tensor, nn
 
 from multimix.mixers.collective import share
 
@@ -101,6 +101,27 @@ def process_group(device: str, *, timeout_s: float = 600.0) -> Iterator[Dist]:
         dist.destroy_process_group()
 
 
+def wrap_model(model: nn.Module, d: Dist, device: torch.device, *, sync_bn: bool, compile: bool,
+               find_unused_parameters: bool) -> tuple[nn.Module, nn.Module, nn.Module]:
+    """``(model, net, eval_net)``: the model (with SyncBatchNorm if asked, under torchrun), what a
+    training step calls (it in ``DistributedDataParallel`` under torchrun, compiled if asked) and
+    what evaluation calls (outside DDP, whose forward expects every rank to take part, while each
+    rank evaluates its own share of the data)."""
+    if sync_bn and d.world_size > 1:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    net = model
+    if d.world_size > 1:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None,
+                                                  find_unused_parameters=find_unused_parameters)
+    if compile:
+        # dynamo does not guard on module hooks: a graph traced for an earlier run in this process (a
+        # model of the same class, without a mixer's hooks) would be reused, and nothing mixed.
+        torch._dynamo.reset()
+        net = torch.compile(net)
+    eval_net = net if d.world_size == 1 else (torch.compile(model) if compile else model)
+    return model, net, eval_net
+
+
 def share_sizes(total: int, world_size: int) -> list[int]:
     """The size of every rank's :func:`share` of ``total``."""
     return [share(total, r, world_size).stop - share(total, r, world_size).start for r in range(world_size)]
@@ -150,6 +171,6 @@ def barrier(d: Dist) -> None:
         dist.barrier()
 
 
-__all__ = ["Dist", "from_environment", "rank_device", "process_group", "share", "share_sizes", "rank", "world_size",
+__all__ = ["Dist", "from_environment", "rank_device", "process_group", "wrap_model", "share", "share_sizes", "rank", "world_size",
            "all_reduce_sum",
            "broadcast_object", "all_gather_objects", "barrier"]

@@ -233,24 +233,13 @@ def _train(config: TrainConfig, out: Path, world: distributed.Dist, state: dict[
     train_x, train_y = (t.to(device) for t in splits.train.tensors)
     torch.manual_seed(config.seed)  # the same initial weights on every rank
     model = build_model(config.model_name, input_shape=splits.input_shape, num_classes=splits.num_classes).to(device)
-    if config.sync_bn and world.world_size > 1:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    net: nn.Module = model  # what the step calls: the model, wrapped for DDP and compiled as asked
-    if world.world_size > 1:
-        # Dense MultiMix classifies positions of the features: what follows them gets no gradient.
-        net = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device] if device.type == "cuda" else None,
-            find_unused_parameters=config.method == "dense-multimix")
-    if config.compile:
-        # dynamo does not guard on module hooks: a graph traced for an earlier run of this process (a
-        # model of the same class, without the mixer's hooks) would be reused, and nothing mixed.
-        torch._dynamo.reset()
-        net = torch.compile(net)
-    # Evaluation runs on each rank's share of the data, outside DDP (whose forward expects every
-    # rank to take part, and the shares may differ by one batch).
-    eval_net = net if world.world_size == 1 else (torch.compile(model) if config.compile else model)
+    # What the step calls (the model in DDP under torchrun, compiled if asked) and what evaluates.
+    # Dense MultiMix classifies positions of the features: what follows them gets no gradient.
+    model, net, eval_net = distributed.wrap_model(model, world, device, sync_bn=config.sync_bn,
+                                                  compile=config.compile,
+                                                  find_unused_parameters=config.method == "dense-multimix")
     data_gen = torch.Generator().manual_seed(config.seed)  # data order and augmentation, the same on every rank
     # On a GPU, augmentation draws on the GPU: drawing on the host and copying would wait for it.
     aug_gen = data_gen if device.type == "cpu" else torch.Generator(device=device).manual_seed(config.seed)
