@@ -51,10 +51,6 @@ class Dist:
         """Rank 0: the one process that writes files and logs progress."""
         return self.rank == 0
 
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1 or _group_active()
-
 
 def from_environment() -> Dist | None:
     """The :class:`Dist` torchrun's environment describes, or None when not started by torchrun."""
