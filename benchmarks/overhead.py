@@ -67,8 +67,12 @@ class SavedBytes:
 
 
 def make_step(model_name: str, method: str, device: torch.device, amp: bool, seed: int = 0,
-              saved: SavedBytes | None = None, compile_model: bool = False):
-    """A closure running one training step of ``method``; the model and batch are its own."""
+              saved: SavedBytes | None = None, compile_model: bool = False, graph: bool = False):
+    """A closure running one training step of ``method``; the model and batch are its own.
+
+    With ``graph``, the whole step (forward, loss, backward, SGD step, teacher update) is captured in
+    one CUDA graph and the closure replays it: the host launches one graph instead of every kernel.
+    """
     setup = SETUPS[model_name]
     torch.manual_seed(seed)
     model = build_model(model_name, input_shape=setup["shape"], num_classes=setup["classes"]).to(device)
@@ -107,7 +111,8 @@ def make_step(model_name: str, method: str, device: torch.device, amp: bool, see
 
     def step() -> None:
         hooks = torch.autograd.graph.saved_tensors_hooks(saved.pack, lambda t: t) if saved else contextlib.nullcontext()
-        with hooks, torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        # Autocast's weight cache would keep copies made during capture: off when capturing.
+        with hooks, torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp, cache_enabled=not graph):
             if mixer is None:
                 logits, targets = net(x), MF.one_hot(y, k)
             else:
@@ -119,7 +124,34 @@ def make_step(model_name: str, method: str, device: torch.device, amp: bool, see
         if teacher is not None:
             teacher.update()
 
+    if graph:
+        return capture(step, [g], device)
     return step
+
+
+def capture(step, generators: list[torch.Generator], device: torch.device):
+    """``step`` captured in a CUDA graph (after warm-up on a side stream, as CUDA graphs require);
+    returns the graph's replay. The mixing generators are registered with the graph, so every replay
+    draws afresh from them (graph-safe RNG) instead of repeating the draws of the capture."""
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            step()
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    for gen in generators:
+        graph.register_generator_state(gen)
+    with torch.cuda.graph(graph):
+        step()
+
+    def replay() -> None:
+        # The graph reads the step's tensors (batch, weights, optimiser state) at the addresses it
+        # captured: holding ``step`` keeps them alive.
+        graph.replay()
+
+    replay.step = step
+    return replay
 
 
 def gpu_busy_s(step, device: torch.device, steps: int = 5) -> float:
@@ -136,8 +168,9 @@ def gpu_busy_s(step, device: torch.device, steps: int = 5) -> float:
     return sum(e.self_device_time_total for e in prof.key_averages()) / steps / 1e6
 
 
-def cuda_peak(model_name: str, method: str, device: torch.device, amp: bool, compile_model: bool = False) -> float:
-    step = make_step(model_name, method, device, amp, compile_model=compile_model)
+def cuda_peak(model_name: str, method: str, device: torch.device, amp: bool, compile_model: bool = False,
+              graph: bool = False) -> float:
+    step = make_step(model_name, method, device, amp, compile_model=compile_model, graph=graph)
     step()
     torch.cuda.synchronize(device)
     torch.cuda.reset_peak_memory_stats(device)
@@ -157,9 +190,13 @@ def main() -> None:
     parser.add_argument("--methods", default=None, help="a subset of the methods, separated by ';' (their names "
                         "hold commas), e.g. 'ERM;MultiMix n=1000' (default: all)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (as train --compile)")
+    parser.add_argument("--cuda-graph", action="store_true", help="capture each method's whole step in a CUDA "
+                        "graph and time its replay (as train --cuda-graph)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     device = torch.device(args.device)
+    if args.cuda_graph and device.type != "cuda":
+        parser.error(f"--cuda-graph: CUDA graphs need --device cuda, got --device {args.device}")
     asked = METHODS if args.methods is None else [m.strip() for m in args.methods.split(";")]
     methods = [m for m in METHODS if m in asked]
     if "ERM" not in methods or len(methods) != len(asked):
@@ -167,12 +204,13 @@ def main() -> None:
     subset = "" if methods == METHODS else f" --methods {shlex.quote(args.methods)}"
     lines = [
         f"# Training-step overhead over ERM ({device.type}{', bf16 autocast' if args.amp else ''}"
-        f"{', torch.compile' if args.compile else ''})",
+        f"{', torch.compile' if args.compile else ''}{', CUDA graph' if args.cuda_graph else ''})",
         "",
         f"- machine: {platform.machine()}, {os.cpu_count()} CPU(s), torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads" + (f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""),
         f"- command: `python benchmarks/overhead.py --device {args.device}{' --amp' if args.amp else ''} "
-        f"--rounds {args.rounds} --models {args.models}{' --compile' if args.compile else ''}{subset}`",
+        f"--rounds {args.rounds} --models {args.models}{' --compile' if args.compile else ''}"
+        f"{' --cuda-graph' if args.cuda_graph else ''}{subset}`",
         "- one step = forward + loss + backward + SGD step; median over rounds, methods interleaved",
         "",
     ]
@@ -180,15 +218,18 @@ def main() -> None:
         setup = SETUPS[model_name]
         # The resnet is slow on a CPU: fewer rounds, one step per block.
         rounds = args.rounds if not (model_name == "preactresnet18" and device.type == "cpu") else max(3, args.rounds // 3)
-        steps = {m: make_step(model_name, m, device, args.amp, compile_model=args.compile) for m in methods}
+        steps = {m: make_step(model_name, m, device, args.amp, compile_model=args.compile, graph=args.cuda_graph)
+                 for m in methods}
         times = interleaved(steps, device, rounds, min_block_s=0.05, warmup=2)
         saved, memory = {}, {}
         for m in methods:
             counter = SavedBytes()
             make_step(model_name, m, device, args.amp, saved=counter, compile_model=args.compile)()
             saved[m] = counter.mib
-            if not args.no_memory and device.type == "cuda":
-                memory[m] = cuda_peak(model_name, m, device, args.amp, args.compile)
+            # Under --cuda-graph every captured graph keeps its memory pool for the whole process, so a peak
+            # measured here would include the graphs of the methods captured before: not reported.
+            if not args.no_memory and device.type == "cuda" and not args.cuda_graph:
+                memory[m] = cuda_peak(model_name, m, device, args.amp, args.compile, args.cuda_graph)
         busy = {m: gpu_busy_s(steps[m], device) for m in methods} if device.type == "cuda" else {}
         mem_head = "peak allocated (MiB)"
 

@@ -280,6 +280,8 @@ BAD = {
     "--channels-last": [["--channels-last=1"], ["--dataset", "mnist1d", "--channels-last"]],
     "--compile": [["--compile=yes"]],
     "--sync-bn": [["--sync-bn=on"]],
+    "--cuda-graph": [["--cuda-graph=yes"]] + ([["--device", "cuda", "--amp", "fp16", "--cuda-graph"]] if CUDA
+                                              else [["--cuda-graph"]]),
     "--mix-scope": [["--mix-scope", "world"], ["--method", "mixup", "--mix-scope", "global"]],
     "--out": [["--out", "{tmp}/afile"], ["--out", "{tmp}/afile/run"], ["--out", "/proc/multimix-run"]],
     "--quiet": [["--quiet=yes"]],

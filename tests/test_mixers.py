@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -265,3 +266,38 @@ def test_the_own_model_example_runs_and_learns():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.main(["--epochs", "3"]) > 0.8
+
+
+@pytest.mark.parametrize("kind", ["manifold", "mixup-cutmix", "multimix p"])
+def test_host_choices_drawn_ahead_are_the_ones_forward_would_draw(kind, mlp):
+    """decide() (for CUDA graphs: one graph per choice) draws what the next forward would have drawn,
+    and that forward uses it: the same run with and without drawing ahead."""
+    from multimix import MixupOrCutMix
+
+    model = nn.Sequential(nn.Flatten(), mlp) if kind == "mixup-cutmix" else mlp  # CutMix pastes image boxes
+
+    def make():
+        gen = torch.Generator().manual_seed(5)
+        if kind == "manifold":
+            return ManifoldMixup(model, layers=["input", "encoder.layer1", "encoder.layer2"], num_classes=4,
+                                 generator=gen)
+        if kind == "mixup-cutmix":
+            return MixupOrCutMix(model, num_classes=4, generator=gen)
+        return MultiMix(model, before="fc", p=0.5, n=8, num_classes=4, generator=gen)
+
+    x = torch.randn(6, 1, 2, 3) if kind == "mixup-cutmix" else torch.randn(6, 6)
+    y = torch.randint(4, (6,))
+    plain, ahead = make(), make()
+    chosen, used = [], []
+    for _ in range(12):
+        _, t1 = plain(x, y)
+        chosen.append(ahead.decide())
+        _, t2 = ahead(x, y)
+        assert torch.equal(t1, t2)
+        if kind == "multimix p":
+            used.append("clean" if t2.shape[0] == 6 else "mix")
+        else:
+            used.append(ahead.last_layer if kind == "manifold" else ahead.last_method)
+    assert chosen == used and len(set(chosen)) > 1
+    plain.close(), ahead.close()
+    assert MultiMix(mlp, before="fc", num_classes=4).decide() is None  # p = 1: no choice to make

@@ -87,6 +87,7 @@ class _Mixer(nn.Module):
             self.host_generator = torch.Generator().manual_seed(generator.initial_seed())
         self._handles: list[RemovableHandle] = []
         self._armed: object | None = None  # parameters for the next hook call; None = pass through
+        self._decided: object | None = None  # the next step's host-side choice, when drawn ahead (decide())
 
     # -- public ------------------------------------------------------------------------------
 
@@ -122,6 +123,32 @@ class _Mixer(nn.Module):
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha < 0:
             raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
         self.alpha = float(alpha)
+
+    def decide(self) -> object | None:
+        """Draw now the host-side choice of the next training step, and return it; None if there is none.
+
+        Some mixers choose on the host, each step, what the step does — which layer manifold mixup
+        mixes at, CutMix or mixup, whether MultiMix mixes this batch (p < 1) — and the choice changes
+        the kernels that run. A CUDA graph captures one such choice: a caller replaying graphs draws
+        the choice first with this method and replays the graph of that choice
+        (:mod:`multimix.train.graphs`). The next forward in training mode uses the choice drawn here
+        instead of drawing its own, so the host generator's draws are the same as without it.
+        """
+        self._decided = None
+        if getattr(self, "alpha", None) == 0:  # forward will not mix, so will not draw
+            return None
+        self._decided = self._choose()
+        return self._decided
+
+    def _choose(self) -> object | None:
+        """This step's host-side choice (drawn from the host generator), or None when the mixer makes
+        none; mixers that choose override it and call it from their forward through :meth:`_choice`."""
+        return None
+
+    def _choice(self) -> object | None:
+        """The choice :meth:`decide` drew ahead for this step, else a fresh one."""
+        choice, self._decided = self._decided, None
+        return self._choose() if choice is None else choice
 
     def close(self) -> None:
         """Remove every hook this mixer placed on the model. Idempotent."""
@@ -189,7 +216,7 @@ class _Mixer(nn.Module):
             return targets
         return targets + self.distill_weight * teacher_targets.to(targets.dtype)
 
-    def _uniform(self, device: torch.device) -> float:
+    def _uniform(self) -> float:
         """One U[0, 1) draw, on the host (from the host generator when the generator is on a GPU)."""
         if self.host_generator is not None:
             return float(torch.rand((), generator=self.host_generator))

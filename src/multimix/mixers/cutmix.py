@@ -85,8 +85,12 @@ class MixupOrCutMix(CutMix):
         super().set_alpha(alpha)
         self.mixup_alpha = self.alpha
 
+    def _choose(self) -> str:
+        """"cutmix" with probability ``switch_prob``, else "mixup"."""
+        return "cutmix" if self._uniform() < self.switch_prob else "mixup"
+
     def _mix_forward(self, x: Inputs, targets: Tensor) -> tuple[Tensor, Tensor]:
-        if self._uniform(batch_device(x)) < self.switch_prob:
+        if self._choice() == "cutmix":
             self.last_method = "cutmix"
             return self._cutmix(x, targets)
         self.last_method = "mixup"

@@ -40,10 +40,15 @@ class _MultiMixBase(_Mixer):
         """m for a batch of b: a batch shorter than m (a last, short batch) uses the whole batch."""
         return None if self.m is None else min(self.m, b)
 
+    def _choose(self) -> str | None:
+        """With probability 1 − p, "clean": this batch trains unmixed (the same choice on every process
+        under global scope, whose generators are seeded alike); "mix" otherwise. None at p = 1."""
+        if self.p >= 1.0:
+            return None
+        return "clean" if self._uniform() >= self.p else "mix"
+
     def _skip_batch(self, x: Inputs) -> bool:
-        """With probability 1 − p, this batch trains clean (the same decision on every process under
-        global scope, whose generators are seeded alike)."""
-        return self.p < 1.0 and self._uniform(batch_device(x)) >= self.p
+        return self._choice() == "clean"
 
     def _global_sizes(self, b: int, device: torch.device) -> list[int] | None:
         """Every process's batch size when mixing over the global batch; None when mixing this batch

@@ -75,8 +75,12 @@ class ManifoldMixup(_Mixer):
             device=batch_device(x),
         )
 
+    def _choose(self) -> str:
+        """The layer this step mixes at, uniform over ``layers``."""
+        return self.layers[int(self._uniform() * len(self.layers)) % len(self.layers)]
+
     def _mix_forward(self, x: Inputs, targets: Tensor) -> tuple[Tensor, Tensor]:
-        layer = self.layers[int(self._uniform(batch_device(x)) * len(self.layers)) % len(self.layers)]
+        layer = self._choice()
         lam, perm = self._params(x)
         self.last_layer = layer
         if layer == INPUT:

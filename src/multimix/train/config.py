@@ -171,6 +171,10 @@ class TrainConfig:
                                  _parse_bool, group="run")
     compile: bool = _field(False, "torch.compile the model (the first steps are slow while it compiles)",
                            _parse_bool, group="run")
+    cuda_graph: bool = _field(False, "CUDA, one process: capture the training step in CUDA graphs and replay them (one "
+                              "launch per step instead of hundreds; for small models and batches, whose steps wait on "
+                              "the host); one graph per host-side choice (manifold's layer, CutMix or mixup, MultiMix's "
+                              "p) and per α", _parse_bool, group="run")
     sync_bn: bool = _field(False, "under torchrun on CUDA: SyncBatchNorm, so that batch-norm statistics are those of "
                            "the global batch rather than of each process's share (results then do not depend on the "
                            "number of processes; costs one all-reduce per BN layer)", _parse_bool, group="run")
@@ -289,7 +293,7 @@ class TrainConfig:
 
     #: Keys that do not change what a run computes, so a run may be resumed with other values.
     RUNTIME_KEYS = ("device", "threads", "eval_batch_size", "data_dir", "download", "tensorboard", "channels_last",
-                    "compile")
+                    "compile", "cuda_graph")
 
     def differences(self, other: TrainConfig) -> list[str]:
         """Keys (other than runtime ones) whose values differ, as 'key: mine vs other'."""

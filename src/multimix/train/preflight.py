@@ -65,6 +65,12 @@ def _check_gpu_path(config: TrainConfig, device: torch.device, input_shape: tupl
     if config.amp == "fp16" and device.type != "cuda":
         raise ConfigError(f"invalid value for amp: 'fp16' needs a CUDA device (device is {config.device!r}); "
                           "on the CPU use --amp bf16")
+    if config.cuda_graph and device.type != "cuda":
+        raise ConfigError(f"invalid value for cuda_graph: True needs a CUDA device (device is {config.device!r}); "
+                          "leave out --cuda-graph, or train with --device cuda")
+    if config.cuda_graph and config.amp == "fp16":
+        raise ConfigError("invalid value for cuda_graph: True cannot be combined with --amp fp16 (its gradient "
+                          "scaler decides on the host whether to skip a step); use --amp bf16, or leave out --cuda-graph")
     if config.channels_last and len(input_shape) != 3:
         raise ConfigError(f"invalid value for channels_last: True applies to images (C, H, W); {config.dataset}'s "
                           f"examples have shape {tuple(input_shape)}")
@@ -76,6 +82,9 @@ def _check_processes(config: TrainConfig, device: torch.device) -> None:
     world = 1 if env is None else env.world_size
     if world == 1:
         return
+    if config.cuda_graph:
+        raise ConfigError(f"invalid value for cuda_graph: True runs in one process; this run has {world} (torchrun): "
+                          "leave out --cuda-graph, or start one process")
     if config.batch_size < 2 * world:
         raise ConfigError(f"invalid value for batch_size: {config.batch_size}; --batch-size is the global batch, "
                           f"split over {world} processes: expected at least {2 * world} (two examples per process)")

@@ -44,6 +44,7 @@ from multimix.schedules import make_schedule
 from multimix.teacher import EMATeacher
 from multimix.train import checkpoint, distributed
 from multimix.train.config import ConfigError, TrainConfig
+from multimix.train.graphs import GraphedStep
 from multimix.train.methods import build_mixer
 from multimix.train.preflight import check_runnable
 from multimix.train.runlock import FolderInUse, RunLock
@@ -91,10 +92,21 @@ def evaluate(model: nn.Module, data: TensorDataset, num_classes: int, *, batch_s
     return {"loss": loss_sum / len(y_all), "acc": correct / len(y_all)}
 
 
-def _autocast(device: torch.device, amp: str):
-    """Autocast to ``amp`` ("bf16", "fp16") on ``device``; a no-op context for "none"."""
+def _autocast(device: torch.device, amp: str, *, cache: bool = True):
+    """Autocast to ``amp`` ("bf16", "fp16") on ``device``; a no-op context for "none". ``cache=False``
+    under CUDA graphs: autocast's cache of cast weights would outlive the capture."""
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
-    return torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype is not None)
+    return torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype is not None, cache_enabled=cache)
+
+
+def _lr_as(optimizer: torch.optim.Optimizer, like: float | Tensor) -> None:
+    """Hold every group's learning rate as ``like`` does: a tensor (updated in place, for CUDA graphs)
+    or a float. A checkpoint keeps the form of the run that wrote it."""
+    for group in optimizer.param_groups:
+        for key in ("lr", "initial_lr"):
+            if key in group:
+                value = float(group[key])
+                group[key] = torch.tensor(value, device=like.device) if isinstance(like, Tensor) else value
 
 
 def _layout(x: Tensor, channels_last: bool) -> Tensor:
@@ -252,10 +264,14 @@ def _train(config: TrainConfig, out: Path, world: distributed.Dist, state: dict[
 
     steps = steps_per_epoch(len(train_y), config.batch_size)
     fused = {"fused": True} if device.type == "cuda" else {}  # fused steps take the fp16 scaler's flag on device
+    # In a CUDA graph the optimiser reads its learning rate from a tensor the scheduler updates in place
+    # (a Python float would be frozen into the graph); Adam then keeps its step count on the GPU too.
+    lr = torch.tensor(config.lr, device=device) if config.cuda_graph else config.lr
     if config.optimizer == "adam":
-        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, **fused)
+        optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=config.weight_decay,
+                                     capturable=config.cuda_graph, **fused)
     else:
-        optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+        optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=config.momentum,
                                     weight_decay=config.weight_decay, nesterov=config.nesterov and config.momentum > 0,
                                     **fused)
     scaler = torch.amp.GradScaler(device.type, enabled=config.amp == "fp16")
@@ -281,6 +297,7 @@ def _train(config: TrainConfig, out: Path, world: distributed.Dist, state: dict[
         try:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
+            _lr_as(optimizer, lr)  # a run resumed with(out) --cuda-graph keeps its learning rates as this run holds them
             scheduler.load_state_dict(state["scheduler"])
             if "scaler" in state:
                 scaler.load_state_dict(state["scaler"])
@@ -308,6 +325,29 @@ def _train(config: TrainConfig, out: Path, world: distributed.Dist, state: dict[
         out.mkdir(parents=True, exist_ok=True)
         checkpoint.write_text(out / "config.yaml", yaml.safe_dump({**config.to_dict(), "model": config.model_name}, sort_keys=False))
 
+    def train_step(batch: Tensor) -> Tensor:
+        """One step on the global batch ``batch`` (indices): this rank's share, forward, backward, update.
+        Returns the loss, detached; nothing here waits for the device."""
+        x, y = train_x[batch], train_y[batch]
+        if augment is not None:  # drawn for the global batch, so the draws do not depend on the ranks
+            x = augment(x, generator=aug_gen)
+        mine = distributed.share(len(batch), world.rank, world.world_size)
+        x, y = _layout(x[mine], config.channels_last), y[mine]
+        if config.label_smoothing > 0 or step_mixer is None:  # smoothed before any mixing, as timm does
+            y = one_hot(y, splits.num_classes, smoothing=config.label_smoothing)
+        with _autocast(device, config.amp, cache=not config.cuda_graph):
+            logits, targets = (net(x), y) if step_mixer is None else step_mixer(x, y)
+        loss = _global_mean_loss(logits.float(), targets, world.world_size)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        if teacher is not None:
+            teacher.update()
+        return loss.detach()
+
+    graphed = GraphedStep(train_step, generators=[mix_gen, aug_gen], device=device) if config.cuda_graph else None
+
     # -- the loop ----------------------------------------------------------------------------
     # Resuming purges events logged after the checkpoint's epoch, so the curves show the run that counts.
     board = tensorboard_writer(out, purge_step=len(history) + 1) if config.tensorboard and main else None
@@ -324,24 +364,13 @@ def _train(config: TrainConfig, out: Path, world: distributed.Dist, state: dict[
         start = time.perf_counter()
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)  # on the device: no sync per step
         for batch in epoch_batches(len(train_y), config.batch_size, data_gen, device):
-            x, y = train_x[batch], train_y[batch]
-            if augment is not None:  # drawn for the global batch, so the draws do not depend on the ranks
-                x = augment(x, generator=aug_gen)
-            mine = distributed.share(len(batch), world.rank, world.world_size)
-            x, y = _layout(x[mine], config.channels_last), y[mine]
-            if config.label_smoothing > 0 or step_mixer is None:  # smoothed before any mixing, as timm does
-                y = one_hot(y, splits.num_classes, smoothing=config.label_smoothing)
-            with _autocast(device, config.amp):
-                logits, targets = (net(x), y) if step_mixer is None else step_mixer(x, y)
-            loss = _global_mean_loss(logits.float(), targets, world.world_size)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            if graphed is None:
+                loss_sum += train_step(batch)
+            else:  # one graph per host-side decision: which mixer, its α, its choice for this step
+                choice = None if step_mixer is None else step_mixer.decide()
+                key = (id(step_mixer), getattr(step_mixer, "alpha", None), choice)
+                loss_sum += graphed(batch, key)
             scheduler.step()
-            if teacher is not None:
-                teacher.update()
-            loss_sum += loss.detach()
         # Each rank's loss is weighted so that the ranks' losses average to the global batch's mean.
         train_loss = distributed.all_reduce_sum(loss_sum).item() / world.world_size / steps
         train_time = time.perf_counter() - start
@@ -355,7 +384,7 @@ def _train(config: TrainConfig, out: Path, world: distributed.Dist, state: dict[
             "train_loss": train_loss,
             "val_loss": val["loss"], "val_acc": val["acc"],
             "test_loss": test["loss"], "test_acc": test["acc"],
-            "lr": optimizer.param_groups[0]["lr"],
+            "lr": float(optimizer.param_groups[0]["lr"]),
             "alpha": getattr(step_mixer, "alpha", None),
             "time_s": train_time,
         })
