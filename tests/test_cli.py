@@ -280,6 +280,8 @@ BAD = {
     "--channels-last": [["--channels-last=1"], ["--dataset", "mnist1d", "--channels-last"]],
     "--compile": [["--compile=yes"]],
     "--sync-bn": [["--sync-bn=on"]],
+    "--train-subset": [["--train-subset", "-1"], ["--train-subset", "many"], ["--train-subset", "15"],
+                       ["--dataset", "fashion-mnist", "--train-subset", "70000"]],
     "--cuda-graph": [["--cuda-graph=yes"]] + ([["--device", "cuda", "--amp", "fp16", "--cuda-graph"]] if CUDA
                                               else [["--cuda-graph"]]),
     "--mix-scope": [["--mix-scope", "world"], ["--method", "mixup", "--mix-scope", "global"]],

@@ -167,3 +167,23 @@ def test_named_augmentations():
         assert set(nonzero.tolist()) <= set(x.flatten().tolist())
     flips = [AUGMENTATIONS["pad-crop-flip"](x, generator=g) for _ in range(20)]
     assert any(bool(((f[:, :, :, 1:] - f[:, :, :, :-1]) == -1).any()) for f in flips)
+
+
+def test_a_training_subset_is_stratified_seeded_and_leaves_the_test_set_whole():
+    full = load_dataset("digits", data_seed=0)
+    part = load_dataset("digits", data_seed=0, train_subset=400)
+    assert len(part.train) + len(part.val) == 400  # the validation split is carved from the subset
+    assert len(part.test) == len(full.test) and torch.equal(part.test.tensors[0], full.test.tensors[0])
+    counts = torch.bincount(torch.cat([part.train.tensors[1], part.val.tensors[1]]), minlength=10)
+    whole = torch.bincount(torch.cat([full.train.tensors[1], full.val.tensors[1]]), minlength=10)
+    assert ((counts - 400 * whole / whole.sum()).abs() <= 1).all()  # stratified: the full set's class shares
+    again = load_dataset("digits", data_seed=0, train_subset=400)
+    other = load_dataset("digits", data_seed=1, train_subset=400)
+    assert torch.equal(again.train.tensors[0], part.train.tensors[0])
+    assert not torch.equal(other.train.tensors[0], part.train.tensors[0])
+    # every example of the subset is one of the full training set's
+    pool = {tuple(row.tolist()) for row in torch.cat([full.train.tensors[0], full.val.tensors[0]]).flatten(1)}
+    assert all(tuple(row.tolist()) in pool for row in part.train.tensors[0].flatten(1))
+    assert len(load_dataset("digits", train_subset=0).train) == len(full.train)  # 0: all of it
+    with pytest.raises(ValueError, match="train_subset must be at most"):
+        load_dataset("digits", train_subset=10_000)

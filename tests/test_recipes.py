@@ -71,3 +71,14 @@ def test_help_lists_the_recipes(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     assert "the dataset's recipe" in capsys.readouterr().out
+
+
+def test_a_recipe_may_train_on_a_subset_and_all_overrides_it(tmp_path, monkeypatch):
+    monkeypatch.setitem(recipes.RECIPES, "digits", Recipe(epochs=1, batch_size=50, optimizer="adam", lr=1e-3,
+                                                        weight_decay=0.0, why="a test recipe", train_subset=300))
+    run = ["--dataset", "digits", "--threads", "1", "--quiet"]
+    assert main(["train", *run, "--out", str(tmp_path / "part")]) == 0
+    assert recorded(tmp_path / "part")["train_subset"] == 300
+    assert main(["train", *run, "--train-subset", "all", "--out", str(tmp_path / "all")]) == 0
+    assert recorded(tmp_path / "all")["train_subset"] == 0
+    assert "300 training examples" not in recipes.describe() or "digits" in recipes.describe()

@@ -15,7 +15,7 @@ from multimix.data.files import CorruptDataFile, DataFilesMissing
 from multimix.data.splits import Splits, make_splits, stratified_split
 from multimix.data.toy import GaussianMixtureProblem, spirals
 
-__all__ = ["DATASETS", "FILE_DATASETS", "DatasetInfo", "dataset_info", "check_files", "DataFilesMissing",
+__all__ = ["DATASETS", "FILE_DATASETS", "DatasetInfo", "dataset_info", "check_files", "check_subset", "DataFilesMissing",
            "CorruptDataFile", "Splits", "load_dataset", "stratified_split", "GaussianMixtureProblem", "spirals"]
 
 #: Dataset names as the CLI spells them.
@@ -42,8 +42,27 @@ class DatasetInfo:
     train_size: int | None
 
 
-def dataset_info(name: str, *, toy_classes: int = 3, toy_dim: int = 2, train_size: int = 1000) -> DatasetInfo:
-    """The :class:`DatasetInfo` of the dataset :func:`load_dataset` would load with these arguments."""
+def dataset_info(name: str, *, toy_classes: int = 3, toy_dim: int = 2, train_size: int = 1000,
+                 train_subset: int | None = None) -> DatasetInfo:
+    """The :class:`DatasetInfo` of the dataset :func:`load_dataset` would load with these arguments.
+
+    ``train_size`` is then the size of the training set used: a ``train_subset`` when there is one,
+    as long as the whole set is not known to be smaller (:func:`check_subset` says when it is).
+    """
+    info = _full_info(name, toy_classes=toy_classes, toy_dim=toy_dim, train_size=train_size)
+    if train_subset and (info.train_size is None or train_subset < info.train_size):
+        return DatasetInfo(info.input_shape, info.num_classes, train_subset)
+    return info
+
+
+def check_subset(name: str, train_subset: int | None, **kwargs) -> None:
+    """Raise ValueError if ``train_subset`` asks for more examples than ``name``'s training set is known to hold."""
+    full = _full_info(name, **kwargs).train_size
+    if train_subset and full is not None and train_subset > full:
+        raise ValueError(f"train_subset must be at most the {full} training examples of {name}, got {train_subset}")
+
+
+def _full_info(name: str, *, toy_classes: int = 3, toy_dim: int = 2, train_size: int = 1000) -> DatasetInfo:
     if name not in DATASETS:
         raise ValueError(f"dataset must be one of {', '.join(DATASETS)}; got {name!r}")
     if name in ("mnist1d", "mnist1d-shuffled"):
@@ -54,8 +73,8 @@ def dataset_info(name: str, *, toy_classes: int = 3, toy_dim: int = 2, train_siz
         return DatasetInfo((toy_dim,), toy_classes, train_size)
     if name == "spirals":
         return DatasetInfo((2,), 2, train_size)
-    if name in idx_images.RELEASES:
-        return DatasetInfo((1, idx_images.SIDE, idx_images.SIDE), idx_images.NUM_CLASSES, None)
+    if name in idx_images.RELEASES:  # all three releases hold 60 000 training images
+        return DatasetInfo((1, idx_images.SIDE, idx_images.SIDE), idx_images.NUM_CLASSES, idx_images.TRAIN_SIZE)
     return DatasetInfo((3, 32, 32), cifar.SPECS[name].num_classes, None)
 
 
@@ -80,6 +99,7 @@ def load_dataset(
     toy_dim: int = 2,
     train_size: int = 1000,
     test_size: int = 10_000,
+    train_subset: int | None = None,
 ) -> Splits:
     """Load a dataset by name, with a stratified validation split carved from train.
 
@@ -93,10 +113,12 @@ def load_dataset(
         download: for file datasets, fetch the official files (MD5-checked) when they are missing.
         toy_classes, toy_components, toy_dim: K, N and D of the ``toy`` Gaussian-mixture problem.
         train_size, test_size: sample sizes for ``toy`` and ``spirals``.
+        train_subset: keep a stratified subset of this many training examples, drawn with
+            ``data_seed``, before the validation split (None or 0: all); the test set stays whole.
     """
     if name not in DATASETS:
         raise ValueError(f"dataset must be one of {', '.join(DATASETS)}; got {name!r}")
-    common = dict(val_fraction=val_fraction, seed=data_seed)
+    common = dict(val_fraction=val_fraction, seed=data_seed, train_subset=train_subset)
     if name in ("mnist1d", "mnist1d-shuffled"):
         xtr, ytr, xte, yte = mnist1d.load(shuffled=name.endswith("shuffled"))
         return make_splits(name, xtr, ytr, xte, yte, num_classes=10, **common)

@@ -43,6 +43,16 @@ def stratified_split(y: Tensor, fraction: float, seed: int) -> tuple[Tensor, Ten
     return torch.as_tensor(keep).sort().values, torch.as_tensor(held).sort().values
 
 
+def stratified_subset(y: Tensor, size: int, seed: int) -> Tensor:
+    """Sorted indices of a stratified subset of ``size`` examples of ``range(len(y))`` (1 <= size < len(y))."""
+    index = torch.arange(len(y)).numpy()
+    counts = torch.bincount(y)
+    # sklearn stratifies only when every class has 2 examples and the subset can hold one of each
+    stratify = y.numpy() if (counts[counts > 0] >= 2).all() and size >= int((counts > 0).sum()) else None
+    keep, _ = train_test_split(index, train_size=size, random_state=seed, stratify=stratify)
+    return torch.as_tensor(keep).sort().values
+
+
 def make_splits(
     name: str,
     x_train: Tensor,
@@ -55,8 +65,20 @@ def make_splits(
     seed: int,
     augment: str | None = None,
     info: dict | None = None,
+    train_subset: int | None = None,
 ) -> Splits:
-    """Carve a stratified validation split from the training data and wrap everything."""
+    """Carve a stratified validation split from the training data and wrap everything.
+
+    ``train_subset``: first keep a stratified subset of this many training examples, drawn with
+    ``seed`` (None or 0: all of them); the validation split is then carved from the subset.
+    """
+    if train_subset:
+        if train_subset > len(y_train):
+            raise ValueError(f"train_subset must be at most the {len(y_train)} training examples of {name}, "
+                             f"got {train_subset}")
+        if train_subset < len(y_train):
+            subset = stratified_subset(y_train, train_subset, seed)
+            x_train, y_train = x_train[subset], y_train[subset]
     keep, held = stratified_split(y_train, val_fraction, seed)
     x_train, y_train = x_train.float(), y_train.long()
     return Splits(

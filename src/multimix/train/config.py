@@ -46,6 +46,18 @@ class ConfigError(ValueError):
     """A configuration key or value is invalid; the message says which and what is valid."""
 
 
+def _parse_subset(text: Any) -> int:
+    """A training-subset size: an integer, or 'all' (0: the whole training set)."""
+    if isinstance(text, str) and text.lower() == "all":
+        return 0
+    if isinstance(text, bool):
+        raise ValueError(text)
+    value = int(text)
+    if isinstance(text, float) and text != value:
+        raise ValueError(text)
+    return value
+
+
 def _parse_optional_int(text: Any) -> int | None:
     if text is None or (isinstance(text, str) and text.lower() in ("none", "all", "batch")):
         return None
@@ -135,6 +147,10 @@ class TrainConfig:
     toy_components: int = _field(3, "toy: Gaussians per class N", _parse_int, group="data")
     toy_dim: int = _field(2, "toy: input dimension D", _parse_int, group="data")
     train_size: int = _field(1000, "toy/spirals: training examples (before the validation split)", _parse_int, group="data")
+    train_subset: int | None = _field(None, "train on a stratified subset of N training examples (before the validation "
+                                      "split; chosen by --data-seed, the test set stays whole); 'all' or 0: the whole "
+                                      "training set (default: the dataset's recipe, which subsets the real-image sets "
+                                      "so that a CPU run takes minutes)", _opt(_parse_subset), group="data")
     # method options
     alpha: float | None = _field(None, "mixing strength α (default per method: manifold 2, others 1; mixup-cutmix: mixup's)", _opt(_parse_float), group="method")
     per_sample: bool = _field(False, "mixup/manifold/cutmix: one λ (one box) per pair instead of per batch", _parse_bool, group="method")
@@ -245,6 +261,7 @@ class TrainConfig:
         for key in ("epochs", "batch_size", "n", "eval_batch_size", "toy_components", "toy_dim", "train_size"):
             need(getattr(self, key) >= 1, key, "an integer >= 1")
         need(self.toy_classes >= 2, "toy_classes", "an integer >= 2")
+        need(self.train_subset is None or self.train_subset >= 0, "train_subset", "an integer >= 1, or 'all'")
         for key in ("seed", "data_seed"):  # every RNG they seed (torch, NumPy, scikit-learn) takes these
             need(0 <= getattr(self, key) <= MAX_SEED, key, f"an integer in [0, {MAX_SEED}]")
         need(self.m is None or self.m >= 1, "m", "an integer >= 1 or 'all'")

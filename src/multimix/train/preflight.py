@@ -15,7 +15,7 @@ import os
 
 import torch
 
-from multimix.data import check_files, dataset_info
+from multimix.data import check_files, check_subset, dataset_info
 from multimix.models import build_model
 from multimix.train.checkpoint import first_line
 from multimix.train import distributed
@@ -27,8 +27,13 @@ def check_runnable(config: TrainConfig) -> None:
     """Raise :class:`ConfigError` (or ``DataFilesMissing``) naming the option if ``config`` cannot run here."""
     device = check_device(config.device)
     _check_threads(config.threads)
-    info = dataset_info(config.dataset, toy_classes=config.toy_classes, toy_dim=config.toy_dim,
-                        train_size=config.train_size)
+    sizes = dict(toy_classes=config.toy_classes, toy_dim=config.toy_dim, train_size=config.train_size)
+    try:
+        check_subset(config.dataset, config.train_subset, **sizes)
+    except ValueError as exc:
+        raise ConfigError(f"invalid value for train_subset: {config.train_subset}; {exc}; use 'all' for the whole "
+                          "training set") from None
+    info = dataset_info(config.dataset, train_subset=config.train_subset, **sizes)
     _check_gpu_path(config, device, info.input_shape)
     _check_processes(config, device)
     if info.train_size is not None:
@@ -117,8 +122,9 @@ def _check_split(config: TrainConfig, n: int, k: int) -> None:
     # The stratified split needs every class in both parts: at least k examples in each.
     n_val = math.ceil(config.val_fraction * n)
     if min(n_val, n - n_val) < k:
+        key, value = ("train_subset", config.train_subset) if config.train_subset else ("val_fraction", config.val_fraction)
         raise ConfigError(
-            f"invalid value for val_fraction: {config.val_fraction}; it splits {config.dataset}'s {n} training "
+            f"invalid value for {key}: {value}; val_fraction {config.val_fraction} splits {config.dataset}'s {n} training "
             f"examples into {n - n_val} for training and {n_val} for validation, and each part needs at least "
             f"{k} (one per class)"
         )

@@ -26,10 +26,11 @@ class Recipe:
     lr: float
     weight_decay: float
     why: str
+    train_subset: int | None = None  # None: the whole training set
 
 
 #: The options a recipe sets (each a TrainConfig field).
-RECIPE_KEYS = ("epochs", "batch_size", "optimizer", "lr", "weight_decay")
+RECIPE_KEYS = ("epochs", "batch_size", "optimizer", "lr", "weight_decay", "train_subset")
 
 #: Datasets with no recipe chosen on validation yet get the library's generic settings.
 GENERIC = Recipe(30, 100, "adam", 1e-3, 0.0, "no recipe chosen on validation yet: the generic settings")
@@ -60,7 +61,8 @@ def recipe_for(dataset: str) -> Recipe:
 def describe() -> str:
     """One line per dataset with a recipe, for ``--help`` and the README."""
     lines = [f"{name}: {r.epochs} epochs, batch {r.batch_size}, {r.optimizer} lr {r.lr:g}, weight decay "
-             f"{r.weight_decay:g}" for name, r in RECIPES.items()]
+             f"{r.weight_decay:g}" + ("" if r.train_subset is None else f", {r.train_subset} training examples")
+             for name, r in RECIPES.items()]
     lines.append(f"other datasets: {GENERIC.epochs} epochs, batch {GENERIC.batch_size}, {GENERIC.optimizer} lr "
                  f"{GENERIC.lr:g}, weight decay {GENERIC.weight_decay:g}")
     return "; ".join(lines)

@@ -63,6 +63,7 @@ def load_splits(config: TrainConfig) -> Splits:
         toy_components=config.toy_components,
         toy_dim=config.toy_dim,
         train_size=config.train_size,
+        train_subset=config.train_subset,
     )
 
 
