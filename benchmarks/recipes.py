@@ -21,9 +21,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
+import platform
 import statistics
 import time
 from pathlib import Path
+
+import torch
 
 from multimix.train.checkpoint import write_text
 from multimix.train.compare import run_variants
@@ -45,17 +49,22 @@ def main() -> None:
     parser.add_argument("--lrs", default=",".join(f"{lr:g}" for lr in LRS), help="learning rates of the grid")
     parser.add_argument("--epochs", default=",".join(map(str, EPOCHS)), help="epoch budgets of the grid")
     parser.add_argument("--train-subset", type=int, default=None, help="train on a stratified subset of N examples")
+    parser.add_argument("--device", default="cpu", help="torch device of the runs (figures, not choices, change)")
+    parser.add_argument("--data-dir", default=None, help="folder of file datasets' files")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "recipes.md")
     args = parser.parse_args()
     seeds = list(range(args.seeds))
     lrs = [float(v) for v in args.lrs.split(",")]
     epoch_grid = [int(v) for v in args.epochs.split(",")]
     subset = "" if args.train_subset is None else f" --train-subset {args.train_subset}"
+    subset += "" if args.device == "cpu" else f" --device {args.device}"
     grid = "" if (lrs, epoch_grid) == (LRS, EPOCHS) else f" --lrs {args.lrs} --epochs {args.epochs}"
     lines = [
         "# Recipes per dataset, chosen on validation accuracy (ERM and manifold mixup together)",
         "",
         f"- command: `python benchmarks/recipes.py --datasets {args.datasets} --seeds {args.seeds}{grid}{subset}`",
+        f"- machine: {platform.machine()}, {os.cpu_count()} CPU(s), torch {torch.__version__}"
+        + (f", {torch.cuda.get_device_name()}" if args.device.startswith("cuda") else ""),
         f"- grid: lr {lrs} × epochs {epoch_grid}; Adam, cosine schedule, batch 100, weight decay 0; "
         + ("" if args.train_subset is None else f"a stratified subset of {args.train_subset} training examples "
            "(before the validation split); ")
@@ -72,7 +81,8 @@ def main() -> None:
                 for method in METHODS:
                     variants[f"{method} lr={lr:g} epochs={epochs}"] = dataclasses.replace(
                         TrainConfig(dataset=dataset, method=method), lr=lr, epochs=epochs, optimizer="adam",
-                        batch_size=100, weight_decay=0.0, train_subset=args.train_subset or 0)
+                        batch_size=100, weight_decay=0.0, train_subset=args.train_subset or 0, device=args.device,
+                        data_dir=args.data_dir)
         rows = run_variants(variants, seeds=seeds, out=args.runs / dataset, jobs=args.jobs, progress=False)
         elapsed = time.perf_counter() - start
         val = {label: [100 * r["val_acc"] for r in rows if r["method"] == label] for label in variants}
