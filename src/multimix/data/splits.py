@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import torch
 from sklearn.model_selection import train_test_split
 from torch import Tensor
 from torch.utils.data import TensorDataset
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -70,13 +73,16 @@ def make_splits(
     """Carve a stratified validation split from the training data and wrap everything.
 
     ``train_subset``: first keep a stratified subset of this many training examples, drawn with
-    ``seed`` (None or 0: all of them); the validation split is then carved from the subset.
+    ``seed`` (None or 0: all of them; more than there are: all, with a warning); the validation split
+    is then carved from the subset.
     """
     if train_subset:
         if train_subset > len(y_train):
-            raise ValueError(f"train_subset must be at most the {len(y_train)} training examples of {name}, "
-                             f"got {train_subset}")
-        if train_subset < len(y_train):
+            # A dataset's known size is checked before any work (multimix.data.check_subset); files smaller
+            # than their release (a user's own, a test's) reach here: they are used whole.
+            log.warning("%s: train_subset %d is more than its %d training examples; using all of them", name,
+                        train_subset, len(y_train))
+        elif train_subset < len(y_train):
             subset = stratified_subset(y_train, train_subset, seed)
             x_train, y_train = x_train[subset], y_train[subset]
     keep, held = stratified_split(y_train, val_fraction, seed)
