@@ -31,3 +31,65 @@ def test_overhead_benchmark_runs_on_the_small_model(tmp_path):
 def test_model_cost_benchmark_states_flops(tmp_path):
     out = run("benchmarks/model_cost.py", "--rounds", "1", "--threads", "1", "--out", str(tmp_path / "m.md"))
     assert "| preactresnet8 (w=32, default) | 307,690 | 74.3 |" in out and (tmp_path / "m.md").read_text().strip() == out.strip()
+
+
+def test_stacked_mlps_train_as_the_same_networks_one_at_a_time():
+    """The toy study's batched trainer: P networks stacked, one Adam, each network's own data order,
+    λ and partner — the weights each network gets trained alone with the same draws."""
+    import torch
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from _stacked_mlp import StackedMLP, train_stacked
+
+    from multimix import soft_cross_entropy
+    from multimix.functional import one_hot
+    from multimix.models import build_model
+
+    P, n, k, batch, epochs = 3, 40, 3, 10, 2
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(P, n, 2, generator=g), torch.randint(k, (P, n), generator=g)
+    orders = [torch.rand(P, n, generator=g).argsort(dim=1) for _ in range(epochs)]
+    steps = epochs * (n // batch)
+    draws = [(torch.rand(P, batch, generator=g), torch.rand(P, batch, generator=g).argsort(dim=1)) for _ in range(steps)]
+    for layer in (None, 0, 2):
+        models = []
+        for p in range(P):
+            torch.manual_seed(p)
+            models.append(build_model("mlp", input_shape=(2,), num_classes=k))
+        net = StackedMLP(models)
+        train_stacked(net, x, y, k, epochs=epochs, batch_size=batch, lr=1e-3, layer=layer, orders=orders, draws=draws)
+        for p, model in enumerate(models):  # the same network, alone, with hooks-free manual mixing
+            opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+            step = 0
+            for epoch in range(epochs):
+                for start in range(0, n, batch):
+                    idx = orders[epoch][p, start:start + batch]
+                    h, t = x[p, idx], one_hot(y[p, idx], k)
+                    if layer is not None:
+                        lam, perm = draws[step][0][p], draws[step][1][p]
+                        t = torch.lerp(t[perm], t, lam[:, None])
+                    for i in range(1, model.depth + 1):
+                        if layer == i - 1:
+                            h = torch.lerp(h[perm], h, lam[:, None])
+                        h = getattr(model, f"layer{i}")(h)
+                    loss = soft_cross_entropy(model.fc(h), t)
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+                    step += 1
+            start = StackedMLP([_initial(p, k)]).weights
+            for w_stacked, w, w0 in zip(net.weights, [model.layer1[0].weight, model.layer2[0].weight,
+                                                      model.layer3[0].weight, model.fc.weight], start):
+                # Adam divides by √v: rounding differences of near-zero gradients move a weight by up to
+                # lr per step, so the tolerance is a fraction of how far the weights travelled (≤ 8e-3).
+                assert (w - w0[0]).abs().max() > 5e-3  # it trained
+                assert torch.allclose(w_stacked[p], w, atol=1e-3), (layer, p)
+
+
+def _initial(p: int, k: int):
+    import torch
+
+    from multimix.models import build_model
+
+    torch.manual_seed(p)
+    return build_model("mlp", input_shape=(2,), num_classes=k)
