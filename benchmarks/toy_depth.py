@@ -1,16 +1,21 @@
-"""Seed 2, Table 1 and Figure 3 in kind: excess risk of manifold mixup by depth on random toy problems.
+"""Seed 2, Table 1 and Figure 3: excess risk of mixup by depth on random toy problems.
 
-    python benchmarks/toy_depth.py [--problems 100] [--jobs 2]
+    python benchmarks/toy_depth.py [--problems 400] [--epochs 20] [--eval-samples 20000]
+                                   [--mean-range -1,1] [--sigma-range 0.1,0.3] [--methods ERM,...] [--tag NAME]
 
 Protocol (seed 2, §3): random Gaussian-mixture problems (SPEC §6), K ∈ {2, 3, 4, 5} in turn, N
 components per class drawn in 1..5, 1000 training samples; the ``mlp`` model 2-512-512-512-K trained
-20 epochs with batch 50 (Adam, lr 1e-3: the seed does not give its optimiser); ERM and manifold
-mixup at layer k = 0 (input mixup) … 3 with α = 0.5 and one λ per pair. Every method of a problem
-starts from the same initialisation. Excess risk = model error − Bayes error on the same fresh
-sample of 100 000 points; normalised MMLB (α = 1) on 100 000 same-class pairs.
+20 epochs with batch 50 (Adam, lr 1e-3: the seed does not give its optimiser); ERM and mixup at
+layer k = 0 (input mixup) … 3 with α = 0.5 and one λ per pair. Every method of a problem starts from
+the same initialisation. Excess risk = model error − Bayes error on the same fresh sample per problem;
+normalised MMLB (α = 1) on 100 000 same-class pairs.
 
-Writes benchmarks/results/toy_depth.md (+ .csv of every problem, + .png of excess risk by MMLB quartile).
-No hyper-parameter is chosen here: the protocol is fixed by the seed.
+The networks of all problems with the same K train at once (``_stacked_mlp``: one batched step for
+all, each network with its own data order, λ and partners; a test checks it against one network at a
+time). ``--mean-range``/``--sigma-range`` set the generator's difficulty: they are chosen on the ERM
+row alone (``--methods ERM``), never on the mixup rows.
+
+Writes benchmarks/results/toy_depth{tag}.md (+ .csv of every problem, + .png of excess risk by MMLB quartile).
 """
 
 from __future__ import annotations
@@ -19,63 +24,66 @@ import argparse
 import csv
 import io
 import math
-import os
 import statistics
+import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _stacked_mlp import StackedMLP, train_stacked  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 METHODS = ["ERM", "mixup k=0", "manifold k=1", "manifold k=2", "manifold k=3"]
 SEED_TABLE = {"ERM": 18.1, "mixup k=0": 16.5, "manifold k=1": 14.7, "manifold k=2": 13.8, "manifold k=3": 13.2}
-EVAL_SAMPLES = 100_000
+MMLB_SAMPLES = 100_000
 
 
-def run_problem(index: int, epochs: int = 20) -> dict:
-    """Train the five methods on problem ``index``; returns its row (errors as fractions)."""
-    import torch
-
-    from multimix import ManifoldMixup, soft_cross_entropy
-    from multimix.analysis import excess_risk, mmlb
+def make_problem(index: int, mean_range: tuple[float, float], sigma_range: tuple[float, float]):
     from multimix.data.toy import GaussianMixtureProblem
-    from multimix.functional import one_hot
-    from multimix.models import build_model
 
-    torch.set_num_threads(1)
     k = 2 + index % 4
     n_comp = 1 + int(torch.randint(5, (), generator=torch.Generator().manual_seed(10_000 + index)))
-    problem = GaussianMixtureProblem.random(k, n_comp, dim=2, seed=index)
-    x, y = problem.sample(1000, generator=torch.Generator().manual_seed(20_000 + index))
-    row = {"problem": index, "K": k, "N": n_comp, "sigma": problem.sigma}
-    row["mmlb_norm"], _ = mmlb(problem, alpha=1.0, n_samples=EVAL_SAMPLES, normalised=True,
-                               generator=torch.Generator().manual_seed(30_000 + index))
-    for method in METHODS:
-        torch.manual_seed(index)  # the same initialisation for every method of this problem
-        model = build_model("mlp", input_shape=(2,), num_classes=k)
-        g = torch.Generator().manual_seed(40_000 + index)
-        mixer = None
-        if method != "ERM":
-            layer = int(method[-1])
-            mixer = ManifoldMixup(model, layers=["input" if layer == 0 else f"layer{layer}"], alpha=0.5,
-                                  per_sample=True, num_classes=k, generator=g)
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-        for _ in range(epochs):
-            for idx in torch.randperm(len(y), generator=g).split(50):
-                if mixer is None:
-                    logits, targets = model(x[idx]), one_hot(y[idx], k)
-                else:
-                    logits, targets = mixer(x[idx], y[idx])
-                loss = soft_cross_entropy(logits, targets)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-        # The same evaluation sample for every method of this problem (paired comparison).
-        risk = excess_risk(model, problem, n_samples=EVAL_SAMPLES, generator=torch.Generator().manual_seed(50_000 + index))
-        row["bayes_error"] = risk.bayes_error
-        row[f"{method} error"] = risk.model_error
-        row[f"{method} excess"] = risk.absolute
-    return row
+    return GaussianMixtureProblem.random(k, n_comp, dim=2, seed=index, mean_range=mean_range, sigma_range=sigma_range)
+
+
+def run_group(indices: list[int], methods: list[str], *, epochs: int, eval_samples: int,
+              mean_range: tuple[float, float], sigma_range: tuple[float, float]) -> list[dict]:
+    """Train every method on the problems ``indices`` (one K), all networks of a method at once."""
+    from multimix.analysis import mmlb
+    from multimix.models import build_model
+
+    problems = [make_problem(i, mean_range, sigma_range) for i in indices]
+    k = problems[0].num_classes
+    data = [p.sample(1000, generator=torch.Generator().manual_seed(20_000 + i)) for p, i in zip(problems, indices)]
+    x = torch.stack([d[0] for d in data]).float()
+    y = torch.stack([d[1] for d in data])
+    # The same evaluation sample for every method of a problem (paired comparison).
+    evals = [p.sample(eval_samples, generator=torch.Generator().manual_seed(50_000 + i)) for p, i in zip(problems, indices)]
+    ex = torch.stack([e[0] for e in evals])
+    ey = torch.stack([e[1] for e in evals])
+    rows = []
+    for p, i, (xe, ye) in zip(problems, indices, evals):
+        row = {"problem": i, "K": k, "N": p.components, "sigma": p.sigma}
+        row["mmlb_norm"], _ = mmlb(p, alpha=1.0, n_samples=MMLB_SAMPLES, normalised=True,
+                                   generator=torch.Generator().manual_seed(30_000 + i))
+        row["bayes_error"] = (p.bayes_predict(xe) != ye).double().mean().item()
+        rows.append(row)
+    for method in methods:
+        models = []
+        for i in indices:
+            torch.manual_seed(i)  # the same initialisation for every method of a problem
+            models.append(build_model("mlp", input_shape=(2,), num_classes=k))
+        net = StackedMLP(models)
+        layer = None if method == "ERM" else int(method[-1])
+        train_stacked(net, x, y, k, epochs=epochs, batch_size=50, lr=1e-3, layer=layer, alpha=0.5,
+                      generator=torch.Generator().manual_seed(40_000 + indices[0] + 1000 * (layer or 0)))
+        wrong = (net.predict(ex.float(), chunk=2048) != ey).double().mean(dim=1)
+        for row, err in zip(rows, wrong.tolist()):
+            row[f"{method} error"] = err
+            row[f"{method} excess"] = err - row["bayes_error"]
+    return rows
 
 
 def mean_se(values: list[float]) -> tuple[float, float]:
@@ -85,13 +93,29 @@ def mean_se(values: list[float]) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--problems", type=int, default=100)
-    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument("--problems", type=int, default=400)
     parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--eval-samples", type=int, default=20_000)
+    parser.add_argument("--mean-range", default="-1,1")
+    parser.add_argument("--sigma-range", default="0.1,0.3")
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--tag", default="", help="suffix of the result files (e.g. _erm_s0.2-0.5)")
     args = parser.parse_args()
+    mean_range = tuple(float(v) for v in args.mean_range.split(","))
+    sigma_range = tuple(float(v) for v in args.sigma_range.split(","))
+    methods = [m for m in METHODS if m in args.methods.split(",")]
+    if len(mean_range) != 2 or len(sigma_range) != 2 or not methods or "ERM" not in methods:
+        parser.error("--mean-range and --sigma-range take 'low,high'; --methods names from "
+                     f"{METHODS}, ERM included")
     start = time.time()
-    with ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn")) as pool:
-        rows = list(pool.map(run_problem, range(args.problems), [args.epochs] * args.problems))
+    rows = []
+    for k_offset in range(4):  # K = 2 + index % 4: one group of problems per K
+        indices = list(range(k_offset, args.problems, 4))
+        if indices:
+            rows += run_group(indices, methods, epochs=args.epochs, eval_samples=args.eval_samples,
+                              mean_range=mean_range, sigma_range=sigma_range)
+            print(f"K = {2 + k_offset}: {len(indices)} problems, {(time.time() - start) / 60:.1f} min", flush=True)
+    rows.sort(key=lambda r: r["problem"])
     minutes = (time.time() - start) / 60
 
     from multimix.train.checkpoint import atomic_write, write_text
@@ -100,18 +124,21 @@ def main() -> None:
     writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
     writer.writeheader()
     writer.writerows(rows)
-    write_text(ROOT / "results" / "toy_depth.csv", buffer.getvalue())
+    write_text(ROOT / "results" / f"toy_depth{args.tag}.csv", buffer.getvalue())
 
     # Relative excess risk is undefined where the Bayes error is ~0 (separable problems).
     rel_rows = [r for r in rows if r["bayes_error"] >= 0.005]
     lines = [
         "# Excess risk of manifold mixup by depth on random toy problems (seed 2, Table 1 in kind)",
         "",
-        f"Command: `python benchmarks/toy_depth.py --problems {args.problems} --epochs {args.epochs}` "
-        f"({minutes:.1f} min with {args.jobs} processes). {len(rows)} problems, K ∈ {{2, 3, 4, 5}} in turn, "
-        "N ∈ 1..5 components per class, means uniform in [−1, 1]², σ uniform in [0.1, 0.3]; 1000 training "
+        f"Command: `python benchmarks/toy_depth.py --problems {args.problems} --epochs {args.epochs} --eval-samples "
+        f"{args.eval_samples} --mean-range {args.mean_range} --sigma-range {args.sigma_range}"
+        + ("" if methods == METHODS else f" --methods {','.join(methods)}") + (f" --tag {args.tag}" if args.tag else "")
+        + f"` ({minutes:.1f} min, one process, the networks of each K trained at once). {len(rows)} problems, "
+        f"K ∈ {{2, 3, 4, 5}} in turn, N ∈ 1..5 components per class, means uniform in [{mean_range[0]:g}, "
+        f"{mean_range[1]:g}]², σ uniform in [{sigma_range[0]:g}, {sigma_range[1]:g}]; 1000 training "
         "samples; mlp 2-512-512-512-K, Adam lr 1e-3, 20 epochs, batch 50, α = 0.5, one λ per pair. "
-        f"Errors on {EVAL_SAMPLES:,} fresh samples per problem. Mean ± standard error over problems.",
+        f"Errors on {args.eval_samples:,} fresh samples per problem. Mean ± standard error over problems.",
         "",
         f"Relative excess risk = 100 · (error − Bayes error) / Bayes error, over the {len(rel_rows)} problems "
         "whose Bayes error is at least 0.5% (it is undefined for separable ones).",
@@ -119,14 +146,14 @@ def main() -> None:
         "| method | absolute excess risk (points of %) | relative excess risk (%) | seed 2, Table 1 (%) |",
         "|---|---|---|---|",
     ]
-    for method in METHODS:
+    for method in methods:
         a, a_se = mean_se([100 * r[f"{method} excess"] for r in rows])
         rel, rel_se = mean_se([100 * r[f"{method} excess"] / r["bayes_error"] for r in rel_rows])
         lines.append(f"| {method} | {a:.2f} ± {a_se:.2f} | {rel:.1f} ± {rel_se:.1f} | {SEED_TABLE[method]} |")
     erm = [r["ERM excess"] for r in rows]
     lines += ["", "Paired differences to ERM (absolute excess risk, points of %; negative = better than ERM):", "",
               "| method | mean ± SE | problems better than ERM |", "|---|---|---|"]
-    for method in METHODS[1:]:
+    for method in methods[1:]:
         diff = [100 * (r[f"{method} excess"] - e) for r, e in zip(rows, erm)]
         m, se = mean_se(diff)
         better = sum(d < 0 for d in diff)
@@ -137,12 +164,12 @@ def main() -> None:
     q = len(ordered) / 4
     quartiles = [ordered[round(i * q): round((i + 1) * q)] for i in range(4)]
     lines += ["", "By normalised-MMLB quartile (mean absolute excess risk, points of %):", "",
-              "| quartile | MMLB range | " + " | ".join(METHODS) + " |", "|---|---|" + "---|" * len(METHODS)]
+              "| quartile | MMLB range | " + " | ".join(methods) + " |", "|---|---|" + "---|" * len(methods)]
     for i, part in enumerate(quartiles):
-        cells = [f"{statistics.mean(100 * r[f'{m} excess'] for r in part):.2f}" for m in METHODS]
+        cells = [f"{statistics.mean(100 * r[f'{m} excess'] for r in part):.2f}" for m in methods]
         lines.append(f"| Q{i + 1} | {part[0]['mmlb_norm']:.3f}–{part[-1]['mmlb_norm']:.3f} | " + " | ".join(cells) + " |")
-    lines += ["", "![excess risk by MMLB quartile](toy_depth.png)", ""]
-    write_text(ROOT / "results" / "toy_depth.md", "\n".join(lines))
+    lines += ["", f"![excess risk by MMLB quartile](toy_depth{args.tag}.png)", ""]
+    write_text(ROOT / "results" / f"toy_depth{args.tag}.md", "\n".join(lines))
 
     import matplotlib
 
@@ -151,7 +178,7 @@ def main() -> None:
 
     fig, ax = plt.subplots(figsize=(7, 3.8), dpi=120)
     width = 0.16
-    for j, method in enumerate(METHODS):
+    for j, method in enumerate(methods):
         means = [statistics.mean(100 * r[f"{method} excess"] for r in part) for part in quartiles]
         ses = [mean_se([100 * r[f"{method} excess"] for r in part])[1] for part in quartiles]
         ax.bar([i + (j - 2) * width for i in range(4)], means, width, yerr=ses, capsize=2, label=method)
@@ -160,7 +187,7 @@ def main() -> None:
     ax.set_ylabel("excess risk (points of %)")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    atomic_write(ROOT / "results" / "toy_depth.png", lambda f: fig.savefig(f, format="png"))
+    atomic_write(ROOT / "results" / f"toy_depth{args.tag}.png", lambda f: fig.savefig(f, format="png"))
     print("\n".join(lines))
 
 
