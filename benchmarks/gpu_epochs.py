@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from multimix.train.checkpoint import write_text
 from multimix.train.config import TrainConfig
 from multimix.train.trainer import train
 
@@ -78,9 +79,7 @@ def main() -> None:
     print(text)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=args.out.parent, delete=False, suffix=".tmp") as f:
-            f.write(text)
-        os.replace(f.name, args.out)
+        write_text(args.out, text)  # atomically
 
 
 if __name__ == "__main__":

@@ -50,12 +50,7 @@ def _parse_subset(text: Any) -> int:
     """A training-subset size: an integer, or 'all' (0: the whole training set)."""
     if isinstance(text, str) and text.lower() == "all":
         return 0
-    if isinstance(text, bool):
-        raise ValueError(text)
-    value = int(text)
-    if isinstance(text, float) and text != value:
-        raise ValueError(text)
-    return value
+    return _parse_int(text)
 
 
 def _parse_optional_int(text: Any) -> int | None:
