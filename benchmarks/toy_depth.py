@@ -1,7 +1,7 @@
 """Seed 2, Table 1 and Figure 3: excess risk of mixup by depth on random toy problems.
 
     python benchmarks/toy_depth.py [--problems 400] [--epochs 20] [--eval-samples 20000]
-                                   [--mean-range -1,1] [--sigma-range 0.1,0.3] [--methods ERM,...] [--tag NAME]
+                                   [--mean-range -1,1] [--sigma-range 0.05,0.15] [--methods ERM,...] [--tag NAME]
 
 Protocol (seed 2, §3): random Gaussian-mixture problems (SPEC §6), K ∈ {2, 3, 4, 5} in turn, N
 components per class drawn in 1..5, 1000 training samples; the ``mlp`` model 2-512-512-512-K trained
@@ -97,7 +97,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--eval-samples", type=int, default=20_000)
     parser.add_argument("--mean-range", default="-1,1")
-    parser.add_argument("--sigma-range", default="0.1,0.3")
+    parser.add_argument("--sigma-range", default="0.05,0.15", help="chosen on the ERM row: toy_difficulty.md")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--tag", default="", help="suffix of the result files (e.g. _erm_s0.2-0.5)")
     args = parser.parse_args()

@@ -82,8 +82,9 @@ def test_stacked_mlps_train_as_the_same_networks_one_at_a_time():
                                                       model.layer3[0].weight, model.fc.weight], start):
                 # Adam divides by √v: rounding differences of near-zero gradients move a weight by up to
                 # lr per step, so the tolerance is a fraction of how far the weights travelled (≤ 8e-3).
-                assert (w - w0[0]).abs().max() > 5e-3  # it trained
-                assert torch.allclose(w_stacked[p], w, atol=1e-3), (layer, p)
+                # The stacked weights are stored transposed, (P, in, out).
+                assert (w - w0[0].t()).abs().max() > 5e-3  # it trained
+                assert torch.allclose(w_stacked[p].t(), w, atol=1e-3), (layer, p)
 
 
 def _initial(p: int, k: int):

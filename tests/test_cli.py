@@ -275,6 +275,7 @@ BAD = {
     "--device": [["--device", "tpu9"], ["--device", "cuda:99"]] + ([] if CUDA else [["--device", "cuda"]]),
     "--threads": [["--threads", "0"], ["--threads", "100000"]],
     "--eval-batch-size": [["--eval-batch-size", "0"]],
+    "--test-every": [["--test-every", "never"]],
     "--tensorboard": [["--tensorboard=yes"]],
     "--amp": [["--amp", "fp8"], ["--amp", "fp16"]] if not CUDA else [["--amp", "fp8"]],
     "--channels-last": [["--channels-last=1"], ["--dataset", "mnist1d", "--channels-last"]],

@@ -41,6 +41,25 @@ def test_train_writes_its_outputs(tmp_path, method):
     assert not list(tmp_path.glob(".*.tmp"))  # no temporary files left behind
 
 
+def test_testing_only_at_improvements_reports_the_same_figures(tmp_path):
+    config = {**TINY, "epochs": 6, "method": "mixup", "train_size": 200}
+    every = train(TrainConfig.from_dict(config), tmp_path / "every")
+    lean = train(TrainConfig.from_dict({**config, "test_every": "improvement"}), tmp_path / "lean")
+    assert lean["best"] == every["best"] and lean["final"] == every["final"]
+    full = [json.loads(l) for l in (tmp_path / "every" / "metrics.jsonl").read_text().splitlines()]
+    lines = [json.loads(l) for l in (tmp_path / "lean" / "metrics.jsonl").read_text().splitlines()]
+    best_so_far = (1.0, float("inf"))  # (−accuracy, loss): validation's choice, ties to the lower loss
+    for f, r in zip(full, lines):
+        assert r["val_acc"] == f["val_acc"]
+        improved = (-r["val_acc"], r["val_loss"]) < best_so_far
+        best_so_far = min(best_so_far, (-r["val_acc"], r["val_loss"]))
+        if improved or r["epoch"] == 6:
+            assert r["test_acc"] == f["test_acc"]
+        else:
+            assert r["test_acc"] is None
+    assert any(r["test_acc"] is None for r in lines)
+
+
 def test_training_learns_the_toy_problem(tmp_path):
     summary = train(TrainConfig.from_dict({**TINY, "method": "multimix", "epochs": 15, "lr": 3e-3, "train_size": 1000}), tmp_path)
     assert summary["best"]["test_acc"] > 0.6  # 3 classes: chance is 1/3

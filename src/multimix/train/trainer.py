@@ -229,7 +229,8 @@ def tensorboard_writer(out: Path, *, purge_step: int | None = None):
 def _epoch_line(config: TrainConfig, record: dict[str, Any]) -> str:
     return (f"{config.dataset} {config.method} s{config.seed}: epoch {record['epoch']}/{config.epochs} · "
             f"train loss {record['train_loss']:.3f} · val {100 * record['val_acc']:.1f}% · "
-            f"test {100 * record['test_acc']:.1f}% · {record['time_s']:.2f} s")
+            + (f"test {100 * record['test_acc']:.1f}% · " if record["test_acc"] is not None else "")
+            + f"{record['time_s']:.2f} s")
 
 
 def _train(config: TrainConfig, out: Path, world: distributed.Dist, state: dict[str, Any] | None, *,
@@ -378,8 +379,13 @@ def _train(config: TrainConfig, out: Path, world: distributed.Dist, state: dict[
 
         val = evaluate(eval_net, splits.val, splits.num_classes, batch_size=config.eval_batch_size, device=device,
                        amp=config.amp, channels_last=config.channels_last)
-        test = evaluate(eval_net, splits.test, splits.num_classes, batch_size=config.eval_batch_size, device=device,
-                        amp=config.amp, channels_last=config.channels_last)
+        record = {"epoch": epoch, "val_loss": val["loss"], "val_acc": val["acc"]}
+        # The test figures that are ever reported are those of the best-validation and the last epoch.
+        needed = (config.test_every == "epoch" or epoch == config.epochs
+                  or select_best([*history, record]) is record)
+        test = (evaluate(eval_net, splits.test, splits.num_classes, batch_size=config.eval_batch_size, device=device,
+                         amp=config.amp, channels_last=config.channels_last)
+                if needed else {"loss": None, "acc": None})
         history.append({
             "epoch": epoch,
             "train_loss": train_loss,
