@@ -247,6 +247,32 @@ def test_fashion_mnist_runs_are_tested_against_mnist_as_ood(tmp_path):
     assert "fgsm_acc" not in result and result["eps"] == 0.1  # the pixel budget of the 28×28 sets
 
 
+def test_without_mnist_files_scikit_learn_digits_are_the_real_ood_set(tmp_path):
+    import json
+
+    from test_idx import write_release
+
+    from multimix.cli import main
+    from multimix.data import digits
+    from multimix.train.evaluation import _files_found
+
+    framed = digits.load_28x28()
+    assert framed.shape == (1797, 1, 28, 28) and 0 <= framed.min() and framed.max() <= 1
+    assert framed[:, :, :4].abs().sum() == 0 and framed[:, :, :, -4:].abs().sum() == 0  # MNIST's empty frame
+    assert framed[:, :, 4:24, 4:24].mean() > 0.1  # the digit fills the 20×20 box
+    data = tmp_path / "data"
+    write_release(data / "fashion-mnist", n_train=200, n_test=50, seed=0)
+    if _files_found("mnist", str(data)):
+        pytest.skip("MNIST's files are installed here: they are used instead")
+    run = tmp_path / "run"
+    assert main(["train", "--dataset", "fashion-mnist", "--data-dir", str(data), "--epochs", "1",
+                 "--threads", "1", "--quiet", "--out", str(run)]) == 0
+    assert main(["evaluate", str(run), "--attacks", "", "--ood", "gaussian", "--quiet"]) == 0
+    result = json.loads((run / "eval.json").read_text())
+    assert 0 <= result["ood_digits_auroc"] <= 1 and 0 <= result["ood_digits_fpr95"] <= 1
+    assert "ood_mnist_auroc" not in result
+
+
 def test_eval_table_has_a_column_for_every_metric_seen():
     from multimix.train.evaluation import format_eval_table
 

@@ -37,21 +37,28 @@ def uniformity(z: Tensor, *, t: float = 2.0) -> float:
 
 
 @torch.no_grad()
-def embeddings(model: nn.Module, x: Tensor, layer: str, *, batch_size: int = 1000) -> Tensor:
-    """The input of submodule ``layer`` (e.g. the classifier) for every example of x: (N, d), in eval mode."""
+def embeddings(model: nn.Module, x: Tensor, layer: str, *, batch_size: int = 1000,
+               return_logits: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+    """The input of submodule ``layer`` (e.g. the classifier) for every example of x: (N, d), in eval mode.
+
+    ``return_logits``: also the model's outputs (N, K) from the same forward passes.
+    """
     module = find_module(model, layer, argument="layer")
     captured: list[Tensor] = []
+    outputs: list[Tensor] = []
     handle = module.register_forward_pre_hook(lambda m, args: captured.append(args[0].detach().flatten(1).cpu()))
     was_training = model.training
     model.eval()
     try:
         device = next(model.parameters()).device
         for start in range(0, len(x), batch_size):
-            model(x[start:start + batch_size].to(device))
+            out = model(x[start:start + batch_size].to(device))
+            if return_logits:
+                outputs.append(out.detach().cpu())
     finally:
         handle.remove()
         model.train(was_training)
-    return torch.cat(captured)
+    return (torch.cat(captured), torch.cat(outputs)) if return_logits else torch.cat(captured)
 
 
 __all__ = ["alignment", "uniformity", "embeddings"]

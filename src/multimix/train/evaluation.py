@@ -6,7 +6,8 @@ Attack budgets are in input units. Defaults per dataset (``default_eps``): image
 literature; CIFAR, standardised by its loader, 8/255 of a pixel divided by the mean channel std; other
 data (MNIST-1D, toy problems) 0.1 × the standard deviation of the test inputs, unclipped.
 Out-of-distribution sets: noise and shuffled inputs made from the test set, and for the 28×28 sets
-the test images of their counterpart (Fashion-MNIST ↔ MNIST, KMNIST → MNIST) where its files are found.
+the test images of their counterpart (Fashion-MNIST ↔ MNIST, KMNIST → MNIST) where its files are found,
+else scikit-learn's 1797 handwritten 8×8 digits framed as MNIST's (``ood_digits_*``; no download).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 import torch
 
 from multimix._io import write_json
-from multimix.data import DataFilesMissing, cifar, idx_images
+from multimix.data import DataFilesMissing, cifar, digits, idx_images
 from multimix.evaluate import (
     OOD_SETS,
     alignment,
@@ -92,8 +93,9 @@ def _evaluate(run: Path, weights: Path, *, attacks, eps, pgd_steps, ood, attack_
     model, config = model_from_checkpoint(weights)
     splits = load_splits(config)
     x, y = splits.test.tensors
-    with torch.no_grad():
-        logits = torch.cat([model(x[i:i + 1000]) for i in range(0, len(x), 1000)])
+    bs = config.eval_batch_size  # the run's evaluation batch: on a CPU, larger ones outgrow the caches
+    # One pass gives the classifier's inputs (embedding geometry) and the logits (everything else).
+    z, logits = embeddings(model, x, model.classifier_layer, batch_size=bs, return_logits=True)
     probs = torch.softmax(logits.float(), 1)
     result: dict[str, Any] = {"run": str(run), "weights": weights.name, "test_acc": float((logits.argmax(1) == y).float().mean())}
     result.update(calibration(probs, y))
@@ -105,7 +107,8 @@ def _evaluate(run: Path, weights: Path, *, attacks, eps, pgd_steps, ood, attack_
     xa, ya = x[:attack_examples], y[:attack_examples]
     for attack in attacks:
         extra = {"steps": pgd_steps, "generator": torch.Generator().manual_seed(seed)} if attack == "pgd" else {}
-        result[f"{attack}_acc"] = robust_accuracy(model, xa, ya, attack=attack, eps=budget, clamp=clamp, **extra)
+        result[f"{attack}_acc"] = robust_accuracy(model, xa, ya, attack=attack, eps=budget, clamp=clamp, batch_size=bs,
+                                                  **extra)
 
     g = torch.Generator().manual_seed(seed)
     inside = ood_score(logits, "msp")
@@ -113,14 +116,15 @@ def _evaluate(run: Path, weights: Path, *, attacks, eps, pgd_steps, ood, attack_
     other = OTHER_DATASET.get(config.dataset)
     if other is not None and _files_found(other, config.data_dir):  # a real dataset of the same shape
         out_sets[other] = idx_images.load(other, config.data_dir)[2]
+    elif other is not None:  # no MNIST files: scikit-learn's handwritten digits, framed as MNIST's
+        out_sets["digits"] = digits.load_28x28()
     for kind, x_out in out_sets.items():
         with torch.no_grad():
-            out_logits = torch.cat([model(x_out[i:i + 1000]) for i in range(0, len(x_out), 1000)])
+            out_logits = torch.cat([model(x_out[i:i + bs]) for i in range(0, len(x_out), bs)])
         outside = ood_score(out_logits, "msp")
         result[f"ood_{kind}_auroc"] = auroc(inside, outside)
         result[f"ood_{kind}_fpr95"] = fpr_at_tpr(inside, outside, 0.95)
 
-    z = embeddings(model, x, model.classifier_layer)
     result["alignment"], result["uniformity"] = alignment(z, y), uniformity(z)
     _plot_embedding(z, y, run / "embedding.png", title=f"{config.dataset} {config.method} s{config.seed}: classifier inputs")
     result["seconds"] = time.perf_counter() - start
