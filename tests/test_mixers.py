@@ -167,6 +167,32 @@ def test_multimix_short_batch_uses_whole_batch_tuples(mlp):
     assert logits.shape == (30, K)
 
 
+@pytest.mark.parametrize("cls", ["MultiMix", "DenseMultiMix"])
+def test_multimix_alpha_is_one_for_pairs_and_one_over_m_beyond(cls):
+    """beyond_pairs.md: α = 1 collapses long tuples, α = 1/m trains them; the default follows it."""
+    from multimix import DenseMultiMix
+    from multimix.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("cnn1d", input_shape=(40,), num_classes=4)
+    x, y = torch.randn(8, 40), torch.arange(8) % 4
+
+    def make(**kw):
+        g = torch.Generator().manual_seed(3)
+        if cls == "MultiMix":
+            return MultiMix(model, before="fc", n=40, num_classes=4, generator=g, **kw)
+        return DenseMultiMix(model, features="features", classifier="fc", n=40, num_classes=4, generator=g, **kw)
+
+    for m, expected in [(2, 1.0), (4, 0.25), (None, 1 / 8), (12, 1 / 8)]:  # m > b: the whole batch
+        auto, fixed = make(m=m), make(m=m, alpha=expected)
+        assert auto._alpha_for(8) == expected
+        assert torch.equal(auto(x, y)[1], fixed(x, y)[1])  # the same draws
+        auto.close(), fixed.close()
+    explicit = make(m=4, alpha=1.0)
+    assert explicit._alpha_for(8) == 1.0 and "alpha=1.0" in repr(explicit)
+    explicit.close()
+
+
 def test_soft_targets_accepted(mlp):
     x, _ = batch(6)
     soft = torch.softmax(torch.randn(6, K), 1)

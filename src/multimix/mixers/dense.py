@@ -69,7 +69,7 @@ class DenseMultiMix(_MultiMixBase):
         classifier: str,
         n: int = 1000,
         m: int | None = 2,
-        alpha: float = 1.0,
+        alpha: float | None = None,
         attention: str = "none",
         p: float = 1.0,
         teacher: nn.Module | None = None,
@@ -149,7 +149,8 @@ class DenseMultiMix(_MultiMixBase):
         if sizes is not None:
             rows, att, targets, probs = collective.gather_packed([rows, att, targets, probs], sizes)
         members, weights = dense_multimix_weights(
-            rows.shape[0], r, n=self.n, m=self._tuple_length(rows.shape[0]), alpha=self.alpha, attention=att,
+            rows.shape[0], r, n=self.n, m=self._tuple_length(rows.shape[0]), alpha=self._alpha_for(rows.shape[0]),
+            attention=att,
             generator=self.generator, device=z.device,
         )
         if sizes is not None:
@@ -199,7 +200,7 @@ class DenseMultiMix(_MultiMixBase):
     def extra_repr(self) -> str:
         return (
             f"features={self.features!r}, classifier={self.classifier!r}, n={self.n}, m={self.m}, "
-            f"alpha={self.alpha}, attention={self.attention!r}, p={self.p}, layout={self.layout!r}, "
+            f"alpha={'auto' if self.alpha is None else self.alpha}, attention={self.attention!r}, p={self.p}, layout={self.layout!r}, "
             f"prefix_tokens={self.prefix_tokens}"
         )
 

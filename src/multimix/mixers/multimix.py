@@ -23,7 +23,7 @@ SCOPES = ("local", "global")
 class _MultiMixBase(_Mixer):
     """What MultiMix and Dense MultiMix share: n, m, α, p, the teacher, and the clean fallback."""
 
-    def __init__(self, model: nn.Module, *, n: int, m: int | None, alpha: float, p: float, teacher: nn.Module | None,
+    def __init__(self, model: nn.Module, *, n: int, m: int | None, alpha: float | None, p: float, teacher: nn.Module | None,
                  distill_weight: float, temperature: float, num_classes: int | None,
                  generator: torch.Generator | None, scope: str = "local") -> None:
         super().__init__(model, num_classes=num_classes, generator=generator)
@@ -32,13 +32,26 @@ class _MultiMixBase(_Mixer):
         self.scope = scope
         self.n = check_int(n, "n")
         self.m = None if m is None else check_int(m, "m")
-        self.alpha = check_alpha(alpha)
+        self.alpha = None if alpha is None else check_alpha(alpha)
         self.p = check_probability(p, "p")
         self._setup_teacher(teacher, distill_weight, temperature)
 
     def _tuple_length(self, b: int) -> int | None:
         """m for a batch of b: a batch shorter than m (a last, short batch) uses the whole batch."""
         return None if self.m is None else min(self.m, b)
+
+    def _alpha_for(self, b: int) -> float:
+        """α of a draw over a batch of b: the one set, else 1 for pairs and 1/m for longer tuples.
+
+        With Dirichlet(1·1_m) weights every long tuple mixes its members nearly evenly, so each mixed
+        target nears the batch's label histogram and training collapses (m = 10: 72 %, the whole
+        batch: chance on MNIST-1D); α = 1/m keeps a few members dominant and every m from 3 to the
+        whole batch trains (96.9–98.0 % validation; benchmarks/results/beyond_pairs.md).
+        """
+        if self.alpha is not None:
+            return self.alpha
+        length = b if self.m is None else min(self.m, b)
+        return 1.0 if length <= 2 else 1.0 / length
 
     def _choose(self) -> str | None:
         """With probability 1 − p, "clean": this batch trains unmixed (the same choice on every process
@@ -80,7 +93,8 @@ class MultiMix(_MultiMixBase):
         n: generated examples per batch.
         m: tuple length (distinct batch members mixed per generated example); None = whole batch.
             A batch smaller than m (a last, short batch) uses tuples of the whole batch.
-        alpha: Dirichlet(α·1_m) concentration, > 0.
+        alpha: Dirichlet(α·1_m) concentration, > 0. None (the default): 1 for pairs (m = 2), 1/m for
+            longer tuples (1/b for the whole batch), which keeps them from collapsing (see ``_alpha_for``).
         p: probability that a training batch is mixed; otherwise it trains on the clean batch.
         keep_clean: also feed the b clean embeddings, so the classifier sees b + n rows (clean first).
         linear_shortcut: when ``before`` is a plain ``nn.Linear`` g, mix its b output rows instead of
@@ -101,10 +115,11 @@ class MultiMix(_MultiMixBase):
             the global batch B, identical on every process (seed their generators alike), and keeps
             this process's contiguous share of the n rows. Without a process group both are the same.
 
-    Defaults (m=2, α=1, n=1000, p=1, no clean rows) were chosen on MNIST-1D's validation split
+    Defaults (m=2, α=1 for pairs and 1/m beyond, n=1000, p=1, no clean rows) were chosen on MNIST-1D's validation split
     (benchmarks/results/ablation_mnist1d_stage*.md): accuracy falls as tuples lengthen (m = 2: 97.8,
     5: 95.4, 10: 73, whole batch: chance — every mixed target nears the class prior), α = 1 beat 0.5
-    and 2, n = 1000 beat 10, 100 and 10 000, and p < 1 or clean rows made no difference.
+    and 2, n = 1000 beat 10, 100 and 10 000, and p < 1 or clean rows made no difference. That fall
+    was α = 1's: with α = 1/m every m trains (benchmarks/results/beyond_pairs.md), hence the default.
     """
 
     def __init__(
@@ -114,7 +129,7 @@ class MultiMix(_MultiMixBase):
         before: str,
         n: int = 1000,
         m: int | None = 2,
-        alpha: float = 1.0,
+        alpha: float | None = None,
         p: float = 1.0,
         keep_clean: bool = False,
         linear_shortcut: bool = True,
@@ -171,7 +186,7 @@ class MultiMix(_MultiMixBase):
         b = batch_size(x)
         sizes = self._global_sizes(b, batch_device(x))
         total = b if sizes is None else sum(sizes)  # every process draws the same Λ over the global batch
-        tuples = self._my_rows(sample_tuples(total, n=self.n, m=self._tuple_length(total), alpha=self.alpha,
+        tuples = self._my_rows(sample_tuples(total, n=self.n, m=self._tuple_length(total), alpha=self._alpha_for(total),
                                              generator=self.generator, device=batch_device(x)), sizes)
         self._gathered = [targets, probs]  # global scope: replaced by every process's, in the hook
         try:
@@ -193,6 +208,6 @@ class MultiMix(_MultiMixBase):
 
     def extra_repr(self) -> str:
         return (
-            f"before={self.before!r}, n={self.n}, m={self.m}, alpha={self.alpha}, p={self.p}, "
+            f"before={self.before!r}, n={self.n}, m={self.m}, alpha={'auto' if self.alpha is None else self.alpha}, p={self.p}, "
             f"keep_clean={self.keep_clean}, scope={self.scope!r}"
         )

@@ -31,7 +31,8 @@ MIX_SCOPES = ("local", "global")
 GLOBAL_SCOPE_METHODS = ("multimix", "dense-multimix")
 
 #: α used when a method's α is not given: Zhang et al. (mixup), Verma et al. (manifold), SPEC §2.
-DEFAULT_ALPHA = {"mixup": 1.0, "manifold": 2.0, "multimix": 1.0, "dense-multimix": 1.0, "cutmix": 1.0,
+# MultiMix and Dense MultiMix choose their own: 1 for pairs, 1/m for longer tuples (MultiMix._alpha_for).
+DEFAULT_ALPHA = {"mixup": 1.0, "manifold": 2.0, "cutmix": 1.0,
                  "mixup-cutmix": 1.0}
 
 
@@ -148,7 +149,7 @@ class TrainConfig:
                                       "training set (default: the dataset's recipe, which subsets the real-image sets "
                                       "so that a CPU run takes minutes)", _opt(_parse_subset), group="data")
     # method options
-    alpha: float | None = _field(None, "mixing strength α (default per method: manifold 2, others 1; mixup-cutmix: mixup's)", _opt(_parse_float), group="method")
+    alpha: float | None = _field(None, "mixing strength α (default per method: manifold 2; multimix methods 1 for pairs, 1/m for longer tuples; others 1; mixup-cutmix: mixup's)", _opt(_parse_float), group="method")
     per_sample: bool = _field(False, "mixup/manifold/cutmix: one λ (one box) per pair instead of per batch", _parse_bool, group="method")
     cutmix_alpha: float = _field(1.0, "mixup-cutmix: CutMix's α (--alpha is mixup's)", _parse_float, group="method")
     switch_prob: float = _field(0.5, "mixup-cutmix: probability that a batch uses CutMix rather than mixup", _parse_float, group="method")
