@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import json
 import math
 import statistics
 import sys
@@ -100,6 +101,8 @@ def main() -> None:
     parser.add_argument("--sigma-range", default="0.05,0.15", help="chosen on the ERM row: toy_difficulty.md")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--tag", default="", help="suffix of the result files (e.g. _erm_s0.2-0.5)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="rewrite the table and figure from the .csv and .json of a finished run (same flags)")
     args = parser.parse_args()
     mean_range = tuple(float(v) for v in args.mean_range.split(","))
     sigma_range = tuple(float(v) for v in args.sigma_range.split(","))
@@ -107,24 +110,31 @@ def main() -> None:
     if len(mean_range) != 2 or len(sigma_range) != 2 or not methods or "ERM" not in methods:
         parser.error("--mean-range and --sigma-range take 'low,high'; --methods names from "
                      f"{METHODS}, ERM included")
-    start = time.time()
-    rows = []
-    for k_offset in range(4):  # K = 2 + index % 4: one group of problems per K
-        indices = list(range(k_offset, args.problems, 4))
-        if indices:
-            rows += run_group(indices, methods, epochs=args.epochs, eval_samples=args.eval_samples,
-                              mean_range=mean_range, sigma_range=sigma_range)
-            print(f"K = {2 + k_offset}: {len(indices)} problems, {(time.time() - start) / 60:.1f} min", flush=True)
-    rows.sort(key=lambda r: r["problem"])
-    minutes = (time.time() - start) / 60
-
     from multimix.train.checkpoint import atomic_write, write_text
 
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text(ROOT / "results" / f"toy_depth{args.tag}.csv", buffer.getvalue())
+    csv_path = ROOT / "results" / f"toy_depth{args.tag}.csv"
+    meta_path = csv_path.with_suffix(".json")
+    if args.report_only:  # the table and figure again from a finished run's files, without training
+        rows = [{k: float(v) if k not in ("problem", "K", "N") else int(v) for k, v in r.items()}
+                for r in csv.DictReader(csv_path.open())]
+        minutes = json.loads(meta_path.read_text())["minutes"]
+    else:
+        start = time.time()
+        rows = []
+        for k_offset in range(4):  # K = 2 + index % 4: one group of problems per K
+            indices = list(range(k_offset, args.problems, 4))
+            if indices:
+                rows += run_group(indices, methods, epochs=args.epochs, eval_samples=args.eval_samples,
+                                  mean_range=mean_range, sigma_range=sigma_range)
+                print(f"K = {2 + k_offset}: {len(indices)} problems, {(time.time() - start) / 60:.1f} min", flush=True)
+        rows.sort(key=lambda r: r["problem"])
+        minutes = (time.time() - start) / 60
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+        write_text(csv_path, buffer.getvalue())
+        write_text(meta_path, json.dumps({"minutes": minutes, "command": sys.argv[1:]}))
 
     # Relative excess risk is undefined where the Bayes error is ~0 (separable problems).
     rel_rows = [r for r in rows if r["bayes_error"] >= 0.005]
@@ -151,13 +161,17 @@ def main() -> None:
         rel, rel_se = mean_se([100 * r[f"{method} excess"] / r["bayes_error"] for r in rel_rows])
         lines.append(f"| {method} | {a:.2f} ± {a_se:.2f} | {rel:.1f} ± {rel_se:.1f} | {SEED_TABLE[method]} |")
     erm = [r["ERM excess"] for r in rows]
-    lines += ["", "Paired differences to ERM (absolute excess risk, points of %; negative = better than ERM):", "",
-              "| method | mean ± SE | problems better than ERM |", "|---|---|---|"]
+    lines += ["", "Paired differences to ERM, problem by problem (negative = better than ERM): absolute excess risk "
+              f"(points of %, all {len(rows)} problems) and relative excess risk (%, the {len(rel_rows)} above). The "
+              "two can disagree: the relative measure weighs problems with a small Bayes error most.", "",
+              "| method | absolute: mean ± SE | better than ERM | relative: mean ± SE | better than ERM |",
+              "|---|---|---|---|---|"]
     for method in methods[1:]:
         diff = [100 * (r[f"{method} excess"] - e) for r, e in zip(rows, erm)]
-        m, se = mean_se(diff)
-        better = sum(d < 0 for d in diff)
-        lines.append(f"| {method} | {m:+.2f} ± {se:.2f} | {better}/{len(diff)} |")
+        rel_diff = [100 * (r[f"{method} excess"] - r["ERM excess"]) / r["bayes_error"] for r in rel_rows]
+        (m, se), (rm, rse) = mean_se(diff), mean_se(rel_diff)
+        lines.append(f"| {method} | {m:+.2f} ± {se:.2f} | {sum(d < 0 for d in diff)}/{len(diff)} | "
+                     f"{rm:+.1f} ± {rse:.1f} | {sum(d < 0 for d in rel_diff)}/{len(rel_diff)} |")
 
     # By normalised-MMLB quartile (seed 2, Figure 3).
     ordered = sorted(rows, key=lambda r: r["mmlb_norm"])
