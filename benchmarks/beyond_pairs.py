@@ -84,7 +84,7 @@ def main() -> None:
     strategies = [LETTERS[c] for c in args.strategies.replace(",", "")]
     alphas = [float(a) for a in args.alphas.split(",")]
     base = {"dataset": args.dataset, "method": "multimix", "device": args.device, "data_dir": args.data_dir,
-            "test_every": "improvement", **dict(kv.split("=", 1) for kv in args.extra.split(",") if kv)}
+            "test_every": "end", **dict(kv.split("=", 1) for kv in args.extra.split(",") if kv)}
     for key in ("train_subset", "epochs", "val_fraction"):
         if getattr(args, key) is not None:
             base[key] = getattr(args, key)

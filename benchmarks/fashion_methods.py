@@ -102,7 +102,7 @@ def main() -> None:
     args = parser.parse_args()
     extra = dict(kv.split("=", 1) for kv in args.extra.split(",") if kv)
     base = dict(dataset="fashion-mnist", epochs=args.epochs, train_subset=args.train_subset,
-                val_fraction=args.val_fraction, device=args.device, test_every="improvement",
+                val_fraction=args.val_fraction, device=args.device, test_every="end",
                 **({"data_dir": args.data_dir} if args.data_dir else {}), **extra)
 
     def config(label: str, alpha: float | None) -> TrainConfig:

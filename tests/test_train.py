@@ -58,6 +58,17 @@ def test_testing_only_at_improvements_reports_the_same_figures(tmp_path):
         else:
             assert r["test_acc"] is None
     assert any(r["test_acc"] is None for r in lines)
+    end = train(TrainConfig.from_dict({**config, "test_every": "end"}), tmp_path / "end")
+    assert end["best"] == every["best"] and end["final"] == every["final"]
+    tested = [r["epoch"] for r in map(json.loads, (tmp_path / "end" / "metrics.jsonl").read_text().splitlines())
+              if r["test_acc"] is not None]
+    assert tested == sorted({every["best"]["epoch"], 6})
+    # Resumed after its last epoch (killed before the summary), it tests best.pt's weights.
+    state = checkpoint.load(tmp_path / "end" / "checkpoint.pt")
+    assert all(r["test_acc"] is None for r in state["history"][:-1])
+    (tmp_path / "end" / "summary.json").unlink()
+    again = train(TrainConfig.from_dict({**config, "test_every": "end"}), tmp_path / "end", resume=True)
+    assert again["best"] == every["best"]
 
 
 def test_training_learns_the_toy_problem(tmp_path):

@@ -25,7 +25,7 @@ ATTENTIONS = ("none", "pooled", "cam")
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULERS = ("cosine", "none")
 AMP = ("none", "bf16", "fp16")
-TEST_EVERY = ("epoch", "improvement")
+TEST_EVERY = ("epoch", "improvement", "end")
 MIX_SCOPES = ("local", "global")
 #: Methods that can mix over the global batch under torchrun (``mix_scope="global"``).
 GLOBAL_SCOPE_METHODS = ("multimix", "dense-multimix")
@@ -179,10 +179,11 @@ class TrainConfig:
     eval_batch_size: int = _field(256, "evaluation batch size (256 is fastest for the image models on a CPU: at "
                                   "1000, activations outgrow the caches and evaluation takes twice as long)",
                                   _parse_int, group="run")
-    test_every: str = _field("epoch", "when to evaluate the test set: every epoch, or only at epochs whose validation "
-                             "accuracy is the best so far and at the last one ('improvement': the same best- and "
-                             "final-epoch test figures, at a fraction of the cost where the test set is large; the "
-                             "other epochs' test figures are left empty)", _str, TEST_EVERY, "run")
+    test_every: str = _field("epoch", "when to evaluate the test set: every epoch; 'improvement': at epochs whose "
+                             "validation accuracy is the best so far and at the last; 'end': once after training, "
+                             "on the weights chosen on validation and on the last ones. All three report the same "
+                             "best- and final-epoch test figures; the others leave the other epochs' test figures "
+                             "empty, at a fraction of the cost where the test set is large", _str, TEST_EVERY, "run")
     tensorboard: bool = _field(False, "write TensorBoard events into <out>/tensorboard (pip install tensorboard)", _parse_bool, group="run")
     amp: str = _field("none", "automatic mixed precision: bf16 (CUDA or CPU) or fp16 (CUDA, with a gradient scaler); "
                       "mixing weights and targets stay float32", _str, AMP, "run")

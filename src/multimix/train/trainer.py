@@ -290,6 +290,7 @@ def _train(config: TrainConfig, out: Path, world: distributed.Dist, state: dict[
 
     # -- resume ------------------------------------------------------------------------------
     history: list[dict[str, Any]] = []
+    best_weights: dict[str, Tensor] | None = None  # test_every "end": the best-validation weights so far, on the host
     if state is not None:
         saved_world = state.get("world_size", 1)
         if saved_world != world.world_size:
@@ -381,8 +382,11 @@ def _train(config: TrainConfig, out: Path, world: distributed.Dist, state: dict[
                        amp=config.amp, channels_last=config.channels_last)
         record = {"epoch": epoch, "val_loss": val["loss"], "val_acc": val["acc"]}
         # The test figures that are ever reported are those of the best-validation and the last epoch.
+        improved = select_best([*history, record]) is record
         needed = (config.test_every == "epoch" or epoch == config.epochs
-                  or select_best([*history, record]) is record)
+                  or (config.test_every == "improvement" and improved))
+        if improved and config.test_every == "end":  # tested after the last epoch (below)
+            best_weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         test = (evaluate(eval_net, splits.test, splits.num_classes, batch_size=config.eval_batch_size, device=device,
                          amp=config.amp, channels_last=config.channels_last)
                 if needed else {"loss": None, "acc": None})
@@ -439,6 +443,18 @@ def _train(config: TrainConfig, out: Path, world: distributed.Dist, state: dict[
         mixer.close()
 
     best = select_best(history)
+    if best["test_acc"] is None:  # test_every "end": the weights chosen on validation, tested once
+        if best_weights is None:  # a resumed run: they are in best.pt, which rank 0 reads
+            best_weights = distributed.broadcast_object(
+                checkpoint.load(out / "best.pt")["model"] if main else None, world)
+        last_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        model.load_state_dict(best_weights)
+        test = evaluate(eval_net, splits.test, splits.num_classes, batch_size=config.eval_batch_size, device=device,
+                        amp=config.amp, channels_last=config.channels_last)
+        model.load_state_dict(last_weights)
+        best.update(test_loss=test["loss"], test_acc=test["acc"])
+        if main:
+            checkpoint.write_text(out / "metrics.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in history))
     summary = {
         "dataset": config.dataset,
         "model": config.model_name,
