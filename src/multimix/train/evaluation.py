@@ -7,7 +7,8 @@ literature; CIFAR, standardised by its loader, 8/255 of a pixel divided by the m
 data (MNIST-1D, toy problems) 0.1 × the standard deviation of the test inputs, unclipped.
 Out-of-distribution sets: noise and shuffled inputs made from the test set, and for the 28×28 sets
 the test images of their counterpart (Fashion-MNIST ↔ MNIST, KMNIST → MNIST) where its files are found,
-else scikit-learn's 1797 handwritten 8×8 digits framed as MNIST's (``ood_digits_*``; no download).
+else, in MNIST's place, scikit-learn's 1797 handwritten 8×8 digits framed as MNIST's (``ood_digits_*``;
+no download; never for MNIST itself, whose own kind they are).
 """
 
 from __future__ import annotations
@@ -116,7 +117,7 @@ def _evaluate(run: Path, weights: Path, *, attacks, eps, pgd_steps, ood, attack_
     other = OTHER_DATASET.get(config.dataset)
     if other is not None and _files_found(other, config.data_dir):  # a real dataset of the same shape
         out_sets[other] = idx_images.load(other, config.data_dir)[2]
-    elif other is not None:  # no MNIST files: scikit-learn's handwritten digits, framed as MNIST's
+    elif other == "mnist":  # no MNIST files: scikit-learn's handwritten digits, framed as MNIST's
         out_sets["digits"] = digits.load_28x28()
     for kind, x_out in out_sets.items():
         with torch.no_grad():
