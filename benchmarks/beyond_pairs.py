@@ -83,6 +83,8 @@ def main() -> None:
     ms: list[int | None] = [None if v.strip() == "b" else int(v) for v in args.ms.split(",")]
     strategies = [LETTERS[c] for c in args.strategies.replace(",", "")]
     alphas = [float(a) for a in args.alphas.split(",")]
+    if any("=" not in kv for kv in args.extra.split(",") if kv):
+        parser.error(f"--extra takes key=value pairs separated by commas, got {args.extra!r}")
     base = {"dataset": args.dataset, "method": "multimix", "device": args.device, "data_dir": args.data_dir,
             "test_every": "end", **dict(kv.split("=", 1) for kv in args.extra.split(",") if kv)}
     for key in ("train_subset", "epochs", "val_fraction"):
@@ -124,7 +126,8 @@ def main() -> None:
         + (f" --strategies {args.strategies}" if args.strategies != "abcd" else "")
         + (f" --alphas {args.alphas}" if alphas != ALPHAS else "")
         + "".join(f" --{k.replace('_', '-')} {getattr(args, k)}" for k in ("epochs", "val_fraction", "extra")
-                  if getattr(args, k)) + (f" --out {args.out.relative_to(ROOT.parent)}" if args.out.is_relative_to(ROOT.parent) and args.out != parser.get_default("out") else "") + "`",
+                  if getattr(args, k))
+        + (f" --out {args.out}" if args.out != parser.get_default("out") else "") + "`",
         f"- the validation split: {base_config.val_fraction:g} of the training examples",
         f"- machine: {platform.machine()}, {os.cpu_count()} CPU(s), torch {torch.__version__}"
         + (f", {torch.cuda.get_device_name()}" if args.device.startswith("cuda") else "")

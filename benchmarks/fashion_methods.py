@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -100,6 +101,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/fashion_methods"))
     parser.add_argument("--tag", default="", help="suffix of the result files")
     args = parser.parse_args()
+    if any("=" not in kv for kv in args.extra.split(",") if kv):
+        parser.error(f"--extra takes key=value pairs separated by commas, got {args.extra!r}")
     extra = dict(kv.split("=", 1) for kv in args.extra.split(",") if kv)
     base = dict(dataset="fashion-mnist", epochs=args.epochs, train_subset=args.train_subset,
                 val_fraction=args.val_fraction, device=args.device, test_every="end",
@@ -161,7 +164,7 @@ def main() -> None:
         "# Fashion-MNIST: every method, every metric",
         "",
         f"- command: `{command}` (+ `--data-dir` where the files are not in a standard place)",
-        f"- machine: {platform.machine()}, {torch.get_num_threads() if args.device == 'cpu' else args.device}, "
+        f"- machine: {platform.machine()}, {os.cpu_count()} CPU(s){'' if args.device == 'cpu' else ', ' + args.device}, "
         f"torch {torch.__version__}; {len(phase1) + len(METHODS) * args.seeds} runs ({len(phase1)} in the α grid) "
         f"trained in {train_minutes:.0f} min with {args.jobs} at a time, all evaluated by {total_minutes:.0f} min",
         f"- data: a stratified subset of {n_train} training images, {round(args.val_fraction * n_train)} of them held "
