@@ -104,6 +104,25 @@ def test_dense_interpolate_feature_major_layout_is_the_same_mixing(m, chunk_size
     assert torch.autograd.gradcheck(lambda v: MF.dense_interpolate(members, w, v, chunk_size=chunk_size), (major,))
 
 
+@pytest.mark.parametrize("m,alpha", [(1, 1.0), (2, 1.0), (2, 0.3), (3, 1.0), (5, 2.0)])
+@pytest.mark.parametrize("attention", [False, True])
+def test_dense_interpolate_labels_is_the_interpolation_of_one_hot_targets(m, alpha, attention):
+    # Per-position mixed targets from integer labels (a scatter) equal dense_interpolate of the
+    # one-hot rows, in both layouts; class-major is a (n, r, K) view of (K, n, r) storage.
+    b, r, k, n = 6, 5, 4, 30
+    att = torch.rand(b, r, generator=gen(7)) if attention else None
+    members, w = MF.dense_multimix_weights(b, r, n=n, m=m, alpha=alpha, attention=att, generator=gen(m))
+    labels = torch.tensor([0, 1, 1, 3, 0, 2])  # repeated classes: two members of one class add up
+    want = MF.dense_interpolate(members, w, MF.one_hot(labels, k))
+    got = MF.dense_interpolate_labels(members, w, labels, k)
+    major = MF.dense_interpolate_labels(members, w, labels, k, class_major=True)
+    assert got.shape == major.shape == (n, r, k) and got.is_contiguous()
+    assert major.reshape(n * r, k).t().is_contiguous()
+    assert torch.allclose(got, want, atol=1e-6) and torch.allclose(major, want, atol=1e-6)
+    with pytest.raises(ValueError, match="labels must be integer class indices"):
+        MF.dense_interpolate_labels(members, w, labels.float(), k)
+
+
 def test_dense_interpolate_equals_a_per_position_product():
     # out[k, j] = Σ_i w[k, i, j] x[members[k, i], j]: the dense Λ_j (n, b) of each position j times x[:, j].
     b, r, d, n = 7, 4, 5, 30

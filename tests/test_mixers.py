@@ -193,6 +193,32 @@ def test_multimix_alpha_is_one_for_pairs_and_one_over_m_beyond(cls):
     explicit.close()
 
 
+@pytest.mark.parametrize("cls", ["MultiMix", "DenseMultiMix"])
+@pytest.mark.parametrize("m", [2, 3])
+def test_integer_labels_mix_as_their_one_hot_rows(cls, m):
+    """On the CPU the targets of integer labels are mixed by a scatter of the weights (no one-hot rows
+    gathered); it must give what mixing the one-hot rows gives, with the same logits."""
+    from multimix import DenseMultiMix
+    from multimix.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("cnn1d", input_shape=(40,), num_classes=5)
+    x, y = torch.randn(9, 40), torch.tensor([0, 1, 1, 4, 2, 2, 2, 3, 0])
+
+    def make():
+        g = torch.Generator().manual_seed(3)
+        if cls == "MultiMix":
+            return MultiMix(model, before="fc", n=50, m=m, num_classes=5, generator=g)
+        return DenseMultiMix(model, features="features", classifier="fc", n=50, m=m, num_classes=5, generator=g)
+
+    with make() as by_label, make() as by_row:
+        logits, targets = by_label(x, y)
+        soft_logits, soft_targets = by_row(x, one_hot(y, 5))  # soft targets: the one-hot rows are mixed
+    assert torch.equal(logits, soft_logits)
+    assert torch.allclose(targets, soft_targets, atol=1e-6)
+    assert torch.allclose(targets.sum(1), torch.ones(len(targets)), atol=1e-6)
+
+
 def test_soft_targets_accepted(mlp):
     x, _ = batch(6)
     soft = torch.softmax(torch.randn(6, K), 1)

@@ -168,6 +168,38 @@ def dense_interpolate(members: Tensor, weights: Tensor, x: Tensor, *, chunk_size
     return mixed.to(x.dtype)
 
 
+def dense_interpolate_labels(members: Tensor, weights: Tensor, labels: Tensor, num_classes: int, *,
+                             dtype: torch.dtype = torch.float32, class_major: bool = False) -> Tensor:
+    """The per-position mixed targets of integer labels: ``out[k, j] = Σ_i weights[k, i, j] · e_{labels[members[k, i]]}``.
+
+    Equal to ``dense_interpolate(members, weights, one_hot(labels, num_classes))`` up to float
+    rounding, without one-hot rows: the n·m·r weights are added into zeros at their members' labels
+    (one scatter of n·m·r values instead of gathering n·m·r·K and combining them).
+
+    Args:
+        members: (n, m) batch indices; weights: (n, m, r), as :func:`dense_multimix_weights` draws them.
+        labels: int64 (b,) class indices in ``[0, num_classes)`` (not checked here).
+        num_classes: K.
+        dtype: floating dtype of the result.
+        class_major: lay the result out as :func:`dense_interpolate` does for feature-major values:
+            a (n, r, K) view of (K, n, r) storage (see :class:`multimix.DenseMultiMix`).
+
+    Returns:
+        (n, r, K), rows on the simplex, on the labels' device.
+    """
+    n, m, r = weights.shape
+    if labels.dim() != 1 or labels.is_floating_point():
+        raise ValueError(f"labels must be integer class indices of shape (b,), got {labels.dtype} {tuple(labels.shape)}")
+    member_labels = labels.take(members.to(labels.device))  # (n, m)
+    w = weights.to(device=labels.device, dtype=dtype)
+    if class_major:
+        out = torch.zeros(num_classes, n, r, dtype=dtype, device=labels.device)
+        out.scatter_add_(0, member_labels.t()[:, :, None].expand(m, n, r), w.transpose(0, 1))
+        return out.permute(1, 2, 0)
+    out = torch.zeros(n, r, num_classes, dtype=dtype, device=labels.device)
+    return out.scatter_add_(2, member_labels[:, None, :].expand(n, r, m), w.transpose(1, 2))
+
+
 LAYOUTS = ("channels_first", "channels_last")
 
 

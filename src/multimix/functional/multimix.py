@@ -230,13 +230,42 @@ def interpolate_tuples(tuples: MixTuples, x: Tensor) -> Tensor:
         raise ValueError(f"tuples' weights must have the shape of its indices {(n, m)}, got {tuple(weights.shape)}")
     if m > _GATHER_MAX_M or m >= b:
         return interpolate(tuples_to_weights(tuples), x)
-    flat = x.reshape(b, -1)
-    indices = indices.to(x.device)
     dtype = _accumulation_dtype(weights.dtype, x.dtype)
-    w = weights.to(device=x.device, dtype=dtype)
-    # index_select, not x[idx]: its backward is index_add_, much cheaper on CPU than index_put_.
-    mixed = combine_members(lambda j: flat.index_select(0, indices[:, j]).to(dtype), lambda j: w[:, j : j + 1], m)
+    w = weights if weights.device == x.device and weights.dtype == dtype else weights.to(device=x.device, dtype=dtype)
+    # One gather of all n·m members (index_select, not x[idx]: its backward is one index_add_, much
+    # cheaper on the CPU than index_put_), then one combination of the (n, m, ·) views: on small
+    # tensors every op's fixed cost dominates, so fewer ops is faster.
+    gathered = x.reshape(b, -1).index_select(0, indices.to(x.device).reshape(-1)).view(n, m, -1)
+    if gathered.dtype != dtype:
+        gathered = gathered.to(dtype)
+    mixed = combine_members(lambda j: gathered[:, j], lambda j: w[:, j : j + 1], m)
     return mixed.to(x.dtype).reshape(n, *x.shape[1:])
+
+
+def interpolate_labels(tuples: MixTuples, labels: Tensor, num_classes: int, *,
+                       dtype: torch.dtype = torch.float32) -> Tensor:
+    """The mixed targets of integer labels: ``out[k] = Σ_j weights[k, j] · e_{labels[indices[k, j]]}``.
+
+    Equal to ``interpolate_tuples(tuples, one_hot(labels, num_classes))`` up to float rounding, without
+    building or gathering one-hot rows: the n·m weights are added into zeros (n, K) at their members'
+    labels (one scatter), instead of gathering n·m rows of K values and combining them.
+
+    Args:
+        tuples: a :class:`MixTuples` over a batch of b.
+        labels: int64 (b,) class indices in ``[0, num_classes)`` (not checked here:
+            :func:`multimix.functional.one_hot` checks them).
+        num_classes: K.
+        dtype: floating dtype of the result.
+
+    Returns:
+        (n, K) rows on the simplex, on the labels' device.
+    """
+    indices, weights, b = tuples
+    if labels.dim() != 1 or labels.shape[0] != b or labels.is_floating_point():
+        raise ValueError(f"labels must be integer class indices of shape ({b},), got {labels.dtype} {tuple(labels.shape)}")
+    members = labels.take(indices.to(labels.device))  # (n, m): each member's class
+    out = torch.zeros(indices.shape[0], num_classes, dtype=dtype, device=labels.device)
+    return out.scatter_add_(1, members, weights.to(device=labels.device, dtype=dtype))
 
 
 def _accumulation_dtype(weights: torch.dtype, values: torch.dtype) -> torch.dtype:

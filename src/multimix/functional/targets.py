@@ -52,18 +52,17 @@ def one_hot(
         if num_classes is None:
             raise ValueError("num_classes is required when labels are integer class indices")
         if labels.device.type == "cpu":
-            low, high = int(labels.min()), int(labels.max())
+            low, high = (int(v) for v in torch.aminmax(labels))
             if low < 0 or high >= num_classes:
                 bad = low if low < 0 else high
                 raise ValueError(f"labels must lie in [0, {num_classes}) for num_classes={num_classes}, got {bad}")
-        else:
-            # Reading the labels back would wait for the device at every step. A scatter needs no
-            # check on the host: a label out of range stops it with a device-side assertion (as
-            # torch's own one_hot on a GPU), and it is two kernels where one_hot + cast are more.
-            targets = torch.zeros(labels.shape[0], num_classes, dtype=dtype or torch.get_default_dtype(),
-                                  device=labels.device)
-            return _smooth(targets.scatter_(1, labels.long()[:, None], 1.0), smoothing, num_classes)
-        targets = F.one_hot(labels.long(), num_classes).to(dtype or torch.get_default_dtype())
+        # A scatter of ones into zeros, in the target dtype: two ops where one_hot + cast are more.
+        # On a GPU it needs no check on the host (reading the labels back would wait for the device
+        # at every step): a label out of range stops it with a device-side assertion, as torch's own
+        # one_hot does there.
+        targets = torch.zeros(labels.shape[0], num_classes, dtype=dtype or torch.get_default_dtype(),
+                              device=labels.device)
+        targets = targets.scatter_(1, labels.long()[:, None], 1.0)
 
     return _smooth(targets, smoothing, num_classes)
 

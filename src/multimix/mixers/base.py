@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -56,6 +57,8 @@ def _float_targets(targets: Tensor) -> Tensor:
 
 def _no_autocast(device: torch.device):
     """Switch autocast off for exact target arithmetic (mixing weights times labels)."""
+    if not torch.is_autocast_enabled(device.type):  # nothing to switch off (the usual case, and cheaper)
+        return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, enabled=False)
 
 
@@ -104,19 +107,22 @@ class _Mixer(nn.Module):
             (rows, K); in eval, ``model(x)`` and the soft un-mixed targets (or None without y).
         """
         check_inputs(x, "x")
-        targets = None
+        targets = labels = None
         if y is not None:
             check_tensor(y, "y")
             if y.shape[0] != batch_size(x):
                 raise ValueError(f"x and y must have the same batch size, got {batch_size(x)} and {y.shape[0]}")
-            targets = _float_targets(one_hot(y, self.num_classes).to(batch_device(x)))
+            device = batch_device(x)
+            targets = _float_targets(one_hot(y, self.num_classes).to(device))
+            if not y.is_floating_point():  # (checked by one_hot) integer labels: mixers may mix them directly
+                labels = y.to(device=device, dtype=torch.long)
         if not self.model.training:
             return call_model(self.model, x), targets
         if targets is None:
             raise ValueError("y is required in training mode: the mixer mixes inputs and targets together")
         if getattr(self, "alpha", None) == 0:  # a schedule at α = 0: no mixing (λ ∈ {0, 1})
             return call_model(self.model, x), targets
-        return self._mix_forward(x, targets)
+        return self._mix_forward(x, targets, labels)
 
     def set_alpha(self, alpha: float) -> None:
         """Change the mixing strength, e.g. from a schedule each epoch; α = 0 turns mixing off."""
@@ -164,7 +170,9 @@ class _Mixer(nn.Module):
 
     # -- for subclasses ----------------------------------------------------------------------
 
-    def _mix_forward(self, x: Inputs, targets: Tensor) -> tuple[Tensor, Tensor]:
+    def _mix_forward(self, x: Inputs, targets: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor]:
+        """The training forward: ``(logits, mixed targets)``. ``targets`` (b, K) are float; ``labels``
+        (b,) are the integer labels they were made from, or None when soft targets were given."""
         raise NotImplementedError
 
     def _run_armed(self, x: Inputs, armed: object, layer: str) -> Tensor:

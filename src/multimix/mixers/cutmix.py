@@ -43,7 +43,7 @@ class CutMix(_Mixer):
                                         generator=self.generator, device=image.device)
         return call_model(self.model, replace_input(x, paste(image, mask, perm))), mix_pairs(targets, lam, perm)
 
-    def _mix_forward(self, x: Inputs, targets: Tensor) -> tuple[Tensor, Tensor]:
+    def _mix_forward(self, x: Inputs, targets: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor]:
         return self._cutmix(x, targets)
 
     def extra_repr(self) -> str:
@@ -89,7 +89,7 @@ class MixupOrCutMix(CutMix):
         """"cutmix" with probability ``switch_prob``, else "mixup"."""
         return "cutmix" if self._uniform() < self.switch_prob else "mixup"
 
-    def _mix_forward(self, x: Inputs, targets: Tensor) -> tuple[Tensor, Tensor]:
+    def _mix_forward(self, x: Inputs, targets: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor]:
         if self._choice() == "cutmix":
             self.last_method = "cutmix"
             return self._cutmix(x, targets)

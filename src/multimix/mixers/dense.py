@@ -10,6 +10,7 @@ from multimix._validation import check_int
 from multimix.functional import (
     cam_attention,
     dense_interpolate,
+    dense_interpolate_labels,
     dense_multimix_weights,
     pooled_attention,
     positions_of,
@@ -19,7 +20,7 @@ from multimix.functional.targets import class_major_is_faster
 from multimix.mixers import collective
 from multimix.mixers.adapters import Inputs, call_model, first_tensor
 from multimix.mixers.base import _no_autocast, find_module
-from multimix.mixers.multimix import _MultiMixBase
+from multimix.mixers.multimix import _MultiMixBase, _mix_labels
 
 ATTENTIONS = ("none", "pooled", "cam")
 
@@ -112,7 +113,7 @@ class DenseMultiMix(_MultiMixBase):
     def _mix_features(self, module: nn.Module, args: tuple, z: object) -> None:
         if self._armed is None:
             return None
-        targets, probs = self._take()
+        targets, probs, labels = self._take()
         z = first_tensor(z)
         if not isinstance(z, Tensor) or z.dim() < 3:
             raise ValueError(
@@ -156,8 +157,9 @@ class DenseMultiMix(_MultiMixBase):
         if sizes is not None:
             mine = collective.share(self.n, *collective.world())
             members, weights = members[mine], weights[mine]
+        class_major = shortcut and class_major_is_faster(rows.shape[2], z.device)
         if shortcut:
-            if class_major_is_faster(rows.shape[2], z.device):
+            if class_major:
                 # Mix in class-major storage (K, ·), copying only the b·r·K logits and b·K targets:
                 # every elementwise step then runs over n·r contiguous values instead of K at a time,
                 # and soft_cross_entropy reads the (n·r, K) results' contiguous transpose directly.
@@ -169,7 +171,11 @@ class DenseMultiMix(_MultiMixBase):
             mixed = dense_interpolate(members, weights, rows, chunk_size=self.chunk_size)  # (n, r, d)
             logits = classifier(mixed.reshape(-1, d))
         with _no_autocast(targets.device):
-            mixed_targets = dense_interpolate(members, weights, targets, chunk_size=self.chunk_size)
+            if _mix_labels(labels, sizes):
+                mixed_targets = dense_interpolate_labels(members, weights, labels, k, dtype=targets.dtype,
+                                                         class_major=class_major)
+            else:
+                mixed_targets = dense_interpolate(members, weights, targets, chunk_size=self.chunk_size)
             mixed_probs = None if probs is None else dense_interpolate(members, weights, probs, chunk_size=self.chunk_size)
         self._result = (logits, self._add_distilled(mixed_targets, mixed_probs).reshape(-1, k))
         return None
@@ -186,12 +192,12 @@ class DenseMultiMix(_MultiMixBase):
         raise ValueError(f"the output of {self.features!r} has shape {tuple(z.shape)}: with layout={self.layout!r} "
                          f"its channels are {channels}, but {self.classifier!r} takes {d} features{hint}")
 
-    def _mix_forward(self, x: Inputs, targets: Tensor) -> tuple[Tensor, Tensor]:
+    def _mix_forward(self, x: Inputs, targets: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor]:
         probs = self._teacher_probs(x)
         if self._skip_batch(x):
             return call_model(self.model, x), self._add_distilled(targets, probs)
         try:
-            self._run_armed(x, (targets, probs), self.features)
+            self._run_armed(x, (targets, probs, labels), self.features)
             result = self._result
         finally:
             self._result = None

@@ -79,7 +79,7 @@ class ManifoldMixup(_Mixer):
         """The layer this step mixes at, uniform over ``layers``."""
         return self.layers[int(self._uniform() * len(self.layers)) % len(self.layers)]
 
-    def _mix_forward(self, x: Inputs, targets: Tensor) -> tuple[Tensor, Tensor]:
+    def _mix_forward(self, x: Inputs, targets: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor]:
         layer = self._choice()
         lam, perm = self._params(x)
         self.last_layer = layer
