@@ -9,7 +9,7 @@ from torch import Tensor
 
 from multimix._validation import check_int, check_same_batch, check_soft_targets, check_tensor
 from multimix.functional.multimix import _accumulation_dtype, combine_members, random_subsets
-from multimix.functional.sampling import _sampling_device, sample_dirichlet
+from multimix.functional.sampling import _sampling_device, sample_dirichlet_by_member
 
 
 #: Elements of intermediate tensors one chunk of Dense MultiMix may hold (64 Mi floats = 256 MiB).
@@ -52,7 +52,9 @@ def dense_multimix_weights(
         members = torch.arange(b, device=dev).expand(n, b)
     else:
         members = random_subsets(n, b, m, generator=generator, device=dev)
-    lam = sample_dirichlet(n * r, m, alpha, generator=generator, device=dev).view(n, r, m).transpose(1, 2)
+    # (n, m, r) seen from member-major (m, n, r) storage: dense_interpolate reads each member's (n, r)
+    # weights contiguously, without a transposed copy.
+    lam = sample_dirichlet_by_member(n * r, m, alpha, generator=generator, device=dev).view(m, n, r).transpose(0, 1)
     if device is not None and torch.device(device) != dev:
         members, lam = members.to(device), lam.to(device)
     if attention is None:

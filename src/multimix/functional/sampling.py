@@ -127,3 +127,20 @@ def sample_dirichlet(
         # Small α: normalise in log space so rows never become 0/0 (see _log_gamma).
         w = torch.softmax(_log_gamma(torch.full((n, m), alpha, device=dev, dtype=work), generator), dim=1)
     return w.to(dtype or torch.float32)
+
+
+def sample_dirichlet_by_member(
+    n: int,
+    m: int,
+    alpha: float,
+    *,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """:func:`sample_dirichlet`'s draw (the same values from the same generator state), transposed:
+    (m, n), each member's n weights contiguous, which is how mixing member by member reads them.
+    For the default m = 2, α = 1 it is built that way (no transposed copy)."""
+    if m == 2 and check_alpha(alpha) == 1.0:
+        u = torch.rand(check_int(n, "n"), generator=generator, device=_sampling_device(generator, device))
+        return torch.stack([u, 1.0 - u])
+    return sample_dirichlet(n, m, alpha, generator=generator, device=device).t()
