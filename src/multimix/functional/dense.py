@@ -229,7 +229,7 @@ def positions_of(z: Tensor, *, layout: str = "channels_first", prefix_tokens: in
     if prefix_tokens >= rows.shape[1]:
         raise ValueError(f"prefix_tokens={prefix_tokens} leaves no position of the {rows.shape[1]} in shape "
                          f"{tuple(z.shape)} ({layout})")
-    return rows[:, prefix_tokens:]
+    return rows[:, prefix_tokens:] if prefix_tokens else rows
 
 
 def dense_multimix(

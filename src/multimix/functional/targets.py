@@ -52,7 +52,8 @@ def one_hot(
         if num_classes is None:
             raise ValueError("num_classes is required when labels are integer class indices")
         if labels.device.type == "cpu":
-            low, high = (int(v) for v in torch.aminmax(labels))
+            low, high = torch.aminmax(labels)
+            low, high = int(low), int(high)
             if low < 0 or high >= num_classes:
                 bad = low if low < 0 else high
                 raise ValueError(f"labels must lie in [0, {num_classes}) for num_classes={num_classes}, got {bad}")
