@@ -71,25 +71,37 @@ def dense_multimix_weights(
 _FUSED_MAX_M = 8
 
 
-class _FeatureMajorMix(torch.autograd.Function):
-    """``out[:, k, j] = Σ_i w[i, k, j] · xt[:, idx[i, k], j]`` for feature-major xt (d, b, r).
+class _ClassMajorMix(torch.autograd.Function):
+    """``out[:, k, j] = Σ_i w[i, k, j] · x[idx[i, k], :, j]`` for channels-first x (b, d, r), with the
+    result in class-major storage (d, c, r).
 
-    Autograd of the plain ops would scatter each member's gradient with ``index_add_`` along the
-    middle axis of (d, b, r), one (d, r) slice per index: slow on the CPU. Here the members'
-    gradients are written row-major, (m·c, d, r), and added into x's rows with one ``index_add_``
-    along the first axis. Forward: one gather of all m members, then one fused combination.
+    Forward: one gather of the m members' whole (d, r) rows (contiguous copies), then one combination
+    written straight into the class-major result. Backward: the members' gradients are written
+    row-major, (m·c, d, r), and added into x's rows with one ``index_add_`` along the first axis
+    (autograd of a gather along the middle axis of (d, b, r) would add one (d, r) slice per index:
+    slow on the CPU).
     """
 
     @staticmethod
-    def forward(ctx, xt: Tensor, idx: Tensor, w: Tensor, dtype: torch.dtype) -> Tensor:  # noqa: D102
+    def forward(ctx, x: Tensor, idx: Tensor, w: Tensor, dtype: torch.dtype) -> Tensor:  # noqa: D102
         m, c = idx.shape
-        d, b, r = xt.shape
+        b, d, r = x.shape
         flat_idx = idx.reshape(-1)
-        gathered = xt.index_select(1, flat_idx).to(dtype).view(d, m, c, r)
+        gathered = x.reshape(b, d * r).index_select(0, flat_idx).view(m, c, d, r)
+        if gathered.dtype != dtype:
+            gathered = gathered.to(dtype)
         if ctx is not None:
             ctx.save_for_backward(flat_idx, w)
-            ctx.b, ctx.x_dtype = b, xt.dtype
-        return combine_members(lambda i: gathered[:, i], lambda i: w[i], m)  # (d, c, r)
+            ctx.b, ctx.x_dtype = b, x.dtype
+        out = torch.empty((d, c, r), dtype=dtype, device=x.device)
+        rows = out.permute(1, 0, 2)  # (c, d, r) view: written in place
+        if m == 2:  # w0·a + (1 − w0)·b, one pass (as combine_members)
+            torch.lerp(gathered[1], gathered[0], w[0][:, None, :], out=rows)
+        else:
+            torch.mul(gathered[0], w[0][:, None, :], out=rows)
+            for i in range(1, m):
+                rows.addcmul_(gathered[i], w[i][:, None, :])
+        return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -99,7 +111,7 @@ class _FeatureMajorMix(torch.autograd.Function):
         d = grad.shape[0]
         rows = grad.permute(1, 0, 2)  # (c, d, r)
         per_member = torch.empty((m, c, d, r), dtype=w.dtype, device=grad.device)
-        if m == 2:  # the lerp of combine_members: weights w0 and 1 − w0
+        if m == 2:  # the lerp: weights w0 and 1 − w0
             torch.mul(rows, w[0][:, None, :], out=per_member[0])
             torch.sub(rows, per_member[0], out=per_member[1])
         else:
@@ -107,10 +119,11 @@ class _FeatureMajorMix(torch.autograd.Function):
                 torch.mul(rows, w[i][:, None, :], out=per_member[i])
         grad_x = torch.zeros((ctx.b, d, r), dtype=ctx.x_dtype, device=grad.device)
         grad_x.index_add_(0, flat_idx, per_member.view(m * c, d, r).to(ctx.x_dtype))
-        return grad_x.permute(1, 0, 2), None, None, None
+        return grad_x, None, None, None
 
 
-def dense_interpolate(members: Tensor, weights: Tensor, x: Tensor, *, chunk_size: int | None = None) -> Tensor:
+def dense_interpolate(members: Tensor, weights: Tensor, x: Tensor, *, chunk_size: int | None = None,
+                      class_major: bool | None = None) -> Tensor:
     """Mix per position: ``out[k, j] = Σ_i weights[k, i, j] · x[members[k, i], j]``.
 
     Args:
@@ -120,14 +133,16 @@ def dense_interpolate(members: Tensor, weights: Tensor, x: Tensor, *, chunk_size
             (targets, teacher probabilities).
         chunk_size: generated rows per chunk (None: as many as keep intermediates under
             :data:`DENSE_CHUNK_ELEMENTS`). Chunking changes memory, not the result.
+        class_major: lay the result out class-major (feature-major): a (n, r, d) view of (d, n, r)
+            storage, so that ``result.reshape(n * r, d).t()`` is contiguous. None (the default)
+            follows x's layout: class-major when x is itself a view of (d, b, r) storage (e.g.
+            ``t.permute(1, 2, 0)``, or (d, b) for shared values), contiguous otherwise.
+            Class-major keeps every elementwise step a long contiguous loop when d is small (a few
+            classes, on the CPU); see :class:`multimix.DenseMultiMix`, which passes the channels-first
+            logits of a 1×1 convolution, (b, d, r) seen as (b, r, d), with ``class_major=True``.
 
     Returns:
-        (n, r, d) in x's dtype (half precision is accumulated in float32). The layout follows x's:
-        when x is a view of feature-major storage, (d, b, r) seen as (b, r, d) (e.g.
-        ``t.permute(1, 2, 0)``, or (d, b) for shared values), the result is a view of feature-major
-        (d, n, r) storage, so that ``result.reshape(n * r, d).t()`` is contiguous; otherwise the
-        result is contiguous. Feature-major keeps every elementwise step a long contiguous loop
-        when d is small (a few classes, on the CPU); see :class:`multimix.DenseMultiMix`.
+        (n, r, d) in x's dtype (half precision is accumulated in float32).
     """
     n, m, r = weights.shape
     if x.dim() == 2:
@@ -141,25 +156,34 @@ def dense_interpolate(members: Tensor, weights: Tensor, x: Tensor, *, chunk_size
     members = members.to(x.device)
     if chunk_size is None:
         chunk_size = max(1, DENSE_CHUNK_ELEMENTS // max(1, 2 * r * d))
+    if class_major is None:
+        class_major = d > 1 and not x.is_contiguous() and x.permute(2, 0, 1).is_contiguous()
     out = []
-    # Accumulate member by member: intermediates stay (chunk, r, d), never (chunk, m, r, d).
-    # index_select, not x[idx]: its backward is index_add_, much cheaper on CPU than index_put_.
-    if d > 1 and not x.is_contiguous() and x.permute(2, 0, 1).is_contiguous():  # feature-major
-        xt = x.permute(2, 0, 1)  # (d, b, rx)
+    if class_major and m <= _FUSED_MAX_M:
+        # Channels-first values (b, d, r): whole rows are gathered, and the result is written class-major.
+        x_cf = x.transpose(1, 2)
         if rx != r:  # values shared by all positions: spread them first (b·r·d ≪ n·r·d)
-            xt = xt.expand(d, b, r).contiguous()
-        if m <= _FUSED_MAX_M:
-            chunk_size = min(chunk_size, max(1, DENSE_CHUNK_ELEMENTS // ((m + 1) * r * d)))
+            x_cf = x_cf.expand(b, d, r)
+        x_cf = x_cf.contiguous()  # no copy for a 1×1 convolution's output
+        chunk_size = min(chunk_size, max(1, DENSE_CHUNK_ELEMENTS // ((m + 1) * r * d)))
         for start in range(0, n, chunk_size):
             idx, wc = members[start : start + chunk_size].t(), w[:, start : start + chunk_size]
-            if m <= _FUSED_MAX_M and torch.is_grad_enabled() and xt.requires_grad:
-                out.append(_FeatureMajorMix.apply(xt, idx, wc, dtype))
-            elif m <= _FUSED_MAX_M:  # no gradient (targets): the same forward, without autograd's bookkeeping
-                out.append(_FeatureMajorMix.forward(None, xt, idx, wc, dtype))
-            else:  # (d, c, r) values times (c, r) weights: one contiguous loop over c·r per feature
-                out.append(combine_members(lambda i: xt.index_select(1, idx[i]).to(dtype), lambda i: wc[i], m))
+            if torch.is_grad_enabled() and x_cf.requires_grad:
+                out.append(_ClassMajorMix.apply(x_cf, idx, wc, dtype))
+            else:  # no gradient (targets): the same forward, without autograd's bookkeeping
+                out.append(_ClassMajorMix.forward(None, x_cf, idx, wc, dtype))
         mixed = out[0] if len(out) == 1 else torch.cat(out, dim=1)
         return mixed.to(x.dtype).permute(1, 2, 0)
+    if class_major:  # long tuples: (d, c, r) values times (c, r) weights, member by member
+        xt = x.permute(2, 0, 1)  # (d, b, rx)
+        xt = (xt.expand(d, b, r) if rx != r else xt).contiguous()
+        for start in range(0, n, chunk_size):
+            idx, wc = members[start : start + chunk_size].t(), w[:, start : start + chunk_size]
+            out.append(combine_members(lambda i: xt.index_select(1, idx[i]).to(dtype), lambda i: wc[i], m))
+        mixed = out[0] if len(out) == 1 else torch.cat(out, dim=1)
+        return mixed.to(x.dtype).permute(1, 2, 0)
+    # Accumulate member by member: intermediates stay (chunk, r, d), never (chunk, m, r, d).
+    # index_select, not x[idx]: its backward is index_add_, much cheaper on CPU than index_put_.
     flat = x.reshape(b, rx * d)
     for start in range(0, n, chunk_size):
         idx, wc = members[start : start + chunk_size].t(), w[:, start : start + chunk_size, :, None]

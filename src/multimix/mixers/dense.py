@@ -160,15 +160,11 @@ class DenseMultiMix(_MultiMixBase):
         class_major = shortcut and class_major_is_faster(rows.shape[2], z.device)
         by_label = _mix_labels(labels, sizes)
         if shortcut:
-            if class_major:
-                # Mix in class-major storage (K, ·), copying only the b·r·K logits and b·K targets:
-                # every elementwise step then runs over n·r contiguous values instead of K at a time,
-                # and soft_cross_entropy reads the (n·r, K) results' contiguous transpose directly.
-                rows = rows.permute(2, 0, 1).contiguous().permute(1, 2, 0)
-                if not by_label:
-                    targets = targets.t().contiguous().t()
-                probs = None if probs is None else probs.t().contiguous().t()
-            logits = dense_interpolate(members, weights, rows, chunk_size=self.chunk_size).reshape(-1, rows.shape[2])
+            # With few classes on the CPU, mix into class-major storage (K, ·): every elementwise step
+            # then runs over n·r contiguous values instead of K at a time, and soft_cross_entropy
+            # reads the (n·r, K) results' contiguous transpose directly.
+            logits = dense_interpolate(members, weights, rows, chunk_size=self.chunk_size,
+                                       class_major=class_major).reshape(-1, rows.shape[2])
         else:
             mixed = dense_interpolate(members, weights, rows, chunk_size=self.chunk_size)  # (n, r, d)
             logits = classifier(mixed.reshape(-1, d))
@@ -177,8 +173,10 @@ class DenseMultiMix(_MultiMixBase):
                 mixed_targets = dense_interpolate_labels(members, weights, labels, k, dtype=targets.dtype,
                                                          class_major=class_major)
             else:
-                mixed_targets = dense_interpolate(members, weights, targets, chunk_size=self.chunk_size)
-            mixed_probs = None if probs is None else dense_interpolate(members, weights, probs, chunk_size=self.chunk_size)
+                mixed_targets = dense_interpolate(members, weights, targets, chunk_size=self.chunk_size,
+                                                  class_major=class_major)
+            mixed_probs = None if probs is None else dense_interpolate(members, weights, probs, chunk_size=self.chunk_size,
+                                                                       class_major=class_major)
         self._result = (logits, self._add_distilled(mixed_targets, mixed_probs).reshape(-1, k))
         return None
 
