@@ -6,7 +6,8 @@
 For each model a fixed batch (cnn1d: b = 100 MNIST-1D-shaped sequences, 10 classes; preactresnet18:
 b = 128 images 3×32×32, 100 classes), and for each method one full step (forward, loss, backward,
 SGD step, plus the teacher's update where there is one). Steps of all methods are timed in turn in
-every round after warm-up; the median is reported with its ratio to ERM's. Library defaults for m
+every round after warm-up (in a rotating order); the median step time is reported, and the ratio to
+ERM as the median of each round's ratio to ERM's block of that round, with its quartiles. Library defaults for m
 and α. "MultiMix n=1000, generic" is the same method without the exact linear-classifier shortcut
 (the embeddings, not the logits, are mixed): the before/after of that optimisation, in one run.
 
@@ -27,6 +28,7 @@ import argparse
 import os
 import platform
 import shlex
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -34,7 +36,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _timing import interleaved  # noqa: E402
+from _timing import interleaved, interleaved_samples, paired_ratios  # noqa: E402
 
 from multimix import DenseMultiMix, EMATeacher, ManifoldMixup, Mixup, MultiMix, soft_cross_entropy  # noqa: E402
 from multimix import functional as MF  # noqa: E402
@@ -211,7 +213,9 @@ def main() -> None:
         f"- command: `python benchmarks/overhead.py --device {args.device}{' --amp' if args.amp else ''} "
         f"--rounds {args.rounds} --models {args.models}{' --compile' if args.compile else ''}"
         f"{' --cuda-graph' if args.cuda_graph else ''}{subset}`",
-        "- one step = forward + loss + backward + SGD step; median over rounds, methods interleaved",
+        "- one step = forward + loss + backward + SGD step; methods interleaved in rounds (order rotating); step "
+        "time: median over rounds; vs ERM: median over rounds of the round's ratio to ERM's block of the same "
+        "round, with its quartiles (a slow or fast spell of the machine moves both sides of a round's ratio)",
         "",
     ]
     for model_name in args.models.split(","):
@@ -220,7 +224,9 @@ def main() -> None:
         rounds = args.rounds if not (model_name == "preactresnet18" and device.type == "cpu") else max(3, args.rounds // 3)
         steps = {m: make_step(model_name, m, device, args.amp, compile_model=args.compile, graph=args.cuda_graph)
                  for m in methods}
-        times = interleaved(steps, device, rounds, min_block_s=0.05, warmup=2)
+        samples = interleaved_samples(steps, device, rounds, min_block_s=0.05, warmup=2)
+        times = {m: statistics.median(v) for m, v in samples.items()}
+        vs_erm = paired_ratios(samples, "ERM")
         saved, memory = {}, {}
         for m in methods:
             counter = SavedBytes()
@@ -239,15 +245,16 @@ def main() -> None:
         lines += [
             f"## {model_name}, b = {setup['batch']}, {setup['classes']} classes ({rounds} rounds)",
             "",
-            f"| method | step time | vs ERM | saved for backward (MiB) | vs ERM | {mem_head} | vs ERM |"
+            f"| method | step time | vs ERM | (quartiles) | saved for backward (MiB) | vs ERM | {mem_head} | vs ERM |"
             + (" GPU busy | vs ERM |" if busy else ""),
-            "|---|---|---|---|---|---|---|" + ("---|---|" if busy else ""),
+            "|---|---|---|---|---|---|---|---|" + ("---|---|" if busy else ""),
         ]
         for m in methods:
             mem = f"{memory[m]:.0f} | {ratio(memory, m)}" if memory else "— | —"
             if busy:
                 mem += f" | {busy[m] * 1e3:.2f} ms | {busy[m] / busy['ERM']:.3f}×"
-            lines.append(f"| {m} | {times[m] * 1e3:.2f} ms | {times[m] / times['ERM']:.3f}× | {saved[m]:.1f} | "
+            mid, q1, q3 = vs_erm[m]
+            lines.append(f"| {m} | {times[m] * 1e3:.2f} ms | {mid:.3f}× | {q1:.2f}–{q3:.2f} | {saved[m]:.1f} | "
                          f"{ratio(saved, m)} | {mem} |")
         extra = {n: times[f"MultiMix n={n}"] - times["ERM"] for n in (100, 1000, 10000) if f"MultiMix n={n}" in times}
         if extra:
