@@ -274,29 +274,6 @@ def test_mix_tuples_rows_slice_the_mixed_rows():
     assert torch.equal(MF.interpolate_tuples(t.to("cpu"), x), MF.interpolate_tuples(t, x))
 
 
-@given(b=st.integers(1, 20), n=st.integers(1, 60), m_frac=st.floats(0, 1), k=st.integers(1, 12),
-       alpha=alphas, seed=st.integers(0, 2**31))
-def test_interpolate_labels_is_the_interpolation_of_one_hot_targets(b, n, m_frac, k, alpha, seed):
-    # The scatter of the weights at the members' labels is Λ Y, for every m (gather and dense paths)
-    # and for repeated labels (two members of one class add up).
-    m = max(1, round(m_frac * b))
-    t = MF.sample_tuples(b, n=n, m=m, alpha=alpha, generator=gen(seed))
-    labels = torch.randint(k, (b,), generator=gen(seed + 1))
-    got = MF.interpolate_labels(t, labels, k)
-    want = MF.interpolate_tuples(t, MF.one_hot(labels, k))
-    assert got.shape == (n, k) and got.dtype == torch.float32
-    assert torch.allclose(got, want, atol=1e-6)
-    assert MF.interpolate_labels(t, labels, k, dtype=torch.float64).dtype == torch.float64
-
-
-def test_interpolate_labels_rejects_what_is_not_the_batchs_labels():
-    t = MF.sample_tuples(6, n=4, m=2, generator=gen(0))
-    with pytest.raises(ValueError, match=r"labels must be integer class indices of shape \(6,\), got torch.int64 \(5,\)"):
-        MF.interpolate_labels(t, torch.zeros(5, dtype=torch.long), 3)
-    with pytest.raises(ValueError, match="labels must be integer class indices"):
-        MF.interpolate_labels(t, torch.zeros(6), 3)
-
-
 def test_interpolate_tuples_rejects_another_batch():
     t = MF.sample_tuples(6, n=4, m=2, generator=gen(0))
     with pytest.raises(ValueError, match="these tuples mix a batch of 6; got x with shape \\(5, 3\\)"):

@@ -196,8 +196,8 @@ def test_multimix_alpha_is_one_for_pairs_and_one_over_m_beyond(cls):
 @pytest.mark.parametrize("cls", ["MultiMix", "DenseMultiMix"])
 @pytest.mark.parametrize("m", [2, 3])
 def test_integer_labels_mix_as_their_one_hot_rows(cls, m):
-    """On the CPU the targets of integer labels are mixed by a scatter of the weights (no one-hot rows
-    gathered); it must give what mixing the one-hot rows gives, with the same logits."""
+    """Integer labels and their one-hot rows as soft targets train alike (Dense MultiMix mixes the
+    targets of integer labels on the CPU by a scatter of the weights, no one-hot rows gathered)."""
     from multimix import DenseMultiMix
     from multimix.models import build_model
 

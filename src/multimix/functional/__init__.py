@@ -34,7 +34,6 @@ from multimix.functional.dense import (
 from multimix.functional.multimix import (
     MixTuples,
     interpolate,
-    interpolate_labels,
     interpolate_tuples,
     multimix,
     multimix_weights,
@@ -62,7 +61,6 @@ __all__ = [
     "MixTuples",
     "sample_tuples",
     "interpolate_tuples",
-    "interpolate_labels",
     "tuples_to_weights",
     "multimix",
     "dense_multimix_weights",

@@ -245,32 +245,6 @@ def interpolate_tuples(tuples: MixTuples, x: Tensor) -> Tensor:
     return mixed.to(x.dtype).reshape(n, *x.shape[1:])
 
 
-def interpolate_labels(tuples: MixTuples, labels: Tensor, num_classes: int, *,
-                       dtype: torch.dtype = torch.float32) -> Tensor:
-    """The mixed targets of integer labels: ``out[k] = Σ_j weights[k, j] · e_{labels[indices[k, j]]}``.
-
-    Equal to ``interpolate_tuples(tuples, one_hot(labels, num_classes))`` up to float rounding, without
-    building or gathering one-hot rows: the n·m weights are added into zeros (n, K) at their members'
-    labels (one scatter), instead of gathering n·m rows of K values and combining them.
-
-    Args:
-        tuples: a :class:`MixTuples` over a batch of b.
-        labels: int64 (b,) class indices in ``[0, num_classes)`` (not checked here:
-            :func:`multimix.functional.one_hot` checks them).
-        num_classes: K.
-        dtype: floating dtype of the result.
-
-    Returns:
-        (n, K) rows on the simplex, on the labels' device.
-    """
-    indices, weights, b = tuples
-    if labels.dim() != 1 or labels.shape[0] != b or labels.is_floating_point():
-        raise ValueError(f"labels must be integer class indices of shape ({b},), got {labels.dtype} {tuple(labels.shape)}")
-    members = labels.take(indices.to(labels.device))  # (n, m): each member's class
-    out = torch.zeros(indices.shape[0], num_classes, dtype=dtype, device=labels.device)
-    return out.scatter_add_(1, members, weights.to(device=labels.device, dtype=dtype))
-
-
 def _accumulation_dtype(weights: torch.dtype, values: torch.dtype) -> torch.dtype:
     """float32 weights with half-precision values are summed in float32 (float64 stays float64)."""
     return torch.promote_types(weights, values)

@@ -20,7 +20,7 @@ from multimix.functional.targets import class_major_is_faster
 from multimix.mixers import collective
 from multimix.mixers.adapters import Inputs, call_model, first_tensor
 from multimix.mixers.base import _no_autocast, find_module
-from multimix.mixers.multimix import _MultiMixBase, _mix_labels
+from multimix.mixers.multimix import _MultiMixBase
 
 ATTENTIONS = ("none", "pooled", "cam")
 
@@ -158,7 +158,10 @@ class DenseMultiMix(_MultiMixBase):
             mine = collective.share(self.n, *collective.world())
             members, weights = members[mine], weights[mine]
         class_major = shortcut and class_major_is_faster(rows.shape[2], z.device)
-        by_label = _mix_labels(labels, sizes)
+        # The targets of integer labels, on the CPU and for this process's own batch: a scatter of the
+        # n·m·r weights at the members' labels instead of a gather and combination of n·m·r·K values.
+        # (On a GPU the scatter would add floats in an unspecified order; the gather is deterministic.)
+        by_label = labels is not None and sizes is None and labels.device.type == "cpu"
         if shortcut:
             # With few classes on the CPU, mix into class-major storage (K, ·): every elementwise step
             # then runs over n·r contiguous values instead of K at a time, and soft_cross_entropy

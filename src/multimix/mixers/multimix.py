@@ -9,7 +9,6 @@ from torch import Tensor, nn
 from multimix._validation import check_alpha, check_int, check_probability
 from multimix.functional import (
     MixTuples,
-    interpolate_labels,
     interpolate_tuples,
     sample_tuples,
 )
@@ -19,13 +18,6 @@ from multimix.mixers.base import _Mixer, _no_autocast, find_module
 
 #: Where tuples are drawn from under torch.distributed: each process's batch, or all of them.
 SCOPES = ("local", "global")
-
-
-def _mix_labels(labels: Tensor | None, sizes: list[int] | None) -> bool:
-    """Whether to mix the targets from the integer labels (a scatter of the weights) rather than from
-    their one-hot rows: on the CPU, where each op's fixed cost counts, for this process's own batch.
-    (On a GPU the scatter would add floats in an unspecified order; the gather is deterministic.)"""
-    return labels is not None and sizes is None and labels.device.type == "cpu"
 
 
 class _MultiMixBase(_Mixer):
@@ -203,11 +195,8 @@ class MultiMix(_MultiMixBase):
         finally:
             self._gathered = None
         with _no_autocast(targets.device):
-            if _mix_labels(labels, sizes):
-                mixed = interpolate_labels(tuples, labels, targets.shape[1], dtype=targets.dtype)
-            else:
-                mixed = interpolate_tuples(tuples, all_targets)
-            mixed = self._add_distilled(mixed, None if all_probs is None else interpolate_tuples(tuples, all_probs))
+            mixed = self._add_distilled(interpolate_tuples(tuples, all_targets),
+                                        None if all_probs is None else interpolate_tuples(tuples, all_probs))
         if self.keep_clean:
             mixed = torch.cat([self._add_distilled(targets, probs), mixed])
         if logits.shape[0] != mixed.shape[0]:
