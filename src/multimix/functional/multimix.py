@@ -80,9 +80,7 @@ def random_subsets(
     """Draw n independent uniform random m-subsets of ``range(population)``.
 
     Returns:
-        int64 (n, m): each row holds m distinct indices (in no particular order). For m <= 12 it is
-        a view of member-major (m, n) storage, each member's column contiguous: what mixing member
-        by member reads (``indices.t()`` is contiguous).
+        int64 (n, m): each row holds m distinct indices (in no particular order).
     """
     n = check_int(n, "n")
     population = check_int(population, "population")
@@ -103,7 +101,7 @@ def random_subsets(
                 taken |= t == previous
             t = t.masked_fill_(taken, j)
         columns.append(t)
-    return torch.stack(columns).t()
+    return torch.stack(columns, dim=1)
 
 
 def _tuple_length(b: int, m: int | None) -> int:
@@ -232,16 +230,12 @@ def interpolate_tuples(tuples: MixTuples, x: Tensor) -> Tensor:
         raise ValueError(f"tuples' weights must have the shape of its indices {(n, m)}, got {tuple(weights.shape)}")
     if m > _GATHER_MAX_M or m >= b:
         return interpolate(tuples_to_weights(tuples), x)
+    flat = x.reshape(b, -1)
+    indices = indices.to(x.device)
     dtype = _accumulation_dtype(weights.dtype, x.dtype)
-    w = weights if weights.device == x.device and weights.dtype == dtype else weights.to(device=x.device, dtype=dtype)
-    # One gather of all n·m members, member by member (index_select, not x[idx]: its backward is one
-    # index_add_, much cheaper on the CPU than index_put_), then one combination of the m contiguous
-    # (n, ·) blocks: on small tensors every op's fixed cost dominates, so fewer ops is faster.
-    # (sample_tuples stores the indices member-major, so indices.t() is contiguous: no copy.)
-    gathered = x.reshape(b, -1).index_select(0, indices.to(x.device).t().reshape(-1)).view(m, n, -1)
-    if gathered.dtype != dtype:
-        gathered = gathered.to(dtype)
-    mixed = combine_members(lambda j: gathered[j], lambda j: w[:, j : j + 1], m)
+    w = weights.to(device=x.device, dtype=dtype)
+    # index_select, not x[idx]: its backward is index_add_, much cheaper on CPU than index_put_.
+    mixed = combine_members(lambda j: flat.index_select(0, indices[:, j]).to(dtype), lambda j: w[:, j : j + 1], m)
     return mixed.to(x.dtype).reshape(n, *x.shape[1:])
 
 
