@@ -93,8 +93,13 @@ def process_group(device: str, *, timeout_s: float = 600.0) -> Iterator[Dist]:
     log.debug("rank %d/%d joined the %s process group", env.rank, env.world_size, backend)
     try:
         yield env
-    finally:
-        dist.destroy_process_group()
+    except BaseException:
+        dist.destroy_process_group()  # torchrun stops the other ranks: no barrier that could wait for them
+        raise
+    # Every rank reaches the end before any tears its connections down: a gloo rank that destroys its
+    # group while another still talks to it can abort ("terminate called without an active exception").
+    dist.barrier()
+    dist.destroy_process_group()
 
 
 def wrap_model(model: nn.Module, d: Dist, device: torch.device, *, sync_bn: bool, compile: bool,
