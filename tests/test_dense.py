@@ -104,6 +104,30 @@ def test_dense_interpolate_feature_major_layout_is_the_same_mixing(m, chunk_size
     assert torch.autograd.gradcheck(lambda v: MF.dense_interpolate(members, w, v, chunk_size=chunk_size), (major,))
 
 
+@pytest.mark.parametrize("m", [2, 3, 10])
+@pytest.mark.parametrize("chunk_size", [None, 7])
+def test_dense_interpolate_class_major_from_channels_first_values(m, chunk_size):
+    # What DenseMultiMix passes on the CPU: a 1×1 convolution's (b, d, r) logits seen as (b, r, d),
+    # with class_major=True. Same values and gradients as contiguous rows, the result class-major;
+    # class_major=False gives a contiguous result from any layout. m = 10 takes the long-tuple path.
+    b, r, d, n = 12, 5, 3, 20
+    members, w = MF.dense_multimix_weights(b, r, n=n, m=m, generator=gen(m))
+    rows = torch.randn(b, r, d, dtype=torch.float64, generator=gen(1), requires_grad=True)
+    channels_first = rows.detach().transpose(1, 2).contiguous().transpose(1, 2).requires_grad_(True)
+    want = MF.dense_interpolate(members, w, rows, chunk_size=chunk_size)
+    got = MF.dense_interpolate(members, w, channels_first, chunk_size=chunk_size, class_major=True)
+    assert got.shape == (n, r, d) and got.reshape(n * r, d).t().is_contiguous()
+    assert torch.allclose(got, want)
+    plain = MF.dense_interpolate(members, w, channels_first, chunk_size=chunk_size, class_major=False)
+    assert plain.is_contiguous() and torch.allclose(plain, want)
+    cotangent = torch.randn(n, r, d, dtype=torch.float64, generator=gen(3))
+    (g_want,) = torch.autograd.grad(want, rows, cotangent)
+    (g_got,) = torch.autograd.grad(got, channels_first, cotangent)
+    assert torch.allclose(g_got, g_want)
+    assert torch.autograd.gradcheck(
+        lambda v: MF.dense_interpolate(members, w, v, chunk_size=chunk_size, class_major=True), (channels_first,))
+
+
 @pytest.mark.parametrize("m,alpha", [(1, 1.0), (2, 1.0), (2, 0.3), (3, 1.0), (5, 2.0)])
 @pytest.mark.parametrize("attention", [False, True])
 def test_dense_interpolate_labels_is_the_interpolation_of_one_hot_targets(m, alpha, attention):
