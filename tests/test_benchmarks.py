@@ -28,6 +28,15 @@ def test_overhead_benchmark_runs_on_the_small_model(tmp_path):
     assert "interpolation Λ Z" in out
 
 
+def test_ab_overhead_runs_a_revision_beside_the_working_tree():
+    out = run("benchmarks/ab_overhead.py", "--rev", "HEAD", "--methods", "multimix,dense", "--n", "20", "--rounds", "2")
+    assert "multimix @ HEAD" in out and "dense @ working tree" in out
+    assert "multimix: working tree / HEAD = " in out and "dense: working tree / HEAD = " in out
+    bad = subprocess.run([sys.executable, "benchmarks/ab_overhead.py", "--rev", "HEAD", "--methods", "mixup"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2 and "--methods: expected names from multimix, dense" in bad.stderr
+
+
 def test_model_cost_benchmark_states_flops(tmp_path):
     out = run("benchmarks/model_cost.py", "--rounds", "1", "--threads", "1", "--out", str(tmp_path / "m.md"))
     assert "| preactresnet8 (w=32, default) | 307,690 | 74.3 |" in out and (tmp_path / "m.md").read_text().strip() == out.strip()
