@@ -80,7 +80,9 @@ def random_subsets(
     """Draw n independent uniform random m-subsets of ``range(population)``.
 
     Returns:
-        int64 (n, m): each row holds m distinct indices (in no particular order).
+        int64 (n, m): each row holds m distinct indices (in no particular order). For m <= 12 it is
+        a view of member-major (m, n) storage: each member's column ``indices[:, j]`` is contiguous,
+        which is how mixing gathers them, member by member.
     """
     n = check_int(n, "n")
     population = check_int(population, "population")
@@ -101,7 +103,7 @@ def random_subsets(
                 taken |= t == previous
             t = t.masked_fill_(taken, j)
         columns.append(t)
-    return torch.stack(columns, dim=1)
+    return torch.stack(columns).t()
 
 
 def _tuple_length(b: int, m: int | None) -> int:
