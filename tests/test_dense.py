@@ -80,52 +80,37 @@ def test_dense_multimix_on_1d_and_2d_maps_and_chunking_is_exact(spatial):
     assert z.grad is not None and z.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("m", [1, 2, 3])
+@pytest.mark.parametrize("m", [1, 2, 3, 10])
 @pytest.mark.parametrize("chunk_size", [None, 7])
-def test_dense_interpolate_feature_major_layout_is_the_same_mixing(m, chunk_size):
-    # x stored (d, b, r) and seen as (b, r, d): same values and gradients as contiguous x, and the
-    # result is a view of (d, n, r) storage (what DenseMultiMix uses for few classes on the CPU).
-    b, r, d, n = 6, 5, 3, 20
+@pytest.mark.parametrize("storage", ["feature_major", "channels_first"])
+def test_dense_interpolate_class_major_is_the_same_mixing(m, chunk_size, storage):
+    # x stored (d, b, r) (class-major by default) or (b, d, r) (a 1×1 convolution's logits, what
+    # DenseMultiMix passes with class_major=True), seen as (b, r, d): same values and gradients as
+    # contiguous x, and the result a view of (d, n, r) storage; class_major=False gives a contiguous
+    # result from any layout. m = 10 takes the long-tuple path.
+    b, r, d, n = 12, 5, 3, 20
     members, w = MF.dense_multimix_weights(b, r, n=n, m=m, generator=gen(m))
     rows = torch.randn(b, r, d, dtype=torch.float64, generator=gen(1), requires_grad=True)
-    major = rows.detach().permute(2, 0, 1).contiguous().permute(1, 2, 0).requires_grad_(True)
-    y = torch.softmax(torch.randn(b, d, dtype=torch.float64, generator=gen(2)), 1)
+    order = (2, 0, 1) if storage == "feature_major" else (0, 2, 1)
+    back = [order.index(i) for i in range(3)]
+    stored = rows.detach().permute(*order).contiguous().permute(*back).requires_grad_(True)
+    class_major = None if storage == "feature_major" else True
     want = MF.dense_interpolate(members, w, rows, chunk_size=chunk_size)
-    got = MF.dense_interpolate(members, w, major, chunk_size=chunk_size)
+    got = MF.dense_interpolate(members, w, stored, chunk_size=chunk_size, class_major=class_major)
     assert want.is_contiguous() and got.shape == (n, r, d) and got.reshape(n * r, d).t().is_contiguous()
     assert torch.allclose(got, want)
+    plain = MF.dense_interpolate(members, w, stored, chunk_size=chunk_size, class_major=False)
+    assert plain.is_contiguous() and torch.allclose(plain, want)
+    y = torch.softmax(torch.randn(b, d, dtype=torch.float64, generator=gen(2)), 1)
     y_want = MF.dense_interpolate(members, w, y, chunk_size=chunk_size)
     y_got = MF.dense_interpolate(members, w, y.t().contiguous().t(), chunk_size=chunk_size)
     assert y_got.reshape(n * r, d).t().is_contiguous() and torch.allclose(y_got, y_want)
     cotangent = torch.randn(n, r, d, dtype=torch.float64, generator=gen(3))
     (g_want,) = torch.autograd.grad(want, rows, cotangent)
-    (g_got,) = torch.autograd.grad(got, major, cotangent)
-    assert torch.allclose(g_got, g_want)
-    assert torch.autograd.gradcheck(lambda v: MF.dense_interpolate(members, w, v, chunk_size=chunk_size), (major,))
-
-
-@pytest.mark.parametrize("m", [2, 3, 10])
-@pytest.mark.parametrize("chunk_size", [None, 7])
-def test_dense_interpolate_class_major_from_channels_first_values(m, chunk_size):
-    # What DenseMultiMix passes on the CPU: a 1×1 convolution's (b, d, r) logits seen as (b, r, d),
-    # with class_major=True. Same values and gradients as contiguous rows, the result class-major;
-    # class_major=False gives a contiguous result from any layout. m = 10 takes the long-tuple path.
-    b, r, d, n = 12, 5, 3, 20
-    members, w = MF.dense_multimix_weights(b, r, n=n, m=m, generator=gen(m))
-    rows = torch.randn(b, r, d, dtype=torch.float64, generator=gen(1), requires_grad=True)
-    channels_first = rows.detach().transpose(1, 2).contiguous().transpose(1, 2).requires_grad_(True)
-    want = MF.dense_interpolate(members, w, rows, chunk_size=chunk_size)
-    got = MF.dense_interpolate(members, w, channels_first, chunk_size=chunk_size, class_major=True)
-    assert got.shape == (n, r, d) and got.reshape(n * r, d).t().is_contiguous()
-    assert torch.allclose(got, want)
-    plain = MF.dense_interpolate(members, w, channels_first, chunk_size=chunk_size, class_major=False)
-    assert plain.is_contiguous() and torch.allclose(plain, want)
-    cotangent = torch.randn(n, r, d, dtype=torch.float64, generator=gen(3))
-    (g_want,) = torch.autograd.grad(want, rows, cotangent)
-    (g_got,) = torch.autograd.grad(got, channels_first, cotangent)
+    (g_got,) = torch.autograd.grad(got, stored, cotangent)
     assert torch.allclose(g_got, g_want)
     assert torch.autograd.gradcheck(
-        lambda v: MF.dense_interpolate(members, w, v, chunk_size=chunk_size, class_major=True), (channels_first,))
+        lambda v: MF.dense_interpolate(members, w, v, chunk_size=chunk_size, class_major=class_major), (stored,))
 
 
 @pytest.mark.parametrize("m,alpha", [(1, 1.0), (2, 1.0), (2, 0.3), (3, 1.0), (5, 2.0)])
