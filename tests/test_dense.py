@@ -192,6 +192,26 @@ def test_dense_mixer_classifies_each_mixed_position():
     assert torch.allclose(logits, model.fc(mixed.reshape(-1, z.shape[2])), atol=1e-5)
 
 
+def test_what_follows_the_features_runs_only_under_a_wrapper():
+    # A plain model's forward ends at the features (the pooled head's output would not be used); a
+    # wrapper (here DataParallel, as DistributedDataParallel) completes it and gets the mixed logits.
+    torch.manual_seed(0)
+    model = build_model("cnn1d", input_shape=(40,), num_classes=4)
+    calls = []
+    model.pool.register_forward_hook(lambda *args: calls.append(1))
+    x, y = torch.randn(4, 40), torch.arange(4)
+    plain = DenseMultiMix(model, features="features", classifier="fc", n=6, num_classes=4, generator=gen(3))
+    logits, _ = plain(x, y)
+    assert calls == []
+    plain.close()
+    wrapper = torch.nn.DataParallel(model)
+    wrapped = DenseMultiMix(wrapper, features="features", classifier="fc", n=6, num_classes=4, generator=gen(3))
+    same, _ = wrapped(x, y)
+    assert calls == [1] and torch.equal(same, logits)
+    wrapped.eval()
+    assert calls == [1] and torch.equal(wrapped(x)[0], model(x)) and calls == [1, 1, 1]
+
+
 def test_ema_teacher_follows_the_formula_and_gets_no_gradients():
     torch.manual_seed(0)
     student = build_model("mlp", input_shape=(2,), num_classes=3)

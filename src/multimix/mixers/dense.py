@@ -25,6 +25,10 @@ from multimix.mixers.multimix import _MultiMixBase
 ATTENTIONS = ("none", "pooled", "cam")
 
 
+class _FeaturesMixed(Exception):
+    """Raised by the features hook to end the model's forward there: what follows would not be used."""
+
+
 class DenseMultiMix(_MultiMixBase):
     """Dense MultiMix (SPEC §3): interpolate spatial embeddings per position and classify every position.
 
@@ -32,8 +36,10 @@ class DenseMultiMix(_MultiMixBase):
     Z (b, d, *spatial) holds r positions. For n generated examples, each mixing a tuple of m batch
     members, every position j gets its own Dirichlet weights times the members' attention at j; the
     submodule named ``classifier`` is applied to each of the n·r mixed position embeddings, and each
-    position's target mixes its members' labels with the same weights. What follows ``features`` in
-    the model still runs on the clean batch, and its output is not used in training.
+    position's target mixes its members' labels with the same weights. In training the model's
+    forward ends at ``features`` (an exception from its hook, caught here), so what follows is not run;
+    under a wrapper that needs the forward to complete (``DistributedDataParallel``, ``torch.compile``)
+    it runs on the clean batch and the wrapper's output is replaced by the mixed logits.
 
     Args:
         model: any ``nn.Module``.
@@ -101,6 +107,7 @@ class DenseMultiMix(_MultiMixBase):
         if attention == "cam" and (not isinstance(weight, Tensor) or weight.dim() != 2):
             raise ValueError(f"attention='cam' needs a classifier with a (K, d) weight; {classifier!r} has none")
         self._result: tuple[Tensor, Tensor] | None = None
+        self._stop_early = False
         self._handles.append(feature_module.register_forward_hook(self._mix_features))
         # The mixed logits become the model's output in the mixing pass: what follows the features is
         # then visibly unused (DistributedDataParallel(find_unused_parameters=True) skips its gradients
@@ -181,6 +188,8 @@ class DenseMultiMix(_MultiMixBase):
             mixed_probs = None if probs is None else dense_interpolate(members, weights, probs, chunk_size=self.chunk_size,
                                                                        class_major=class_major)
         self._result = (logits, self._add_distilled(mixed_targets, mixed_probs).reshape(-1, k))
+        if self._stop_early:
+            raise _FeaturesMixed
         return None
 
     def _check_layout(self, z: Tensor) -> None:
@@ -199,11 +208,16 @@ class DenseMultiMix(_MultiMixBase):
         probs = self._teacher_probs(x)
         if self._skip_batch(x):
             return call_model(self.model, x), self._add_distilled(targets, probs)
+        # What follows the features is not needed: a plain model's forward ends at the features' hook.
+        # A wrapper (DistributedDataParallel, torch.compile) must see its module's forward complete;
+        # there the rest runs on the clean batch and its output is replaced by the mixed logits.
+        self._stop_early = _unwrapped(self.model) is self.model and not torch.compiler.is_compiling()
         try:
             self._run_armed(x, (targets, probs, labels), self.features)
-            result = self._result
+        except _FeaturesMixed:
+            pass
         finally:
-            self._result = None
+            result, self._result, self._stop_early = self._result, None, False
         return result
 
     def extra_repr(self) -> str:
