@@ -1,6 +1,6 @@
 """A/B of the training step's cost between a git revision of the library and the working tree, in one process.
 
-    python benchmarks/ab_overhead.py --rev HEAD~1 [--methods multimix,dense] [--n 1000] [--rounds 200]
+    python benchmarks/ab_overhead.py --rev HEAD~1 [--methods multimix,dense] [--n 1000] [--rounds 200] [--block-s 0.05]
 
 On a shared machine whose speed drifts by tens of percent over minutes, two runs of overhead.py minutes
 apart cannot tell a 3 % change from noise. Here both versions run side by side in one process: the
@@ -79,12 +79,15 @@ def main() -> None:
     parser.add_argument("--methods", default="multimix,dense", help=f"comma-separated, from {', '.join(METHODS)}")
     parser.add_argument("--n", type=int, default=1000, help="generated rows per batch")
     parser.add_argument("--rounds", type=int, default=200)
+    parser.add_argument("--block-s", type=float, default=0.05, help="seconds of steps per timed block (as "
+                        "overhead.py: a block long enough for the step to reach its steady state; shorter "
+                        "blocks leave each method's step under its predecessor's cache and allocator state)")
     args = parser.parse_args()
     methods = [m.strip() for m in args.methods.split(",")]
     if not methods or any(m not in METHODS for m in methods):
         parser.error(f"--methods: expected names from {', '.join(METHODS)}, separated by commas; got {args.methods!r}")
-    if args.n < 1 or args.rounds < 2:
-        parser.error(f"--n must be >= 1 and --rounds >= 2, got {args.n} and {args.rounds}")
+    if args.n < 1 or args.rounds < 2 or not args.block_s > 0:
+        parser.error(f"--n must be >= 1, --rounds >= 2 and --block-s > 0, got {args.n}, {args.rounds} and {args.block_s}")
     with tempfile.TemporaryDirectory() as tmp:
         try:
             extract(args.rev, Path(tmp))
@@ -95,7 +98,7 @@ def main() -> None:
         for m in methods:
             steps[f"{m} @ {args.rev}"] = make_step("multimix_rev", m, args.n)
             steps[f"{m} @ working tree"] = make_step("multimix", m, args.n)
-        samples = interleaved_samples(steps, torch.device("cpu"), args.rounds, min_block_s=0.01, warmup=10)
+        samples = interleaved_samples(steps, torch.device("cpu"), args.rounds, min_block_s=args.block_s, warmup=10)
     vs_erm = paired_ratios(samples, "ERM")
     print(f"cnn1d, n = {args.n}, {args.rounds} rounds, torch {torch.__version__}, {torch.get_num_threads()} threads")
     for name in steps:

@@ -29,7 +29,7 @@ def test_overhead_benchmark_runs_on_the_small_model(tmp_path):
 
 
 def test_ab_overhead_runs_a_revision_beside_the_working_tree():
-    out = run("benchmarks/ab_overhead.py", "--rev", "HEAD", "--methods", "multimix,dense", "--n", "20", "--rounds", "2")
+    out = run("benchmarks/ab_overhead.py", "--rev", "HEAD", "--methods", "multimix,dense", "--n", "20", "--rounds", "2", "--block-s", "0.01")
     assert "multimix @ HEAD" in out and "dense @ working tree" in out
     assert "multimix: working tree / HEAD = " in out and "dense: working tree / HEAD = " in out
     bad = subprocess.run([sys.executable, "benchmarks/ab_overhead.py", "--rev", "HEAD", "--methods", "mixup"],
