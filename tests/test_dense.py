@@ -132,6 +132,37 @@ def test_dense_interpolate_labels_is_the_interpolation_of_one_hot_targets(m, alp
         MF.dense_interpolate_labels(members, w, labels.float(), k)
 
 
+@pytest.mark.parametrize("m", [1, 2, 3, 8])
+def test_one_pass_mixing_of_logits_and_labels_is_the_general_mixing(m):
+    # dense_mix_logits_and_labels (DenseMultiMix's CPU path) gives the values and gradients of
+    # dense_interpolate + dense_interpolate_labels, as (n·r, K) views of class-major storage.
+    b, r, k, n = 10, 4, 3, 25
+    members, w = MF.dense_multimix_weights(b, r, n=n, m=m, generator=gen(m))
+    logits = torch.randn(b, k, r, dtype=torch.float64, generator=gen(1), requires_grad=True)
+    labels = torch.tensor([0, 1, 1, 2, 0, 2, 2, 1, 0, 0])
+    by_member = MF.dense_multimix_weights(b, r, n=n, m=m, generator=gen(m), member_major=True)
+    assert torch.equal(by_member[0], members.t()) and torch.equal(by_member[1], w.transpose(0, 1))
+    mixed, targets = MF.dense_mix_logits_and_labels(logits, members.t(), w.double().transpose(0, 1), labels, k)
+    want = MF.dense_interpolate(members, w.double(), logits.transpose(1, 2), class_major=True).reshape(-1, k)
+    want_targets = MF.dense_interpolate_labels(members, w, labels, k, dtype=torch.float64).reshape(-1, k)
+    assert mixed.shape == targets.shape == (n * r, k) and mixed.t().is_contiguous() and targets.t().is_contiguous()
+    assert torch.equal(mixed, want) and torch.allclose(targets, want_targets)
+    cotangent = torch.randn(n * r, k, dtype=torch.float64, generator=gen(3))
+    for grad_out in (cotangent, cotangent.t().contiguous().t()):  # row-major and class-major gradients
+        (got_grad,) = torch.autograd.grad(mixed, logits, grad_out, retain_graph=True)
+        (want_grad,) = torch.autograd.grad(want, logits, grad_out, retain_graph=True)
+        assert torch.allclose(got_grad, want_grad)
+    assert torch.autograd.gradcheck(
+        lambda v: MF.dense_mix_logits_and_labels(v, members.t(), w.double().transpose(0, 1), labels, k)[0], (logits,))
+    long_tuples = MF.dense_multimix_weights(b, r, n=n, m=9, generator=gen(0), member_major=True)
+    with pytest.raises(ValueError, match="m <= 8"):
+        MF.dense_mix_logits_and_labels(logits, *long_tuples, labels, k)
+    with pytest.raises(ValueError, match="member_major=True draws without attention"):
+        MF.dense_multimix_weights(b, r, n=n, m=2, attention=torch.ones(b, r), member_major=True)
+    with pytest.raises(ValueError, match="member-major"):  # the (n, m) layout by mistake
+        MF.dense_mix_logits_and_labels(logits, members, w.transpose(0, 1), labels, k)
+
+
 def test_dense_interpolate_equals_a_per_position_product():
     # out[k, j] = Σ_i w[k, i, j] x[members[k, i], j]: the dense Λ_j (n, b) of each position j times x[:, j].
     b, r, d, n = 7, 4, 5, 30

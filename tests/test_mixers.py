@@ -217,6 +217,14 @@ def test_integer_labels_mix_as_their_one_hot_rows(cls, m):
     assert torch.equal(logits, soft_logits)
     assert torch.allclose(targets, soft_targets, atol=1e-6)
     assert torch.allclose(targets.sum(1), torch.ones(len(targets)), atol=1e-6)
+    # The same gradients (Dense MultiMix: its CPU one-pass path for labels against the general path).
+    grads = torch.autograd.grad(soft_cross_entropy(logits, targets), list(model.parameters()))
+    soft_grads = torch.autograd.grad(soft_cross_entropy(soft_logits, soft_targets), list(model.parameters()))
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(grads, soft_grads))
+    if cls == "DenseMultiMix":
+        with make() as mixer:
+            assert mixer._one_pass(torch.zeros(9, 64, 10), y, None, 5)
+            assert not mixer._one_pass(torch.zeros(9, 64, 10), None, None, 5)  # soft targets: the general path
 
 
 def test_soft_targets_accepted(mlp):

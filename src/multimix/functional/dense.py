@@ -8,7 +8,13 @@ import torch
 from torch import Tensor
 
 from multimix._validation import check_int, check_same_batch, check_soft_targets, check_tensor
-from multimix.functional.multimix import _accumulation_dtype, combine_members, random_subsets
+from multimix.functional.multimix import (
+    _FLOYD_MAX_M,
+    _accumulation_dtype,
+    _floyd_by_member,
+    combine_members,
+    random_subsets,
+)
 from multimix.functional.sampling import _sampling_device, sample_dirichlet_by_member
 
 
@@ -26,6 +32,7 @@ def dense_multimix_weights(
     attention: Tensor | None = None,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
+    member_major: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """Sample the per-position interpolation of Dense MultiMix (SPEC §3).
 
@@ -39,6 +46,8 @@ def dense_multimix_weights(
         positions: r, the number of spatial positions.
         n: generated examples; m: tuple length in [1, b] (None: whole batch); alpha: > 0.
         attention: optional non-negative (b, r) weights of each position of each example.
+        member_major: return the same draw transposed, ``(members (m, n), weights (m, n, r))``, each
+            member's values contiguous (how the tuples are stored; no attention).
 
     Returns:
         ``(members int64 (n, m), weights float32 (n, m, r))``: weights sum to 1 over the m members.
@@ -48,15 +57,22 @@ def dense_multimix_weights(
     n = check_int(n, "n")
     m = b if m is None else check_int(m, "m", low=1, high=b)
     dev = _sampling_device(generator, device)
+    if member_major and attention is not None:
+        raise ValueError("member_major=True draws without attention; weight by attention in the (n, m, r) layout")
+    # Member-major storage, (m, n) and (m, n, r): mixing reads each member's indices and weights
+    # contiguously, without a transposed copy; the (n, m) and (n, m, r) results are views of it.
     if m == b:
-        members = torch.arange(b, device=dev).expand(n, b)
+        members = torch.arange(b, device=dev)[:, None].expand(b, n)
+    elif m <= _FLOYD_MAX_M:
+        members = _floyd_by_member(n, b, m, generator, dev)
     else:
-        members = random_subsets(n, b, m, generator=generator, device=dev)
-    # (n, m, r) seen from member-major (m, n, r) storage: dense_interpolate reads each member's (n, r)
-    # weights contiguously, without a transposed copy.
-    lam = sample_dirichlet_by_member(n * r, m, alpha, generator=generator, device=dev).view(m, n, r).transpose(0, 1)
+        members = random_subsets(n, b, m, generator=generator, device=dev).t()
+    lam = sample_dirichlet_by_member(n * r, m, alpha, generator=generator, device=dev).view(m, n, r)
     if device is not None and torch.device(device) != dev:
         members, lam = members.to(device), lam.to(device)
+    if member_major:
+        return members, lam
+    members, lam = members.t(), lam.transpose(0, 1)
     if attention is None:
         return members, lam
     if attention.shape != (b, r):
@@ -83,7 +99,8 @@ class _ClassMajorMix(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, idx: Tensor, w: Tensor, dtype: torch.dtype) -> Tensor:  # noqa: D102
+    def forward(ctx, x: Tensor, idx: Tensor, w: Tensor, dtype: torch.dtype,  # noqa: D102
+                as_rows: bool = False) -> Tensor:
         m, c = idx.shape
         b, d, r = x.shape
         flat_idx = idx.reshape(-1)
@@ -92,7 +109,7 @@ class _ClassMajorMix(torch.autograd.Function):
             gathered = gathered.to(dtype)
         if ctx is not None:
             ctx.save_for_backward(flat_idx, w)
-            ctx.b, ctx.x_dtype = b, x.dtype
+            ctx.b, ctx.x_dtype, ctx.as_rows = b, x.dtype, as_rows
         out = torch.empty((d, c, r), dtype=dtype, device=x.device)
         rows = out.permute(1, 0, 2)  # (c, d, r) view: written in place
         if m == 2:  # w0·a + (1 − w0)·b, one pass (as combine_members)
@@ -101,13 +118,17 @@ class _ClassMajorMix(torch.autograd.Function):
             torch.mul(gathered[0], w[0][:, None, :], out=rows)
             for i in range(1, m):
                 rows.addcmul_(gathered[i], w[i][:, None, :])
-        return out
+        # as_rows: the (c·r, d) rows, a view of the same storage, handed out by this node itself (no
+        # view nodes after it in the graph).
+        return out.view(d, c * r).t() if as_rows else out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: Tensor):  # noqa: D102
         flat_idx, w = ctx.saved_tensors
         m, c, r = w.shape
+        if ctx.as_rows:  # (c·r, d) → (d, c, r); a view when the gradient is class-major too (the loss's)
+            grad = grad.t().reshape(-1, c, r)
         d = grad.shape[0]
         rows = grad.permute(1, 0, 2)  # (c, d, r)
         per_member = torch.empty((m, c, d, r), dtype=w.dtype, device=grad.device)
@@ -119,7 +140,7 @@ class _ClassMajorMix(torch.autograd.Function):
                 torch.mul(rows, w[i][:, None, :], out=per_member[i])
         grad_x = torch.zeros((ctx.b, d, r), dtype=ctx.x_dtype, device=grad.device)
         grad_x.index_add_(0, flat_idx, per_member.view(m * c, d, r).to(ctx.x_dtype))
-        return grad_x, None, None, None
+        return grad_x, None, None, None, None
 
 
 def dense_interpolate(members: Tensor, weights: Tensor, x: Tensor, *, chunk_size: int | None = None,
@@ -224,6 +245,38 @@ def dense_interpolate_labels(members: Tensor, weights: Tensor, labels: Tensor, n
         return out.permute(1, 2, 0)
     out = torch.zeros(n, r, num_classes, dtype=dtype, device=labels.device)
     return out.scatter_add_(2, member_labels[:, None, :].expand(n, r, m), w.transpose(1, 2))
+
+
+def dense_mix_logits_and_labels(logits: Tensor, members: Tensor, weights: Tensor, labels: Tensor,
+                                num_classes: int) -> tuple[Tensor, Tensor]:
+    """Dense MultiMix's mixing of per-position logits and integer labels, in one pass, class-major.
+
+    The same values as ``dense_interpolate(members, weights, logits.transpose(1, 2), class_major=True)``
+    and ``dense_interpolate_labels(members, weights, labels, K, class_major=True)``, each reshaped to
+    (n·r, K), with a fraction of their operations: for small maps on a CPU a training step's cost
+    is mostly per operation, not per value (:class:`multimix.DenseMultiMix` takes this path on the
+    CPU for fewer than 16 classes and short tuples). No chunking: the caller bounds n·m·r·K.
+
+    Args:
+        logits: (b, K, r) channels-first per-position logits (a 1×1 convolution's output).
+        members: (m, n) and weights (m, n, r), member-major, m <= 8: as
+            ``dense_multimix_weights(..., member_major=True)`` draws them (the transposes of its
+            default results).
+        labels: int64 (b,) class indices in ``[0, num_classes)``.
+        num_classes: K.
+
+    Returns:
+        ``(mixed logits, mixed targets)``, each (n·r, K): views of class-major (K, n·r) storage.
+    """
+    m, n, r = weights.shape
+    if m > _FUSED_MAX_M or members.shape != (m, n) or logits.dim() != 3 or logits.shape[2] != r:
+        raise ValueError(f"dense_mix_logits_and_labels needs member-major members (m, n), weights (m, n, r) "
+                         f"with m <= {_FUSED_MAX_M}, and logits (b, K, r); got members {tuple(members.shape)}, "
+                         f"weights {tuple(weights.shape)}, logits {tuple(logits.shape)}")
+    mixed = _ClassMajorMix.apply(logits, members, weights, logits.dtype, True)
+    targets = torch.zeros(num_classes, n * r, dtype=weights.dtype, device=labels.device)
+    targets.view(num_classes, n, r).scatter_add_(0, labels.take(members)[:, :, None].expand(m, n, r), weights)
+    return mixed, targets.t()
 
 
 LAYOUTS = ("channels_first", "channels_last")

@@ -91,6 +91,11 @@ def random_subsets(
     if m > _FLOYD_MAX_M:
         # The positions of the m largest of `population` uniforms form a uniform m-subset.
         return torch.rand(n, population, generator=generator, device=dev).topk(m, dim=1, sorted=False).indices
+    return _floyd_by_member(n, population, m, generator, dev).t()
+
+
+def _floyd_by_member(n: int, population: int, m: int, generator: torch.Generator | None, dev: torch.device) -> Tensor:
+    """:func:`random_subsets`' draw for m <= 12, member-major: (m, n) storage, no validation."""
     # Floyd's algorithm, vectorised over rows: for j = population-m .. population-1 draw t
     # uniformly in [0, j] and take t, or j if t was already taken. Every m-subset is equally likely.
     # Columns are kept apart and stacked once: no slicing or writes into a shared buffer per column.
@@ -103,7 +108,7 @@ def random_subsets(
                 taken |= t == previous
             t = t.masked_fill_(taken, j)
         columns.append(t)
-    return torch.stack(columns).t()
+    return torch.stack(columns)
 
 
 def _tuple_length(b: int, m: int | None) -> int:

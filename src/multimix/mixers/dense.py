@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -11,11 +13,12 @@ from multimix.functional import (
     cam_attention,
     dense_interpolate,
     dense_interpolate_labels,
+    dense_mix_logits_and_labels,
     dense_multimix_weights,
     pooled_attention,
     positions_of,
 )
-from multimix.functional.dense import check_layout
+from multimix.functional.dense import DENSE_CHUNK_ELEMENTS, check_layout
 from multimix.functional.targets import class_major_is_faster
 from multimix.mixers import collective
 from multimix.mixers.adapters import Inputs, call_model, first_tensor
@@ -128,6 +131,16 @@ class DenseMultiMix(_MultiMixBase):
                 f"(b, *positions, d), got {tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__}"
             )
         self._check_layout(z)
+        if self._one_pass(z, labels, probs, targets.shape[1]):
+            classifier = self._classifier_ref[0]
+            rows = F.conv1d(z.flatten(2), classifier.weight[:, :, None], classifier.bias)  # (b, K, r)
+            b, k, r = rows.shape
+            members, weights = dense_multimix_weights(b, r, n=self.n, m=self._tuple_length(b), alpha=self._alpha_for(b),
+                                                      generator=self.generator, device=z.device, member_major=True)
+            self._result = dense_mix_logits_and_labels(rows, members, weights, labels, k)
+            if self._stop_early:
+                raise _FeaturesMixed
+            return None
         zr = positions_of(z, layout=self.layout, prefix_tokens=self.prefix_tokens)  # (b, r, d)
         b, r, d = zr.shape
         if self.attention == "pooled":
@@ -191,6 +204,24 @@ class DenseMultiMix(_MultiMixBase):
         if self._stop_early:
             raise _FeaturesMixed
         return None
+
+    def _one_pass(self, z: Tensor, labels: Tensor | None, probs: Tensor | None, k: int) -> bool:
+        """Whether this step takes the CPU's one-pass path (:func:`multimix.functional.dense_mix_logits_and_labels`):
+        the same draws and values as the general path below, with a fraction of its operations.
+
+        That path covers the default CPU case: the exact linear shortcut on a channels-first map,
+        fewer than 16 classes, integer labels, tuples of at most 8, no attention, no teacher, this
+        process's own batch, intermediates within one chunk and no autocast."""
+        classifier = self._classifier_ref[0]
+        if not (labels is not None and probs is None and self.attention == "none" and self.layout == "channels_first"
+                and not self.prefix_tokens and self.linear_shortcut and type(classifier) is nn.Linear
+                and z.device.type == "cpu" and labels.device.type == "cpu" and class_major_is_faster(k, z.device)
+                and not torch.is_autocast_enabled("cpu") and self._global_sizes(z.shape[0], z.device) is None):
+            return False
+        b, r = z.shape[0], math.prod(z.shape[2:])
+        m = self._tuple_length(b) or b
+        chunk = DENSE_CHUNK_ELEMENTS // ((m + 1) * r * k)  # as dense_interpolate's class-major chunks
+        return m <= 8 and self.n <= (chunk if self.chunk_size is None else min(chunk, self.chunk_size))
 
     def _check_layout(self, z: Tensor) -> None:
         """A linear classifier's input size tells whether the features' channels are first or last."""
