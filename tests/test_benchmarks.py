@@ -37,6 +37,13 @@ def test_ab_overhead_runs_a_revision_beside_the_working_tree():
     assert bad.returncode == 2 and "--methods: expected names from multimix, dense" in bad.stderr
 
 
+def test_overhead_floor_times_the_floors_and_a_cold_draw(tmp_path):
+    out = run("benchmarks/overhead_floor.py", "--rounds", "2", "--block-s", "0.005", "--out", str(tmp_path / "f.md"))
+    for step in ("ERM", "ERM, 10 000-row loss", "MultiMix n=1", "Dense MultiMix n=1", "Dense MultiMix n=1000"):
+        assert f"| {step} |" in out
+    assert "right after a training step" in out and (tmp_path / "f.md").read_text().strip() == out.strip()
+
+
 def test_model_cost_benchmark_states_flops(tmp_path):
     out = run("benchmarks/model_cost.py", "--rounds", "1", "--threads", "1", "--out", str(tmp_path / "m.md"))
     assert "| preactresnet8 (w=32, default) | 307,690 | 74.3 |" in out and (tmp_path / "m.md").read_text().strip() == out.strip()
