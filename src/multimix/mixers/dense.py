@@ -216,7 +216,7 @@ class DenseMultiMix(_MultiMixBase):
         if not (labels is not None and probs is None and self.attention == "none" and self.layout == "channels_first"
                 and not self.prefix_tokens and self.linear_shortcut and type(classifier) is nn.Linear
                 and z.device.type == "cpu" and labels.device.type == "cpu" and class_major_is_faster(k, z.device)
-                and not torch.is_autocast_enabled("cpu") and self._global_sizes(z.shape[0], z.device) is None):
+                and not torch.is_autocast_enabled("cpu") and (self.scope == "local" or collective.world()[1] == 1)):
             return False
         b, r = z.shape[0], math.prod(z.shape[2:])
         m = self._tuple_length(b) or b
