@@ -132,15 +132,25 @@ class DenseMultiMix(_MultiMixBase):
             )
         self._check_layout(z)
         if self._one_pass(z, labels, probs, targets.shape[1]):
-            classifier = self._classifier_ref[0]
-            rows = F.conv1d(z.flatten(2), classifier.weight[:, :, None], classifier.bias)  # (b, K, r)
-            b, k, r = rows.shape
-            members, weights = dense_multimix_weights(b, r, n=self.n, m=self._tuple_length(b), alpha=self._alpha_for(b),
-                                                      generator=self.generator, device=z.device, member_major=True)
-            self._result = dense_mix_logits_and_labels(rows, members, weights, labels, k)
-            if self._stop_early:
-                raise _FeaturesMixed
-            return None
+            self._result = self._mix_one_pass(z, labels)
+        else:
+            self._result = self._mix(z, targets, probs, labels)
+        if self._stop_early:
+            raise _FeaturesMixed
+        return None
+
+    def _mix_one_pass(self, z: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        """The CPU's one-pass path (see :meth:`_one_pass`): ``(logits (n·r, K), targets (n·r, K))``."""
+        classifier = self._classifier_ref[0]
+        rows = F.conv1d(z.flatten(2), classifier.weight[:, :, None], classifier.bias)  # (b, K, r)
+        b, k, r = rows.shape
+        members, weights = dense_multimix_weights(b, r, n=self.n, m=self._tuple_length(b), alpha=self._alpha_for(b),
+                                                  generator=self.generator, device=z.device, member_major=True)
+        return dense_mix_logits_and_labels(rows, members, weights, labels, k)
+
+    def _mix(self, z: Tensor, targets: Tensor, probs: Tensor | None,
+             labels: Tensor | None) -> tuple[Tensor, Tensor]:
+        """The general path: every layout, attention, teacher, scope and device. ``(logits, targets)``."""
         zr = positions_of(z, layout=self.layout, prefix_tokens=self.prefix_tokens)  # (b, r, d)
         b, r, d = zr.shape
         if self.attention == "pooled":
@@ -200,10 +210,7 @@ class DenseMultiMix(_MultiMixBase):
                                                   class_major=class_major)
             mixed_probs = None if probs is None else dense_interpolate(members, weights, probs, chunk_size=self.chunk_size,
                                                                        class_major=class_major)
-        self._result = (logits, self._add_distilled(mixed_targets, mixed_probs).reshape(-1, k))
-        if self._stop_early:
-            raise _FeaturesMixed
-        return None
+        return logits, self._add_distilled(mixed_targets, mixed_probs).reshape(-1, k)
 
     def _one_pass(self, z: Tensor, labels: Tensor | None, probs: Tensor | None, k: int) -> bool:
         """Whether this step takes the CPU's one-pass path (:func:`multimix.functional.dense_mix_logits_and_labels`):
