@@ -18,7 +18,7 @@ from multimix.functional import (
     pooled_attention,
     positions_of,
 )
-from multimix.functional.dense import DENSE_CHUNK_ELEMENTS, check_layout
+from multimix.functional.dense import _FUSED_MAX_M, DENSE_CHUNK_ELEMENTS, check_layout
 from multimix.functional.targets import class_major_is_faster
 from multimix.mixers import collective
 from multimix.mixers.adapters import Inputs, call_model, first_tensor
@@ -228,7 +228,7 @@ class DenseMultiMix(_MultiMixBase):
         b, r = z.shape[0], math.prod(z.shape[2:])
         m = self._tuple_length(b) or b
         chunk = DENSE_CHUNK_ELEMENTS // ((m + 1) * r * k)  # as dense_interpolate's class-major chunks
-        return m <= 8 and self.n <= (chunk if self.chunk_size is None else min(chunk, self.chunk_size))
+        return m <= _FUSED_MAX_M and self.n <= (chunk if self.chunk_size is None else min(chunk, self.chunk_size))
 
     def _check_layout(self, z: Tensor) -> None:
         """A linear classifier's input size tells whether the features' channels are first or last."""
