@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -124,6 +125,32 @@ def test_every_method_trains_under_ddp(tmp_path, method, dataset):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["processes"] == 2
     assert summary["best"]["val_acc"] > 0.2  # it learned: chance is 0.1
+
+
+# The CLI in a process that, once `multimix train` has returned, lists the threads it still runs.
+_THREADS_AFTER_TRAINING = """
+import os, sys
+from multimix.cli import main
+code = main(sys.argv[1:])
+task = f"/proc/{os.getpid()}/task"
+names = sorted(open(f"{task}/{t}/comm").read().strip() for t in os.listdir(task))
+os.write(1, f"threads={','.join(names)};\\n".encode())  # one write: the ranks share stdout
+sys.exit(code)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="lists threads through Linux's /proc")
+def test_training_ends_with_the_process_group_and_its_threads_gone(tmp_path):
+    """After `train`, no gloo thread is left for interpreter finalisation to tear down: there it can
+    abort a process whose run succeeded ('terminate called without an active exception')."""
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "--no-python"]
+    result = run(launcher + [sys.executable, "-c", _THREADS_AFTER_TRAINING, "train", "--dataset", "mnist1d",
+                             "--method", "multimix", "--epochs", "1", "--train-subset", "640", "--batch-size", "64",
+                             "--threads", "1", "--quiet", "--out", str(tmp_path / "run")])
+    assert result.returncode == 0, result.stderr[-3000:]
+    listed = re.findall(r"threads=([^;]*);", result.stdout)
+    assert len(listed) == 2, result.stdout
+    assert not [names for names in listed if "gloo" in names], listed
 
 
 def test_dense_multimix_under_ddp_leaves_unused_layers_without_gradient(tmp_path):

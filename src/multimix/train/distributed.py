@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import gc
 import logging
 import os
 from collections.abc import Iterator
@@ -28,6 +29,14 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+# Imported before any process group exists, on purpose. The group must end in destroy_process_group,
+# not during interpreter finalisation, where tearing down its gloo threads can abort a process whose
+# run succeeded ("terminate called without an active exception"; pytorch PR 179291). This module,
+# which DDP may import, has functions with ``group=group.WORLD`` defaults: imported after init, they
+# would hold the group for the interpreter's life; imported now, the defaults are None.
+if dist.is_available():
+    import torch.distributed.nn.functional  # noqa: F401
 from torch import Tensor, nn
 
 from multimix.mixers.collective import share
@@ -96,10 +105,21 @@ def process_group(device: str, *, timeout_s: float = 600.0) -> Iterator[Dist]:
     except BaseException:
         dist.destroy_process_group()  # torchrun stops the other ranks: no barrier that could wait for them
         raise
+    _release_group_holders()
     # Every rank reaches the end before any tears its connections down: a gloo rank that destroys its
     # group while another still talks to it can abort ("terminate called without an active exception").
     dist.barrier()
     dist.destroy_process_group()
+
+
+def _release_group_holders() -> None:
+    """Free the run's unreachable objects now, while the process group is still up.
+
+    The run ends with the model, its mixer (whose hooks point back at the model) and the DDP wrapper
+    in reference cycles, so the wrapper's reducer, which holds the group, would outlive
+    destroy_process_group until the garbage collector next ran, possibly at interpreter finalisation.
+    """
+    gc.collect()
 
 
 def wrap_model(model: nn.Module, d: Dist, device: torch.device, *, sync_bn: bool, compile: bool,
