@@ -5,6 +5,7 @@ Each test starts ``torchrun --standalone --nproc_per_node 2`` on the real CLI, a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -127,29 +128,64 @@ def test_every_method_trains_under_ddp(tmp_path, method, dataset):
     assert summary["best"]["val_acc"] > 0.2  # it learned: chance is 0.1
 
 
-# The CLI in a process that, once `multimix train` has returned, lists the threads it still runs.
-_THREADS_AFTER_TRAINING = """
-import os, sys
+# The CLI in a process that lists the threads it still runs as the interpreter begins to exit (at
+# atexit, before finalisation frees what is left), one write per rank: the ranks share stdout.
+_THREADS_AT_EXIT = """
+import atexit, os, sys
+def threads():
+    task = f"/proc/{os.getpid()}/task"
+    names = sorted(open(f"{task}/{t}/comm").read().strip() for t in os.listdir(task))
+    os.write(1, f"threads={','.join(names)};\\n".encode())
+atexit.register(threads)
 from multimix.cli import main
-code = main(sys.argv[1:])
-task = f"/proc/{os.getpid()}/task"
-names = sorted(open(f"{task}/{t}/comm").read().strip() for t in os.listdir(task))
-os.write(1, f"threads={','.join(names)};\\n".encode())  # one write: the ranks share stdout
-sys.exit(code)
+sys.exit(main(sys.argv[1:]))
 """
+_LISTS_THREADS = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "--no-python",
+                  sys.executable, "-c", _THREADS_AT_EXIT]
+
+
+def _threads_at_exit(stdout: str) -> list[str]:
+    return re.findall(r"threads=([^;]*);", stdout)
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="lists threads through Linux's /proc")
 def test_training_ends_with_the_process_group_and_its_threads_gone(tmp_path):
-    """After `train`, no gloo thread is left for interpreter finalisation to tear down: there it can
-    abort a process whose run succeeded ('terminate called without an active exception')."""
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "--no-python"]
-    result = run(launcher + [sys.executable, "-c", _THREADS_AFTER_TRAINING, "train", "--dataset", "mnist1d",
-                             "--method", "multimix", "--epochs", "1", "--train-subset", "640", "--batch-size", "64",
-                             "--threads", "1", "--quiet", "--out", str(tmp_path / "run")])
+    """No gloo thread is left for interpreter finalisation to tear down: there it can abort a process
+    whose run succeeded ('terminate called without an active exception')."""
+    result = run(_LISTS_THREADS + ["train", "--dataset", "mnist1d", "--method", "multimix", "--epochs", "1",
+                                   "--train-subset", "640", "--batch-size", "64", "--threads", "1", "--quiet",
+                                   "--out", str(tmp_path / "run")])
     assert result.returncode == 0, result.stderr[-3000:]
-    listed = re.findall(r"threads=([^;]*);", result.stdout)
+    listed = _threads_at_exit(result.stdout)
     assert len(listed) == 2, result.stdout
+    assert not [names for names in listed if "gloo" in names], listed
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="lists threads through Linux's /proc")
+def test_sigterm_mid_run_leaves_no_gloo_thread_to_interpreter_finalisation(tmp_path):
+    """A preempted run (torchrun forwards SIGTERM) says how to continue and exits without an abort:
+    what the interrupted run held, the process group included, is freed before finalisation."""
+    out = tmp_path / "run"
+    proc = subprocess.Popen(_LISTS_THREADS + ["train", "--dataset", "mnist1d", "--method", "multimix", "--epochs", "50",
+                                              "--train-subset", "640", "--batch-size", "32", "--threads", "1",
+                                              "--quiet", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), start_new_session=True)
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while not (out / "checkpoint.pt").exists():  # both ranks are training
+            assert proc.poll() is None and time.monotonic() < deadline, "the run ended before it could be stopped"
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGTERM)  # to torchrun, which forwards it to every rank
+        stdout, stderr = proc.communicate(timeout=TIMEOUT)
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # whatever is left of torchrun and its ranks
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert "multimix: interrupted; to continue:" in stderr, stderr[-3000:]
+    assert "terminate called" not in stderr, stderr[-3000:]
+    # A rank whose collective was cut short by the other's exit can wait in it until torchrun kills it
+    # (30 s on): such a rank lists nothing. Every rank that exits lists no gloo thread.
+    listed = _threads_at_exit(stdout)
     assert not [names for names in listed if "gloo" in names], listed
 
 

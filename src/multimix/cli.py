@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import logging
 import os
 import shlex
@@ -290,15 +291,24 @@ def main(argv: list[str] | None = None) -> int:
             return args.func(args)
     except USER_ERRORS as exc:
         # Under torchrun every rank meets the same bad option or folder: rank 0 says it once.
-        parser.exit(2, f"multimix: error: {exc}\n" if rank == 0 else None)
+        code, message = 2, f"multimix: error: {exc}\n" if rank == 0 else None
     except WorkerDied as exc:  # not the user's input, but nothing a traceback would explain either
-        parser.exit(1, f"multimix: error: {exc}\n")
+        code, message = 1, f"multimix: error: {exc}\n"
     except (KeyboardInterrupt, Terminated) as exc:
         hint = getattr(args, "continue_with", None)
         code = 130 if isinstance(exc, KeyboardInterrupt) else 143
-        parser.exit(code, "multimix: interrupted" + (f"; to continue: {hint}" if hint else "") + "\n" if rank == 0 else None)
+        message = "multimix: interrupted" + (f"; to continue: {hint}" if hint else "") + "\n" if rank == 0 else None
     finally:
         signal.signal(signal.SIGTERM, previous)
+    if message:
+        sys.stderr.write(message)
+    # Out of the except block, the error's traceback is unreferenced, but what its frames held (under
+    # torchrun: the model, its DDP wrapper and the process group they keep) sits in reference cycles.
+    # Freed now, while the interpreter is whole: freed during its finalisation, the group's gloo
+    # threads can abort the process ("terminate called without an active exception"). Said first:
+    # freeing a group whose collective was cut short can wait for it until torchrun kills the rank.
+    gc.collect()
+    parser.exit(code)
 
 
 if __name__ == "__main__":
