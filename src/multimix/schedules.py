@@ -1,4 +1,6 @@
-"""Mixing strength that changes: α schedules over epochs, and ConfMix's per-example α (SPEC §5).
+"""Mixing strength that changes: α schedules over epochs, and ConfMix's per-example α.
+
+The formulas, defaults and references: docs/concepts/schedules.md.
 
 A schedule maps the epoch (0-based, fractional allowed) to α ≥ 0; α = 0 means no mixing. Every mixer
 takes a schedule's value through ``mixer.set_alpha(schedule(epoch))``.

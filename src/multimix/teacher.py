@@ -1,4 +1,7 @@
-"""An exponential-moving-average teacher for self-distilled targets (SPEC §4)."""
+"""An exponential-moving-average teacher for self-distilled targets.
+
+How its predictions become targets, and the loss: docs/concepts/distillation.md.
+"""
 
 from __future__ import annotations
 

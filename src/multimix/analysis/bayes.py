@@ -1,4 +1,6 @@
-"""Bayes error and excess risk on problems with a known Bayes classifier (SPEC §6).
+"""Bayes error and excess risk on problems with a known Bayes classifier.
+
+Definitions and references: docs/concepts/toy-problems.md.
 
 Both are Monte Carlo estimates on a fresh sample, returned with their standard error. The excess
 risk of a model is its error minus the Bayes error *on the same sample*, which removes most of the

@@ -1,4 +1,6 @@
-"""The mixup misclassification lower bound (MMLB) of a problem with a known Bayes classifier (SPEC §6).
+"""The mixup misclassification lower bound (MMLB) of a problem with a known Bayes classifier.
+
+Derivation and references: docs/concepts/toy-problems.md.
 
 With equal priors π_k = 1/K,
 

@@ -1,4 +1,6 @@
-"""Toy problems with a known Bayes classifier (SPEC §6): Gaussian mixtures and spirals.
+"""Toy problems with a known Bayes classifier: Gaussian mixtures and spirals.
+
+The formulas and references: docs/concepts/toy-problems.md.
 
 A :class:`GaussianMixtureProblem` has K classes with equal priors; class k is a mixture of N
 equal-weight isotropic Gaussians N(μ_kj, σ² I) with one σ shared by all. Because the densities are

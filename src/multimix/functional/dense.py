@@ -1,4 +1,7 @@
-"""Dense MultiMix (SPEC §3): per-position weights, attention maps, and interpolation of (b, r, d) maps."""
+"""Dense MultiMix: per-position weights, attention maps, and interpolation of (b, r, d) maps.
+
+The formulas, attention options and references: docs/concepts/dense-multimix.md.
+"""
 
 from __future__ import annotations
 
@@ -34,7 +37,7 @@ def dense_multimix_weights(
     device: torch.device | str | None = None,
     member_major: bool = False,
 ) -> tuple[Tensor, Tensor]:
-    """Sample the per-position interpolation of Dense MultiMix (SPEC §3).
+    """Sample the per-position interpolation of Dense MultiMix (docs/concepts/dense-multimix.md).
 
     Generated example k mixes a tuple T_k of m distinct batch members; at position j its weights are
     ``w[k, :, j] ∝ attention[T_k, j] · λ[k, :, j]`` with ``λ[k, :, j] ~ Dirichlet(α·1_m)`` drawn per
@@ -322,7 +325,9 @@ def dense_multimix(
     layout: str = "channels_first",
     prefix_tokens: int = 0,
 ) -> tuple[Tensor, Tensor]:
-    """Dense MultiMix: interpolate spatial embeddings and targets per position (SPEC §3).
+    """Dense MultiMix: interpolate spatial embeddings and targets per position.
+
+    The formulas, attention options and references: docs/concepts/dense-multimix.md.
 
     Args:
         z: spatial embeddings: ``channels_first`` (b, d, *spatial), (b, d, L) sequences or (b, d, H, W)

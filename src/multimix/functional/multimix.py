@@ -1,4 +1,6 @@
-"""MultiMix (SPEC §2): n interpolations of m-tuples of the batch, Z̃ = ΛZ and Ỹ = ΛY.
+"""MultiMix: n interpolations of m-tuples of the batch, Z̃ = ΛZ and Ỹ = ΛY.
+
+The formulas, defaults and references: docs/concepts/multimix.md.
 
 Two representations of the same draw:
 
@@ -124,7 +126,9 @@ def sample_tuples(
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
 ) -> MixTuples:
-    """Sample a MultiMix draw in sparse form (SPEC §2): n tuples of m members and their weights.
+    """Sample a MultiMix draw in sparse form: n tuples of m members and their weights.
+
+    What the draw is, and its defaults: docs/concepts/multimix.md.
 
     Row k mixes a tuple of m distinct batch members, drawn uniformly without replacement, with
     weights λ^(k) ~ Dirichlet(α·1_m). The same draw, scattered into zeros, is
@@ -171,7 +175,7 @@ def multimix_weights(
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
 ) -> Tensor:
-    """Sample the interpolation matrix Λ of MultiMix (SPEC §2).
+    """Sample the interpolation matrix Λ of MultiMix (see docs/concepts/multimix.md).
 
     Row k holds λ^(k) ~ Dirichlet(α·1_m) scattered on a tuple of m distinct batch members, drawn
     uniformly without replacement, and zeros elsewhere. The dense form of :func:`sample_tuples`
@@ -275,7 +279,9 @@ def multimix(
     alpha: float = 1.0,
     generator: torch.Generator | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """MultiMix: n interpolations of m-tuples of the batch, Z̃ = Λ Z and Ỹ = Λ Y (SPEC §2).
+    """MultiMix: n interpolations of m-tuples of the batch, Z̃ = Λ Z and Ỹ = Λ Y.
+
+    The formulas, defaults and references: docs/concepts/multimix.md.
 
     Args:
         z: embeddings (b, ...), typically (b, d).

@@ -1,4 +1,7 @@
-"""Pairwise mixup (SPEC §1): sample (λ, partner permutation), apply to any batch-first tensor."""
+"""Pairwise mixup: sample (λ, partner permutation), apply to any batch-first tensor.
+
+The formulas, defaults and references: docs/concepts/pairwise.md.
+"""
 
 from __future__ import annotations
 
@@ -55,7 +58,9 @@ def mixup(
     per_sample: bool = False,
     generator: torch.Generator | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Pairwise mixup of inputs (or hidden states) and their soft targets (SPEC §1).
+    """Pairwise mixup of inputs (or hidden states) and their soft targets.
+
+    The formulas and defaults: docs/concepts/pairwise.md.
 
     Args:
         x: (b, ...) any shape, batch first; any b >= 1.

@@ -219,7 +219,10 @@ class _Mixer(nn.Module):
             return torch.softmax(call_model(self.teacher, x).float() / self.temperature, dim=-1)
 
     def _add_distilled(self, targets: Tensor, teacher_targets: Tensor | None) -> Tensor:
-        """Ỹ + w·Ỹ': soft_cross_entropy of it is CE(Ỹ) + w·CE(Ỹ') (SPEC §4), by linearity in the targets."""
+        """Ỹ + w·Ỹ': soft_cross_entropy of it is CE(Ỹ) + w·CE(Ỹ'), by linearity in the targets.
+
+        See docs/concepts/distillation.md.
+        """
         if teacher_targets is None:
             return targets
         return targets + self.distill_weight * teacher_targets.to(targets.dtype)

@@ -1,4 +1,7 @@
-"""Dense MultiMix (SPEC §3): mix spatial embeddings per position and classify every position."""
+"""Dense MultiMix: mix spatial embeddings per position and classify every position.
+
+The formulas, attention options and references: docs/concepts/dense-multimix.md.
+"""
 
 from __future__ import annotations
 
@@ -33,7 +36,9 @@ class _FeaturesMixed(Exception):
 
 
 class DenseMultiMix(_MultiMixBase):
-    """Dense MultiMix (SPEC §3): interpolate spatial embeddings per position and classify every position.
+    """Dense MultiMix: interpolate spatial embeddings per position and classify every position.
+
+    The formulas, attention options and references: docs/concepts/dense-multimix.md.
 
     The model runs once on the b clean examples up to the submodule named ``features``, whose output
     Z (b, d, *spatial) holds r positions. For n generated examples, each mixing a tuple of m batch

@@ -1,4 +1,4 @@
-"""MultiMix (SPEC §2) and what it shares with Dense MultiMix."""
+"""MultiMix (docs/concepts/multimix.md) and what it shares with Dense MultiMix."""
 
 from __future__ import annotations
 
@@ -78,7 +78,9 @@ class _MultiMixBase(_Mixer):
 
 
 class MultiMix(_MultiMixBase):
-    """MultiMix (SPEC §2): n ≫ b interpolations of m-tuples of the batch at the input of one submodule.
+    """MultiMix: n ≫ b interpolations of m-tuples of the batch at the input of one submodule.
+
+    The formulas, defaults, scopes and references: docs/concepts/multimix.md.
 
     The model runs once on the b clean examples up to the submodule named ``before`` (typically the
     classifier); its input Z (b, d) is replaced by Λ Z (n, d) with Λ (n, b) the MultiMix draw of
@@ -103,7 +105,7 @@ class MultiMix(_MultiMixBase):
         teacher: optional teacher (e.g. :class:`multimix.EMATeacher`) for self-distilled targets:
             its probabilities P' on the clean batch are mixed with the same weights, Ỹ' = Λ P',
             and the returned targets are Ỹ + w·Ỹ' so that ``soft_cross_entropy`` gives
-            CE(Ỹ) + w·CE(Ỹ') (SPEC §4); their rows then sum to 1 + w.
+            CE(Ỹ) + w·CE(Ỹ') (docs/concepts/distillation.md); their rows then sum to 1 + w.
         distill_weight: w, >= 0.
         temperature: τ of the teacher's softmax, > 0.
         num_classes: K, required when y holds integer labels.
