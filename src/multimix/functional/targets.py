@@ -84,8 +84,11 @@ def class_major_is_faster(num_classes: int, device: torch.device) -> bool:
 
     True on the CPU for K < 16 (fewer classes than an AVX-512 vector of floats): there PyTorch's
     log-softmax over the last dimension, and any elementwise op broadcasting over it, run K values
-    at a time, 3–25× slower than over N contiguous values. :func:`soft_cross_entropy` then works on
-    the transpose, and DenseMultiMix lays its many mixed rows out class-major.
+    at a time, too few to fill a vector, while over the N rows they run in long contiguous loops.
+    :func:`soft_cross_entropy` then works on the transpose, and DenseMultiMix lays its many mixed
+    rows out class-major. ``benchmarks/results/overhead_floor.md`` measures that loss's share of a
+    step ("ERM, 10 000-row loss"); no result file compares the two layouts side by side, a case
+    ``benchmarks/functional_ops.py`` would hold.
     """
     return device.type == "cpu" and num_classes < _CPU_LASTDIM_MIN_K
 
@@ -108,11 +111,11 @@ def soft_cross_entropy(logits: Tensor, targets: Tensor, *, reduction: str = "mea
         )
     targets = targets.to(logits.dtype)
     if logits.dim() == 2 and class_major_is_faster(logits.shape[1], logits.device):
-        # On the CPU a log-softmax over fewer classes than an AVX-512 vector of floats is slow
-        # (≈ 5 ns per element for K < 16: 0.55 ms for 10 000 × 10, and its backward alike). Seen as
-        # (1, K, N), the same sums run over dim 1 and vectorise across the N rows, 2–3× faster
-        # forward and backward, and fastest when the logits are stored class-major (DenseMultiMix's
-        # on the CPU). Same values up to rounding; a view, no copy of the logits.
+        # On the CPU a log-softmax over fewer classes than an AVX-512 vector of floats cannot fill
+        # a vector: each row's K values are a loop too short to vectorise. Seen as (1, K, N), the
+        # same sums run over dim 1 and vectorise across the N rows, forward and backward, best of all
+        # when the logits are stored class-major (DenseMultiMix's on the CPU). Same values up to
+        # rounding; a view, no copy of the logits. Measured: see class_major_is_faster.
         loss = F.cross_entropy(logits.t().unsqueeze(0), targets.t().unsqueeze(0), reduction=reduction)
         return loss.squeeze(0) if reduction == "none" else loss
     # torch's cross_entropy accepts class probabilities as targets (a fused log-softmax + dot).

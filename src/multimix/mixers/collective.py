@@ -26,10 +26,15 @@ def _gloo() -> bool:
 class _GatherRows(torch.autograd.Function):
     """All-gather along dim 0 whose backward returns each process the summed gradient of its rows.
 
-    Plain ``torch.distributed`` collectives (the functional-collective version took 0.72 ms for the
-    forward alone on gloo here). On NCCL: all-gather forward, reduce-scatter backward. On gloo, whose
-    all-reduce is its fastest collective: all-reduce of slotted rows forward, all-reduce of the
-    gradient backward, then this process's slice (the same sums; a few kilobytes at mixing sizes).
+    Plain ``torch.distributed`` collectives, not the functional collectives: at mixing sizes (a few
+    kilobytes) a collective costs its latency, and the functional version adds a layer of its own
+    to every call. On NCCL: all-gather forward, reduce-scatter backward. On gloo, whose all-reduce
+    answers sooner than its all-gather: all-reduce of slotted rows forward, all-reduce of the
+    gradient backward, then this process's slice (the same sums).
+
+    ``benchmarks/results/global_scope.md`` measures global scope's step with these choices (gloo,
+    two processes); no result file compares the collectives themselves, a case
+    ``benchmarks/global_scope.py`` would hold.
     """
 
     @staticmethod
@@ -37,8 +42,8 @@ class _GatherRows(torch.autograd.Function):
         world_size, rank, length = dist.get_world_size(), dist.get_rank(), rows.shape[0]
         ctx.rank, ctx.length = rank, length
         if _gloo():
-            # gloo's all-reduce answers in a third of its all-gather's time (0.23 against 0.6 ms
-            # here): each process fills its own slot of a zero tensor and the sum is everyone's rows.
+            # gloo's all-reduce answers sooner than its all-gather (see the class docstring): each
+            # process fills its own slot of a zero tensor and the sum is everyone's rows.
             out = rows.new_zeros(world_size * length, *rows.shape[1:])
             out[rank * length : (rank + 1) * length] = rows
             dist.all_reduce(out)

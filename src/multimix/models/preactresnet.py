@@ -1,5 +1,6 @@
 """Pre-activation ResNets (He et al., 2016): ResNet-18 as used by manifold mixup and MultiMix, and a
-small one for 28×28 and 32×32 images that trains an epoch of Fashion-MNIST in about a minute on 2 cores."""
+small one for 28×28 and 32×32 images, cheap enough to train on Fashion-MNIST on a CPU (its cost per
+step and per epoch: ``benchmarks/results/model_cost.md``)."""
 
 from __future__ import annotations
 
@@ -35,8 +36,9 @@ class PreActResNet(nn.Module):
     ``blocks`` pre-activation blocks each, BN-ReLU, global average pooling, a linear classifier.
 
     The default (w = 32, one block per stage: 8 weight layers, 308 k parameters) costs 74 MFLOPs per
-    28×28 image forward, and an epoch of Fashion-MNIST about 56 s on 2 CPU cores; w = 16 costs 19 MFLOPs
-    and 20 s (``benchmarks/model_cost.py``). Any image size; 1 or 3 channels.
+    28×28 image forward; w = 16 costs 19 MFLOPs. Their time per step and per Fashion-MNIST epoch on
+    a CPU: ``benchmarks/results/model_cost.md`` (``benchmarks/model_cost.py``). Any image size; 1 or
+    3 channels.
 
     Named submodules: ``conv1``, ``layer1 … layer3``, ``final`` (the spatial embedding, (b, 4w, H/4, W/4)),
     ``pool`` and the classifier ``fc``.

@@ -1,9 +1,11 @@
 """A training step replayed as CUDA graphs: one launch per step instead of hundreds.
 
 At small batches a GPU training step is bound by the host: every PyTorch call costs microseconds of
-Python and a kernel launch, and the GPU waits (PreActResNet-18 at b = 128 on an H100: the GPU is busy
-5.7 ms of an 11 ms eager step). A CUDA graph records the step's kernels once and replays them with
-one call (`CUDA graphs in PyTorch <https://pytorch.org/docs/stable/notes/cuda.html#cuda-graphs>`_).
+Python and a kernel launch, and the GPU waits between kernels. A CUDA graph records the step's
+kernels once and replays them with one call
+(`CUDA graphs in PyTorch <https://pytorch.org/docs/stable/notes/cuda.html#cuda-graphs>`_). The eager
+step's GPU-busy time against its wall-clock time: ``benchmarks/results/overhead_cuda.md``; the same
+steps replayed as graphs: ``benchmarks/results/overhead_cuda_graph.md``.
 
 What a replay cannot change is what the host decided while the graph was captured, so the step is
 captured once per *key*: the caller's description of those decisions — which mixer runs (ConfMix's
