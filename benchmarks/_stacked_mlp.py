@@ -53,7 +53,7 @@ class StackedMLP:
     def forward(self, x: Tensor, mix: tuple[int, Tensor, Tensor] | None = None) -> Tensor:
         """Logits (P, B, K) of x (P, B, D); ``mix = (k, λ (P, B), perm (P, B))`` mixes at layer k."""
         h = x
-        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
             if mix is not None and mix[0] == i:
                 h = mix_rows(h, mix[1], mix[2])
             h = torch.baddbmm(b[:, None, :], h, w)
@@ -72,7 +72,7 @@ class StackedMLP:
         with torch.no_grad():
             for p, model in enumerate(models):
                 mods = dict(model.named_modules())
-                for name, w, b in zip(layers, self.weights, self.biases):
+                for name, w, b in zip(layers, self.weights, self.biases, strict=True):
                     mods[name].weight.copy_(w[p].t())
                     mods[name].bias.copy_(b[p])
 

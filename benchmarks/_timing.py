@@ -71,7 +71,7 @@ def paired_ratios(samples: dict[str, list[float]], baseline: str) -> dict[str, t
     down or speeding up between rounds, which a ratio of two medians is."""
     out = {}
     for name, values in samples.items():
-        ratios = [a / b for a, b in zip(values, samples[baseline])]
+        ratios = [a / b for a, b in zip(values, samples[baseline], strict=True)]
         q1, _, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else (ratios[0],) * 3
         out[name] = (statistics.median(ratios), q1, q3)
     return out

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _timing import interleaved_samples, paired_ratios  # noqa: E402
+from _timing import interleaved_samples, paired_ratios
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("multimix", "dense")
@@ -58,7 +58,7 @@ def make_step(package: str, method: str, n: int, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     mixer = None
     if method == "multimix":
-        mixer = lib.MultiMix(model, before="fc", n=n, num_classes=k, generator=g)
+        mixer = lib.MultiMix(model, classifier="fc", n=n, num_classes=k, generator=g)
     elif method == "dense":
         mixer = lib.DenseMultiMix(model, features="features", classifier="fc", n=n, num_classes=k, generator=g)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)

@@ -87,7 +87,7 @@ def table(title: str, rows: list[dict], labels: list[str]) -> list[str]:
     for label, (mean, std, t) in stats.items():
         mark = " **(best)**" if label == best else ""
         lines.append(f"| {label}{mark} | {100 * mean:.2f} ± {100 * std:.2f} | {t:.2f} s |")
-    return lines + [""]
+    return [*lines, ""]
 
 
 def main() -> None:

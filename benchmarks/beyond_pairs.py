@@ -43,7 +43,7 @@ from multimix.train.config import TrainConfig
 ROOT = Path(__file__).resolve().parent
 ALPHAS = [0.01, 0.03, 0.1, 0.3, 1.0]
 STRATEGIES = ["α = 1", "α tuned on validation", "α = 1/m", "p = 0.5, α = 1"]
-LETTERS = dict(zip("abcd", STRATEGIES))
+LETTERS = dict(zip("abcd", STRATEGIES, strict=True))
 
 
 def m_label(m: int | None, batch: int) -> str:

@@ -16,12 +16,11 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from mnist1d_methods import variants  # noqa: E402
-
-from multimix.evaluate import OOD_SETS  # noqa: E402
-from multimix.train.checkpoint import write_text  # noqa: E402
-from multimix.train.compare import run_variants  # noqa: E402
-from multimix.train.evaluation import evaluate_run  # noqa: E402
+from mnist1d_methods import variants
+from multimix.evaluate import OOD_SETS
+from multimix.train.checkpoint import write_text
+from multimix.train.compare import run_variants
+from multimix.train.evaluation import evaluate_run
 
 ROOT = Path(__file__).resolve().parent
 COLUMNS = [("test_acc", "acc", 100), ("ece", "ECE", 100), ("fgsm_acc", "FGSM acc", 100), ("pgd_acc", "PGD acc", 100)]

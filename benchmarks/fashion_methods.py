@@ -137,7 +137,7 @@ def main() -> None:
     evals = run_tasks(evaluate_one, tasks, jobs=args.jobs)
     total_minutes = (time.time() - start) / 60
     results: dict[str, list[dict]] = {}
-    for (run, _), ev in zip(tasks, evals):
+    for (run, _), ev in zip(tasks, evals, strict=True):
         results.setdefault(Path(run).parent.name, []).append(ev)
     summary = {final[label]: [r for r in rows if r["method"] == final[label]] for label in METHODS}
 
@@ -219,11 +219,11 @@ def plot(columns, labels: list[str], results: dict[str, list[dict]], path: Path,
     keys += [c for c in columns if c[0].endswith("_auroc")][:1]  # the real OOD set
     fig, axes = plt.subplots(1, len(keys), figsize=(2.6 * len(keys), 3.6), dpi=110)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for ax, (key, heading, scale) in zip(axes, keys):
+    for ax, (key, heading, scale) in zip(axes, keys, strict=True):
         means = [statistics.mean(scale * r[key] for r in results[lab]) for lab in labels]
         stds = [statistics.stdev(scale * r[key] for r in results[lab]) if len(results[lab]) > 1 else 0 for lab in labels]
         ax.bar(range(len(labels)), means, yerr=stds, capsize=2, color=[colours[i % len(colours)] for i in range(len(labels))])
-        lo, hi = min(m - s for m, s in zip(means, stds)), max(m + s for m, s in zip(means, stds))
+        lo, hi = min(m - s for m, s in zip(means, stds, strict=True)), max(m + s for m, s in zip(means, stds, strict=True))
         ax.set_ylim(lo - 0.15 * (hi - lo + 1e-9), hi + 0.15 * (hi - lo + 1e-9))
         ax.set_title(heading, fontsize=9)
         ax.set_xticks([])

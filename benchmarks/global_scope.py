@@ -29,12 +29,11 @@ import torch
 import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _timing import sync  # noqa: E402
-
-from multimix import MultiMix, soft_cross_entropy  # noqa: E402
-from multimix.functional import one_hot  # noqa: E402
-from multimix.models import build_model  # noqa: E402
-from multimix.train.distributed import share  # noqa: E402
+from _timing import sync
+from multimix import MultiMix, soft_cross_entropy
+from multimix.functional import one_hot
+from multimix.models import build_model
+from multimix.train.distributed import share
 
 B, K, N, M, SHAPE = 100, 10, 1000, 2, (40,)
 
@@ -44,7 +43,7 @@ def make_step(scope: str | None, linear_shortcut: bool, device: torch.device, ra
     model = build_model("cnn1d", input_shape=SHAPE, num_classes=K).to(device)
     net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     gen = torch.Generator(device=device).manual_seed(1)
-    mixer = None if scope is None else MultiMix(net, before="fc", n=N, m=M, scope=scope,
+    mixer = None if scope is None else MultiMix(net, classifier="fc", n=N, m=M, scope=scope,
                                                 linear_shortcut=linear_shortcut, num_classes=K, generator=gen)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     g = torch.Generator().manual_seed(2)

@@ -17,11 +17,10 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _timing import interleaved  # noqa: E402
-
-from multimix.functional import one_hot, soft_cross_entropy  # noqa: E402
-from multimix.models import MODELS, build_model  # noqa: E402
-from multimix.train.checkpoint import write_text  # noqa: E402
+from _timing import interleaved
+from multimix.functional import one_hot, soft_cross_entropy
+from multimix.models import MODELS, build_model
+from multimix.train.checkpoint import write_text
 
 CASES = [  # (label, registry name, keyword arguments, input shape)
     ("convnet", "convnet", {}, (1, 28, 28)),

@@ -36,11 +36,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _timing import interleaved, interleaved_samples, paired_ratios  # noqa: E402
-
-from multimix import DenseMultiMix, EMATeacher, ManifoldMixup, Mixup, MultiMix, soft_cross_entropy  # noqa: E402
-from multimix import functional as MF  # noqa: E402
-from multimix.models import build_model  # noqa: E402
+from _timing import interleaved, interleaved_samples, paired_ratios
+from multimix import DenseMultiMix, EMATeacher, ManifoldMixup, Mixup, MultiMix, soft_cross_entropy
+from multimix import functional as MF
+from multimix.models import build_model
 
 SETUPS = {
     "cnn1d": dict(shape=(40,), batch=100, classes=10),
@@ -96,7 +95,7 @@ def make_step(model_name: str, method: str, device: torch.device, amp: bool, see
         n = int(method.split("n=")[1].split(",")[0].split(" ")[0])
         if method.endswith("teacher"):
             teacher = EMATeacher(model, momentum=0.999)
-        mixer = MultiMix(model, before=model.classifier_layer, n=n, num_classes=k, generator=g, teacher=teacher,
+        mixer = MultiMix(model, classifier=model.classifier_layer, n=n, num_classes=k, generator=g, teacher=teacher,
                          linear_shortcut=not method.endswith("generic"))
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     model.train()
@@ -274,12 +273,12 @@ def main() -> None:
     # The pieces alone.
     b, d = 128, 512
     z = torch.randn(b, d, device=device)
-    lam = MF.multimix_weights(b, n=1000, m=3, device=device)
+    lam = MF.sample_multimix_weights(b, n=1000, m=3, alpha=1.0, device=device)
     conc = torch.ones(3, device=device)
     t = interleaved({
         "sampler": lambda: MF.sample_dirichlet(1000, 3, 1.0, device=device),
         "torch.distributions": lambda: torch.distributions.Dirichlet(conc).sample((1000,)),
-        "weights": lambda: MF.multimix_weights(b, n=1000, m=3, device=device),
+        "weights": lambda: MF.sample_multimix_weights(b, n=1000, m=3, alpha=1.0, device=device),
         "interpolate": lambda: MF.interpolate(lam, z),
         "matmul": lambda: torch.matmul(lam, z),
     }, device, args.rounds * 2)

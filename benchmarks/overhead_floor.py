@@ -31,11 +31,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _timing import interleaved_samples, paired_ratios  # noqa: E402
-
-from multimix import DenseMultiMix, MultiMix, soft_cross_entropy  # noqa: E402
-from multimix import functional as MF  # noqa: E402
-from multimix.models import build_model  # noqa: E402
+from _timing import interleaved_samples, paired_ratios
+from multimix import DenseMultiMix, MultiMix, soft_cross_entropy
+from multimix import functional as MF
+from multimix.models import build_model
 
 K, B, R = 10, 100, 10  # classes, batch, cnn1d's positions at its features (40 / 4)
 
@@ -48,7 +47,7 @@ def make_step(method: str, n: int = 1000, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     mixer = None
     if method == "MultiMix":
-        mixer = MultiMix(model, before="fc", n=n, num_classes=K, generator=g)
+        mixer = MultiMix(model, classifier="fc", n=n, num_classes=K, generator=g)
     elif method == "Dense MultiMix":
         mixer = DenseMultiMix(model, features="features", classifier="fc", n=n, num_classes=K, generator=g)
     spread = n * R // B  # copies of each logit row in the spread loss
@@ -75,7 +74,7 @@ def warm_and_cold(rounds: int) -> tuple[float, float]:
     g = torch.Generator().manual_seed(0)
 
     def draw():
-        return MF.dense_multimix_weights(B, R, n=1000, m=2, generator=g, member_major=True)
+        return MF.sample_dense_multimix_weights(B, R, n=1000, m=2, generator=g, member_major=True)
 
     step = make_step("Dense MultiMix")
     for _ in range(5):

@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _stacked_mlp import StackedMLP, train_stacked  # noqa: E402
+from _stacked_mlp import StackedMLP, train_stacked
 
 ROOT = Path(__file__).resolve().parent
 METHODS = ["ERM", "mixup k=0", "manifold k=1", "manifold k=2", "manifold k=3"]
@@ -57,15 +57,15 @@ def run_group(indices: list[int], methods: list[str], *, epochs: int, eval_sampl
 
     problems = [make_problem(i, mean_range, sigma_range) for i in indices]
     k = problems[0].num_classes
-    data = [p.sample(1000, generator=torch.Generator().manual_seed(20_000 + i)) for p, i in zip(problems, indices)]
+    data = [p.sample(1000, generator=torch.Generator().manual_seed(20_000 + i)) for p, i in zip(problems, indices, strict=True)]
     x = torch.stack([d[0] for d in data]).float()
     y = torch.stack([d[1] for d in data])
     # The same evaluation sample for every method of a problem (paired comparison).
-    evals = [p.sample(eval_samples, generator=torch.Generator().manual_seed(50_000 + i)) for p, i in zip(problems, indices)]
+    evals = [p.sample(eval_samples, generator=torch.Generator().manual_seed(50_000 + i)) for p, i in zip(problems, indices, strict=True)]
     ex = torch.stack([e[0] for e in evals])
     ey = torch.stack([e[1] for e in evals])
     rows = []
-    for p, i, (xe, ye) in zip(problems, indices, evals):
+    for p, i, (xe, ye) in zip(problems, indices, evals, strict=True):
         row = {"problem": i, "K": k, "N": p.components, "sigma": p.sigma}
         row["mmlb_norm"], _ = mmlb(p, alpha=1.0, n_samples=MMLB_SAMPLES, normalised=True,
                                    generator=torch.Generator().manual_seed(30_000 + i))
@@ -81,7 +81,7 @@ def run_group(indices: list[int], methods: list[str], *, epochs: int, eval_sampl
         train_stacked(net, x, y, k, epochs=epochs, batch_size=50, lr=1e-3, layer=layer, alpha=0.5,
                       generator=torch.Generator().manual_seed(40_000 + indices[0] + 1000 * (layer or 0)))
         wrong = (net.predict(ex.float(), chunk=2048) != ey).double().mean(dim=1)
-        for row, err in zip(rows, wrong.tolist()):
+        for row, err in zip(rows, wrong.tolist(), strict=True):
             row[f"{method} error"] = err
             row[f"{method} excess"] = err - row["bayes_error"]
     return rows
@@ -167,7 +167,7 @@ def main() -> None:
               "| method | absolute: mean ± SE | better than ERM | relative: mean ± SE | better than ERM |",
               "|---|---|---|---|---|"]
     for method in methods[1:]:
-        diff = [100 * (r[f"{method} excess"] - e) for r, e in zip(rows, erm)]
+        diff = [100 * (r[f"{method} excess"] - e) for r, e in zip(rows, erm, strict=True)]
         rel_diff = [100 * (r[f"{method} excess"] - r["ERM excess"]) / r["bayes_error"] for r in rel_rows]
         (m, se), (rm, rse) = mean_se(diff), mean_se(rel_diff)
         lines.append(f"| {method} | {m:+.2f} ± {se:.2f} | {sum(d < 0 for d in diff)}/{len(diff)} | "
