@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> float:
     x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.25, random_state=0, stratify=y)
 
     model = MyNet(64, 10)
-    mixer = MultiMix(model, before="head", num_classes=10, generator=torch.Generator().manual_seed(0))
+    mixer = MultiMix(model, classifier="head", num_classes=10, generator=torch.Generator().manual_seed(0))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     for _ in range(args.epochs):
         model.train()

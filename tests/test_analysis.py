@@ -10,6 +10,7 @@ import torch
 from multimix import ConfMix, soft_cross_entropy
 from multimix.analysis import bayes_error, excess_risk, mmlb
 from multimix.data.toy import GaussianMixtureProblem
+from multimix.functional import mix_pairs, one_hot, sample_beta, sample_mixup
 from multimix.models import build_model
 from multimix.schedules import Constant, Exponential, Linear, confmix_alpha, make_schedule
 from multimix.train import ConfigError, TrainConfig, train
@@ -128,12 +129,17 @@ def test_confmix_mixes_confident_examples_only():
         model.fc.weight[0, 0] = 100.0
     x = torch.tensor([[5.0, 0.0], [-5.0, 0.0], [6.0, 0.0], [-6.0, 0.0]])
     y = torch.tensor([0, 1, 0, 2])
-    mixer = ConfMix(model, num_classes=3, generator=gen(0))
-    mixer(x, y)
-    assert torch.allclose(mixer.last_alpha, torch.tensor([1.0, 0.0, 1.0, 0.0]), atol=1e-4)
-    half = ConfMix(model, num_classes=3, scale=0.5, generator=gen(0))
-    logits, targets = half(x, y)
-    assert torch.allclose(half.last_alpha, torch.tensor([0.5, 0.0, 0.5, 0.0]), atol=1e-4)
+    with torch.no_grad():
+        alpha = confmix_alpha(torch.softmax(model(x), dim=1))
+    assert torch.allclose(alpha, torch.tensor([1.0, 0.0, 1.0, 0.0]), atol=1e-4)
+    for scale in (1.0, 0.5):
+        # The mixer draws λ_i ~ Beta(scale·α_i) and a partner permutation, after its layer choice.
+        g = gen(0)
+        torch.rand((), generator=g)  # the (single) layer's choice
+        lam = sample_beta(4, scale * alpha, generator=g)
+        _, perm = sample_mixup(4, generator=g)
+        logits, targets = ConfMix(model, num_classes=3, scale=scale, generator=gen(0))(x, y)
+        assert torch.allclose(targets, mix_pairs(one_hot(y, 3), lam, perm), atol=1e-6)
     # α_i = 0: λ_i ∈ {0, 1}, so those rows' targets are one-hot (never NaN).
     assert torch.isfinite(targets).all() and torch.isfinite(logits).all()
     assert set(targets[[1, 3]].flatten().tolist()) <= {0.0, 1.0}

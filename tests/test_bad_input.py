@@ -25,7 +25,7 @@ Y2 = MF.one_hot(torch.tensor([0, 1]), 2)
         lambda a: MF.multimix(torch.randn(2, 3), Y2, alpha=a),
         lambda a: Mixup(MLPNet(), alpha=a),
         lambda a: ManifoldMixup(MLPNet(), layers=["input"], alpha=a),
-        lambda a: MultiMix(MLPNet(), before="fc", alpha=a),
+        lambda a: MultiMix(MLPNet(), classifier="fc", alpha=a),
     ],
 )
 def test_bad_alpha(call, alpha):
@@ -45,7 +45,7 @@ def test_bad_n(n):
     with pytest.raises(ValueError, match=r"n must be >= 1, got"):
         MF.multimix(torch.randn(2, 3), Y2, n=n)
     with pytest.raises(ValueError, match=r"n must be >= 1, got"):
-        MultiMix(MLPNet(), before="fc", n=n)
+        MultiMix(MLPNet(), classifier="fc", n=n)
     with pytest.raises(TypeError, match=r"n must be an integer"):
         MF.multimix(torch.randn(2, 3), Y2, n=2.5)
 
@@ -56,7 +56,7 @@ def test_bad_m():
     with pytest.raises(ValueError, match=r"m must be in \[1, 2\], got 0"):
         MF.multimix(torch.randn(2, 3), Y2, m=0)
     with pytest.raises(ValueError, match=r"m must be >= 1, got 0"):
-        MultiMix(MLPNet(), before="fc", m=0)
+        MultiMix(MLPNet(), classifier="fc", m=0)
 
 
 def test_batch_size_mismatch():
@@ -64,7 +64,7 @@ def test_batch_size_mismatch():
         MF.mixup(torch.randn(3, 4), Y2, alpha=1.0)
     with pytest.raises(ValueError, match="z and targets must have the same batch size, got 3 and 2"):
         MF.multimix(torch.randn(3, 4), Y2)
-    mixer = MultiMix(MLPNet(), before="fc", num_classes=4)
+    mixer = MultiMix(MLPNet(), classifier="fc", num_classes=4)
     with pytest.raises(ValueError, match="x and y must have the same batch size, got 3 and 2"):
         mixer(torch.randn(3, 6), torch.tensor([0, 1]))
 
@@ -73,7 +73,7 @@ def test_labels_out_of_range():
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\) for num_classes=3, got 3"):
         MF.one_hot(torch.tensor([0, 3]), 3)
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 4\).*got -1"):
-        MultiMix(MLPNet(), before="fc", num_classes=4)(torch.randn(2, 6), torch.tensor([-1, 0]))
+        MultiMix(MLPNet(), classifier="fc", num_classes=4)(torch.randn(2, 6), torch.tensor([-1, 0]))
 
 
 def test_bad_soft_targets():
@@ -82,9 +82,9 @@ def test_bad_soft_targets():
     with pytest.raises(ValueError, match="each row of labels must sum to 1, got a row summing to 0.6"):
         MF.one_hot(torch.tensor([[0.3, 0.3], [0.5, 0.5]]), 2)
     with pytest.raises(ValueError, match="soft labels have 2 classes but num_classes=4"):
-        MultiMix(MLPNet(), before="fc", num_classes=4)(torch.randn(2, 6), Y2)
+        MultiMix(MLPNet(), classifier="fc", num_classes=4)(torch.randn(2, 6), Y2)
     with pytest.raises(ValueError, match="must sum to 1"):
-        MultiMix(MLPNet(), before="fc")(torch.randn(2, 6), torch.tensor([[2.0, 0, 0, 0], [1.0, 0, 0, 0]]))
+        MultiMix(MLPNet(), classifier="fc")(torch.randn(2, 6), torch.tensor([[2.0, 0, 0, 0], [1.0, 0, 0, 0]]))
     with pytest.raises(TypeError, match="convert integer labels with multimix.functional.one_hot"):
         MF.multimix(torch.randn(2, 3), torch.tensor([0, 1]))
 
@@ -108,9 +108,9 @@ def test_num_classes_missing_for_integer_labels():
 
 
 def test_unknown_layer_lists_valid_names():
-    with pytest.raises(ValueError, match=r"before='head' is not a submodule of MLPNet; valid names: 'encoder', "
+    with pytest.raises(ValueError, match=r"classifier='head' is not a submodule of MLPNet; valid names: 'encoder', "
                                          r"'encoder.layer1', 'encoder.act', 'encoder.layer2', 'fc'"):
-        MultiMix(MLPNet(), before="head")
+        MultiMix(MLPNet(), classifier="head")
     with pytest.raises(ValueError, match=r"layers='layer9' is not a submodule.*'encoder.layer1'"):
         ManifoldMixup(MLPNet(), layers=["input", "layer9"])
     with pytest.raises(ValueError, match="layers must be a non-empty list"):
@@ -128,13 +128,13 @@ def test_failed_construction_leaves_no_hooks():
 
 def test_other_bad_arguments():
     with pytest.raises(ValueError, match=r"p must be a number in \[0, 1\], got 1.5"):
-        MultiMix(MLPNet(), before="fc", p=1.5)
+        MultiMix(MLPNet(), classifier="fc", p=1.5)
     with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
-        MultiMix(lambda x: x, before="fc")
+        MultiMix(lambda x: x, classifier="fc")
     with pytest.raises(ValueError, match="y is required in training mode"):
-        MultiMix(MLPNet(), before="fc")(torch.randn(2, 6))
+        MultiMix(MLPNet(), classifier="fc")(torch.randn(2, 6))
     with pytest.raises(TypeError, match="x must be a torch.Tensor"):
-        MultiMix(MLPNet(), before="fc", num_classes=4)([1, 2], torch.tensor([0, 1]))
+        MultiMix(MLPNet(), classifier="fc", num_classes=4)([1, 2], torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="smoothing must be in"):
         MF.one_hot(torch.tensor([0]), 2, smoothing=1.0)
     with pytest.raises(ValueError, match="reduction must be one of"):

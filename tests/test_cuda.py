@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from multimix import CutMix, DenseMultiMix, ManifoldMixup, Mixup, MultiMix, soft_cross_entropy
-from multimix.functional import sample_tuples
+from multimix.functional import sample_multimix_tuples
 from multimix.models import build_model
 from multimix.train.config import TrainConfig
 from multimix.train.trainer import train
@@ -33,7 +33,7 @@ def _mixer(method: str, model: nn.Module, gen: torch.Generator):
     if method == "cutmix":
         return CutMix(model, **common)
     if method == "multimix":
-        return MultiMix(model, before=model.classifier_layer, n=1000, **common)
+        return MultiMix(model, classifier=model.classifier_layer, n=1000, **common)
     if method == "dense-multimix":
         return DenseMultiMix(model, features=model.feature_layer, classifier=model.classifier_layer,
                              layout=model.feature_layout, n=1000, **common)
@@ -101,8 +101,8 @@ def test_compiled_model_mixes_as_the_eager_one(method):
 
 
 def test_mixing_draws_are_deterministic_on_cuda():
-    a = sample_tuples(128, n=1000, m=3, alpha=0.5, generator=torch.Generator(device=DEV).manual_seed(7), device=DEV)
-    b = sample_tuples(128, n=1000, m=3, alpha=0.5, generator=torch.Generator(device=DEV).manual_seed(7), device=DEV)
+    a = sample_multimix_tuples(128, n=1000, m=3, alpha=0.5, generator=torch.Generator(device=DEV).manual_seed(7), device=DEV)
+    b = sample_multimix_tuples(128, n=1000, m=3, alpha=0.5, generator=torch.Generator(device=DEV).manual_seed(7), device=DEV)
     assert a.indices.device.type == "cuda"
     assert torch.equal(a.indices, b.indices) and torch.equal(a.weights, b.weights)
     assert all(len(set(row)) == 3 for row in a.indices.tolist())
@@ -204,7 +204,7 @@ def test_graphed_steps_draw_exactly_what_eager_steps_draw():
         out = torch.zeros(500, 3, device=DEV)
 
         def step(batch):
-            tuples = sample_tuples(64, n=500, m=3, alpha=0.7, generator=gen, device=DEV)
+            tuples = sample_multimix_tuples(64, n=500, m=3, alpha=0.7, generator=gen, device=DEV)
             out.copy_(tuples.weights + batch.float().mean())  # the batch buffer is read too
             return out.sum()
 

@@ -22,7 +22,7 @@ def test_cutmix_pastes_a_box_and_lam_is_the_exact_share(shape, per_sample):
     x = torch.randn(*shape, generator=g)
     b = shape[0]
     for seed in range(10):
-        mask, lam, perm = MF.cutmix_params(x.shape, alpha=1.0, per_sample=per_sample,
+        mask, lam, perm = MF.sample_cutmix(x.shape, alpha=1.0, per_sample=per_sample,
                                            generator=torch.Generator().manual_seed(seed))
         spatial = shape[2:] if len(shape) == 4 else shape[-1:]
         assert mask.shape == (b if per_sample else 1, *spatial) and mask.dtype == torch.bool
@@ -44,7 +44,7 @@ def test_cutmix_targets_and_small_batches():
     y = MF.one_hot(torch.tensor([0, 1, 2]), 3)
     x = torch.randn(3, 1, 8, 8, generator=g)
     xm, ym = MF.cutmix(x, y, alpha=1.0, per_sample=True, generator=torch.Generator().manual_seed(2))
-    mask, lam, perm = MF.cutmix_params(x.shape, alpha=1.0, per_sample=True, generator=torch.Generator().manual_seed(2))
+    mask, lam, perm = MF.sample_cutmix(x.shape, alpha=1.0, per_sample=True, generator=torch.Generator().manual_seed(2))
     assert torch.allclose(ym, lam[:, None] * y + (1 - lam[:, None]) * y[perm])
     assert torch.allclose(ym.sum(1), torch.ones(3))
     one = torch.randn(1, 1, 8, 8, generator=g)
@@ -86,15 +86,15 @@ def test_mixup_or_cutmix_switches_with_the_given_probability():
         mixer = MixupOrCutMix(model, switch_prob=p, num_classes=3, generator=torch.Generator().manual_seed(0)).train()
         seen = set()
         for _ in range(20):
+            seen.add(mixer.decide())  # the choice the next forward uses
             mixer(x, y)
-            seen.add(mixer.last_method)
         assert seen == expected
     mixer = MixupOrCutMix(model, switch_prob=0.5, num_classes=3, generator=torch.Generator().manual_seed(0)).train()
     choices = []
     for _ in range(400):
+        choices.append(mixer.decide())
         out, _ = mixer(x, y)
-        choices.append(mixer.last_method)
-        if mixer.last_method == "cutmix":  # CutMix keeps every value of x or of its partner
+        if choices[-1] == "cutmix":  # CutMix keeps every value of x or of its partner
             assert bool(torch.isin(out, x).all())
     share = choices.count("cutmix") / len(choices)
     assert abs(share - 0.5) < 4 * math.sqrt(0.25 / len(choices))

@@ -43,7 +43,7 @@ def test_dense_identity_exposes_weights_and_targets(b, r, n, seed):
 
 
 def test_dense_weights_differ_per_position_and_tuple_is_shared():
-    members, w = MF.dense_multimix_weights(8, 5, n=200, m=3, alpha=1.0, generator=gen(0))
+    members, w = MF.sample_dense_multimix_weights(8, 5, n=200, m=3, alpha=1.0, generator=gen(0))
     assert members.shape == (200, 3) and w.shape == (200, 3, 5)
     assert not torch.allclose(w[:, :, 0], w[:, :, 1])  # λ drawn per position
     assert (members.sort(1).values.diff(dim=1) > 0).all()
@@ -54,11 +54,11 @@ def test_attention_on_one_member_gives_it_the_whole_weight():
     att = torch.zeros(b, r)
     att[2, 3] = 1.0  # only example 2, only at position 3
     att[:, 0] = 1.0  # everybody at position 0
-    members, w = MF.dense_multimix_weights(b, r, n=n, m=None, alpha=1.0, attention=att, generator=gen(1))
+    members, w = MF.sample_dense_multimix_weights(b, r, n=n, m=None, alpha=1.0, attention=att, generator=gen(1))
     col = (members == 2).float().argmax(1)  # where example 2 sits in each tuple (m = b: everyone)
     assert torch.allclose(w[torch.arange(n), col, 3], torch.ones(n))
     # Positions where no member has attention fall back to the plain Dirichlet weights.
-    _, plain = MF.dense_multimix_weights(b, r, n=n, m=None, alpha=1.0, generator=gen(1))
+    _, plain = MF.sample_dense_multimix_weights(b, r, n=n, m=None, alpha=1.0, generator=gen(1))
     assert torch.allclose(w[:, :, 1], plain[:, :, 1])
     assert torch.allclose(w[:, :, 0], plain[:, :, 0])  # uniform attention: λ unchanged
 
@@ -89,7 +89,7 @@ def test_dense_interpolate_class_major_is_the_same_mixing(m, chunk_size, storage
     # contiguous x, and the result a view of (d, n, r) storage; class_major=False gives a contiguous
     # result from any layout. m = 10 takes the long-tuple path.
     b, r, d, n = 12, 5, 3, 20
-    members, w = MF.dense_multimix_weights(b, r, n=n, m=m, generator=gen(m))
+    members, w = MF.sample_dense_multimix_weights(b, r, n=n, m=m, generator=gen(m))
     rows = torch.randn(b, r, d, dtype=torch.float64, generator=gen(1), requires_grad=True)
     order = (2, 0, 1) if storage == "feature_major" else (0, 2, 1)
     back = [order.index(i) for i in range(3)]
@@ -120,7 +120,7 @@ def test_dense_interpolate_labels_is_the_interpolation_of_one_hot_targets(m, alp
     # one-hot rows, in both layouts; class-major is a (n, r, K) view of (K, n, r) storage.
     b, r, k, n = 6, 5, 4, 30
     att = torch.rand(b, r, generator=gen(7)) if attention else None
-    members, w = MF.dense_multimix_weights(b, r, n=n, m=m, alpha=alpha, attention=att, generator=gen(m))
+    members, w = MF.sample_dense_multimix_weights(b, r, n=n, m=m, alpha=alpha, attention=att, generator=gen(m))
     labels = torch.tensor([0, 1, 1, 3, 0, 2])  # repeated classes: two members of one class add up
     want = MF.dense_interpolate(members, w, MF.one_hot(labels, k))
     got = MF.dense_interpolate_labels(members, w, labels, k)
@@ -137,10 +137,10 @@ def test_one_pass_mixing_of_logits_and_labels_is_the_general_mixing(m):
     # dense_mix_logits_and_labels (DenseMultiMix's CPU path) gives the values and gradients of
     # dense_interpolate + dense_interpolate_labels, as (n·r, K) views of class-major storage.
     b, r, k, n = 10, 4, 3, 25
-    members, w = MF.dense_multimix_weights(b, r, n=n, m=m, generator=gen(m))
+    members, w = MF.sample_dense_multimix_weights(b, r, n=n, m=m, generator=gen(m))
     logits = torch.randn(b, k, r, dtype=torch.float64, generator=gen(1), requires_grad=True)
     labels = torch.tensor([0, 1, 1, 2, 0, 2, 2, 1, 0, 0])
-    by_member = MF.dense_multimix_weights(b, r, n=n, m=m, generator=gen(m), member_major=True)
+    by_member = MF.sample_dense_multimix_weights(b, r, n=n, m=m, generator=gen(m), member_major=True)
     assert torch.equal(by_member[0], members.t()) and torch.equal(by_member[1], w.transpose(0, 1))
     mixed, targets = MF.dense_mix_logits_and_labels(logits, members.t(), w.double().transpose(0, 1), labels, k)
     want = MF.dense_interpolate(members, w.double(), logits.transpose(1, 2), class_major=True).reshape(-1, k)
@@ -154,11 +154,11 @@ def test_one_pass_mixing_of_logits_and_labels_is_the_general_mixing(m):
         assert torch.allclose(got_grad, want_grad)
     assert torch.autograd.gradcheck(
         lambda v: MF.dense_mix_logits_and_labels(v, members.t(), w.double().transpose(0, 1), labels, k)[0], (logits,))
-    long_tuples = MF.dense_multimix_weights(b, r, n=n, m=9, generator=gen(0), member_major=True)
+    long_tuples = MF.sample_dense_multimix_weights(b, r, n=n, m=9, generator=gen(0), member_major=True)
     with pytest.raises(ValueError, match="m <= 8"):
         MF.dense_mix_logits_and_labels(logits, *long_tuples, labels, k)
     with pytest.raises(ValueError, match="member_major=True draws without attention"):
-        MF.dense_multimix_weights(b, r, n=n, m=2, attention=torch.ones(b, r), member_major=True)
+        MF.sample_dense_multimix_weights(b, r, n=n, m=2, attention=torch.ones(b, r), member_major=True)
     with pytest.raises(ValueError, match="member-major"):  # the (n, m) layout by mistake
         MF.dense_mix_logits_and_labels(logits, members, w.transpose(0, 1), labels, k)
 
@@ -166,7 +166,7 @@ def test_one_pass_mixing_of_logits_and_labels_is_the_general_mixing(m):
 def test_dense_interpolate_equals_a_per_position_product():
     # out[k, j] = Σ_i w[k, i, j] x[members[k, i], j]: the dense Λ_j (n, b) of each position j times x[:, j].
     b, r, d, n = 7, 4, 5, 30
-    members, w = MF.dense_multimix_weights(b, r, n=n, m=3, alpha=0.5, generator=gen(0))
+    members, w = MF.sample_dense_multimix_weights(b, r, n=n, m=3, alpha=0.5, generator=gen(0))
     x = torch.randn(b, r, d, dtype=torch.float64)
     lam = torch.zeros(n, r, b, dtype=torch.float64)
     lam.scatter_(2, members[:, None, :].expand(n, r, 3), w.transpose(1, 2).double())
@@ -266,7 +266,7 @@ def test_ema_teacher_follows_the_formula_and_gets_no_gradients():
 
 def test_teacher_copies_no_mixer_hooks():
     model = build_model("mlp", input_shape=(2,), num_classes=3)
-    mixer = MultiMix(model, before="fc", num_classes=3)
+    mixer = MultiMix(model, classifier="fc", num_classes=3)
     teacher = EMATeacher(model)
     assert all(not m._forward_pre_hooks and not m._forward_hooks for m in teacher.module.modules())
     assert model.fc._forward_hooks  # the student keeps its hook
@@ -284,8 +284,8 @@ def test_distilled_targets_are_mixed_with_the_same_weights(dense):
         mixer = DenseMultiMix(model, features="features", classifier="fc", n=8, generator=gen(5), **kw)
         plain = DenseMultiMix(model, features="features", classifier="fc", n=8, generator=gen(5), num_classes=4, m=None)
     else:
-        mixer = MultiMix(model, before="fc", n=8, generator=gen(5), **kw)
-        plain = MultiMix(model, before="fc", n=8, generator=gen(5), num_classes=4, m=None)
+        mixer = MultiMix(model, classifier="fc", n=8, generator=gen(5), **kw)
+        plain = MultiMix(model, classifier="fc", n=8, generator=gen(5), num_classes=4, m=None)
     _, targets = mixer(x, y)
     _, hard = plain(x, y)  # same generator seed: the same weights; distinct labels: hard = weights
     probs = torch.softmax(teacher(x) / 2.0, dim=1)
@@ -302,9 +302,9 @@ def test_dense_bad_inputs():
     with pytest.raises(ValueError, match="attention='cam' needs a classifier with a \\(K, d\\) weight"):
         DenseMultiMix(model, features="features", classifier="pool", attention="cam")
     with pytest.raises(ValueError, match="distill_weight must be a finite number >= 0, got -1"):
-        MultiMix(model, before="fc", teacher=EMATeacher(model), distill_weight=-1)
+        MultiMix(model, classifier="fc", teacher=EMATeacher(model), distill_weight=-1)
     with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
-        MultiMix(model, before="fc", teacher=EMATeacher(model), temperature=0)
+        MultiMix(model, classifier="fc", teacher=EMATeacher(model), temperature=0)
     with pytest.raises(ValueError, match="momentum must be a number in \\[0, 1\\]"):
         EMATeacher(model, momentum=1.5)
     with pytest.raises(ValueError, match="must be a spatial embedding"):
@@ -330,7 +330,7 @@ def test_linear_shortcut_is_exact(dense, keep_clean):
             mixer = DenseMultiMix(model, features="features", classifier="fc", n=30, attention="pooled",
                                   linear_shortcut=shortcut, num_classes=5, generator=gen(2))
         else:
-            mixer = MultiMix(model, before="fc", n=30, keep_clean=keep_clean, linear_shortcut=shortcut,
+            mixer = MultiMix(model, classifier="fc", n=30, keep_clean=keep_clean, linear_shortcut=shortcut,
                              num_classes=5, generator=gen(2))
         assert mixer.linear_shortcut == shortcut
         logits, targets = mixer(x, y)
@@ -347,7 +347,7 @@ def test_linear_shortcut_not_used_for_a_linear_subclass():
             return super().forward(x) * 2
 
     model = torch.nn.Sequential(torch.nn.Linear(3, 4), Scaled(4, 2))
-    assert not MultiMix(model, before="1", num_classes=2).linear_shortcut
+    assert not MultiMix(model, classifier="1", num_classes=2).linear_shortcut
 
 
 def test_channels_last_layout_and_prefix_tokens_are_the_same_mixing():

@@ -101,7 +101,7 @@ def test_mixup_is_convex_and_targets_sum_to_one(b, per_sample, alpha, seed):
     g = gen(seed)
     x = torch.randn(b, 3, 5, generator=g)
     y = random_soft_targets(b, 4, g)
-    lam, perm = MF.mixup_params(b, alpha=alpha, per_sample=per_sample, generator=gen(seed))
+    lam, perm = MF.sample_mixup(b, alpha=alpha, per_sample=per_sample, generator=gen(seed))
     xm, ym = MF.mixup(x, y, alpha=alpha, per_sample=per_sample, generator=gen(seed))
     assert xm.shape == x.shape and ym.shape == y.shape
     assert torch.equal(torch.sort(perm).values, torch.arange(b))
@@ -136,7 +136,7 @@ def test_mixup_single_example_is_identity():
 )
 def test_multimix_weights_rows_and_tuple_length(b, n, m_frac, alpha, seed):
     m = max(1, round(m_frac * b))
-    w = MF.multimix_weights(b, n=n, m=m, alpha=alpha, generator=gen(seed))
+    w = MF.sample_multimix_weights(b, n=n, m=m, alpha=alpha, generator=gen(seed))
     assert w.shape == (n, b)
     assert (w >= 0).all()
     assert torch.allclose(w.sum(1), torch.ones(n), atol=1e-5)
@@ -146,7 +146,7 @@ def test_multimix_weights_rows_and_tuple_length(b, n, m_frac, alpha, seed):
 
 def test_multimix_tuple_length_exact_and_members_uniform():
     b, n, m = 10, 20_000, 3
-    w = MF.multimix_weights(b, n=n, m=m, alpha=1.0, generator=gen(7))
+    w = MF.sample_multimix_weights(b, n=n, m=m, alpha=1.0, generator=gen(7))
     assert ((w > 0).sum(1) == m).all()
     # Every member is picked with probability m / b.
     freq = (w > 0).float().mean(0)
@@ -185,7 +185,7 @@ def test_multimix_keeps_trailing_shape_and_is_deterministic():
 
 
 def test_multimix_whole_batch_mixes_everyone():
-    w = MF.multimix_weights(6, n=100, m=None, alpha=1.0, generator=gen(0))
+    w = MF.sample_multimix_weights(6, n=100, m=None, alpha=1.0, generator=gen(0))
     assert ((w > 0).sum(1) == 6).all()
 
 
@@ -214,13 +214,13 @@ def test_ops_keep_the_input_dtype(dtype):
 @pytest.mark.parametrize("b,m", [(10, 1), (10, 2), (10, 3), (10, None), (31, 13), (5, 5)])
 def test_sample_tuples_is_multimix_weights_in_sparse_form(b, m):
     # The same draws from the same generator: scattering the tuples gives exactly the dense Λ.
-    t = MF.sample_tuples(b, n=200, m=m, alpha=0.7, generator=gen(3))
+    t = MF.sample_multimix_tuples(b, n=200, m=m, alpha=0.7, generator=gen(3))
     mm = b if m is None else m
     assert isinstance(t, MF.MixTuples) and t.batch_size == b and (t.n, t.m) == (200, mm)
     assert t.indices.dtype == torch.long and t.weights.dtype == torch.float32
     assert (t.indices.sort(1).values.diff(dim=1) > 0).all()  # distinct members
     assert torch.allclose(t.weights.sum(1), torch.ones(200), atol=1e-5)
-    assert torch.equal(MF.tuples_to_weights(t), MF.multimix_weights(b, n=200, m=m, alpha=0.7, generator=gen(3)))
+    assert torch.equal(MF.tuples_to_weights(t), MF.sample_multimix_weights(b, n=200, m=m, alpha=0.7, generator=gen(3)))
 
 
 @given(
@@ -234,7 +234,7 @@ def test_sample_tuples_is_multimix_weights_in_sparse_form(b, m):
 def test_interpolate_tuples_equals_the_dense_product_with_gradients(b, n, m_frac, shape, alpha, seed):
     # Gather (m <= 8), dense fallback (m > 8 or m = b): both are Λ x, and so are their gradients.
     m = max(1, round(m_frac * b))
-    t = MF.sample_tuples(b, n=n, m=m, alpha=alpha, generator=gen(seed))
+    t = MF.sample_multimix_tuples(b, n=n, m=m, alpha=alpha, generator=gen(seed))
     lam = MF.tuples_to_weights(t).double()
     x = torch.randn(b, *shape, generator=gen(seed + 1), dtype=torch.float64, requires_grad=True)
     got = MF.interpolate_tuples(t, x)
@@ -249,14 +249,14 @@ def test_interpolate_tuples_equals_the_dense_product_with_gradients(b, n, m_frac
 
 @pytest.mark.parametrize("m", [1, 2, 3, 12])
 def test_interpolate_tuples_gradcheck(m):
-    t = MF.sample_tuples(14, n=9, m=m, generator=gen(m))
+    t = MF.sample_multimix_tuples(14, n=9, m=m, generator=gen(m))
     x = torch.randn(14, 3, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda v: MF.interpolate_tuples(t, v), (x,))
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_interpolate_tuples_keeps_half_precision_and_accumulates_in_float32(dtype):
-    t = MF.sample_tuples(16, n=50, m=3, generator=gen(0))
+    t = MF.sample_multimix_tuples(16, n=50, m=3, generator=gen(0))
     x = torch.randn(16, 7).to(dtype)
     mixed = MF.interpolate_tuples(t, x)
     assert mixed.dtype == dtype
@@ -266,7 +266,7 @@ def test_interpolate_tuples_keeps_half_precision_and_accumulates_in_float32(dtyp
 
 def test_mix_tuples_rows_slice_the_mixed_rows():
     # What a global draw needs: one process keeps its share of the n rows.
-    t = MF.sample_tuples(12, n=40, m=2, generator=gen(4))
+    t = MF.sample_multimix_tuples(12, n=40, m=2, generator=gen(4))
     x = torch.randn(12, 5)
     share = t.rows(slice(10, 20))
     assert share.batch_size == 12 and share.n == 10
@@ -275,7 +275,7 @@ def test_mix_tuples_rows_slice_the_mixed_rows():
 
 
 def test_interpolate_tuples_rejects_another_batch():
-    t = MF.sample_tuples(6, n=4, m=2, generator=gen(0))
+    t = MF.sample_multimix_tuples(6, n=4, m=2, generator=gen(0))
     with pytest.raises(ValueError, match="these tuples mix a batch of 6; got x with shape \\(5, 3\\)"):
         MF.interpolate_tuples(t, torch.randn(5, 3))
     with pytest.raises(ValueError, match="tuples' weights must have the shape of its indices"):
@@ -334,7 +334,7 @@ def test_soft_cross_entropy_is_cross_entropy_for_any_class_count_and_layout(k, l
 @pytest.mark.parametrize("m", [2, 5, 13, 30])  # both the Floyd (m <= 12) and the top-k path
 def test_random_subsets_are_distinct_and_uniform(m):
     b, n = 31, 30_000
-    idx = MF.random_subsets(n, b, m, generator=gen(m))
+    idx = MF.sample_subsets(n, b, m, generator=gen(m))
     assert idx.shape == (n, m)
     assert (idx.sort(1).values.diff(dim=1) > 0).all()  # distinct within a row
     freq = torch.bincount(idx.flatten(), minlength=b).float() / n
@@ -344,7 +344,7 @@ def test_random_subsets_are_distinct_and_uniform(m):
 def test_random_subsets_cover_every_subset_equally():
     from collections import Counter
 
-    idx = MF.random_subsets(60_000, 5, 2, generator=gen(0))
+    idx = MF.sample_subsets(60_000, 5, 2, generator=gen(0))
     counts = Counter(tuple(sorted(r)) for r in idx.tolist())
     assert len(counts) == 10
     assert max(counts.values()) - min(counts.values()) < 600  # each ~6000, sd ~73

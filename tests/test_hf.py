@@ -40,12 +40,12 @@ def images(b=6, seed=0):
 
 def test_multimix_before_the_vit_classifier(vit):
     x, y = images()
-    mixer = MultiMix(vit, before="classifier", n=40, num_classes=K, generator=torch.Generator().manual_seed(0))
+    mixer = MultiMix(vit, classifier="classifier", n=40, num_classes=K, generator=torch.Generator().manual_seed(0))
     logits, targets = mixer({"pixel_values": x}, y)  # keyword inputs, a ModelOutput back: logits only
     assert logits.shape == (40, K) and targets.shape == (40, K)
     soft_cross_entropy(logits, targets).backward()
     assert vit.vit.embeddings.patch_embeddings.projection.weight.grad.abs().sum() > 0
-    same = MultiMix(vit, before="classifier", n=40, num_classes=K, generator=torch.Generator().manual_seed(0))
+    same = MultiMix(vit, classifier="classifier", n=40, num_classes=K, generator=torch.Generator().manual_seed(0))
     assert torch.allclose(same(x, y)[0], logits, atol=1e-6)  # a plain tensor works as well
     vit.eval()
     plain, eval_targets = mixer({"pixel_values": x}, y)
@@ -75,7 +75,7 @@ def test_bert_on_a_dict_of_token_ids(bert):
     batch = {"input_ids": torch.randint(50, (5, 12), generator=g), "attention_mask": torch.ones(5, 12, dtype=torch.long)}
     batch["attention_mask"][:, 9:] = 0  # padded
     y = torch.randint(K, (5,), generator=g)
-    mixer = MultiMix(bert, before="classifier", n=30, num_classes=K, generator=g)
+    mixer = MultiMix(bert, classifier="classifier", n=30, num_classes=K, generator=g)
     logits, targets = mixer(batch, y)
     assert logits.shape == (30, K)
     soft_cross_entropy(logits, targets).backward()
@@ -98,8 +98,8 @@ def test_hf_resnet_classifier_is_a_sequential():
     x, y = torch.randn(4, 1, 16, 16), torch.tensor([0, 1, 2, 0])
     # Before the Sequential (its input is (b, 16, 1, 1)) or before its Linear (the exact logit shortcut):
     # the same mixing weights give the same logits (batch norm sees the same batch both times).
-    whole = MultiMix(model, before="classifier", n=20, num_classes=K, generator=torch.Generator().manual_seed(0))
-    linear = MultiMix(model, before="classifier.1", n=20, num_classes=K, generator=torch.Generator().manual_seed(0))
+    whole = MultiMix(model, classifier="classifier", n=20, num_classes=K, generator=torch.Generator().manual_seed(0))
+    linear = MultiMix(model, classifier="classifier.1", n=20, num_classes=K, generator=torch.Generator().manual_seed(0))
     a, ta = whole(x, y)
     b, tb = linear(x, y)
     assert a.shape == (20, K) and linear.linear_shortcut and not whole.linear_shortcut
@@ -130,7 +130,7 @@ class TupleNet(nn.Module):
 
 
 def test_tuple_outputs_of_layers_and_models():
-    from multimix.functional import mix_pairs, mixup_params
+    from multimix.functional import mix_pairs, sample_mixup
 
     torch.manual_seed(0)
     model = TupleNet()
@@ -140,7 +140,7 @@ def test_tuple_outputs_of_layers_and_models():
     # Replay the mixer's draws: the layer (one uniform), then λ and the partners.
     g = torch.Generator().manual_seed(0)
     torch.rand((), generator=g)
-    lam, perm = mixup_params(5, alpha=2.0, generator=g)
+    lam, perm = sample_mixup(5, alpha=2.0, generator=g)
     torch.testing.assert_close(logits, model.head(mix_pairs(model.block.lin(x), lam, perm)))
     model.eval()
     assert torch.equal(mixer(x, y)[0], model.head(model.block.lin(x)))  # the logits out of the tuple
@@ -155,9 +155,9 @@ def test_timm_models():
         pytest.skip(f"timm does not import here: {type(exc).__name__}")
     x, y = torch.randn(4, 1, 32, 32), torch.tensor([0, 1, 2, 0])
     resnet = timm.create_model("resnet18", pretrained=False, num_classes=K, in_chans=1).train()
-    logits, targets = MultiMix(resnet, before="fc", n=20, num_classes=K)(x, y)
+    logits, targets = MultiMix(resnet, classifier="fc", n=20, num_classes=K)(x, y)
     assert logits.shape == (20, K)
     vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=K, in_chans=1, img_size=32).train()
-    logits, targets = MultiMix(vit, before="head", n=20, num_classes=K)(x, y)
+    logits, targets = MultiMix(vit, classifier="head", n=20, num_classes=K)(x, y)
     assert logits.shape == (20, K)
     soft_cross_entropy(logits, targets).backward()

@@ -25,7 +25,7 @@ def make_mixer(kind: str, model, **kw):
         layers = ["input", "encoder.layer1", "encoder.act"] if model_cls is MLPNet else ["input", "stem", "block"]
         return ManifoldMixup(model, layers=layers, alpha=2.0, num_classes=K, **kw)
     if kind == "multimix":
-        return MultiMix(model, before="fc" if model_cls is MLPNet else "head", n=50, num_classes=K, **kw)
+        return MultiMix(model, classifier="fc" if model_cls is MLPNet else "head", n=50, num_classes=K, **kw)
     raise AssertionError(kind)
 
 
@@ -129,7 +129,6 @@ def test_manifold_mixup_mixes_the_named_hidden_state(mlp):
     mixer = ManifoldMixup(mlp, layers=["encoder.layer2"], alpha=1.0, per_sample=True, num_classes=K,
                           generator=torch.Generator().manual_seed(3))
     logits, targets = mixer(x, y)
-    assert mixer.last_layer == "encoder.layer2"
     assert torch.allclose(logits, mlp.fc(targets @ mlp.encoder(x)), atol=1e-5)
     assert not torch.allclose(targets, torch.eye(4))  # something was actually mixed
 
@@ -138,7 +137,7 @@ def test_multimix_mixes_the_classifier_input(mlp):
     # Distinct one-hot labels make the mixed targets equal Λ itself: logits must be fc(Λ Z).
     x = torch.randn(4, 6)
     y = torch.arange(4)
-    mixer = MultiMix(mlp, before="fc", n=40, m=2, num_classes=4, generator=torch.Generator().manual_seed(0))
+    mixer = MultiMix(mlp, classifier="fc", n=40, m=2, num_classes=4, generator=torch.Generator().manual_seed(0))
     logits, weights = mixer(x, y)
     assert torch.allclose(logits, mlp.fc(weights @ mlp.encoder(x)), atol=1e-5)
     assert ((weights > 0).sum(1) == 2).all()
@@ -146,23 +145,23 @@ def test_multimix_mixes_the_classifier_input(mlp):
 
 def test_multimix_keep_clean_and_p(mlp):
     x, y = batch(5)
-    mixer = MultiMix(mlp, before="fc", n=20, keep_clean=True, num_classes=K)
+    mixer = MultiMix(mlp, classifier="fc", n=20, keep_clean=True, num_classes=K)
     logits, targets = mixer(x, y)
     assert logits.shape == (25, K)
     assert torch.allclose(logits[:5], mlp(x), atol=1e-6)
     assert torch.equal(targets[:5], one_hot(y, K))
     mixer.close()
-    never = MultiMix(mlp, before="fc", n=20, p=0.0, num_classes=K)
+    never = MultiMix(mlp, classifier="fc", n=20, p=0.0, num_classes=K)
     logits, targets = never(x, y)
     assert logits.shape == (5, K) and torch.equal(targets, one_hot(y, K))
     never.close()
-    always = MultiMix(mlp, before="fc", n=20, p=1.0, num_classes=K)
+    always = MultiMix(mlp, classifier="fc", n=20, p=1.0, num_classes=K)
     assert always(x, y)[0].shape == (20, K)
 
 
 def test_multimix_short_batch_uses_whole_batch_tuples(mlp):
     x, y = batch(2)
-    mixer = MultiMix(mlp, before="fc", n=30, m=3, num_classes=K)  # m > b on a last, short batch
+    mixer = MultiMix(mlp, classifier="fc", n=30, m=3, num_classes=K)  # m > b on a last, short batch
     logits, targets = mixer(x, y)
     assert logits.shape == (30, K)
 
@@ -180,7 +179,7 @@ def test_multimix_alpha_is_one_for_pairs_and_one_over_m_beyond(cls):
     def make(**kw):
         g = torch.Generator().manual_seed(3)
         if cls == "MultiMix":
-            return MultiMix(model, before="fc", n=40, num_classes=4, generator=g, **kw)
+            return MultiMix(model, classifier="fc", n=40, num_classes=4, generator=g, **kw)
         return DenseMultiMix(model, features="features", classifier="fc", n=40, num_classes=4, generator=g, **kw)
 
     for m, expected in [(2, 1.0), (4, 0.25), (None, 1 / 8), (12, 1 / 8)]:  # m > b: the whole batch
@@ -208,7 +207,7 @@ def test_integer_labels_mix_as_their_one_hot_rows(cls, m):
     def make():
         g = torch.Generator().manual_seed(3)
         if cls == "MultiMix":
-            return MultiMix(model, before="fc", n=50, m=m, num_classes=5, generator=g)
+            return MultiMix(model, classifier="fc", n=50, m=m, num_classes=5, generator=g)
         return DenseMultiMix(model, features="features", classifier="fc", n=50, m=m, num_classes=5, generator=g)
 
     with make() as by_label, make() as by_row:
@@ -230,7 +229,7 @@ def test_integer_labels_mix_as_their_one_hot_rows(cls, m):
 def test_soft_targets_accepted(mlp):
     x, _ = batch(6)
     soft = torch.softmax(torch.randn(6, K), 1)
-    logits, targets = MultiMix(mlp, before="fc", n=10)(x, soft)
+    logits, targets = MultiMix(mlp, classifier="fc", n=10)(x, soft)
     assert targets.shape == (10, K)
 
 
@@ -243,7 +242,7 @@ def test_unused_layer_is_reported(mlp):
 
 def test_wrapped_model_names_resolve():
     model = torch.nn.DataParallel(MLPNet())  # a `module.` prefix, as DistributedDataParallel adds
-    mixer = MultiMix(model, before="fc", n=10, num_classes=K)
+    mixer = MultiMix(model, classifier="fc", n=10, num_classes=K)
     assert mixer(*batch(4))[0].shape == (10, K)
 
 
@@ -261,8 +260,8 @@ def test_compiled_model_names_resolve_and_mix_as_the_plain_model(kind):
     with make_mixer(kind, compiled, generator=torch.Generator().manual_seed(3)) as mixer:
         got = mixer(x, y)
     assert torch.allclose(got[0], expected[0], atol=1e-6) and torch.equal(got[1], expected[1])
-    with pytest.raises(ValueError, match=r"before='head' is not a submodule.*valid names: 'encoder'"):
-        MultiMix(compiled, before="head")
+    with pytest.raises(ValueError, match=r"classifier='head' is not a submodule.*valid names: 'encoder'"):
+        MultiMix(compiled, classifier="head")
 
 
 def test_compiled_model_traced_before_the_mixer_fails_loudly():
@@ -270,7 +269,7 @@ def test_compiled_model_traced_before_the_mixer_fails_loudly():
     compiled = torch.compile(MLPNet(), backend="eager")
     compiled(batch(4)[0])  # a graph without the mixer's hooks is now cached
     with pytest.raises(RuntimeError, match="create the mixer before the compiled model's first call"):
-        MultiMix(compiled, before="fc", n=10, num_classes=K)(*batch(4))
+        MultiMix(compiled, classifier="fc", n=10, num_classes=K)(*batch(4))
     torch._dynamo.reset()
 
 
@@ -304,7 +303,7 @@ def test_training_reduces_loss_with_multimix():
     y = torch.randint(K, (256,), generator=g)
     x = centers[y] + torch.randn(256, 6, generator=g)
     model = MLPNet()
-    mixer = MultiMix(model, before="fc", num_classes=K, generator=g)
+    mixer = MultiMix(model, classifier="fc", num_classes=K, generator=g)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     for _ in range(60):
         idx = torch.randint(256, (32,), generator=g)
@@ -343,12 +342,15 @@ def test_host_choices_drawn_ahead_are_the_ones_forward_would_draw(kind, mlp):
                                  generator=gen)
         if kind == "mixup-cutmix":
             return MixupOrCutMix(model, num_classes=4, generator=gen)
-        return MultiMix(model, before="fc", p=0.5, n=8, num_classes=4, generator=gen)
+        return MultiMix(model, classifier="fc", p=0.5, n=8, num_classes=4, generator=gen)
 
     x = torch.randn(6, 1, 2, 3) if kind == "mixup-cutmix" else torch.randn(6, 6)
     y = torch.randint(4, (6,))
     plain, ahead = make(), make()
     chosen, used = [], []
+    if kind != "multimix p":  # record the choice each forward acts on
+        choice = ahead._choice
+        ahead._choice = lambda: used.append(choice()) or used[-1]
     for _ in range(12):
         _, t1 = plain(x, y)
         chosen.append(ahead.decide())
@@ -356,8 +358,6 @@ def test_host_choices_drawn_ahead_are_the_ones_forward_would_draw(kind, mlp):
         assert torch.equal(t1, t2)
         if kind == "multimix p":
             used.append("clean" if t2.shape[0] == 6 else "mix")
-        else:
-            used.append(ahead.last_layer if kind == "manifold" else ahead.last_method)
     assert chosen == used and len(set(chosen)) > 1
     plain.close(), ahead.close()
-    assert MultiMix(mlp, before="fc", num_classes=4).decide() is None  # p = 1: no choice to make
+    assert MultiMix(mlp, classifier="fc", num_classes=4).decide() is None  # p = 1: no choice to make

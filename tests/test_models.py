@@ -42,7 +42,7 @@ def test_model_layers_and_every_mixer(name):
             logits, targets = mixer(x, y)
             assert logits.shape == (4, k)
             soft_cross_entropy(logits, targets).backward()
-    with MultiMix(model, before=model.classifier_layer, n=32, num_classes=k) as mixer:
+    with MultiMix(model, classifier=model.classifier_layer, n=32, num_classes=k) as mixer:
         logits, targets = mixer(x, y)
         assert logits.shape == (32, k)
         model.zero_grad()

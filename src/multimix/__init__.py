@@ -3,7 +3,7 @@
 Mixers wrap any ``nn.Module`` and mix at a named submodule::
 
     from multimix import MultiMix, soft_cross_entropy
-    mixer = MultiMix(model, before="fc", num_classes=10)
+    mixer = MultiMix(model, classifier="fc", num_classes=10)
     logits, targets = mixer(x, y)          # (n, K) each in training mode
     loss = soft_cross_entropy(logits, targets)
 

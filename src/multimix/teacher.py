@@ -56,11 +56,6 @@ class EMATeacher(nn.Module):
         for t, s in zip(self.module.buffers(), student.buffers()):
             t.copy_(s)
 
-    @torch.no_grad()
-    def predict(self, x: torch.Tensor, *, temperature: float = 1.0) -> torch.Tensor:
-        """Teacher probabilities ``softmax(teacher(x) / τ)``, (b, K), float32, no gradient."""
-        return torch.softmax(self.module(x).float() / temperature, dim=-1)
-
     def extra_repr(self) -> str:
         return f"momentum={self.momentum}"
 

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from multimix._deprecation import deprecated_alias
 from multimix._validation import check_alpha, check_same_batch, check_soft_targets, check_tensor
 from multimix.functional.pairwise import mix_pairs
 from multimix.functional.sampling import _sampling_device, sample_beta
@@ -27,15 +28,18 @@ def _spatial_shape(shape: Sequence[int]) -> tuple[int, ...]:
     raise ValueError(f"cutmix needs inputs (b, C, H, W), (b, C, L) or (b, L); got shape {tuple(shape)}")
 
 
-def cutmix_params(
+def sample_cutmix(
     shape: Sequence[int],
     *,
-    alpha: float,
+    alpha: float = 1.0,
     per_sample: bool = False,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Sample one CutMix operation for a batch of inputs of ``shape``.
+
+    Formerly ``cutmix_params`` (still importable, deprecated). ``alpha`` (λ ~ Beta(α, α), > 0)
+    defaults to 1, as :func:`cutmix`'s and :class:`multimix.CutMix`'s.
 
     Returns:
         ``(mask, lam, perm)``: ``mask`` bool (b or 1, *spatial), True where the partner's values are
@@ -95,9 +99,11 @@ def cutmix(
     check_tensor(x, "x")
     check_soft_targets(targets)
     check_same_batch(x, targets)
-    mask, lam, perm = cutmix_params(x.shape, alpha=alpha, per_sample=per_sample, generator=generator,
+    mask, lam, perm = sample_cutmix(x.shape, alpha=alpha, per_sample=per_sample, generator=generator,
                                     device=x.device)
     return paste(x, mask, perm), mix_pairs(targets, lam, perm)
 
 
-__all__ = ["cutmix_params", "paste", "cutmix"]
+cutmix_params = deprecated_alias(sample_cutmix, "cutmix_params", where="multimix.functional")
+
+__all__ = ["sample_cutmix", "paste", "cutmix"]

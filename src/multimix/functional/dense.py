@@ -10,13 +10,15 @@ import math
 import torch
 from torch import Tensor
 
+from multimix._deprecation import deprecated_alias
 from multimix._validation import check_int, check_same_batch, check_soft_targets, check_tensor
 from multimix.functional.multimix import (
     _FLOYD_MAX_M,
     _accumulation_dtype,
     _floyd_by_member,
     combine_members,
-    random_subsets,
+    multimix_alpha,
+    sample_subsets,
 )
 from multimix.functional.sampling import _sampling_device, sample_dirichlet_by_member
 
@@ -25,19 +27,19 @@ from multimix.functional.sampling import _sampling_device, sample_dirichlet_by_m
 DENSE_CHUNK_ELEMENTS = 1 << 26
 
 
-def dense_multimix_weights(
+def sample_dense_multimix_weights(
     batch_size: int,
     positions: int,
     *,
     n: int = 1000,
-    m: int | None = None,
-    alpha: float = 1.0,
+    m: int | None = 2,
+    alpha: float | None = None,
     attention: Tensor | None = None,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
     member_major: bool = False,
 ) -> tuple[Tensor, Tensor]:
-    """Sample the per-position interpolation of Dense MultiMix (docs/concepts/dense-multimix.md).
+    """Sample the per-position interpolation of Dense MultiMix (docs/concepts/dense-multimix.md). Formerly ``dense_multimix_weights``.
 
     Generated example k mixes a tuple T_k of m distinct batch members; at position j its weights are
     ``w[k, :, j] ∝ attention[T_k, j] · λ[k, :, j]`` with ``λ[k, :, j] ~ Dirichlet(α·1_m)`` drawn per
@@ -47,7 +49,9 @@ def dense_multimix_weights(
     Args:
         batch_size: b.
         positions: r, the number of spatial positions.
-        n: generated examples; m: tuple length in [1, b] (None: whole batch); alpha: > 0.
+        n: generated examples; m: tuple length in [1, b], default 2 (None: whole batch); alpha: > 0,
+            None (the default) for :func:`multimix_alpha` of the tuple length. As
+            :func:`sample_multimix_tuples`; in 0.1.0 the defaults were the whole batch at α = 1.
         attention: optional non-negative (b, r) weights of each position of each example.
         member_major: return the same draw transposed, ``(members (m, n), weights (m, n, r))``, each
             member's values contiguous (how the tuples are stored; no attention).
@@ -59,6 +63,7 @@ def dense_multimix_weights(
     r = check_int(positions, "positions")
     n = check_int(n, "n")
     m = b if m is None else check_int(m, "m", low=1, high=b)
+    alpha = multimix_alpha(m) if alpha is None else alpha
     dev = _sampling_device(generator, device)
     if member_major and attention is not None:
         raise ValueError("member_major=True draws without attention; weight by attention in the (n, m, r) layout")
@@ -69,7 +74,7 @@ def dense_multimix_weights(
     elif m <= _FLOYD_MAX_M:
         members = _floyd_by_member(n, b, m, generator, dev)
     else:
-        members = random_subsets(n, b, m, generator=generator, device=dev).t()
+        members = sample_subsets(n, b, m, generator=generator, device=dev).t()
     lam = sample_dirichlet_by_member(n * r, m, alpha, generator=generator, device=dev).view(m, n, r)
     if device is not None and torch.device(device) != dev:
         members, lam = members.to(device), lam.to(device)
@@ -86,8 +91,9 @@ def dense_multimix_weights(
     return members, torch.where(total > 0, w / total.clamp_min(torch.finfo(w.dtype).tiny), lam)
 
 
-#: Up to this tuple length, feature-major dense_interpolate gathers all members at once (see below).
-_FUSED_MAX_M = 8
+#: Up to this tuple length, feature-major dense_interpolate gathers all members at once (see below),
+#: and :func:`dense_mix_logits_and_labels` applies.
+FUSED_MAX_M = 8
 
 
 class _ClassMajorMix(torch.autograd.Function):
@@ -152,7 +158,7 @@ def dense_interpolate(members: Tensor, weights: Tensor, x: Tensor, *, chunk_size
 
     Args:
         members: (n, m) batch indices; weights: (n, m, r), summing to 1 over the m members (as
-            :func:`dense_multimix_weights` draws them; with m = 2 the second is taken as 1 − the first).
+            :func:`sample_dense_multimix_weights` draws them; with m = 2 the second is taken as 1 − the first).
         x: (b, r, d) per-position values, or (b, d) values shared by all positions of an example
             (targets, teacher probabilities).
         chunk_size: generated rows per chunk (None: as many as keep intermediates under
@@ -183,7 +189,7 @@ def dense_interpolate(members: Tensor, weights: Tensor, x: Tensor, *, chunk_size
     if class_major is None:
         class_major = d > 1 and not x.is_contiguous() and x.permute(2, 0, 1).is_contiguous()
     out = []
-    if class_major and m <= _FUSED_MAX_M:
+    if class_major and m <= FUSED_MAX_M:
         # Channels-first values (b, d, r): whole rows are gathered, and the result is written class-major.
         x_cf = x.transpose(1, 2)
         if rx != r:  # values shared by all positions: spread them first (b·r·d ≪ n·r·d)
@@ -227,7 +233,7 @@ def dense_interpolate_labels(members: Tensor, weights: Tensor, labels: Tensor, n
     (one scatter of n·m·r values instead of gathering n·m·r·K and combining them).
 
     Args:
-        members: (n, m) batch indices; weights: (n, m, r), as :func:`dense_multimix_weights` draws them.
+        members: (n, m) batch indices; weights: (n, m, r), as :func:`sample_dense_multimix_weights` draws them.
         labels: int64 (b,) class indices in ``[0, num_classes)`` (not checked here).
         num_classes: K.
         dtype: floating dtype of the result.
@@ -263,7 +269,7 @@ def dense_mix_logits_and_labels(logits: Tensor, members: Tensor, weights: Tensor
     Args:
         logits: (b, K, r) channels-first per-position logits (a 1×1 convolution's output).
         members: (m, n) and weights (m, n, r), member-major, m <= 8: as
-            ``dense_multimix_weights(..., member_major=True)`` draws them (the transposes of its
+            ``sample_dense_multimix_weights(..., member_major=True)`` draws them (the transposes of its
             default results).
         labels: int64 (b,) class indices in ``[0, num_classes)``.
         num_classes: K.
@@ -272,9 +278,9 @@ def dense_mix_logits_and_labels(logits: Tensor, members: Tensor, weights: Tensor
         ``(mixed logits, mixed targets)``, each (n·r, K): views of class-major (K, n·r) storage.
     """
     m, n, r = weights.shape
-    if m > _FUSED_MAX_M or members.shape != (m, n) or logits.dim() != 3 or logits.shape[2] != r:
+    if m > FUSED_MAX_M or members.shape != (m, n) or logits.dim() != 3 or logits.shape[2] != r:
         raise ValueError(f"dense_mix_logits_and_labels needs member-major members (m, n), weights (m, n, r) "
-                         f"with m <= {_FUSED_MAX_M}, and logits (b, K, r); got members {tuple(members.shape)}, "
+                         f"with m <= {FUSED_MAX_M}, and logits (b, K, r); got members {tuple(members.shape)}, "
                          f"weights {tuple(weights.shape)}, logits {tuple(logits.shape)}")
     mixed = _ClassMajorMix.apply(logits, members, weights, logits.dtype, True)
     targets = torch.zeros(num_classes, n * r, dtype=weights.dtype, device=labels.device)
@@ -282,6 +288,7 @@ def dense_mix_logits_and_labels(logits: Tensor, members: Tensor, weights: Tensor
     return mixed, targets.t()
 
 
+#: The ``layout=`` values: where a spatial embedding's channels are (conv nets: first; tokens: last).
 LAYOUTS = ("channels_first", "channels_last")
 
 
@@ -317,8 +324,8 @@ def dense_multimix(
     targets: Tensor,
     *,
     n: int = 1000,
-    m: int | None = None,
-    alpha: float = 1.0,
+    m: int | None = 2,
+    alpha: float | None = None,
     attention: Tensor | None = None,
     generator: torch.Generator | None = None,
     chunk_size: int | None = None,
@@ -333,7 +340,9 @@ def dense_multimix(
         z: spatial embeddings: ``channels_first`` (b, d, *spatial), (b, d, L) sequences or (b, d, H, W)
             maps, or ``channels_last`` (b, *positions, d), e.g. a transformer's tokens (b, T, d).
         targets: soft targets (b, K); every position inherits its example's label.
-        n, m, alpha: as :func:`multimix`; λ is drawn per position.
+        n, m, alpha: as :func:`multimix` (default pairs, α = :func:`multimix_alpha` of the tuple
+            length; in 0.1.0 the whole batch at α = 1); λ is drawn per position. With its defaults
+            this is the draw of :class:`multimix.DenseMultiMix` with its defaults.
         attention: None (uniform) or non-negative (b, r) over the r positions kept (or (b, *spatial)
             for channels_first maps); no gradient flows into it.
         chunk_size: see :func:`dense_interpolate`.
@@ -354,7 +363,7 @@ def dense_multimix(
         if bool((attention < 0).any()):
             raise ValueError("attention must be non-negative")
         attention = attention.reshape(b, r)
-    members, weights = dense_multimix_weights(
+    members, weights = sample_dense_multimix_weights(
         b, r, n=n, m=m, alpha=alpha, attention=attention, generator=generator, device=z.device
     )
     return (
@@ -395,3 +404,7 @@ def cam_attention(z: Tensor, weight: Tensor, targets: Tensor) -> Tensor:
         uniform = torch.full_like(scores, 1.0 / scores.shape[1])
         att = torch.where(total > 0, scores / total.clamp_min(torch.finfo(scores.dtype).tiny), uniform)
         return att.reshape(z.shape[0], *z.shape[2:])
+
+
+dense_multimix_weights = deprecated_alias(sample_dense_multimix_weights, "dense_multimix_weights",
+                                          where="multimix.functional")

@@ -4,17 +4,22 @@ The formulas, defaults and references: docs/concepts/multimix.md.
 
 Two representations of the same draw:
 
-- sparse, :class:`MixTuples` from :func:`sample_tuples`: for each generated row k the m batch
+- sparse, :class:`MixTuples` from :func:`sample_multimix_tuples`: for each generated row k the m batch
   members it mixes, ``indices[k]``, and their weights ``weights[k]``; applied by
   :func:`interpolate_tuples` as ``Σ_j weights[:, j] · x[indices[:, j]]``, which costs n·m per
   feature and builds no (n, b) matrix;
-- dense, Λ (n, b) from :func:`multimix_weights` (the sparse draw scattered into zeros), applied by
+- dense, Λ (n, b) from :func:`sample_multimix_weights` (the sparse draw scattered into zeros), applied by
   :func:`interpolate` as one matrix product, n·b per feature.
 
-Both come from the very same random draws, so for one seed ``tuples_to_weights(sample_tuples(...))``
-equals ``multimix_weights(...)``. Drawing (given b, n, m, α and a generator) is kept apart from
+Both come from the very same random draws, so for one seed ``tuples_to_weights(sample_multimix_tuples(...))``
+equals ``sample_multimix_weights(...)``. Drawing (given b, n, m, α and a generator) is kept apart from
 applying to rows, so that embeddings, targets and a teacher's probabilities are mixed with the same
 draw, and so that a draw over a larger (e.g. global, multi-process) batch can be sliced by rows.
+
+Defaults are :class:`multimix.MultiMix`'s: pairs (m = 2), and α = None, which means
+:func:`multimix_alpha` of the tuple length (1 for pairs, 1/m for longer tuples). In 0.1.0 the
+functional defaults were the whole batch (m = None) at α = 1, a setting under which every mixed
+target nears the batch's label histogram and training collapses; pass ``m=None, alpha=1.0`` for it.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from multimix._deprecation import deprecated_alias
 from multimix._validation import check_int, check_same_batch, check_soft_targets, check_tensor
 from multimix.functional.sampling import _sampling_device, sample_dirichlet
 
@@ -71,7 +77,7 @@ class MixTuples(NamedTuple):
                          self.batch_size)
 
 
-def random_subsets(
+def sample_subsets(
     n: int,
     population: int,
     m: int,
@@ -79,7 +85,7 @@ def random_subsets(
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
 ) -> Tensor:
-    """Draw n independent uniform random m-subsets of ``range(population)``.
+    """Draw n independent uniform random m-subsets of ``range(population)``. Formerly ``random_subsets``.
 
     Returns:
         int64 (n, m): each row holds m distinct indices (in no particular order). For m <= 12 it is
@@ -97,7 +103,7 @@ def random_subsets(
 
 
 def _floyd_by_member(n: int, population: int, m: int, generator: torch.Generator | None, dev: torch.device) -> Tensor:
-    """:func:`random_subsets`' draw for m <= 12, member-major: (m, n) storage, no validation."""
+    """:func:`sample_subsets`' draw for m <= 12, member-major: (m, n) storage, no validation."""
     # Floyd's algorithm, vectorised over rows: for j = population-m .. population-1 draw t
     # uniformly in [0, j] and take t, or j if t was already taken. Every m-subset is equally likely.
     # Columns are kept apart and stacked once: no slicing or writes into a shared buffer per column.
@@ -113,16 +119,32 @@ def _floyd_by_member(n: int, population: int, m: int, generator: torch.Generator
     return torch.stack(columns)
 
 
+def multimix_alpha(m: int) -> float:
+    """MultiMix's default Dirichlet concentration for tuples of m members: 1 for pairs, 1/m beyond.
+
+    The one rule behind every ``alpha=None`` (the functional ops' and the mixers' default). With
+    Dirichlet(1·1_m) weights every long tuple mixes its members nearly evenly, so each mixed target
+    nears the batch's label histogram and training collapses (m = 10: 72 %, the whole batch: chance
+    on MNIST-1D); α = 1/m keeps a few members dominant and every m from 3 to the whole batch trains
+    (96.9–98.0 % validation; benchmarks/results/beyond_pairs.md).
+
+    Args:
+        m: the tuple length actually drawn, >= 1 (the batch size for whole-batch tuples).
+    """
+    m = check_int(m, "m")
+    return 1.0 if m <= 2 else 1.0 / m
+
+
 def _tuple_length(b: int, m: int | None) -> int:
     return b if m is None else check_int(m, "m", low=1, high=b)
 
 
-def sample_tuples(
+def sample_multimix_tuples(
     batch_size: int,
     *,
     n: int = 1000,
-    m: int | None = None,
-    alpha: float = 1.0,
+    m: int | None = 2,
+    alpha: float | None = None,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
 ) -> MixTuples:
@@ -132,13 +154,16 @@ def sample_tuples(
 
     Row k mixes a tuple of m distinct batch members, drawn uniformly without replacement, with
     weights λ^(k) ~ Dirichlet(α·1_m). The same draw, scattered into zeros, is
-    :func:`multimix_weights`'s Λ (for the same generator state).
+    :func:`sample_multimix_weights`'s Λ (for the same generator state), and with the same arguments
+    it is the draw :class:`multimix.MultiMix` makes. Formerly ``sample_tuples`` (deprecated alias).
 
     Args:
         batch_size: b.
         n: number of generated examples (rows), >= 1.
-        m: tuple length in [1, b]; None means the whole batch (m = b, indices 0 .. b-1 in order).
-        alpha: Dirichlet concentration, > 0.
+        m: tuple length in [1, b], default 2 (pairs); None means the whole batch (m = b, indices
+            0 .. b-1 in order). In 0.1.0 the default was None (the whole batch).
+        alpha: Dirichlet concentration, > 0; None (the default) means :func:`multimix_alpha` of the
+            tuple length: 1 for pairs, 1/m for longer tuples. In 0.1.0 the default was 1.
 
     Returns:
         :class:`MixTuples` with indices int64 (n, m) and weights float32 (n, m) on ``device``
@@ -147,11 +172,12 @@ def sample_tuples(
     b = check_int(batch_size, "batch_size")
     n = check_int(n, "n")
     m = _tuple_length(b, m)
+    alpha = multimix_alpha(m) if alpha is None else alpha
     dev = _sampling_device(generator, device)
-    # Weights first, then members: the order multimix_weights has always drawn in.
+    # Weights first, then members: the order the dense Λ has always been drawn in.
     weights = sample_dirichlet(n, m, alpha, generator=generator, device=dev)
     if m < b:
-        indices = random_subsets(n, b, m, generator=generator, device=dev)
+        indices = sample_subsets(n, b, m, generator=generator, device=dev)
     else:
         indices = torch.arange(b, device=dev).expand(n, b)
     tuples = MixTuples(indices, weights, b)
@@ -166,33 +192,32 @@ def tuples_to_weights(tuples: MixTuples) -> Tensor:
     return weights.new_zeros(indices.shape[0], b).scatter_(1, indices, weights)
 
 
-def multimix_weights(
+def sample_multimix_weights(
     batch_size: int,
     *,
     n: int = 1000,
-    m: int | None = None,
-    alpha: float = 1.0,
+    m: int | None = 2,
+    alpha: float | None = None,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
 ) -> Tensor:
-    """Sample the interpolation matrix Λ of MultiMix (see docs/concepts/multimix.md).
+    """Sample the interpolation matrix Λ of MultiMix (see docs/concepts/multimix.md). Formerly ``multimix_weights``.
 
     Row k holds λ^(k) ~ Dirichlet(α·1_m) scattered on a tuple of m distinct batch members, drawn
-    uniformly without replacement, and zeros elsewhere. The dense form of :func:`sample_tuples`
+    uniformly without replacement, and zeros elsewhere. The dense form of :func:`sample_multimix_tuples`
     (same draws, same generator use); for m ≪ b, mixing with the sparse form is cheaper.
 
     Args:
         batch_size: b.
         n: number of generated examples (rows), >= 1.
-        m: tuple length in [1, b]; None means the whole batch (m = b).
-        alpha: Dirichlet concentration, > 0.
+        m, alpha: as :func:`sample_multimix_tuples` (default pairs, α = :func:`multimix_alpha`).
 
     Returns:
         Λ, float32 (n, b), rows on the simplex, on ``device``.
     """
     b = check_int(batch_size, "batch_size")
     dev = _sampling_device(generator, device)
-    weights = tuples_to_weights(sample_tuples(b, n=n, m=m, alpha=alpha, generator=generator, device=dev))
+    weights = tuples_to_weights(sample_multimix_tuples(b, n=n, m=m, alpha=alpha, generator=generator, device=dev))
     if device is not None and torch.device(device) != dev:
         weights = weights.to(device, non_blocking=True)
     return weights
@@ -202,7 +227,7 @@ def interpolate(weights: Tensor, x: Tensor) -> Tensor:
     """Mix the rows of x with a weight matrix: ``weights @ x`` over the batch dimension.
 
     Args:
-        weights: (n, b), typically from :func:`multimix_weights`.
+        weights: (n, b), typically from :func:`sample_multimix_weights`.
         x: (b, ...) embeddings, targets or teacher probabilities.
 
     Returns:
@@ -227,7 +252,7 @@ def interpolate_tuples(tuples: MixTuples, x: Tensor) -> Tensor:
     Longer tuples use the dense product. Differentiable in x (the weights carry no gradient).
 
     Args:
-        tuples: a :class:`MixTuples` (from :func:`sample_tuples`) over a batch of b.
+        tuples: a :class:`MixTuples` (from :func:`sample_multimix_tuples`) over a batch of b.
         x: (b, ...) embeddings, targets or teacher probabilities.
 
     Returns:
@@ -275,21 +300,26 @@ def multimix(
     targets: Tensor,
     *,
     n: int = 1000,
-    m: int | None = None,
-    alpha: float = 1.0,
+    m: int | None = 2,
+    alpha: float | None = None,
     generator: torch.Generator | None = None,
 ) -> tuple[Tensor, Tensor]:
     """MultiMix: n interpolations of m-tuples of the batch, Z̃ = Λ Z and Ỹ = Λ Y.
 
     The formulas, defaults and references: docs/concepts/multimix.md.
 
+    With its defaults this is the draw of :class:`multimix.MultiMix` with its defaults (same
+    generator state, same Λ).
+
     Args:
         z: embeddings (b, ...), typically (b, d).
         targets: soft targets (b, K).
         n: number of generated examples.
-        m: tuple length in [1, b]; None for the whole batch. Whole-batch tuples with α = 1 make every
-            mixed target close to the class prior and training collapses; short tuples (2–3) train well.
-        alpha: Dirichlet concentration, > 0.
+        m: tuple length in [1, b], default 2 (pairs); None for the whole batch. In 0.1.0 the
+            default was the whole batch.
+        alpha: Dirichlet concentration, > 0; None (the default): :func:`multimix_alpha` of the tuple
+            length, 1 for pairs and 1/m for longer tuples. In 0.1.0 the default was 1: whole-batch
+            tuples with α = 1 make every mixed target close to the class prior and training collapses.
 
     Returns:
         ``(z_mixed (n, ...), targets_mixed (n, K))``, mixed with the very same weights.
@@ -297,10 +327,15 @@ def multimix(
     check_tensor(z, "z")
     check_soft_targets(targets)  # rows of probabilities, as the mixers check
     check_same_batch(z, targets, "z")
-    tuples = sample_tuples(z.shape[0], n=n, m=m, alpha=alpha, generator=generator, device=z.device)
+    tuples = sample_multimix_tuples(z.shape[0], n=n, m=m, alpha=alpha, generator=generator, device=z.device)
     if targets.dtype != z.dtype or targets.device != z.device:
         return interpolate_tuples(tuples, z), interpolate_tuples(tuples, targets)
     # One pass for both: mixing [Z | Y] gives [Λ Z | Λ Y]. The concatenation copies only b rows.
     flat = z.reshape(z.shape[0], -1)
     mixed = interpolate_tuples(tuples, torch.cat([flat, targets], dim=1))
     return mixed[:, : flat.shape[1]].reshape(-1, *z.shape[1:]), mixed[:, flat.shape[1] :]
+
+
+sample_tuples = deprecated_alias(sample_multimix_tuples, "sample_tuples", where="multimix.functional")
+multimix_weights = deprecated_alias(sample_multimix_weights, "multimix_weights", where="multimix.functional")
+random_subsets = deprecated_alias(sample_subsets, "random_subsets", where="multimix.functional")

@@ -9,19 +9,23 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from multimix._deprecation import deprecated_alias
 from multimix._validation import check_alpha, check_int, check_same_batch, check_soft_targets, check_tensor
 from multimix.functional.sampling import _sampling_device, sample_beta
 
 
-def mixup_params(
+def sample_mixup(
     batch_size: int,
     *,
-    alpha: float,
+    alpha: float = 1.0,
     per_sample: bool = False,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Sample the parameters of one pairwise mixup: mixing factors and a partner permutation.
+
+    Formerly ``mixup_params`` (still importable, deprecated). ``alpha`` (Beta(α, α), > 0) defaults
+    to 1, as :class:`multimix.Mixup`'s.
 
     Returns:
         ``(lam, perm)``: ``lam`` float32 (b,) — one value repeated when ``per_sample`` is False, one
@@ -54,7 +58,7 @@ def mixup(
     x: Tensor,
     targets: Tensor,
     *,
-    alpha: float,
+    alpha: float = 1.0,
     per_sample: bool = False,
     generator: torch.Generator | None = None,
 ) -> tuple[Tensor, Tensor]:
@@ -65,7 +69,7 @@ def mixup(
     Args:
         x: (b, ...) any shape, batch first; any b >= 1.
         targets: soft targets (b, K); use :func:`one_hot` for integer labels.
-        alpha: Beta(α, α) concentration, > 0.
+        alpha: Beta(α, α) concentration, > 0; default 1, as :class:`multimix.Mixup`'s.
         per_sample: one λ per pair instead of one per batch.
 
     Returns:
@@ -74,5 +78,8 @@ def mixup(
     check_tensor(x, "x")
     check_soft_targets(targets)  # rows of probabilities, as the mixers check
     check_same_batch(x, targets)
-    lam, perm = mixup_params(x.shape[0], alpha=alpha, per_sample=per_sample, generator=generator, device=x.device)
+    lam, perm = sample_mixup(x.shape[0], alpha=alpha, per_sample=per_sample, generator=generator, device=x.device)
     return mix_pairs(x, lam, perm), mix_pairs(targets, lam, perm)
+
+
+mixup_params = deprecated_alias(sample_mixup, "mixup_params", where="multimix.functional")

@@ -11,6 +11,10 @@ call consumes them. So a plain ``model(x)`` — in training or not, while the mi
 unchanged, residual and other non-sequential models need no rewritten forward, and ``close()`` (or
 leaving a ``with`` block) removes the hooks for good.
 
+Every mixer's arguments after the model are keyword-only. The submodule whose *input* is the
+embedding is ``classifier=`` in :class:`MultiMix` and :class:`DenseMultiMix` alike (MultiMix's
+former ``before=`` still works, with a ``DeprecationWarning``).
+
 Hidden states must be batch-first, as the outputs of ``nn.Linear``, ``nn.Conv*d`` and most blocks are.
 
 One module per idea: ``base`` (hooks, name resolution, train/eval dispatch), ``pairwise`` (mixup,
@@ -18,11 +22,16 @@ manifold mixup, ConfMix), ``cutmix`` (CutMix, and switching between it and mixup
 and ``dense``.
 """
 
-from multimix.mixers.base import INPUT, WRAPPER_PREFIXES, find_module
+from multimix.mixers.base import INPUT as INPUT
+from multimix.mixers.base import WRAPPER_PREFIXES as WRAPPER_PREFIXES
+from multimix.mixers.base import find_module
 from multimix.mixers.cutmix import CutMix, MixupOrCutMix
 from multimix.mixers.dense import ATTENTIONS, DenseMultiMix
-from multimix.mixers.multimix import MultiMix
+from multimix.mixers.multimix import SCOPES, MultiMix
 from multimix.mixers.pairwise import ConfMix, ManifoldMixup, Mixup
 
-__all__ = ["Mixup", "ManifoldMixup", "ConfMix", "CutMix", "MixupOrCutMix", "MultiMix", "DenseMultiMix", "find_module", "INPUT", "ATTENTIONS",
-           "WRAPPER_PREFIXES"]
+# The values of the mixers' string options (attention=, scope=) are public, defined once (in dense
+# and multimix) for the mixers and the trainer's configuration alike. INPUT and WRAPPER_PREFIXES
+# (imported ``as`` themselves) stay importable from here as before, but are internal.
+__all__ = ["Mixup", "ManifoldMixup", "ConfMix", "CutMix", "MixupOrCutMix", "MultiMix", "DenseMultiMix", "find_module",
+           "ATTENTIONS", "SCOPES"]

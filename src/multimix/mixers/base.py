@@ -16,6 +16,7 @@ from multimix.functional import (
 
 from multimix.mixers.adapters import Inputs, batch_device, batch_size, call_model, check_inputs
 
+#: The name that means the model's input itself in ``layers=`` (mixup at the input).
 INPUT = "input"
 
 

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from multimix._validation import check_alpha, check_probability
-from multimix.functional import cutmix_params, mix_pairs, mixup_params, paste
+from multimix.functional import mix_pairs, paste, sample_cutmix, sample_mixup
 from multimix.mixers.adapters import Inputs, batch_device, batch_size, call_model, input_tensor, replace_input
 from multimix.mixers.base import _Mixer
 
@@ -15,7 +15,7 @@ class CutMix(_Mixer):
     """CutMix (Yun et al., 2019): paste a random box of a partner's input; targets mixed by the exact area.
 
     Inputs (b, C, H, W) get a box, (b, C, L) and (b, L) a segment (see
-    :func:`multimix.functional.cutmix_params`). Any batch size, odd and 1 included.
+    :func:`multimix.functional.sample_cutmix`). Any batch size, odd and 1 included.
 
     Args:
         model: any ``nn.Module`` (the box is cut from its input).
@@ -39,7 +39,7 @@ class CutMix(_Mixer):
 
     def _cutmix(self, x: Inputs, targets: Tensor) -> tuple[Tensor, Tensor]:
         image = input_tensor(x)
-        mask, lam, perm = cutmix_params(image.shape, alpha=self.alpha, per_sample=self.per_sample,
+        mask, lam, perm = sample_cutmix(image.shape, alpha=self.alpha, per_sample=self.per_sample,
                                         generator=self.generator, device=image.device)
         return call_model(self.model, replace_input(x, paste(image, mask, perm))), mix_pairs(targets, lam, perm)
 
@@ -61,7 +61,8 @@ class MixupOrCutMix(CutMix):
         per_sample: one λ (one box) per example instead of one per batch.
         num_classes, generator: as the other mixers.
 
-    ``set_alpha(a)`` (an α schedule) sets both α's; ``last_method`` says what the last batch used.
+    ``set_alpha(a)`` (an α schedule) sets both α's; :meth:`decide` draws (and returns) the next
+    batch's choice, ``"cutmix"`` or ``"mixup"``, ahead of its forward.
     """
 
     def __init__(
@@ -79,7 +80,6 @@ class MixupOrCutMix(CutMix):
                          generator=generator)
         self.mixup_alpha = check_alpha(mixup_alpha, "mixup_alpha")
         self.switch_prob = check_probability(switch_prob, "switch_prob")
-        self.last_method: str | None = None
 
     def set_alpha(self, alpha: float) -> None:
         super().set_alpha(alpha)
@@ -91,10 +91,8 @@ class MixupOrCutMix(CutMix):
 
     def _mix_forward(self, x: Inputs, targets: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor]:
         if self._choice() == "cutmix":
-            self.last_method = "cutmix"
             return self._cutmix(x, targets)
-        self.last_method = "mixup"
-        lam, perm = mixup_params(batch_size(x), alpha=self.mixup_alpha, per_sample=self.per_sample,
+        lam, perm = sample_mixup(batch_size(x), alpha=self.mixup_alpha, per_sample=self.per_sample,
                                  generator=self.generator, device=batch_device(x))
         return call_model(self.model, replace_input(x, mix_pairs(input_tensor(x), lam, perm))), mix_pairs(targets, lam, perm)
 

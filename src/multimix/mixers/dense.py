@@ -16,18 +16,23 @@ from multimix.functional import (
     cam_attention,
     dense_interpolate,
     dense_interpolate_labels,
-    dense_mix_logits_and_labels,
-    dense_multimix_weights,
     pooled_attention,
+    sample_dense_multimix_weights,
+)
+from multimix.functional.dense import (
+    DENSE_CHUNK_ELEMENTS,
+    FUSED_MAX_M,
+    check_layout,
+    dense_mix_logits_and_labels,
     positions_of,
 )
-from multimix.functional.dense import _FUSED_MAX_M, DENSE_CHUNK_ELEMENTS, check_layout
 from multimix.functional.targets import class_major_is_faster
 from multimix.mixers import collective
 from multimix.mixers.adapters import Inputs, call_model, first_tensor
 from multimix.mixers.base import _no_autocast, find_module
 from multimix.mixers.multimix import _MultiMixBase
 
+#: The ``attention=`` values of :class:`DenseMultiMix` (and of the trainer's ``attention`` option).
 ATTENTIONS = ("none", "pooled", "cam")
 
 
@@ -149,8 +154,9 @@ class DenseMultiMix(_MultiMixBase):
         classifier = self._classifier_ref[0]
         rows = F.conv1d(z.flatten(2), classifier.weight[:, :, None], classifier.bias)  # (b, K, r)
         b, k, r = rows.shape
-        members, weights = dense_multimix_weights(b, r, n=self.n, m=self._tuple_length(b), alpha=self._alpha_for(b),
-                                                  generator=self.generator, device=z.device, member_major=True)
+        members, weights = sample_dense_multimix_weights(b, r, n=self.n, m=self._tuple_length(b),
+                                                         alpha=self._alpha_for(b), generator=self.generator,
+                                                         device=z.device, member_major=True)
         return dense_mix_logits_and_labels(rows, members, weights, labels, k)
 
     def _mix(self, z: Tensor, targets: Tensor, probs: Tensor | None,
@@ -184,7 +190,7 @@ class DenseMultiMix(_MultiMixBase):
         sizes = self._global_sizes(b, z.device)
         if sizes is not None:
             rows, att, targets, probs = collective.gather_packed([rows, att, targets, probs], sizes)
-        members, weights = dense_multimix_weights(
+        members, weights = sample_dense_multimix_weights(
             rows.shape[0], r, n=self.n, m=self._tuple_length(rows.shape[0]), alpha=self._alpha_for(rows.shape[0]),
             attention=att,
             generator=self.generator, device=z.device,
@@ -233,7 +239,7 @@ class DenseMultiMix(_MultiMixBase):
         b, r = z.shape[0], math.prod(z.shape[2:])
         m = self._tuple_length(b) or b
         chunk = DENSE_CHUNK_ELEMENTS // ((m + 1) * r * k)  # as dense_interpolate's class-major chunks
-        return m <= _FUSED_MAX_M and self.n <= (chunk if self.chunk_size is None else min(chunk, self.chunk_size))
+        return m <= FUSED_MAX_M and self.n <= (chunk if self.chunk_size is None else min(chunk, self.chunk_size))
 
     def _check_layout(self, z: Tensor) -> None:
         """A linear classifier's input size tells whether the features' channels are first or last."""

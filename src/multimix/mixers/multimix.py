@@ -6,17 +6,21 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from multimix._deprecation import renamed_keyword, warn_renamed
 from multimix._validation import check_alpha, check_int, check_probability
 from multimix.functional import (
     MixTuples,
     interpolate_tuples,
-    sample_tuples,
+    multimix_alpha,
+    sample_multimix_tuples,
 )
 from multimix.mixers import collective
 from multimix.mixers.adapters import Inputs, batch_device, batch_size, call_model
 from multimix.mixers.base import _Mixer, _no_autocast, find_module
 
-#: Where tuples are drawn from under torch.distributed: each process's batch, or all of them.
+#: The ``scope=`` values of :class:`MultiMix` and :class:`~multimix.DenseMultiMix` (and of the
+#: trainer's ``mix_scope`` option): under torch.distributed, tuples are drawn from each process's
+#: batch, or from all of them.
 SCOPES = ("local", "global")
 
 
@@ -41,17 +45,11 @@ class _MultiMixBase(_Mixer):
         return None if self.m is None else min(self.m, b)
 
     def _alpha_for(self, b: int) -> float:
-        """α of a draw over a batch of b: the one set, else 1 for pairs and 1/m for longer tuples.
-
-        With Dirichlet(1·1_m) weights every long tuple mixes its members nearly evenly, so each mixed
-        target nears the batch's label histogram and training collapses (m = 10: 72 %, the whole
-        batch: chance on MNIST-1D); α = 1/m keeps a few members dominant and every m from 3 to the
-        whole batch trains (96.9–98.0 % validation; benchmarks/results/beyond_pairs.md).
-        """
+        """α of a draw over a batch of b: the one set, else :func:`multimix.functional.multimix_alpha`
+        of the tuple length (1 for pairs, 1/m for longer tuples), the functional ops' rule too."""
         if self.alpha is not None:
             return self.alpha
-        length = b if self.m is None else min(self.m, b)
-        return 1.0 if length <= 2 else 1.0 / length
+        return multimix_alpha(b if self.m is None else min(self.m, b))
 
     def _choose(self) -> str | None:
         """With probability 1 − p, "clean": this batch trains unmixed (the same choice on every process
@@ -82,26 +80,30 @@ class MultiMix(_MultiMixBase):
 
     The formulas, defaults, scopes and references: docs/concepts/multimix.md.
 
-    The model runs once on the b clean examples up to the submodule named ``before`` (typically the
-    classifier); its input Z (b, d) is replaced by Λ Z (n, d) with Λ (n, b) the MultiMix draw of
-    :func:`multimix.functional.multimix_weights`, and the targets by Λ Y. Only ``before`` and what
-    follows it see n rows. Λ is drawn and applied in sparse form (:func:`multimix.functional.sample_tuples`,
+    The model runs once on the b clean examples up to the submodule named ``classifier``; its input
+    Z (b, d) is replaced by Λ Z (n, d) with Λ (n, b) the MultiMix draw of
+    :func:`multimix.functional.sample_multimix_weights`, and the targets by Λ Y. Only ``classifier``
+    and what follows it see n rows. Λ is drawn and applied in sparse form
+    (:func:`multimix.functional.sample_multimix_tuples`,
     :func:`multimix.functional.interpolate_tuples`): each mixed row gathers its m members, n·m work
     per feature instead of n·b.
 
     Args:
         model: any ``nn.Module``.
-        before: name of the submodule whose input is mixed, e.g. ``"fc"``.
+        classifier: name of the submodule whose input is mixed (the embedding's consumer, typically
+            the classifier), e.g. ``"fc"``; the same argument as :class:`~multimix.DenseMultiMix`'s.
+            Formerly ``before=`` (still accepted, deprecated; passing both is an error).
         n: generated examples per batch.
         m: tuple length (distinct batch members mixed per generated example); None = whole batch.
             A batch smaller than m (a last, short batch) uses tuples of the whole batch.
         alpha: Dirichlet(α·1_m) concentration, > 0. None (the default): 1 for pairs (m = 2), 1/m for
-            longer tuples (1/b for the whole batch), which keeps them from collapsing (see ``_alpha_for``).
+            longer tuples (1/b for the whole batch), which keeps them from collapsing
+            (:func:`multimix.functional.multimix_alpha`).
         p: probability that a training batch is mixed; otherwise it trains on the clean batch.
         keep_clean: also feed the b clean embeddings, so the classifier sees b + n rows (clean first).
-        linear_shortcut: when ``before`` is a plain ``nn.Linear`` g, mix its b output rows instead of
+        linear_shortcut: when ``classifier`` is a plain ``nn.Linear`` g, mix its b output rows instead of
             its b input rows: g(Λ Z) = Λ g(Z) exactly, because every row of Λ sums to 1, and it costs
-            n·m·K instead of n·m·d + n·d·K. Everything after ``before`` still sees n rows.
+            n·m·K instead of n·m·d + n·d·K. Everything after ``classifier`` still sees n rows.
         teacher: optional teacher (e.g. :class:`multimix.EMATeacher`) for self-distilled targets:
             its probabilities P' on the clean batch are mixed with the same weights, Ỹ' = Λ P',
             and the returned targets are Ỹ + w·Ỹ' so that ``soft_cross_entropy`` gives
@@ -128,7 +130,7 @@ class MultiMix(_MultiMixBase):
         self,
         model: nn.Module,
         *,
-        before: str,
+        classifier: str | None = None,
         n: int = 1000,
         m: int | None = 2,
         alpha: float | None = None,
@@ -141,12 +143,13 @@ class MultiMix(_MultiMixBase):
         num_classes: int | None = None,
         generator: torch.Generator | None = None,
         scope: str = "local",
+        before: str | None = None,
     ) -> None:
         super().__init__(model, n=n, m=m, alpha=alpha, p=p, teacher=teacher, distill_weight=distill_weight,
                          temperature=temperature, num_classes=num_classes, generator=generator, scope=scope)
         self.keep_clean = bool(keep_clean)
-        self.before = before
-        module = find_module(model, before, argument="before")
+        self.classifier = renamed_keyword("MultiMix", "before", "classifier", before, classifier)
+        module = find_module(model, self.classifier, argument="before" if before is not None else "classifier")
         # type(...) is, not isinstance: a subclass may override forward and break g(ΛZ) = Λ g(Z).
         self.linear_shortcut = bool(linear_shortcut) and type(module) is nn.Linear
         if self.linear_shortcut:
@@ -159,7 +162,7 @@ class MultiMix(_MultiMixBase):
         local = tuples.batch_size if sizes is None else sizes[collective.world()[0]]
         if rows.dim() < 1 or rows.shape[0] != local:
             raise ValueError(
-                f"the {what} of {self.before!r} has batch size {rows.shape[0] if rows.dim() else None}, expected "
+                f"the {what} of {self.classifier!r} has batch size {rows.shape[0] if rows.dim() else None}, expected "
                 f"{local} (batch-first embeddings)"
             )
         source = rows
@@ -173,7 +176,7 @@ class MultiMix(_MultiMixBase):
             return None
         tuples = self._take()
         if not args or not isinstance(args[0], Tensor):
-            raise TypeError(f"submodule {self.before!r} must take a Tensor as its first argument to be mixed")
+            raise TypeError(f"submodule {self.classifier!r} must take a Tensor as its first argument to be mixed")
         return (self._mix_rows(tuples, args[0], "input"), *args[1:])
 
     def _mix_output(self, module: nn.Module, args: tuple, output: Tensor) -> Tensor | None:
@@ -188,11 +191,12 @@ class MultiMix(_MultiMixBase):
         b = batch_size(x)
         sizes = self._global_sizes(b, batch_device(x))
         total = b if sizes is None else sum(sizes)  # every process draws the same Λ over the global batch
-        tuples = self._my_rows(sample_tuples(total, n=self.n, m=self._tuple_length(total), alpha=self._alpha_for(total),
-                                             generator=self.generator, device=batch_device(x)), sizes)
+        tuples = self._my_rows(sample_multimix_tuples(total, n=self.n, m=self._tuple_length(total),
+                                                      alpha=self._alpha_for(total), generator=self.generator,
+                                                      device=batch_device(x)), sizes)
         self._gathered = [targets, probs]  # global scope: replaced by every process's, in the hook
         try:
-            logits = self._run_armed(x, (tuples, sizes, (targets, probs)), self.before)
+            logits = self._run_armed(x, (tuples, sizes, (targets, probs)), self.classifier)
             all_targets, all_probs = self._gathered
         finally:
             self._gathered = None
@@ -204,12 +208,18 @@ class MultiMix(_MultiMixBase):
         if logits.shape[0] != mixed.shape[0]:
             raise RuntimeError(
                 f"the model returned {logits.shape[0]} rows after mixing {mixed.shape[0]}; "
-                f"does the model reshape by batch size after {self.before!r}?"
+                f"does the model reshape by batch size after {self.classifier!r}?"
             )
         return logits, mixed
 
+    @property
+    def before(self) -> str:
+        """Deprecated: the name of the submodule whose input is mixed; use :attr:`classifier`."""
+        warn_renamed("MultiMix.before", "MultiMix.classifier", stacklevel=3)
+        return self.classifier
+
     def extra_repr(self) -> str:
         return (
-            f"before={self.before!r}, n={self.n}, m={self.m}, alpha={'auto' if self.alpha is None else self.alpha}, p={self.p}, "
+            f"classifier={self.classifier!r}, n={self.n}, m={self.m}, alpha={'auto' if self.alpha is None else self.alpha}, p={self.p}, "
             f"keep_clean={self.keep_clean}, scope={self.scope!r}"
         )

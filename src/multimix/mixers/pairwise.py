@@ -11,8 +11,8 @@ from torch import Tensor, nn
 from multimix._validation import check_alpha
 from multimix.functional import (
     mix_pairs,
-    mixup_params,
     sample_beta,
+    sample_mixup,
 )
 from multimix.mixers.adapters import Inputs, batch_device, batch_size, call_model, input_tensor, map_first, replace_input
 from multimix.mixers.base import INPUT, _Mixer, find_module
@@ -56,7 +56,6 @@ class ManifoldMixup(_Mixer):
         self.alpha = check_alpha(alpha)
         self.per_sample = bool(per_sample)
         self.layers = list(layers)
-        self.last_layer: str | None = None  # the layer mixed at the last training step
         # Resolve every name before registering anything, so a bad name leaves the model untouched.
         modules = {name: find_module(model, name, argument="layers") for name in self.layers if name != INPUT}
         for name, module in modules.items():
@@ -70,7 +69,7 @@ class ManifoldMixup(_Mixer):
 
     def _params(self, x: Inputs) -> tuple[Tensor, Tensor]:
         """(λ (b,), partner permutation (b,)) for this batch."""
-        return mixup_params(
+        return sample_mixup(
             batch_size(x), alpha=self.alpha, per_sample=self.per_sample, generator=self.generator,
             device=batch_device(x),
         )
@@ -82,7 +81,6 @@ class ManifoldMixup(_Mixer):
     def _mix_forward(self, x: Inputs, targets: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor]:
         layer = self._choice()
         lam, perm = self._params(x)
-        self.last_layer = layer
         if layer == INPUT:
             logits = call_model(self.model, replace_input(x, mix_pairs(input_tensor(x), lam, perm)))
         else:
@@ -146,7 +144,6 @@ class ConfMix(ManifoldMixup):
         super().__init__(model, layers=list(layers), alpha=1.0, per_sample=True, num_classes=num_classes,
                          generator=generator)
         self.scale = check_alpha(scale, "scale")
-        self.last_alpha: Tensor | None = None  # the per-example α of the last step, for logging
 
     def _params(self, x: Inputs) -> tuple[Tensor, Tensor]:
         was_training = self.model.training
@@ -157,10 +154,9 @@ class ConfMix(ManifoldMixup):
         finally:
             self.model.train(was_training)
         alpha = self.scale * confmix_alpha(probs)
-        self.last_alpha = alpha
         b, device = batch_size(x), batch_device(x)
         lam = sample_beta(b, alpha, generator=self.generator, device=device)
-        _, perm = mixup_params(b, alpha=1.0, generator=self.generator, device=device)
+        _, perm = sample_mixup(b, alpha=1.0, generator=self.generator, device=device)
         return lam.to(device), perm
 
     def extra_repr(self) -> str:
