@@ -9,8 +9,9 @@ import json
 import os
 import stat
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 
 def _new_file_mode(path: Path) -> int:
@@ -34,7 +35,7 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write(path: str | Path, write) -> None:
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
     """Call ``write(file_object)`` on a temporary file beside ``path``, then rename it into place.
 
     A reader sees the old file or the whole new one, never part of one; the new file gets the

@@ -91,7 +91,9 @@ class Exponential:
 SCHEDULES = ("constant", "linear", "exp")
 
 
-def make_schedule(kind: str, *, start: float, end: float, epochs: float, half_life: float = 25.0):
+def make_schedule(
+    kind: str, *, start: float, end: float, epochs: float, half_life: float = 25.0
+) -> Constant | Linear | Exponential:
     """Build a schedule by name: ``constant`` (α = start), ``linear`` or ``exp``."""
     if kind == "constant":
         return Constant(start)

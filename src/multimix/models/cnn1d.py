@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import ClassVar
 
 from torch import Tensor, nn
 
@@ -22,7 +23,7 @@ class CNN1d(nn.Module):
     classifier_layer = "fc"
     feature_layer = "features"
     feature_layout = "channels_first"
-    manifold_layers = ["input", "features.conv1", "features.conv2", "features"]
+    manifold_layers: ClassVar[list[str]] = ["input", "features.conv1", "features.conv2", "features"]
 
     def __init__(self, input_shape: Sequence[int], num_classes: int, *, channels: int = 64):
         super().__init__()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 from torch import Tensor, nn
 
@@ -18,7 +19,7 @@ class ConvNet(nn.Module):
     classifier_layer = "fc"
     feature_layer = None  # no spatial map: Dense MultiMix does not apply
     feature_layout = "channels_first"
-    manifold_layers = ["input", "conv1", "conv2", "fc1"]
+    manifold_layers: ClassVar[list[str]] = ["input", "conv1", "conv2", "fc1"]
 
     def __init__(self, input_shape: Sequence[int], num_classes: int):
         super().__init__()

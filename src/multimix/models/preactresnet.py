@@ -5,6 +5,7 @@ step and per epoch: ``benchmarks/results/model_cost.md``)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -47,7 +48,11 @@ class PreActResNet(nn.Module):
     classifier_layer = "fc"
     feature_layer = "final"
     feature_layout = "channels_first"
-    manifold_layers = ["input", "layer1", "layer2"]
+    manifold_layers: ClassVar[list[str]] = ["input", "layer1", "layer2"]
+    # Registered in __init__ with add_module; declared here for the type checker only.
+    layer1: nn.Sequential
+    layer2: nn.Sequential
+    layer3: nn.Sequential
 
     def __init__(self, input_shape: Sequence[int], num_classes: int, *, width: int = 32, blocks: int = 1):
         super().__init__()
@@ -70,13 +75,19 @@ class PreActResNet(nn.Module):
 
 
 class PreActResNet18(nn.Module):
-    """PreAct ResNet-18 for 32×32 images (28×28 and 1 channel work too). Named submodules: ``conv1``, ``layer1 … layer4``, ``final`` (BN + ReLU: the spatial embedding,
-    (b, 512, H/8, W/8)), ``pool`` ((b, 512)) and the classifier ``fc``."""
+    """PreAct ResNet-18 for 32×32 images (28×28 and 1 channel work too). Named submodules:
+    ``conv1``, ``layer1 … layer4``, ``final`` (BN + ReLU: the spatial embedding, (b, 512, H/8, W/8)),
+    ``pool`` ((b, 512)) and the classifier ``fc``."""
 
     classifier_layer = "fc"
     feature_layer = "final"
     feature_layout = "channels_first"
-    manifold_layers = ["input", "layer1", "layer2"]
+    manifold_layers: ClassVar[list[str]] = ["input", "layer1", "layer2"]
+    # Registered in __init__ with add_module; declared here for the type checker only.
+    layer1: nn.Sequential
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+    layer4: nn.Sequential
 
     def __init__(self, input_shape: Sequence[int], num_classes: int, *, width: int = 64):
         super().__init__()
