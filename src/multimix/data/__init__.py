@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypedDict
 
 import torch
 
@@ -55,7 +56,7 @@ def dataset_info(name: str, *, toy_classes: int = 3, toy_dim: int = 2, train_siz
     return info
 
 
-def check_subset(name: str, train_subset: int | None, **kwargs) -> None:
+def check_subset(name: str, train_subset: int | None, **kwargs: int) -> None:
     """Raise ValueError if ``train_subset`` asks for more examples than ``name``'s training set is known to hold."""
     full = _full_info(name, **kwargs).train_size
     if train_subset and full is not None and train_subset > full:
@@ -85,6 +86,14 @@ def check_files(name: str, data_dir: str | None = None, *, download: bool = Fals
         cifar.check_files(name, data_dir, download=download)
     elif name in idx_images.RELEASES:
         idx_images.check_files(name, data_dir, download=download)
+
+
+class _SplitArguments(TypedDict):
+    """The arguments of :func:`make_splits` that every dataset of :func:`load_dataset` shares."""
+
+    val_fraction: float
+    seed: int
+    train_subset: int | None
 
 
 def load_dataset(
@@ -118,7 +127,7 @@ def load_dataset(
     """
     if name not in DATASETS:
         raise ValueError(f"dataset must be one of {', '.join(DATASETS)}; got {name!r}")
-    common = dict(val_fraction=val_fraction, seed=data_seed, train_subset=train_subset)
+    common = _SplitArguments(val_fraction=val_fraction, seed=data_seed, train_subset=train_subset)
     if name in ("mnist1d", "mnist1d-shuffled"):
         xtr, ytr, xte, yte = mnist1d.load(shuffled=name.endswith("shuffled"))
         return make_splits(name, xtr, ytr, xte, yte, num_classes=10, **common)

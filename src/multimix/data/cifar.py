@@ -127,7 +127,9 @@ def download(name: str, data_dir: str | Path) -> Path:
             for member in tar.getmembers():
                 base = os.path.basename(member.name)
                 if member.isfile() and base in wanted:
-                    with tar.extractfile(member) as src, open(staging / base, "wb") as dst:
+                    src = tar.extractfile(member)
+                    assert src is not None  # a regular file's member always has a reader
+                    with src, open(staging / base, "wb") as dst:
                         shutil.copyfileobj(src, dst)
         target = root / spec.folder
         if target.exists():
@@ -147,11 +149,14 @@ def check_files(name: str, data_dir: str | Path | None, *, download: bool = Fals
         find_folder(name, data_dir)
 
 
-def load(name: str, data_dir: str | Path | None, *, download_if_missing: bool = False):
+def load(
+    name: str, data_dir: str | Path | None, *, download_if_missing: bool = False
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Return ``(x_train, y_train, x_test, y_test)``: float32 (N, 3, 32, 32) standardised images."""
     if name not in SPECS:
         raise ValueError(f"name must be one of {sorted(SPECS)}, got {name!r}")
     check_files(name, data_dir, download=download_if_missing)
+    assert data_dir is not None  # check_files raised otherwise
     spec = SPECS[name]
     try:
         folder = find_folder(name, data_dir)
@@ -160,7 +165,7 @@ def load(name: str, data_dir: str | Path | None, *, download_if_missing: bool = 
             raise
         folder = download(name, data_dir)
 
-    def read_all(files):
+    def read_all(files: tuple[str, ...]) -> tuple[Tensor, Tensor]:
         parts = [read_binary(folder / f, label_bytes=spec.label_bytes) for f in files]
         return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 

@@ -14,7 +14,7 @@ NUM_EXAMPLES = 1797  # the size of scikit-learn's bundled set
 TRAIN_SIZE = NUM_EXAMPLES - math.ceil(TEST_FRACTION * NUM_EXAMPLES)  # as train_test_split rounds
 
 
-def load():
+def load() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Return ``(x_train (N, 1, 8, 8), y_train, x_test, y_test)``, pixels scaled to [0, 1]."""
     bunch = load_digits()
     x = torch.as_tensor(bunch.data, dtype=torch.float32).reshape(-1, 1, 8, 8) / 16.0

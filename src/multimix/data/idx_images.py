@@ -116,7 +116,9 @@ def download(name: str, data_dir: str | Path) -> dict[str, Path]:
     return find_files(name, folder)
 
 
-def load(name: str, data_dir: str | Path | None = None, *, download_if_missing: bool = False):
+def load(
+    name: str, data_dir: str | Path | None = None, *, download_if_missing: bool = False
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Return ``(x_train (60000, 1, 28, 28), y_train, x_test (10000, 1, 28, 28), y_test)``.
 
     Pixels float32 in [0, 1], labels int64 in [0, 10). Files are validated before use: IDX header,
@@ -130,6 +132,7 @@ def load(name: str, data_dir: str | Path | None = None, *, download_if_missing: 
     except DataFilesMissing:
         if not download_if_missing:
             raise
+        assert data_dir is not None  # check_files refuses a download without a folder
         paths = download(name, data_dir)
     x_train, y_train = _pair(paths["train-images-idx3-ubyte"], paths["train-labels-idx1-ubyte"])
     x_test, y_test = _pair(paths["t10k-images-idx3-ubyte"], paths["t10k-labels-idx1-ubyte"])

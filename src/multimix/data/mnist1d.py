@@ -66,7 +66,10 @@ def generate(*, shuffled: bool = False, num_samples: int = 5000, seed: int = 42)
     return arrays
 
 
-def load(*, shuffled: bool = False, num_samples: int = 5000):
+def load(
+    *, shuffled: bool = False, num_samples: int = 5000
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Return ``(x_train (N, 40), y_train, x_test, y_test)`` tensors."""
     a = generate(shuffled=shuffled, num_samples=num_samples)
-    return tuple(torch.from_numpy(a[k]) for k in ("x", "y", "x_test", "y_test"))
+    x, y, x_test, y_test = (torch.from_numpy(a[k]) for k in ("x", "y", "x_test", "y_test"))
+    return x, y, x_test, y_test

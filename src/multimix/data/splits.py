@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from sklearn.model_selection import train_test_split
@@ -32,7 +33,7 @@ class Splits:
     num_classes: int
     input_shape: tuple[int, ...]
     augment: str | None = None
-    info: dict = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
 
 
 def stratified_split(y: Tensor, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
@@ -67,7 +68,7 @@ def make_splits(
     val_fraction: float,
     seed: int,
     augment: str | None = None,
-    info: dict | None = None,
+    info: dict[str, Any] | None = None,
     train_subset: int | None = None,
 ) -> Splits:
     """Carve a stratified validation split from the training data and wrap everything.
