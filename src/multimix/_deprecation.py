@@ -25,7 +25,9 @@ def warn_renamed(old: str, new: str, *, note: str = "", stacklevel: int = 3) -> 
         stacklevel: as :func:`warnings.warn`; the default 3 points at the caller of the function that
             calls this one.
     """
-    warnings.warn(f"{old} is deprecated; use {new} instead{note}", DeprecationWarning, stacklevel=stacklevel)
+    warnings.warn(
+        f"{old} is deprecated; use {new} instead{note}", DeprecationWarning, stacklevel=stacklevel
+    )
 
 
 def deprecated_alias(new: F, old_name: str, *, where: str) -> F:
@@ -39,7 +41,9 @@ def deprecated_alias(new: F, old_name: str, *, where: str) -> F:
 
     @functools.wraps(new)
     def alias(*args: object, **kwargs: object) -> object:
-        warn_renamed(f"{where}.{old_name}", f"{where}.{new.__name__}", note=" (same arguments, same result)")
+        warn_renamed(
+            f"{where}.{old_name}", f"{where}.{new.__name__}", note=" (same arguments, same result)"
+        )
         return new(*args, **kwargs)
 
     alias.__name__ = alias.__qualname__ = old_name
@@ -47,8 +51,9 @@ def deprecated_alias(new: F, old_name: str, *, where: str) -> F:
     return alias  # type: ignore[return-value]
 
 
-def renamed_keyword(owner: str, old: str, new: str, old_value: T | None, new_value: T | None, *,
-                    stacklevel: int = 4) -> T:
+def renamed_keyword(
+    owner: str, old: str, new: str, old_value: T | None, new_value: T | None, *, stacklevel: int = 4
+) -> T:
     """The value of keyword argument ``new``, which was called ``old``: warns when ``old`` is given.
 
     Both are None when not given. Passing both, or neither, raises ``TypeError`` naming both.
@@ -63,7 +68,9 @@ def renamed_keyword(owner: str, old: str, new: str, old_value: T | None, new_val
             raise TypeError(f"{owner}() missing required keyword argument {new}= (formerly {old}=)")
         return new_value
     if new_value is not None:
-        raise TypeError(f"{owner}() got both {new}={new_value!r} and its deprecated alias {old}={old_value!r}; "
-                        f"pass only {new}=")
+        raise TypeError(
+            f"{owner}() got both {new}={new_value!r} and its deprecated alias {old}={old_value!r}; "
+            f"pass only {new}="
+        )
     warn_renamed(f"{owner}({old}=...)", f"{owner}({new}=...)", stacklevel=stacklevel)
     return old_value

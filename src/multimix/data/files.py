@@ -23,6 +23,7 @@ class CorruptDataFile(ValueError):
 
 
 def md5sum(path: str | Path) -> str:
+    """The MD5 of a file's bytes, as 32 lowercase hex digits (read in 1 MiB blocks)."""
     digest = hashlib.md5()  # the releases publish MD5s: integrity against corruption, not security
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

@@ -23,6 +23,7 @@ from multimix.data import files
 from multimix.data.files import CorruptDataFile, DataFilesMissing
 from multimix.data.idx import read_idx
 
+#: The four files of an IDX image release (each also found gzipped, with ``.gz``).
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 NUM_CLASSES = 10
 TRAIN_SIZE, TEST_SIZE, SIDE = 60_000, 10_000, 28
@@ -40,6 +41,7 @@ class IdxRelease:
     augment: str = "pad-crop"
 
 
+#: The IDX image datasets, by the name the CLI uses, and where each is found.
 RELEASES = {
     "mnist": IdxRelease(
         mirrors=("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"),

@@ -5,14 +5,19 @@ Convention: a higher score means "in-distribution". In-distribution examples are
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import numpy as np
 import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 from torch import Tensor
 
+#: Scores as the metrics below take them: a tensor, an array or a sequence of numbers, any shape.
+Scores = Tensor | np.ndarray | Sequence[float]
+
 #: Scores from logits (N, K): maximum softmax probability (the MultiMix paper's), maximum logit, and
 #: the negative energy logsumexp(logits) (Liu et al., 2020).
-OOD_SCORES = {
+OOD_SCORES: dict[str, Callable[[Tensor], Tensor]] = {
     "msp": lambda logits: torch.softmax(logits.float(), dim=1).max(dim=1).values,
     "max-logit": lambda logits: logits.float().max(dim=1).values,
     "energy": lambda logits: torch.logsumexp(logits.float(), dim=1),
@@ -20,12 +25,14 @@ OOD_SCORES = {
 
 
 def ood_score(logits: Tensor, kind: str = "msp") -> Tensor:
+    """The out-of-distribution score ``kind`` (one of :data:`OOD_SCORES`) of logits (N, K): (N,), higher
+    means more in-distribution."""
     if kind not in OOD_SCORES:
         raise ValueError(f"kind must be one of {', '.join(OOD_SCORES)}, got {kind!r}")
     return OOD_SCORES[kind](logits)
 
 
-def _arrays(in_scores, out_scores) -> tuple[np.ndarray, np.ndarray]:
+def _arrays(in_scores: Scores, out_scores: Scores) -> tuple[np.ndarray, np.ndarray]:
     a = np.asarray(torch.as_tensor(in_scores).detach().cpu().double()).ravel()
     b = np.asarray(torch.as_tensor(out_scores).detach().cpu().double()).ravel()
     if a.size == 0 or b.size == 0:
@@ -33,19 +40,19 @@ def _arrays(in_scores, out_scores) -> tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
-def auroc(in_scores, out_scores) -> float:
+def auroc(in_scores: Scores, out_scores: Scores) -> float:
     """Area under the ROC curve: the probability that an in-distribution score beats an OOD one (ties: ½)."""
     a, b = _arrays(in_scores, out_scores)
     return float(roc_auc_score(np.r_[np.ones(a.size), np.zeros(b.size)], np.r_[a, b]))
 
 
-def aupr(in_scores, out_scores) -> float:
+def aupr(in_scores: Scores, out_scores: Scores) -> float:
     """Average precision with the in-distribution examples as positives."""
     a, b = _arrays(in_scores, out_scores)
     return float(average_precision_score(np.r_[np.ones(a.size), np.zeros(b.size)], np.r_[a, b]))
 
 
-def fpr_at_tpr(in_scores, out_scores, tpr: float = 0.95) -> float:
+def fpr_at_tpr(in_scores: Scores, out_scores: Scores, tpr: float = 0.95) -> float:
     """The lowest false-positive rate among thresholds that keep a true-positive rate of at least ``tpr``.
 
     Exact over every threshold (each distinct in-distribution score; "in" means score >= threshold), so

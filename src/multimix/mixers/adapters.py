@@ -42,10 +42,12 @@ def check_inputs(x: object, name: str = "x") -> None:
 
 
 def batch_size(x: Inputs) -> int:
+    """b: the first dimension of x, or of the first tensor of a mapping."""
     return next(iter(x.values())).shape[0] if isinstance(x, Mapping) else x.shape[0]
 
 
 def batch_device(x: Inputs) -> torch.device:
+    """The device of x, or of the first tensor of a mapping."""
     return next(iter(x.values())).device if isinstance(x, Mapping) else x.device
 
 

@@ -19,6 +19,7 @@ from multimix.models.mlp import MLP
 from multimix.models.preactresnet import PreActResNet, PreActResNet18
 from multimix.models.vit import ViT
 
+#: Model names as the CLI spells them -> model classes.
 MODELS = {"mlp": MLP, "cnn1d": CNN1d, "convnet": ConvNet, "preactresnet8": PreActResNet,
           "preactresnet18": PreActResNet18, "vit": ViT}
 
