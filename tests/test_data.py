@@ -84,6 +84,16 @@ def test_spirals_radius_and_classes():
 # -- CIFAR: the reader on small files in the official format, written here ------------------------
 
 
+def write_cifar_binary(path, images, labels, *, label_bytes=1):
+    """Write images (N, 3, 32, 32) uint8 and labels (N,) in the official record format (with
+    ``label_bytes=2`` the coarse label byte is written as 0)."""
+    n = len(labels)
+    rows = np.zeros((n, label_bytes + cifar.PIXELS), dtype=np.uint8)
+    rows[:, label_bytes - 1] = labels.numpy().astype(np.uint8)
+    rows[:, label_bytes:] = images.reshape(n, -1).numpy()
+    rows.tofile(path)
+
+
 def write_fake_cifar(root, name, n_train=20, n_test=10):
     spec = cifar.SPECS[name]
     folder = root / spec.folder
@@ -94,7 +104,7 @@ def write_fake_cifar(root, name, n_train=20, n_test=10):
         for f in files:
             images = torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8)
             labels = torch.randint(0, spec.num_classes, (n,), generator=g)
-            cifar.write_binary(folder / f, images, labels, label_bytes=spec.label_bytes)
+            write_cifar_binary(folder / f, images, labels, label_bytes=spec.label_bytes)
             expected[f] = (images, labels)
     return folder, expected
 

@@ -176,16 +176,3 @@ def load(
         if int(labels.max()) >= spec.num_classes:
             raise ValueError(f"{name} {split} labels reach {int(labels.max())}, expected < {spec.num_classes}")
     return (xtr.float() / 255 - mean) / std, ytr, (xte.float() / 255 - mean) / std, yte
-
-
-def write_binary(path: str | Path, images: Tensor, labels: Tensor, *, label_bytes: int = 1) -> None:
-    """Write images (N, 3, 32, 32) uint8 and labels (N,) in the official record format.
-
-    Used by the tests to make small files in the real format; with ``label_bytes=2`` the coarse
-    label byte is written as 0.
-    """
-    n = len(labels)
-    rows = np.zeros((n, label_bytes + PIXELS), dtype=np.uint8)
-    rows[:, label_bytes - 1] = labels.numpy().astype(np.uint8)
-    rows[:, label_bytes:] = images.reshape(n, -1).numpy()
-    rows.tofile(path)
