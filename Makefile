@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint demo install clean bench
+.PHONY: test test-fast lint demo install clean bench
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,12 @@ install: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -x -q
+
+# The quick loop while editing: everything but the tests marked `slow` (child processes, torchrun,
+# kills, long training runs), in under 2 min on an idle 2-core machine. `make test` runs them all
+# (under 8 min); `pytest -m slow` runs only the slow ones.
+test-fast: $(STAMP)
+	$(PY) -m pytest -x -q -m "not slow"
 
 # Static checks, configured in pyproject.toml: ruff's lint rules, ruff's formatting (checked, never
 # rewritten here: `ruff format --diff` shows what it wants) and mypy on src/. All three run even when
