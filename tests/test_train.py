@@ -87,9 +87,9 @@ def test_config_errors_name_key_and_valid_values(tmp_path):
         TrainConfig.from_dict({"epochs": "ten"})
     with pytest.raises(ConfigError, match=r"invalid value for alpha: 0.0; expected a finite number > 0"):
         TrainConfig.from_dict({"alpha": 0})
-    with pytest.raises(ConfigError, match=r"invalid value for m: 0"):
-        TrainConfig.from_dict({"m": 0})
-    assert TrainConfig.from_dict({"m": "all", "batch-size": "64", "layers": "input,layer1"}).m is None
+    with pytest.raises(ConfigError, match=r"invalid value for tuple_size: 0"):
+        TrainConfig.from_dict({"tuple_size": 0})
+    assert TrainConfig.from_dict({"tuple-size": "all", "batch-size": "64", "layers": "input,layer1"}).tuple_size is None
 
 
 def test_cli_rejects_bad_input_with_exit_code_2(tmp_path, capsys):

@@ -18,12 +18,15 @@ import os
 import shlex
 import signal
 import sys
+import warnings
 from pathlib import Path
 
 from multimix.data.files import CorruptDataFile, DataFilesMissing
 from multimix.train import checkpoint
 from multimix.train.checkpoint import CheckpointError
-from multimix.train.config import MAX_SEED, METHODS, ConfigError, TrainConfig
+from multimix.train.config import MAX_SEED, METHODS, RENAMED_KEYS, ConfigError, TrainConfig, renamed_keys_read
+from multimix.train.methods import METHODS as METHOD_REGISTRY
+from multimix.train.methods import methods_with
 from multimix.train.runlock import FolderInUse
 from multimix.train.workers import WorkerDied
 
@@ -35,30 +38,62 @@ log = logging.getLogger("multimix")
 GROUP_TITLES = {"data": "data", "method": "method options", "training": "optimisation", "run": "running"}
 
 
+class _DeprecatedFlag(argparse.Action):
+    """An old flag name, still accepted (under its own key, renamed by :func:`resolve_config`), with a
+    one-line warning naming the new one."""
+
+    def __init__(self, option_strings: list[str], dest: str, *, new_flag: str, **kwargs) -> None:
+        super().__init__(option_strings, dest, **kwargs)
+        self.new_flag = new_flag
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        sys.stderr.write(f"multimix: warning: {option_string} is deprecated; use {self.new_flag}\n")
+        setattr(namespace, self.dest, values)
+
+
+def _flag_help(name: str, meta: dict, default: object) -> str:
+    """A field's help: which methods it applies to (from the method registry), its choices, its default."""
+    applies = methods_with(name)
+    text = (f"{', '.join(applies)}: " if applies else "") + meta["help"]
+    if name == "method":
+        text += ": " + "; ".join(f"{m.name}: {m.summary}" for m in METHOD_REGISTRY.values())
+    elif meta["choices"]:
+        text += f" {{{', '.join(meta['choices'])}}}"
+    if "default" not in meta["help"]:  # some helps explain their default in words
+        text += f" (default: {default})"
+    return text
+
+
 def add_config_flags(parser: argparse.ArgumentParser, *, exclude: tuple[str, ...] = ()) -> None:
-    """One flag per TrainConfig field (but ``exclude``); absent flags stay absent so the YAML file can fill them."""
+    """One flag per TrainConfig field (but ``exclude``); absent flags stay absent so the YAML file can fill them.
+    Renamed fields keep their old flag as a deprecated alias (not listed in ``--help``)."""
     parser.add_argument("--config", type=Path, help="YAML file of options (flags override it)")
     groups = {k: parser.add_argument_group(v) for k, v in GROUP_TITLES.items()}
+    old_names = {new: old for old, new in RENAMED_KEYS.items()}
     for f in dataclasses.fields(TrainConfig):
         if f.name in exclude:
             continue
         flag = "--" + f.name.replace("_", "-")
         meta = f.metadata
-        help_text = meta["help"] + (f" {{{', '.join(meta['choices'])}}}" if meta["choices"] else "")
-        if "default" not in meta["help"]:  # some helps explain their default in words
-            help_text += f" (default: {f.default if f.default is not dataclasses.MISSING else None})"
+        help_text = _flag_help(f.name, meta, f.default if f.default is not dataclasses.MISSING else None)
         group = groups[meta["group"]]
         if f.type in ("bool", bool):
             group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
         else:
             group.add_argument(flag, dest=f.name, default=argparse.SUPPRESS, metavar=f.name.upper(), help=help_text)
+        if f.name in old_names:
+            group.add_argument("--" + old_names[f.name], dest=old_names[f.name], action=_DeprecatedFlag, new_flag=flag,
+                               default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
 
 def resolve_config(args: argparse.Namespace, base: dict | None = None) -> TrainConfig:
-    """Defaults (or ``base``), then the YAML file, then flags: one validated TrainConfig."""
-    values = TrainConfig.from_yaml(args.config) if args.config else {}
-    given = {k: v for k, v in vars(args).items() if k in TrainConfig.keys()}
-    values = {**(base or {}), **{k.replace("-", "_"): v for k, v in values.items()}, **given}
+    """Defaults (or ``base``), then the YAML file, then flags: one validated TrainConfig. Each source
+    may use a renamed key's old name (``n``, ``--n``), not together with its new one."""
+    from_file = TrainConfig.from_yaml(args.config) if args.config else {}
+    keys = {*TrainConfig.keys(), *RENAMED_KEYS}
+    given = {k: v for k, v in vars(args).items() if k in keys}
+    values = {**(base or {}), **{k.replace("-", "_"): v for k, v in renamed_keys_read(from_file).items()},
+              **renamed_keys_read(given, warn=False)}  # the flag's own warning was given while parsing
     return TrainConfig.from_dict(values, source="--config" if args.config else "option")
 
 
@@ -262,6 +297,10 @@ def _raise_terminated(signum, frame):
     raise Terminated
 
 
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    sys.stderr.write(f"multimix: warning: {message}\n")
+
+
 def _torchrun_rank() -> int:
     """This process's rank when started by torchrun (0 otherwise)."""
     return int(os.environ.get("RANK", "0") or 0) if "WORLD_SIZE" in os.environ else 0
@@ -287,7 +326,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from tqdm.contrib.logging import logging_redirect_tqdm
 
-        with logging_redirect_tqdm():  # log lines go above a progress bar, not through it
+        # log lines go above a progress bar, not through it; our deprecations are shown, in one line
+        with logging_redirect_tqdm(), warnings.catch_warnings():
+            warnings.filterwarnings("default", category=DeprecationWarning, module="multimix")
+            warnings.showwarning = _warning_line
             return args.func(args)
     except USER_ERRORS as exc:
         # Under torchrun every rank meets the same bad option or folder: rank 0 says it once.

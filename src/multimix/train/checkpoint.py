@@ -16,10 +16,13 @@ from multimix._io import atomic_write, write_json, write_text
 from multimix.train.config import ConfigError, TrainConfig
 
 __all__ = ["atomic_write", "write_text", "write_json", "save", "load", "saved_config", "first_line",
-           "CheckpointError", "FORMAT", "VERSION"]
+           "CheckpointError", "FORMAT", "VERSION", "READABLE_VERSIONS"]
 
 FORMAT = "multimix-checkpoint"
-VERSION = 1
+#: The version written. Version 2 is the layout of :meth:`multimix.train.state.RunState.state_dict`.
+VERSION = 2
+#: Versions read: version 1 is brought to the current layout by :func:`multimix.train.state.upgrade`.
+READABLE_VERSIONS = (1, 2)
 
 
 class CheckpointError(RuntimeError):
@@ -50,9 +53,10 @@ def load(path: str | Path) -> dict[str, Any]:
         ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a multimix checkpoint; move it aside or delete it to start over")
-    if state.get("version") != VERSION:
+    if state.get("version") not in READABLE_VERSIONS:
         raise CheckpointError(
-            f"{path} has checkpoint version {state.get('version')!r}, this multimix reads {VERSION}; "
+            f"{path} has checkpoint version {state.get('version')!r}, this multimix reads "
+            f"{' and '.join(map(str, READABLE_VERSIONS))}; "
             "resume it with the version that wrote it, or move it aside to start over"
         )
     return state

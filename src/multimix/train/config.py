@@ -8,7 +8,9 @@ the same errors: unknown keys and invalid values are rejected with the list of v
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -16,36 +18,36 @@ from typing import Any
 import yaml
 
 from multimix.data import DATASETS
+from multimix.mixers.dense import ATTENTIONS
+from multimix.mixers.multimix import SCOPES as MIX_SCOPES
 from multimix.models import DEFAULT_MODEL, MODELS
 from multimix.schedules import SCHEDULES
+from multimix.train.errors import ConfigError
+from multimix.train.methods import METHODS as METHOD_REGISTRY
+from multimix.train.methods import get_method
 from multimix.train.recipes import RECIPE_KEYS, recipe_for
 
-METHODS = ("erm", "mixup", "manifold", "multimix", "dense-multimix", "confmix", "cutmix", "mixup-cutmix")
-ATTENTIONS = ("none", "pooled", "cam")
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULERS = ("cosine", "none")
 AMP = ("none", "bf16", "fp16")
 TEST_EVERY = ("epoch", "improvement", "end")
-MIX_SCOPES = ("local", "global")
+#: The method names, in the registry's order (:data:`multimix.train.methods.METHODS`).
+METHODS = tuple(METHOD_REGISTRY)
 #: Methods that can mix over the global batch under torchrun (``mix_scope="global"``).
-GLOBAL_SCOPE_METHODS = ("multimix", "dense-multimix")
-
-#: α used when a method's α is not given: Zhang et al. (mixup), Verma et al. (manifold), SPEC §2.
-# MultiMix and Dense MultiMix choose their own: 1 for pairs, 1/m for longer tuples (MultiMix._alpha_for).
-DEFAULT_ALPHA = {"mixup": 1.0, "manifold": 2.0, "cutmix": 1.0,
-                 "mixup-cutmix": 1.0}
-
+GLOBAL_SCOPE_METHODS = tuple(m.name for m in METHOD_REGISTRY.values() if m.global_scope)
+#: α used when a method's α is not given (the registry's ``default_alpha``): Zhang et al. (mixup),
+#: Verma et al. (manifold). MultiMix and Dense MultiMix choose their own: 1 for pairs, 1/m for longer tuples.
+DEFAULT_ALPHA = {m.name: m.default_alpha for m in METHOD_REGISTRY.values() if m.default_alpha is not None}
 
 #: Teacher momentum suggested when self-distillation is wanted (``--teacher-momentum``); chosen by ablation.
 DEFAULT_TEACHER_MOMENTUM = 0.99
 
-
 #: Largest seed: every generator a seed reaches (torch, NumPy, scikit-learn) accepts [0, 2**31 - 1].
 MAX_SEED = 2**31 - 1
 
-
-class ConfigError(ValueError):
-    """A configuration key or value is invalid; the message says which and what is valid."""
+#: Keys renamed for clarity: old name -> new name. The old names are still read (from the CLI, a
+#: ``--config`` file, a checkpoint, or ``TrainConfig(...)``) with a DeprecationWarning.
+RENAMED_KEYS = {"n": "mix_rows", "m": "tuple_size", "p": "mix_prob"}
 
 
 def _parse_subset(text: Any) -> int:
@@ -150,29 +152,29 @@ class TrainConfig:
                                       "so that a CPU run takes minutes)", _opt(_parse_subset), group="data")
     # method options
     alpha: float | None = _field(None, "mixing strength α (default per method: manifold 2; multimix methods 1 for pairs, 1/m for longer tuples; others 1; mixup-cutmix: mixup's)", _opt(_parse_float), group="method")
-    per_sample: bool = _field(False, "mixup/manifold/cutmix: one λ (one box) per pair instead of per batch", _parse_bool, group="method")
-    cutmix_alpha: float = _field(1.0, "mixup-cutmix: CutMix's α (--alpha is mixup's)", _parse_float, group="method")
-    switch_prob: float = _field(0.5, "mixup-cutmix: probability that a batch uses CutMix rather than mixup", _parse_float, group="method")
-    label_smoothing: float = _field(0.0, "every method: targets (1 − ε)·one-hot + ε/K before any mixing", _parse_float, group="method")
-    layers: list[str] | None = _field(None, "manifold: comma-separated layer names (default: the model's)", _parse_list, group="method")
-    n: int = _field(1000, "multimix: generated examples per batch", _parse_int, group="method")
-    m: int | None = _field(2, "multimix methods: tuple length ('all' for the whole batch)", _parse_optional_int, group="method")
-    p: float = _field(1.0, "multimix: probability that a batch is mixed", _parse_float, group="method")
-    keep_clean: bool = _field(False, "multimix: also train on the clean rows", _parse_bool, group="method")
+    per_sample: bool = _field(False, "one λ (one box) per pair instead of per batch", _parse_bool, group="method")
+    cutmix_alpha: float = _field(1.0, "CutMix's α (--alpha is mixup's)", _parse_float, group="method")
+    switch_prob: float = _field(0.5, "probability that a batch uses CutMix rather than mixup", _parse_float, group="method")
+    label_smoothing: float = _field(0.0, "targets (1 − ε)·one-hot + ε/K before any mixing", _parse_float, group="method")
+    layers: list[str] | None = _field(None, "comma-separated layer names (default: manifold: the model's; confmix: input)", _parse_list, group="method")
+    mix_rows: int = _field(1000, "generated (mixed) examples per batch, n (formerly --n)", _parse_int, group="method")
+    tuple_size: int | None = _field(2, "batch members each generated example mixes, m ('all' for the whole batch; formerly --m)", _parse_optional_int, group="method")
+    mix_prob: float = _field(1.0, "probability that a batch is mixed, p (formerly --p)", _parse_float, group="method")
+    keep_clean: bool = _field(False, "also train on the clean rows", _parse_bool, group="method")
     alpha_schedule: str = _field("constant", "α over epochs: constant (--alpha), or linear/exp from --alpha-start to --alpha-end", _str, SCHEDULES, "method")
     alpha_start: float | None = _field(None, "α at epoch 0 for linear/exp schedules (0 = no mixing)", _opt(_parse_float), group="method")
     alpha_end: float | None = _field(None, "α reached (linear) or approached (exp) for linear/exp schedules", _opt(_parse_float), group="method")
     half_life: float = _field(25.0, "exp schedule: epochs for α to close half its remaining gap", _parse_float, group="method")
-    confmix_scale: float = _field(1.0, "confmix: multiplies the per-example α (0.5 = '½ ConfMix')", _parse_float, group="method")
-    confmix_warmup: int = _field(5, "confmix: epochs of ERM before mixing starts", _parse_int, group="method")
-    attention: str = _field("none", "dense-multimix: attention over positions", _str, ATTENTIONS, "method")
-    mix_scope: str = _field("local", "multimix methods under torchrun: 'local' mixes each process's share of the batch "
+    confmix_scale: float = _field(1.0, "multiplies the per-example α (0.5 = '½ ConfMix')", _parse_float, group="method")
+    confmix_warmup: int = _field(5, "epochs of ERM before mixing starts", _parse_int, group="method")
+    attention: str = _field("none", "attention over positions", _str, ATTENTIONS, "method")
+    mix_scope: str = _field("local", "under torchrun: 'local' mixes each process's share of the batch "
                             "(n and m per process, the paper's multi-GPU setting); 'global' mixes the whole global "
                             "batch (n in total; results do not depend on the number of processes)", _str, MIX_SCOPES,
                             "method")
-    teacher_momentum: float | None = _field(None, "multimix methods: EMA teacher momentum for self-distilled targets (none: no teacher)", _opt(_parse_float), group="method")
-    distill_weight: float = _field(1.0, "multimix methods: weight w of the distilled loss (with a teacher)", _parse_float, group="method")
-    temperature: float = _field(1.0, "multimix methods: temperature of the teacher's softmax", _parse_float, group="method")
+    teacher_momentum: float | None = _field(None, "EMA teacher momentum for self-distilled targets (none: no teacher)", _opt(_parse_float), group="method")
+    distill_weight: float = _field(1.0, "weight w of the distilled loss (with a teacher)", _parse_float, group="method")
+    temperature: float = _field(1.0, "temperature of the teacher's softmax", _parse_float, group="method")
     # running
     device: str = _field("cpu", "torch device", _str, group="run")
     threads: int | None = _field(None, "CPU threads for torch (default: torch's choice)", _opt(_parse_int), group="run")
@@ -214,10 +216,14 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], *, source: str = "config") -> TrainConfig:
-        """Build from a mapping of raw values (strings from the CLI, YAML scalars), checking everything."""
+        """Build from a mapping of raw values (strings from the CLI, YAML scalars), checking everything.
+
+        Keys may be spelt with ``-`` or ``_``; a renamed key (:data:`RENAMED_KEYS`) is read under its
+        new name, with a DeprecationWarning unless ``source`` is ``"saved"`` (a checkpoint's own config).
+        """
         known = {f.name: f for f in fields(cls)}
         parsed: dict[str, Any] = {}
-        for raw_key, raw in values.items():
+        for raw_key, raw in renamed_keys_read(values, warn=source != "saved").items():
             key = str(raw_key).replace("-", "_")
             if key not in known:
                 raise ConfigError(f"unknown {source} key {raw_key!r}; valid keys: {', '.join(known)}")
@@ -252,28 +258,33 @@ class TrainConfig:
     # -- checks -----------------------------------------------------------------------------
 
     def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the first key whose value is invalid, alone or for the method."""
         for f in fields(self):
             choices = f.metadata["choices"]
             value = getattr(self, f.name)
             if choices and value is not None and value not in choices:
                 raise ConfigError(f"invalid value for {f.name}: {value!r}; valid values: {', '.join(choices)}")
+        self._check_values()
+        self._check_method_rules()
 
-        def need(ok: bool, key: str, what: str) -> None:
-            if not ok:
-                raise ConfigError(f"invalid value for {key}: {getattr(self, key)!r}; expected {what}")
+    def _need(self, ok: bool, key: str, what: str) -> None:
+        if not ok:
+            raise ConfigError(f"invalid value for {key}: {getattr(self, key)!r}; expected {what}")
 
-        for key in ("epochs", "batch_size", "n", "eval_batch_size", "toy_components", "toy_dim", "train_size"):
+    def _check_values(self) -> None:
+        need = self._need
+        for key in ("epochs", "batch_size", "mix_rows", "eval_batch_size", "toy_components", "toy_dim", "train_size"):
             need(getattr(self, key) >= 1, key, "an integer >= 1")
         need(self.toy_classes >= 2, "toy_classes", "an integer >= 2")
         need(self.train_subset is None or self.train_subset >= 0, "train_subset", "an integer >= 1, or 'all'")
         for key in ("seed", "data_seed"):  # every RNG they seed (torch, NumPy, scikit-learn) takes these
             need(0 <= getattr(self, key) <= MAX_SEED, key, f"an integer in [0, {MAX_SEED}]")
-        need(self.m is None or self.m >= 1, "m", "an integer >= 1 or 'all'")
+        need(self.tuple_size is None or self.tuple_size >= 1, "tuple_size", "an integer >= 1 or 'all'")
         need(math.isfinite(self.lr) and self.lr > 0, "lr", "a finite number > 0")
         need(math.isfinite(self.weight_decay) and self.weight_decay >= 0, "weight_decay", "a number >= 0")
         need(0 <= self.momentum < 1, "momentum", "a number in [0, 1)")
         need(0 < self.val_fraction < 1, "val_fraction", "a number in (0, 1)")
-        need(0 <= self.p <= 1, "p", "a number in [0, 1]")
+        need(0 <= self.mix_prob <= 1, "mix_prob", "a number in [0, 1]")
         need(0 <= self.switch_prob <= 1, "switch_prob", "a number in [0, 1]")
         need(math.isfinite(self.cutmix_alpha) and self.cutmix_alpha > 0, "cutmix_alpha", "a finite number > 0")
         need(0 <= self.label_smoothing < 1, "label_smoothing", "a number in [0, 1)")
@@ -285,19 +296,46 @@ class TrainConfig:
         need(self.half_life > 0 and math.isfinite(self.half_life), "half_life", "a finite number > 0")
         need(math.isfinite(self.confmix_scale) and self.confmix_scale > 0, "confmix_scale", "a finite number > 0")
         need(self.confmix_warmup >= 0, "confmix_warmup", "an integer >= 0")
+        need(self.layers is None or len(self.layers) > 0, "layers", "a non-empty list of layer names")
+
+    def _check_method_rules(self) -> None:
+        """The options that only some methods take, as the method registry says."""
+        method = get_method(self.method)
         if self.alpha_schedule != "constant":
-            if self.method in ("erm", "confmix"):
-                raise ConfigError(f"alpha_schedule applies to methods with an α, not to {self.method!r}")
+            if not method.has_alpha:
+                with_alpha = [m.name for m in METHOD_REGISTRY.values() if m.has_alpha]
+                raise ConfigError(f"alpha_schedule applies to methods with an α ({', '.join(with_alpha)}), "
+                                  f"not to {self.method!r}")
             for key in ("alpha_start", "alpha_end"):
                 value = getattr(self, key)
-                need(value is not None and math.isfinite(value) and value >= 0, key,
-                     f"a number >= 0 (required by alpha_schedule={self.alpha_schedule!r})")
-        if self.teacher_momentum is not None and self.method not in ("multimix", "dense-multimix"):
-            raise ConfigError(f"teacher_momentum applies to multimix and dense-multimix, not to method {self.method!r}")
-        need(self.layers is None or len(self.layers) > 0, "layers", "a non-empty list of layer names")
-        if self.mix_scope != "local" and self.method not in GLOBAL_SCOPE_METHODS:
+                self._need(value is not None and math.isfinite(value) and value >= 0, key,
+                           f"a number >= 0 (required by alpha_schedule={self.alpha_schedule!r})")
+        if self.teacher_momentum is not None and not method.teacher:
+            teachers = [m.name for m in METHOD_REGISTRY.values() if m.teacher]
+            raise ConfigError(f"teacher_momentum applies to {' and '.join(teachers)}, not to method {self.method!r}")
+        if self.mix_scope != "local" and not method.global_scope:
             raise ConfigError(f"invalid value for mix_scope: {self.mix_scope!r}; global scope applies to "
                               f"{' and '.join(GLOBAL_SCOPE_METHODS)}, not to method {self.method!r}")
+
+    # -- renamed keys, still read -----------------------------------------------------------
+
+    @property
+    def n(self) -> int:
+        """Deprecated: :attr:`mix_rows`."""
+        _renamed("n")
+        return self.mix_rows
+
+    @property
+    def m(self) -> int | None:
+        """Deprecated: :attr:`tuple_size`."""
+        _renamed("m")
+        return self.tuple_size
+
+    @property
+    def p(self) -> float:
+        """Deprecated: :attr:`mix_prob`."""
+        _renamed("p")
+        return self.mix_prob
 
     # -- derived ----------------------------------------------------------------------------
 
@@ -307,7 +345,8 @@ class TrainConfig:
 
     @property
     def method_alpha(self) -> float | None:
-        return self.alpha if self.alpha is not None else DEFAULT_ALPHA.get(self.method)
+        """α given, or the method's default (None: the mixer chooses, or the method has no α)."""
+        return get_method(self.method).alpha(self)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -324,3 +363,39 @@ class TrainConfig:
             for k in mine
             if k not in self.RUNTIME_KEYS and mine[k] != theirs[k]
         ]
+
+
+def renamed_keys_read(values: dict[str, Any], *, warn: bool = True) -> dict[str, Any]:
+    """``values`` (one source: a file, the flags, a checkpoint) with renamed keys under their new names."""
+    out: dict[str, Any] = {}
+    for raw_key, value in values.items():
+        key = str(raw_key).replace("-", "_")
+        out[_renamed(key, warn=warn, given=values) if key in RENAMED_KEYS else raw_key] = value
+    return out
+
+
+def _renamed(old: str, *, warn: bool = True, given: Any = ()) -> str:
+    """The new name of the renamed key ``old``, with a DeprecationWarning (``warn``); an error if
+    ``given`` (the keys of the same call) also holds the new name, since the two would disagree."""
+    new = RENAMED_KEYS[old]
+    if new in given or new.replace("_", "-") in given:
+        raise ConfigError(f"{old} and {new} given together ({old}, --{old}, is the old name of {new}, "
+                          f"--{new.replace('_', '-')}); give {new} alone")
+    if warn:
+        warnings.warn(f"the option {old!r} is deprecated; use {new!r} (--{new.replace('_', '-')})",
+                      DeprecationWarning, stacklevel=4)
+    return new
+
+
+_generated_init = TrainConfig.__init__
+
+
+@functools.wraps(_generated_init)
+def _init_reading_renamed_keys(self: TrainConfig, *args: Any, **kwargs: Any) -> None:
+    for old in RENAMED_KEYS:
+        if old in kwargs:
+            kwargs[_renamed(old, given=kwargs)] = kwargs.pop(old)
+    _generated_init(self, *args, **kwargs)
+
+
+TrainConfig.__init__ = _init_reading_renamed_keys  # type: ignore[method-assign]

@@ -143,11 +143,6 @@ def wrap_model(model: nn.Module, d: Dist, device: torch.device, *, sync_bn: bool
     return model, net, eval_net
 
 
-def share_sizes(total: int, world_size: int) -> list[int]:
-    """The size of every rank's :func:`share` of ``total``."""
-    return [share(total, r, world_size).stop - share(total, r, world_size).start for r in range(world_size)]
-
-
 def _group_active() -> bool:
     return dist.is_available() and dist.is_initialized()
 
@@ -192,6 +187,6 @@ def barrier(d: Dist) -> None:
         dist.barrier()
 
 
-__all__ = ["Dist", "from_environment", "rank_device", "process_group", "wrap_model", "share", "share_sizes", "rank", "world_size",
+__all__ = ["Dist", "from_environment", "rank_device", "process_group", "wrap_model", "share", "rank", "world_size",
            "all_reduce_sum",
            "broadcast_object", "all_gather_objects", "barrier"]

@@ -39,7 +39,8 @@ from multimix.evaluate import (
 from multimix.train.checkpoint import CheckpointError
 from multimix.train.config import ConfigError
 from multimix.train.runlock import RunLock
-from multimix.train.trainer import load_splits, model_from_checkpoint, tensorboard_writer
+from multimix.train.components import load_splits, model_from_checkpoint
+from multimix.train.reporting import tensorboard_writer
 
 log = logging.getLogger(__name__)
 

@@ -1,13 +1,191 @@
-"""From a :class:`TrainConfig`'s method to the mixer that implements it, aimed at a model's named layers."""
+"""The method registry: one entry per training method, and the mixer it builds.
+
+Everything the training package knows about a method is in its :class:`Method` entry — what it
+builds, which options apply to it, its default α, and the behaviours the rest of the package asks
+about (a feature layer, parameters left without gradient under DDP, an ERM warm-up, global scope
+under torchrun, a teacher). Configuration checks (:meth:`TrainConfig.validate
+<multimix.train.config.TrainConfig.validate>`), the pre-run checks (:mod:`.preflight`), the trainer
+and ``multimix train --help`` all read it, so a method is added in one place.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from multimix.mixers import ConfMix, CutMix, DenseMultiMix, ManifoldMixup, Mixup, MixupOrCutMix, MultiMix
 from multimix.teacher import EMATeacher
-from multimix.train.config import ConfigError, TrainConfig
+from multimix.train.errors import ConfigError
+
+if TYPE_CHECKING:
+    from multimix.train.config import TrainConfig
+
+#: ``build(config, model, call, num_classes, generator, teacher)``: the mixer (None for ERM). ``model``
+#: is the bare model (it names the layers); ``call`` is what the mixer calls (the model, or it in DDP
+#: and/or compiled).
+Builder = Callable[["TrainConfig", nn.Module, nn.Module, int, "torch.Generator | None", "EMATeacher | None"],
+                   "nn.Module | None"]
+
+#: Options of the MultiMix methods (both share them).
+_MULTIMIX_OPTIONS = ("alpha", "mix_rows", "tuple_size", "mix_prob", "mix_scope", "teacher_momentum", "distill_weight", "temperature")
+
+
+@dataclass(frozen=True)
+class Method:
+    """What one training method is, for the trainer and its checks.
+
+    Attributes:
+        name: the method's name (``--method``).
+        summary: one line for ``--help``.
+        build: makes the mixer (see :data:`Builder`).
+        options: the :class:`~multimix.train.config.TrainConfig` keys that change what it does.
+        default_alpha: α when ``--alpha`` is not given; None where the mixer chooses (MultiMix: by
+            tuple length) or where the method has no α.
+        has_alpha: it mixes with a Beta/Dirichlet α, so an α schedule applies.
+        teacher: it can learn from an EMA teacher's self-distilled targets.
+        global_scope: under torchrun it can mix the whole global batch (``mix_scope="global"``).
+        unused_parameters: some parameters get no gradient in a step (Dense MultiMix classifies the
+            feature positions: what follows them is not used), which DDP must be told.
+        warmup_key: the option holding the number of ERM epochs before mixing starts, if any.
+        alpha_by_tuple: without ``--alpha``, α follows the tuple length (1 for pairs, 1/m beyond).
+        default_layers: for methods that mix at ``--layers``, the layers used when none are given.
+    """
+
+    name: str
+    summary: str
+    build: Builder
+    options: tuple[str, ...] = ()
+    default_alpha: float | None = None
+    has_alpha: bool = True
+    teacher: bool = False
+    global_scope: bool = False
+    unused_parameters: bool = False
+    warmup_key: str | None = None
+    alpha_by_tuple: bool = False
+    default_layers: Callable[[nn.Module], list[str]] | None = None
+
+    def alpha(self, config: TrainConfig) -> float | None:
+        """The α given, or the method's default (None: the mixer's own choice, or no α)."""
+        return config.alpha if config.alpha is not None else self.default_alpha
+
+    def values_used(self, config: TrainConfig, model: nn.Module, *, rows: int) -> dict[str, Any]:
+        """The options whose default the method resolves, as this run uses them: α (None where the
+        method has none) and the layers mixed at. ``rows``: the batch one mixing draw covers."""
+        values: dict[str, Any] = {"alpha": self.alpha(config)}
+        if self.alpha_by_tuple and values["alpha"] is None:
+            values["alpha"] = default_multimix_alpha(config.tuple_size, rows)
+        if self.default_layers is not None:
+            values["layers"] = self.layers(config, model)
+        return values
+
+    def layers(self, config: TrainConfig, model: nn.Module) -> list[str]:
+        """The layers it mixes at: ``--layers``, or the method's default for ``model``."""
+        if self.default_layers is None:
+            raise ValueError(f"method {self.name!r} takes no layers")
+        return list(config.layers or self.default_layers(model))
+
+    def mixes_at(self, config: TrainConfig, epoch: int) -> bool:
+        """Whether epoch ``epoch`` (1-based) mixes, or is part of an ERM warm-up."""
+        return self.warmup_key is None or epoch > getattr(config, self.warmup_key)
+
+
+def default_multimix_alpha(m: int | None, rows: int) -> float:
+    """MultiMix's α when none is given: 1 for pairs, 1/m for longer tuples (m = None: the whole batch
+    of ``rows``)."""
+    length = rows if m is None else min(m, rows)
+    return 1.0 if length <= 2 else 1.0 / length
+
+
+def _erm(config, model, call, num_classes, generator, teacher):
+    return None
+
+
+def _mixup(config, model, call, num_classes, generator, teacher):
+    return Mixup(call, alpha=METHODS["mixup"].alpha(config), per_sample=config.per_sample,
+                 num_classes=num_classes, generator=generator)
+
+
+def _manifold(config, model, call, num_classes, generator, teacher):
+    return ManifoldMixup(call, layers=METHODS["manifold"].layers(config, model), alpha=METHODS["manifold"].alpha(config),
+                         per_sample=config.per_sample, num_classes=num_classes, generator=generator)
+
+
+def _cutmix(config, model, call, num_classes, generator, teacher):
+    return CutMix(call, alpha=METHODS["cutmix"].alpha(config), per_sample=config.per_sample,
+                  num_classes=num_classes, generator=generator)
+
+
+def _mixup_cutmix(config, model, call, num_classes, generator, teacher):
+    return MixupOrCutMix(call, mixup_alpha=METHODS["mixup-cutmix"].alpha(config), cutmix_alpha=config.cutmix_alpha,
+                         switch_prob=config.switch_prob, per_sample=config.per_sample, num_classes=num_classes,
+                         generator=generator)
+
+
+def _confmix(config, model, call, num_classes, generator, teacher):
+    return ConfMix(call, layers=METHODS["confmix"].layers(config, model), scale=config.confmix_scale, num_classes=num_classes,
+                   generator=generator)
+
+
+def _multimix_args(config: TrainConfig, num_classes: int, generator, teacher) -> dict[str, Any]:
+    return dict(n=config.mix_rows, m=config.tuple_size, alpha=config.alpha, p=config.mix_prob, scope=config.mix_scope, teacher=teacher,
+                distill_weight=config.distill_weight, temperature=config.temperature, num_classes=num_classes,
+                generator=generator)
+
+
+def _multimix(config, model, call, num_classes, generator, teacher):
+    return MultiMix(call, classifier=model.classifier_layer, keep_clean=config.keep_clean,
+                    **_multimix_args(config, num_classes, generator, teacher))
+
+
+def _dense_multimix(config, model, call, num_classes, generator, teacher):
+    if getattr(model, "feature_layer", None) is None:
+        raise ConfigError(f"dense-multimix needs a model with a spatial embedding; {config.model_name} has none "
+                          "(use cnn1d, preactresnet8, preactresnet18 or vit)")
+    return DenseMultiMix(call, features=model.feature_layer, classifier=model.classifier_layer,
+                         attention=config.attention, layout=model.feature_layout,
+                         prefix_tokens=getattr(model, "feature_prefix_tokens", 0),
+                         **_multimix_args(config, num_classes, generator, teacher))
+
+
+_PAIRWISE = ("alpha", "per_sample")
+
+#: Every method, by name, in the order ``--help`` lists them.
+METHODS: dict[str, Method] = {m.name: m for m in (
+    Method("erm", "empirical risk minimisation: no mixing (the baseline)", _erm, has_alpha=False),
+    Method("mixup", "input mixup: pairs of inputs and targets, λ ~ Beta(α, α)", _mixup, _PAIRWISE,
+           default_alpha=1.0),
+    Method("manifold", "manifold mixup: pairs mixed at a layer drawn from --layers", _manifold,
+           (*_PAIRWISE, "layers"), default_alpha=2.0, default_layers=lambda model: model.manifold_layers),
+    Method("multimix", "MultiMix: n interpolations of m-tuples of the batch at the classifier's input", _multimix,
+           (*_MULTIMIX_OPTIONS, "keep_clean"), teacher=True, global_scope=True, alpha_by_tuple=True),
+    Method("dense-multimix", "Dense MultiMix: MultiMix per position of the spatial embedding", _dense_multimix,
+           (*_MULTIMIX_OPTIONS, "attention"), teacher=True, global_scope=True, unused_parameters=True,
+           alpha_by_tuple=True),
+    Method("confmix", "ConfMix: pairwise mixup with a per-example α from the model's confidence", _confmix,
+           ("layers", "confmix_scale", "confmix_warmup"), has_alpha=False, warmup_key="confmix_warmup",
+           default_layers=lambda model: ["input"]),
+    Method("cutmix", "CutMix: a box of the partner pasted (a segment for 1-D inputs)", _cutmix, _PAIRWISE,
+           default_alpha=1.0),
+    Method("mixup-cutmix", "timm's switch: CutMix with probability --switch-prob, else input mixup",
+           _mixup_cutmix, (*_PAIRWISE, "cutmix_alpha", "switch_prob"), default_alpha=1.0),
+)}
+
+
+def get_method(name: str) -> Method:
+    """The registry entry of ``name``; ConfigError listing the valid names otherwise."""
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise ConfigError(f"unknown method {name!r}; valid methods: {', '.join(METHODS)}") from None
+
+
+def methods_with(option: str) -> list[str]:
+    """The methods ``option`` applies to (empty: it applies to every method)."""
+    return [m.name for m in METHODS.values() if option in m.options]
 
 
 def build_mixer(
@@ -24,35 +202,8 @@ def build_mixer(
     ``wrapped``: what the mixer calls, when not ``model`` itself: ``model`` in
     ``DistributedDataParallel`` and/or compiled (it keeps the layer names; ``model`` says which they are).
     """
-    spec, model = model, model if wrapped is None else wrapped
-    common = dict(num_classes=num_classes, generator=generator)
-    distill = dict(teacher=teacher, distill_weight=config.distill_weight, temperature=config.temperature)
-    if config.method == "erm":
-        return None
-    if config.method == "mixup":
-        return Mixup(model, alpha=config.method_alpha, per_sample=config.per_sample, **common)
-    if config.method == "manifold":
-        layers = config.layers or spec.manifold_layers
-        return ManifoldMixup(model, layers=layers, alpha=config.method_alpha, per_sample=config.per_sample, **common)
-    if config.method == "cutmix":
-        return CutMix(model, alpha=config.method_alpha, per_sample=config.per_sample, **common)
-    if config.method == "mixup-cutmix":
-        return MixupOrCutMix(model, mixup_alpha=config.method_alpha, cutmix_alpha=config.cutmix_alpha,
-                             switch_prob=config.switch_prob, per_sample=config.per_sample, **common)
-    if config.method == "confmix":
-        return ConfMix(model, layers=config.layers or ["input"], scale=config.confmix_scale, **common)
-    if config.method in ("multimix", "dense-multimix"):
-        shared = dict(n=config.n, m=config.m, alpha=config.method_alpha, p=config.p, **distill, **common)
-        if config.method == "multimix":
-            return MultiMix(model, before=spec.classifier_layer, keep_clean=config.keep_clean, scope=config.mix_scope,
-                            **shared)
-        if spec.feature_layer is None:
-            raise ConfigError(f"dense-multimix needs a model with a spatial embedding; {config.model_name} has none "
-                              "(use cnn1d, preactresnet8, preactresnet18 or vit)")
-        return DenseMultiMix(model, features=spec.feature_layer, classifier=spec.classifier_layer,
-                             attention=config.attention, layout=spec.feature_layout,
-                             prefix_tokens=getattr(spec, "feature_prefix_tokens", 0), scope=config.mix_scope, **shared)
-    raise ConfigError(f"unknown method {config.method!r}")
+    method = get_method(config.method)
+    return method.build(config, model, model if wrapped is None else wrapped, num_classes, generator, teacher)
 
 
-__all__ = ["build_mixer"]
+__all__ = ["Method", "METHODS", "get_method", "methods_with", "build_mixer"]
