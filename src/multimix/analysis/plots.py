@@ -35,7 +35,7 @@ def plot_decision_boundaries(
     gx, gy = torch.meshgrid(torch.linspace(lo[0], hi[0], resolution), torch.linspace(lo[1], hi[1], resolution), indexing="xy")
     grid = torch.stack([gx.flatten(), gy.flatten()], dim=1)
     fig, axes = plt.subplots(1, len(models), figsize=(3.2 * len(models), 3.3), dpi=120, squeeze=False)
-    for ax, (name, model) in zip(axes[0], models.items()):
+    for ax, (name, model) in zip(axes[0], models.items(), strict=True):
         model.eval()
         pred = model(grid).argmax(1).reshape(resolution, resolution)
         ax.contourf(gx, gy, pred, levels=int(y.max()) + 1, cmap="coolwarm", alpha=0.35)

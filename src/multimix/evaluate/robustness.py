@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +30,7 @@ def _check_clamp(clamp: tuple[float, float] | None) -> tuple[float, float] | Non
 
 
 @contextlib.contextmanager
-def _frozen(model: nn.Module):
+def _frozen(model: nn.Module) -> Iterator[None]:
     """Eval mode for the attack, the training flag restored after; no parameter gathers a gradient."""
     was_training = model.training
     model.eval()
@@ -107,7 +109,7 @@ def robust_accuracy(
     eps: float,
     batch_size: int = 500,
     device: torch.device | str = "cpu",
-    **kwargs,
+    **kwargs: Any,
 ) -> float:
     """Accuracy of ``model`` on ``attack``-perturbed (``"fgsm"`` or ``"pgd"``) examples of (x, y), by batches."""
     attacks = {"fgsm": fgsm, "pgd": pgd}
