@@ -1,7 +1,44 @@
-"""Shared fixtures: small models with named layers, including a residual (non-sequential) one."""
+"""Shared fixtures and helpers: small models with named layers (a residual, non-sequential one too),
+seeded generators, the CLI in a child process, run-folder readers, data files in the releases' formats.
+
+Tests import the plain helpers by name (``from conftest import MLPNet, cli``); fixtures come by argument.
+Markers (pyproject.toml): ``cuda`` (skipped without a device), ``slow`` (``make test-fast`` leaves them out).
+
+Where tests live: one file per module or subpackage of src/multimix, so a change's tests are found by name.
+    functional/*: sampling, pairwise, multimix, targets  test_functional.py
+    functional/dense.py + mixers/dense.py (Dense MultiMix)  test_dense.py
+    functional/cutmix.py + mixers/cutmix.py (CutMix)      test_cutmix.py
+    mixers/* (the nn.Module mixers)                       test_mixers.py; on 🤗/timm models: test_hf.py
+    _validation.py: every bad argument, one clear error   test_bad_input.py
+    __init__.py: the public API                           test_public_api.py
+    teacher.py                                            test_teacher.py
+    schedules.py (α schedules, ConfMix's α) and ConfMix   test_schedules.py
+    models/*                                              test_models.py
+    analysis/* (Bayes error, excess risk, MMLB)           test_analysis.py
+    evaluate/*, train/evaluation.py (`multimix evaluate`) test_evaluate.py
+    data/*: generated sets, splits, toy problem, CIFAR    test_data.py
+    data/idx.py, idx_images.py, files.py (MNIST family)   test_data_idx.py
+    train/trainer.py, train/config.py                     test_train.py
+    train/checkpoint.py                                   test_checkpoint.py
+    train/runlock.py                                      test_runlock.py
+    train/workers.py                                      test_workers.py
+    train/preflight.py: through the bad-flag table in     test_cli.py (its checks are options' errors)
+    train/recipes.py                                      test_recipes.py
+    train/distributed.py, training under torchrun         test_distributed.py
+    train/graphs.py and the rest of the GPU path (cuda)   test_cuda.py
+    cli.py, train/compare.py: the CLI as users meet it    test_cli.py (integration tests of the CLI)
+    benchmarks/ (the scripts run on tiny budgets)         test_benchmarks.py
+    docs/ (links and citations)                           test_docs_links.py
+"""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, settings
@@ -73,3 +110,47 @@ def _private_cache(tmp_path_factory):
 
     os.environ["MULTIMIX_CACHE"] = str(tmp_path_factory.mktemp("cache"))
     yield
+
+
+# -- random draws --------------------------------------------------------------------------------
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    """A seeded CPU generator: a test's draws, independent of the global RNG."""
+    return torch.Generator().manual_seed(seed)
+
+
+# -- the CLI in a child process (tests that use it are marked slow) --------------------------------
+
+
+def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``python -m multimix.cli ARGS`` in a child process, stdout and stderr captured as text."""
+    return subprocess.run([sys.executable, "-m", "multimix.cli", *args], capture_output=True, text=True, timeout=timeout)
+
+
+# -- run folders ---------------------------------------------------------------------------------
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    """The per-epoch records of a run, as written to its metrics.jsonl."""
+    return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+
+
+# -- data files in the releases' formats, small, written by the tests --------------------------------
+
+
+def write_idx_release(folder: Path, *, n_train: int = 40, n_test: int = 20, gz: bool = True, seed: int = 0) -> dict:
+    """The four IDX files of a (small) MNIST-family release in ``folder``; returns the arrays written."""
+    from multimix.data.idx import write_idx
+
+    rng = np.random.default_rng(seed)
+    arrays = {
+        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+        "train-labels-idx1-ubyte": (np.arange(n_train) % 10).astype(np.uint8),
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+        "t10k-labels-idx1-ubyte": (np.arange(n_test) % 10).astype(np.uint8),
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    for stem, array in arrays.items():
+        write_idx(folder / (stem + (".gz" if gz else "")), array)
+    return arrays

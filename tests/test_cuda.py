@@ -18,6 +18,8 @@ from multimix.models import build_model
 from multimix.train.config import TrainConfig
 from multimix.train.trainer import train
 
+from conftest import read_metrics
+
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
 DEV = torch.device("cuda")
@@ -153,10 +155,6 @@ def test_a_cuda_checkpoint_holds_every_generator(tmp_path):
     assert rng["augment"].dtype == torch.uint8 and len(rng["mix_host_ranks"]) == 1
 
 
-def _weights(run) -> dict[str, torch.Tensor]:
-    return torch.load(run / "checkpoint.pt", weights_only=True)["model"]
-
-
 # Every host-side choice the graphs are keyed on: none (erm, mixup, multimix, dense), manifold's layer,
 # CutMix or mixup, MultiMix's p, ConfMix's ERM warm-up, an α schedule (a new graph each epoch), a teacher.
 GRAPHED = {
@@ -232,4 +230,4 @@ def test_a_cuda_graph_run_resumes_without_graphs(tmp_path):
     checkpoint.save(run / "checkpoint.pt", state)
     summary = train(_config(method="multimix", epochs=2), run, resume=True, progress=False)
     assert summary["final"]["epoch"] == 2
-    assert isinstance(json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["lr"], float)
+    assert isinstance(read_metrics(run)[-1]["lr"], float)

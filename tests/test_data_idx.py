@@ -18,22 +18,9 @@ from multimix.data import files, idx_images
 from multimix.data.files import CorruptDataFile
 from multimix.data.idx import read_idx, write_idx
 
+from conftest import write_idx_release
+
 DEBIAN = Path("/usr/share/datasets/fashion-mnist")
-
-
-def write_release(folder: Path, *, n_train: int = 40, n_test: int = 20, gz: bool = True, seed: int = 0) -> dict:
-    """The four files of a (small) release in ``folder``; returns the arrays written."""
-    rng = np.random.default_rng(seed)
-    arrays = {
-        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
-        "train-labels-idx1-ubyte": (np.arange(n_train) % 10).astype(np.uint8),
-        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
-        "t10k-labels-idx1-ubyte": (np.arange(n_test) % 10).astype(np.uint8),
-    }
-    folder.mkdir(parents=True, exist_ok=True)
-    for stem, array in arrays.items():
-        write_idx(folder / (stem + (".gz" if gz else "")), array)
-    return arrays
 
 
 @pytest.mark.parametrize("suffix", ["", ".gz"])
@@ -75,7 +62,7 @@ def test_corrupt_idx_files_are_named(tmp_path):
 @pytest.mark.parametrize("gz", [True, False])
 def test_load_a_release_from_its_files(tmp_path, layout, gz):
     folder = tmp_path if layout == "in-data-dir" else tmp_path / "kmnist"
-    arrays = write_release(folder, gz=gz)
+    arrays = write_idx_release(folder, gz=gz)
     x, y, xt, yt = idx_images.load("kmnist", tmp_path)
     assert x.shape == (40, 1, 28, 28) and xt.shape == (20, 1, 28, 28)
     assert x.dtype == torch.float32 and y.dtype == torch.int64
@@ -89,7 +76,7 @@ def test_load_a_release_from_its_files(tmp_path, layout, gz):
 
 
 def test_release_files_are_checked_against_each_other(tmp_path):
-    write_release(tmp_path, gz=False)
+    write_idx_release(tmp_path, gz=False)
     write_idx(tmp_path / "t10k-labels-idx1-ubyte", np.arange(19, dtype=np.uint8) % 10)
     with pytest.raises(CorruptDataFile, match="t10k-labels-idx1-ubyte holds 19 labels but .* holds 20 images"):
         idx_images.load("mnist", tmp_path)
@@ -121,7 +108,7 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
 def test_download_is_checked_and_atomic(tmp_path, monkeypatch):
     # A real HTTP server on loopback plays the mirror: the files it serves are a small release.
     served = tmp_path / "mirror"
-    write_release(served, gz=True)
+    write_idx_release(served, gz=True)
     md5 = {stem: files.md5sum(served / f"{stem}.gz") for stem in idx_images.FILES}
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(served)))
     threading.Thread(target=server.serve_forever, daemon=True).start()

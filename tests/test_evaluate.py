@@ -24,6 +24,8 @@ from multimix.evaluate import (
     uniformity,
 )
 
+from conftest import read_metrics, write_idx_release
+
 
 
 def test_ece_is_zero_when_confidence_equals_accuracy():
@@ -209,8 +211,6 @@ def test_compare_evaluate_adds_the_columns(tmp_path, capsys):
 
 
 def test_tensorboard_curves_and_evaluation(tmp_path):
-    import json
-
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from multimix.cli import main
@@ -222,7 +222,7 @@ def test_tensorboard_curves_and_evaluation(tmp_path):
     assert main(["evaluate", str(run), "--attacks", "fgsm", "--quiet"]) == 0
     events = EventAccumulator(str(run / "tensorboard"))
     events.Reload()
-    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    metrics = read_metrics(run)
     val = events.Scalars("train/val_acc")
     assert [e.step for e in val] == [1, 2, 3]
     assert [round(e.value, 5) for e in val] == [round(m["val_acc"], 5) for m in metrics]
@@ -232,12 +232,10 @@ def test_tensorboard_curves_and_evaluation(tmp_path):
 def test_fashion_mnist_runs_are_tested_against_mnist_as_ood(tmp_path):
     import json
 
-    from test_idx import write_release
-
     from multimix.cli import main
 
-    write_release(tmp_path / "data" / "fashion-mnist", n_train=200, n_test=50, seed=0)
-    write_release(tmp_path / "data" / "mnist", n_train=200, n_test=30, seed=1)
+    write_idx_release(tmp_path / "data" / "fashion-mnist", n_train=200, n_test=50, seed=0)
+    write_idx_release(tmp_path / "data" / "mnist", n_train=200, n_test=30, seed=1)
     run = tmp_path / "run"
     assert main(["train", "--dataset", "fashion-mnist", "--data-dir", str(tmp_path / "data"), "--epochs", "1",
                  "--threads", "1", "--quiet", "--out", str(run)]) == 0
@@ -250,8 +248,6 @@ def test_fashion_mnist_runs_are_tested_against_mnist_as_ood(tmp_path):
 def test_without_mnist_files_scikit_learn_digits_are_the_real_ood_set(tmp_path):
     import json
 
-    from test_idx import write_release
-
     from multimix.cli import main
     from multimix.data import digits
     from multimix.train.evaluation import _files_found
@@ -261,7 +257,7 @@ def test_without_mnist_files_scikit_learn_digits_are_the_real_ood_set(tmp_path):
     assert framed[:, :, :4].abs().sum() == 0 and framed[:, :, :, -4:].abs().sum() == 0  # MNIST's empty frame
     assert framed[:, :, 4:24, 4:24].mean() > 0.1  # the digit fills the 20×20 box
     data = tmp_path / "data"
-    write_release(data / "fashion-mnist", n_train=200, n_test=50, seed=0)
+    write_idx_release(data / "fashion-mnist", n_train=200, n_test=50, seed=0)
     if _files_found("mnist", str(data)):
         pytest.skip("MNIST's files are installed here: they are used instead")
     run = tmp_path / "run"
