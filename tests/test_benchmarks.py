@@ -15,12 +15,14 @@ def run(*args: str) -> str:
     return result.stdout
 
 
+@pytest.mark.slow
 def test_functional_ops_benchmark_prints_its_ratios(tmp_path):
     out = run("benchmarks/functional_ops.py", "--rounds", "1", "--out", str(tmp_path / "f.md"))
     assert "ratio (torch / ours)" in out and "ratio multimix / matmul" in out
     assert (tmp_path / "f.md").read_text() == out
 
 
+@pytest.mark.slow
 def test_overhead_benchmark_runs_on_the_small_model(tmp_path):
     out = run("benchmarks/overhead.py", "--models", "cnn1d", "--rounds", "1", "--no-memory", "--out", str(tmp_path / "o.md"))
     for method in ("ERM", "MultiMix n=1000", "MultiMix n=1000, generic", "Dense MultiMix n=1000"):
@@ -28,6 +30,7 @@ def test_overhead_benchmark_runs_on_the_small_model(tmp_path):
     assert "interpolation Λ Z" in out
 
 
+@pytest.mark.slow
 def test_ab_overhead_runs_a_revision_beside_the_working_tree():
     out = run("benchmarks/ab_overhead.py", "--rev", "HEAD", "--methods", "multimix,dense", "--n", "20", "--rounds", "2", "--block-s", "0.01")
     assert "multimix @ HEAD" in out and "dense @ working tree" in out
@@ -37,6 +40,7 @@ def test_ab_overhead_runs_a_revision_beside_the_working_tree():
     assert bad.returncode == 2 and "--methods: expected names from multimix, dense" in bad.stderr
 
 
+@pytest.mark.slow
 def test_overhead_floor_times_the_floors_and_a_cold_draw(tmp_path):
     out = run("benchmarks/overhead_floor.py", "--rounds", "2", "--block-s", "0.005", "--out", str(tmp_path / "f.md"))
     for step in ("ERM", "ERM, 10 000-row loss", "MultiMix n=1", "Dense MultiMix n=1", "Dense MultiMix n=1000"):
@@ -44,6 +48,7 @@ def test_overhead_floor_times_the_floors_and_a_cold_draw(tmp_path):
     assert "right after a training step" in out and (tmp_path / "f.md").read_text().strip() == out.strip()
 
 
+@pytest.mark.slow
 def test_model_cost_benchmark_states_flops(tmp_path):
     out = run("benchmarks/model_cost.py", "--rounds", "1", "--threads", "1", "--out", str(tmp_path / "m.md"))
     assert "| preactresnet8 (w=32, default) | 307,690 | 74.3 |" in out and (tmp_path / "m.md").read_text().strip() == out.strip()

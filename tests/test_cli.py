@@ -91,6 +91,7 @@ def last_line(err: str) -> str:
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process table from /proc")
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL], ids=lambda s: s.name)
+@pytest.mark.slow
 def test_compare_workers_end_with_their_parent(tmp_path, sig):
     out = tmp_path / "cmp"
     argv = ["compare", *LONG, "--jobs", "2", "--methods", "erm,mixup", "--seeds", "1", "--out", str(out)]
@@ -121,6 +122,7 @@ def test_compare_workers_end_with_their_parent(tmp_path, sig):
         pass
 
 
+@pytest.mark.slow
 def test_two_runs_on_one_folder(tmp_path):
     out = tmp_path / "run"
     first = popen("train", *LONG, "--out", str(out))
@@ -150,6 +152,7 @@ def test_run_lock_in_process(tmp_path):
     assert not (tmp_path / "b").exists()  # the folder it created for nothing is gone again
 
 
+@pytest.mark.slow
 def test_resume_needs_something_to_resume(tmp_path):
     out = tmp_path / "typo"
     result = cli("train", *TINY, "--out", str(out), "--resume")
@@ -159,6 +162,7 @@ def test_resume_needs_something_to_resume(tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_extending_a_finished_run_says_why_not(tmp_path):
     out = tmp_path / "run"
     assert cli("train", *TINY, "--out", str(out)).returncode == 0
@@ -197,6 +201,7 @@ def _future_checkpoint(path: Path) -> None:
 
 
 @pytest.mark.parametrize("damage", ["empty", "other-version"])
+@pytest.mark.slow
 def test_damaged_checkpoints(tmp_path, damage):
     out = tmp_path / "cmp"
     argv = ["compare", *TINY, "--methods", "erm", "--seeds", "1", "--out", str(out)]
@@ -361,6 +366,7 @@ def test_dataset_info_matches_the_loaded_data():
 # -- what a user sees ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_progress_lines_without_a_terminal(tmp_path):
     loud = [a for a in TINY if a != "--quiet"]
     quiet = cli("train", *TINY, "--epochs", "3", "--out", str(tmp_path / "q"))
@@ -378,6 +384,7 @@ def test_progress_lines_without_a_terminal(tmp_path):
     assert "mixup seed 0: test " in compared.stderr
 
 
+@pytest.mark.slow
 def test_train_interrupted_says_how_to_continue(tmp_path):
     out = tmp_path / "r"
     proc = popen("train", *LONG, "--out", str(out))
@@ -408,6 +415,7 @@ def test_accuracy_axis_never_magnifies_noise():
 # Builtins as tasks: spawned workers import them by name, as they would a module-level function.
 
 
+@pytest.mark.slow
 def test_run_tasks_returns_in_order_and_relays_logs(caplog):
     import logging
     import math
@@ -422,6 +430,7 @@ def test_run_tasks_returns_in_order_and_relays_logs(caplog):
     assert "from a worker: hello" in caplog.text
 
 
+@pytest.mark.slow
 def test_run_tasks_errors():
     import math
 
@@ -436,6 +445,7 @@ def test_run_tasks_errors():
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="drives a pseudo-terminal")
+@pytest.mark.slow
 def test_on_a_terminal_log_lines_go_above_the_bar(tmp_path):
     import fcntl
     import pty

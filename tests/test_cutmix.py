@@ -108,6 +108,7 @@ def test_cutmix_methods_train_from_the_config(tmp_path, method):
     assert train(config, tmp_path)["best"]["test_acc"] > 0.3  # 10 classes: chance is 0.1
 
 
+@pytest.mark.slow
 def test_label_smoothing_bounds_the_training_loss(tmp_path):
     # CE against smoothed targets is at least their entropy: a floor a model trained on hard labels goes under.
     base = {"dataset": "toy", "train_size": 1000, "epochs": 8, "lr": 3e-3, "threads": 1}

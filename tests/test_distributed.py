@@ -69,6 +69,7 @@ ERM = ["train", "--dataset", "mnist1d", "--epochs", "1", "--batch-size", "15", "
        "--lr", "0.005", "--threads", "1", "--quiet"]
 
 
+@pytest.mark.slow
 def test_two_processes_end_with_the_weights_of_one(tmp_path):
     one = run([str(BIN / "multimix"), *ERM, "--out", str(tmp_path / "one")])
     assert one.returncode == 0, one.stderr
@@ -83,6 +84,7 @@ def test_two_processes_end_with_the_weights_of_one(tmp_path):
     assert not list((tmp_path / "two").glob("*.tmp"))
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_of_every_process_ends_as_the_uninterrupted_run(tmp_path):
     # MultiMix, local scope: each rank has its own mixing generator, whose state must survive too.
     args = ["train", "--dataset", "mnist1d", "--method", "multimix", "--epochs", "3", "--batch-size", "30",
@@ -117,6 +119,7 @@ def test_resume_after_sigkill_of_every_process_ends_as_the_uninterrupted_run(tmp
     ("mixup", "mnist1d"), ("manifold", "mnist1d"), ("multimix", "mnist1d"), ("dense-multimix", "mnist1d"),
     ("confmix", "mnist1d"), ("cutmix", "digits"),
 ])
+@pytest.mark.slow
 def test_every_method_trains_under_ddp(tmp_path, method, dataset):
     extra = ["--confmix-warmup", "0"] if method == "confmix" else []
     out = tmp_path / "run"
@@ -149,6 +152,7 @@ def _threads_at_exit(stdout: str) -> list[str]:
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="lists threads through Linux's /proc")
+@pytest.mark.slow
 def test_training_ends_with_the_process_group_and_its_threads_gone(tmp_path):
     """No gloo thread is left for interpreter finalisation to tear down: there it can abort a process
     whose run succeeded ('terminate called without an active exception')."""
@@ -162,6 +166,7 @@ def test_training_ends_with_the_process_group_and_its_threads_gone(tmp_path):
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="lists threads through Linux's /proc")
+@pytest.mark.slow
 def test_sigterm_mid_run_leaves_no_gloo_thread_to_interpreter_finalisation(tmp_path):
     """A preempted run (torchrun forwards SIGTERM) says how to continue and exits without an abort:
     what the interrupted run held, the process group included, is freed before finalisation."""
@@ -189,6 +194,7 @@ def test_sigterm_mid_run_leaves_no_gloo_thread_to_interpreter_finalisation(tmp_p
     assert not [names for names in listed if "gloo" in names], listed
 
 
+@pytest.mark.slow
 def test_dense_multimix_under_ddp_leaves_unused_layers_without_gradient(tmp_path):
     """The layers after the features get no gradient under Dense MultiMix: DDP must be told, or it fails."""
     out = tmp_path / "run"
@@ -202,6 +208,7 @@ def test_dense_multimix_under_ddp_leaves_unused_layers_without_gradient(tmp_path
     (["--sync-bn"], "sync_bn"),  # found by every rank, before the process group
     (["--batch-size", "3"], "batch_size"),
 ])
+@pytest.mark.slow
 def test_an_error_ends_every_process_with_one_line(tmp_path, bad, says):
     (tmp_path / "afile").write_text("not a folder")
     bad = [a.replace("{tmp}", str(tmp_path)) for a in bad]
@@ -219,6 +226,7 @@ def test_an_error_ends_every_process_with_one_line(tmp_path, bad, says):
     assert time.monotonic() - start < 120
 
 
+@pytest.mark.slow
 def test_other_commands_refuse_to_run_under_torchrun(tmp_path):
     result = run(torchrun(2, ["compare", "--dataset", "toy", "--epochs", "1", "--out", str(tmp_path / "c")]))
     assert result.returncode != 0
@@ -226,6 +234,7 @@ def test_other_commands_refuse_to_run_under_torchrun(tmp_path):
 
 
 @pytest.mark.parametrize("method", ["multimix", "dense-multimix"])
+@pytest.mark.slow
 def test_global_scope_on_two_processes_ends_as_one_process(tmp_path, method):
     """One Λ over the global batch, each rank its share of the n rows, gradients back to the owners."""
     args = ["train", "--dataset", "mnist1d", "--method", method, "--epochs", "1", "--batch-size", "15",

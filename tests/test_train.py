@@ -71,6 +71,7 @@ def test_testing_only_at_improvements_reports_the_same_figures(tmp_path):
     assert again["best"] == every["best"]
 
 
+@pytest.mark.slow
 def test_training_learns_the_toy_problem(tmp_path):
     summary = train(TrainConfig.from_dict({**TINY, "method": "multimix", "epochs": 15, "lr": 3e-3, "train_size": 1000}), tmp_path)
     assert summary["best"]["test_acc"] > 0.6  # 3 classes: chance is 1/3
@@ -119,6 +120,7 @@ def test_yaml_config_and_flags_override(tmp_path):
     assert saved["epochs"] == 2 and saved["alpha"] == 0.4 and saved["train_size"] == 200
 
 
+@pytest.mark.slow
 def test_corrupt_and_mismatched_checkpoints_give_clear_errors(tmp_path):
     config = TrainConfig.from_dict(TINY)
     train(config, tmp_path)
@@ -161,6 +163,7 @@ def _state(path: Path) -> tuple[dict, list]:
     return state["model"], metrics
 
 
+@pytest.mark.slow
 def test_sigkill_and_resume_gives_the_uninterrupted_result(tmp_path):
     args = ["train", "--dataset", "toy", "--train-size", "2000", "--method", "multimix", "--epochs", "10",
             "--batch-size", "20", "--threads", "1", "--quiet"]
@@ -215,6 +218,7 @@ def test_compare_on_a_tiny_budget(tmp_path, capsys):
     assert checkpoint.load(out / "erm" / "seed0" / "checkpoint.pt")["config"]["lr"] == 0.002
 
 
+@pytest.mark.slow
 def test_plot_boundary_writes_a_png(tmp_path, capsys):
     out = tmp_path / "pb"
     argv = ["plot-boundary", "--epochs", "2", "--train-size", "200", "--threads", "1", "--out", str(out), "--quiet"]
