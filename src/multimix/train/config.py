@@ -18,8 +18,8 @@ from typing import Any
 import yaml
 
 from multimix.data import DATASETS
-from multimix.mixers.dense import ATTENTIONS
-from multimix.mixers.multimix import SCOPES as MIX_SCOPES
+from multimix.mixers import ATTENTIONS
+from multimix.mixers import SCOPES as MIX_SCOPES
 from multimix.models import DEFAULT_MODEL, MODELS
 from multimix.schedules import SCHEDULES
 from multimix.train.errors import ConfigError

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from multimix.functional import multimix_alpha
 from multimix.mixers import ConfMix, CutMix, DenseMultiMix, ManifoldMixup, Mixup, MixupOrCutMix, MultiMix
 from multimix.teacher import EMATeacher
 from multimix.train.errors import ConfigError
@@ -77,7 +78,8 @@ class Method:
         method has none) and the layers mixed at. ``rows``: the batch one mixing draw covers."""
         values: dict[str, Any] = {"alpha": self.alpha(config)}
         if self.alpha_by_tuple and values["alpha"] is None:
-            values["alpha"] = default_multimix_alpha(config.tuple_size, rows)
+            # the tuple length drawn: m, or the whole batch (a batch shorter than m mixes all of it)
+            values["alpha"] = multimix_alpha(rows if config.tuple_size is None else min(config.tuple_size, rows))
         if self.default_layers is not None:
             values["layers"] = self.layers(config, model)
         return values
@@ -91,13 +93,6 @@ class Method:
     def mixes_at(self, config: TrainConfig, epoch: int) -> bool:
         """Whether epoch ``epoch`` (1-based) mixes, or is part of an ERM warm-up."""
         return self.warmup_key is None or epoch > getattr(config, self.warmup_key)
-
-
-def default_multimix_alpha(m: int | None, rows: int) -> float:
-    """MultiMix's α when none is given: 1 for pairs, 1/m for longer tuples (m = None: the whole batch
-    of ``rows``)."""
-    length = rows if m is None else min(m, rows)
-    return 1.0 if length <= 2 else 1.0 / length
 
 
 def _erm(config, model, call, num_classes, generator, teacher):

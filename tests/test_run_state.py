@@ -1,0 +1,126 @@
+"""multimix.train.state (RunState: the checkpoint format), built by multimix.train.components and
+stepped by multimix.train.step — in this process, no subprocess."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from multimix.train import checkpoint
+from multimix.train.components import build_run, load_splits
+from multimix.train.config import ConfigError, TrainConfig
+from multimix.train.distributed import Dist
+from multimix.train.state import STATE_VERSION, upgrade
+from multimix.train.step import TrainData, TrainStep, steps_per_epoch, train_epoch
+
+CPU = torch.device("cpu")
+
+
+def _config(**overrides) -> TrainConfig:
+    values = dict(dataset="toy", method="multimix", epochs=3, batch_size=50, mix_rows=64, threads=1,
+                  teacher_momentum=0.9, train_size=300, **overrides)
+    return TrainConfig.from_dict(values)
+
+
+def _built(config: TrainConfig):
+    splits = load_splits(config)
+    data = TrainData.on(splits.train, splits.num_classes, splits.augment, CPU)
+    run = build_run(config, splits, Dist(), CPU, steps_per_epoch=steps_per_epoch(len(data.y), config.batch_size))
+    return run, data
+
+
+def _epoch(run, data) -> float:
+    step = TrainStep(run.state, net=run.nets.train, data=data, config=run.state.config, device=CPU)
+    loss = train_epoch(step, run.mixer_at(run.state.epoch + 1), data, batch_size=run.state.config.batch_size,
+                       generator=run.state.generators.data, device=CPU, world_size=1)
+    run.state.history.append({"epoch": run.state.epoch + 1, "train_loss": loss})
+    return loss
+
+
+def _equal(a, b) -> bool:
+    """Deep equality of state dicts: tensors by value, the rest by ==."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
+def test_a_state_saved_and_loaded_into_a_fresh_run_is_equal_and_continues_alike(tmp_path):
+    config = _config()
+    run, data = _built(config)
+    _epoch(run, data)
+    saved = run.state.state_dict()
+    checkpoint.save(tmp_path / "checkpoint.pt", saved)  # through the file, as a resumed run reads it
+
+    fresh, fresh_data = _built(config)
+    assert not _equal(fresh.state.state_dict()["model"], saved["model"])  # a fresh run starts elsewhere
+    fresh.state.load_state_dict(checkpoint.load(tmp_path / "checkpoint.pt"))
+    assert _equal(fresh.state.state_dict(), run.state.state_dict())
+    assert fresh.state.epoch == 1
+
+    # The next epoch draws the same batches, mixing weights and teacher updates in both.
+    assert _epoch(fresh, fresh_data) == _epoch(run, data)
+    assert _equal(fresh.state.state_dict(), run.state.state_dict())
+
+
+def test_the_checkpoint_keys_are_those_documented():
+    run, _ = _built(_config())
+    state = run.state.state_dict()
+    assert set(state) == {"config", "world_size", "history", "model", "optimizer", "scheduler", "scaler", "teacher",
+                          "rng"}
+    assert set(state["rng"]) == {"torch", "data", "augment", "mix", "mix_host"}
+    assert state["rng"]["augment"] is None and state["rng"]["mix_host"] is None  # the CPU draws them elsewhere
+    assert len(state["rng"]["mix"]) == state["world_size"] == 1
+    assert TrainConfig.from_dict(state["config"], source="saved") == run.state.config
+
+
+def test_a_state_from_another_number_of_processes_is_refused():
+    run, _ = _built(_config())
+    state = run.state.state_dict()
+    state["world_size"] = 2
+    state["rng"]["mix"] = state["rng"]["mix"] * 2
+    with pytest.raises(ConfigError, match=r"trained with 2 process\(es\).*resume it with the command that started it"):
+        run.state.load_state_dict(state)
+
+
+def test_a_version_1_checkpoint_is_read_as_the_current_layout():
+    config = _config()
+    run, data = _built(config)
+    _epoch(run, data)
+    current = run.state.state_dict()
+    # Version 1 kept rank 0's mixing state under "mix" beside every rank's under "mix_ranks", and wrote no
+    # "augment" key on the CPU.
+    v1 = copy.deepcopy(current)
+    v1["version"] = 1
+    v1["rng"] = {"torch": current["rng"]["torch"], "data": current["rng"]["data"], "mix": current["rng"]["mix"][0],
+                 "mix_ranks": current["rng"]["mix"]}
+    assert upgrade(v1)["version"] == STATE_VERSION
+
+    fresh, _ = _built(config)
+    fresh.state.load_state_dict(v1)
+    assert _equal(fresh.state.state_dict(), current)
+
+
+def test_a_state_whose_model_does_not_fit_raises_for_the_run_folder_to_name():
+    run, _ = _built(_config())
+    state = run.state.state_dict()
+    state["model"] = {"no.such.weight": torch.zeros(1)}
+    with pytest.raises(RuntimeError, match="no.such.weight"):
+        run.state.load_state_dict(state)
+
+
+@pytest.mark.parametrize("saved_as_tensor", [False, True])
+def test_the_learning_rate_keeps_the_form_of_the_run_that_loads_it(saved_as_tensor):
+    """A run saved with --cuda-graph holds its learning rate in a tensor; resumed without it (or the
+    other way round), the optimiser holds it as the resuming run does."""
+    run, _ = _built(_config())
+    state = run.state.state_dict()
+    for group in state["optimizer"]["param_groups"]:
+        group["lr"] = torch.tensor(group["lr"]) if saved_as_tensor else float(group["lr"])
+    run.state.load_state_dict(state)
+    assert all(type(g["lr"]) is float for g in run.state.optimizer.param_groups)
