@@ -28,8 +28,8 @@ def cfg(**kw) -> TrainConfig:
 
 
 def stage1() -> dict[str, dict[str, TrainConfig]]:
-    mm = dict(method="multimix", n=1000, m=3, alpha=1.0)
-    dense = dict(method="dense-multimix", n=1000, m=3, alpha=1.0, attention="none")
+    mm = dict(method="multimix", mix_rows=1000, tuple_size=3, alpha=1.0)
+    dense = dict(method="dense-multimix", mix_rows=1000, tuple_size=3, alpha=1.0, attention="none")
     return {
         "baselines: α": {
             **{f"mixup α={a:g}": cfg(method="mixup", alpha=a) for a in (0.5, 1.0, 2.0)},
@@ -37,18 +37,18 @@ def stage1() -> dict[str, dict[str, TrainConfig]]:
             "manifold α=2, embedding only": cfg(method="manifold", alpha=2.0, layers="features"),
         },
         "MultiMix: tuple length m (α=1, n=1000)": {
-            f"m={m}": cfg(**{**mm, "m": m}) for m in (2, 3, 5, 10, "all")
+            f"m={m}": cfg(**{**mm, "tuple_size": m}) for m in (2, 3, 5, 10, "all")
         },
         "MultiMix: α (m=3, n=1000)": {f"α={a:g}": cfg(**{**mm, "alpha": a}) for a in (0.5, 1.0, 2.0)},
-        "MultiMix: whole batch with small α": {f"m=all α={a:g}": cfg(**{**mm, "m": "all", "alpha": a}) for a in (0.05, 0.2)},
-        "MultiMix: n (m=3, α=1)": {f"n={n}": cfg(**{**mm, "n": n}) for n in (10, 100, 1000, 10000)},
+        "MultiMix: whole batch with small α": {f"m=all α={a:g}": cfg(**{**mm, "tuple_size": "all", "alpha": a}) for a in (0.05, 0.2)},
+        "MultiMix: n (m=3, α=1)": {f"n={n}": cfg(**{**mm, "mix_rows": n}) for n in (10, 100, 1000, 10000)},
         "MultiMix: p and clean rows (m=3, α=1, n=1000)": {
             "p=1": cfg(**mm),
-            "p=0.5": cfg(**{**mm, "p": 0.5}),
+            "p=0.5": cfg(**{**mm, "mix_prob": 0.5}),
             "keep clean": cfg(**{**mm, "keep_clean": True}),
         },
         "Dense MultiMix: attention × m (α=1, n=1000)": {
-            f"{att} m={m}": cfg(**{**dense, "attention": att, "m": m})
+            f"{att} m={m}": cfg(**{**dense, "attention": att, "tuple_size": m})
             for att in ("none", "pooled", "cam")
             for m in (2, 3, 5)
         },
@@ -63,8 +63,8 @@ def stage1() -> dict[str, dict[str, TrainConfig]]:
 def stage2() -> dict[str, dict[str, TrainConfig]]:
     """Combine stage 1's winners: short tuples (m = 2) everywhere; distillation with a faster teacher
     (stage 1's 0.999 lags a 3600-step run by ~1000 steps and did not help)."""
-    mm = dict(method="multimix", n=1000, m=2, alpha=1.0)
-    dense = dict(method="dense-multimix", n=1000, m=2, alpha=1.0, attention="none")
+    mm = dict(method="multimix", mix_rows=1000, tuple_size=2, alpha=1.0)
+    dense = dict(method="dense-multimix", mix_rows=1000, tuple_size=2, alpha=1.0, attention="none")
     return {
         "Stage 2: combinations of stage 1's best (m=2)": {
             "MultiMix m=2": cfg(**mm),

@@ -99,7 +99,7 @@ def main() -> None:
         for candidates in settings(m, batch, alphas, strategies).values():
             for alpha, p in candidates:
                 label = f"m={m_label(m, batch).replace(' ', '')} alpha={alpha:g} p={p:g}"
-                variants[label] = dataclasses.replace(base_config, m=m, alpha=alpha, p=p)
+                variants[label] = dataclasses.replace(base_config, tuple_size=m, alpha=alpha, mix_prob=p)
     start = time.perf_counter()
     runs = args.runs or Path("runs") / f"beyond_pairs-{args.dataset}"
     rows = run_variants(variants, seeds=seeds, out=runs, jobs=args.jobs, progress=False)
@@ -135,7 +135,7 @@ def main() -> None:
         f"- the dataset's recipe: {base_config.model_name}, {base_config.epochs} epochs, {base_config.optimizer} lr "
         f"{base_config.lr:g}, batch b = {batch}"
         + (f", {base_config.train_subset} training examples" if base_config.train_subset else "")
-        + f"; MultiMix n = {base_config.n}, at the classifier (exact linear shortcut)",
+        + f"; MultiMix n = {base_config.mix_rows}, at the classifier (exact linear shortcut)",
         (f"- α tuned from {alphas} on validation accuracy (ties: the larger α); " if LETTERS["b"] in strategies
          else "- ") + f"seeds {seeds[0]}–{seeds[-1]}; "
         "validation and test accuracy (%) at the best validation epoch, mean ± std",

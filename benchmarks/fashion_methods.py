@@ -50,7 +50,7 @@ METHODS: dict[str, dict[str, Any]] = {
     "CutMix": dict(method="cutmix"),
     "manifold mixup": dict(method="manifold"),
     "MultiMix": dict(method="multimix"),
-    f"MultiMix m={BEYOND_M}": dict(method="multimix", m=BEYOND_M),
+    f"MultiMix m={BEYOND_M}": dict(method="multimix", tuple_size=BEYOND_M),
     "Dense MultiMix": dict(method="dense-multimix"),
     "MultiMix + self-distillation": dict(method="multimix", teacher_momentum=DEFAULT_TEACHER_MOMENTUM),
 }

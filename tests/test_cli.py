@@ -262,6 +262,10 @@ BAD = {
     "--label-smoothing": [["--label-smoothing", "1"], ["--label-smoothing", "-0.1"]],
     "--layers": [["--method", "manifold", "--layers", "nope"], ["--method", "confmix", "--layers", "input,nope"],
                  ["--method", "manifold", "--layers", ","]],
+    "--mix-rows": [["--mix-rows", "0"]],
+    "--tuple-size": [["--tuple-size", "0"], ["--tuple-size", "two"]],
+    "--mix-prob": [["--mix-prob", "1.5"]],
+    # their deprecated names (still read)
     "--n": [["--n", "0"]],
     "--m": [["--m", "0"], ["--m", "two"]],
     "--p": [["--p", "1.5"]],

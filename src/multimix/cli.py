@@ -24,7 +24,16 @@ from pathlib import Path
 from multimix.data.files import CorruptDataFile, DataFilesMissing
 from multimix.train import checkpoint
 from multimix.train.checkpoint import CheckpointError
-from multimix.train.config import MAX_SEED, METHODS, RENAMED_KEYS, ConfigError, TrainConfig, renamed_keys_read
+from multimix.train.config import (
+    MAX_SEED,
+    METHODS,
+    RENAMED_KEYS,
+    ConfigError,
+    TrainConfig,
+    old_keys_in,
+    renamed_keys_read,
+    renamed_message,
+)
 from multimix.train.methods import METHODS as METHOD_REGISTRY
 from multimix.train.methods import methods_with
 from multimix.train.runlock import FolderInUse
@@ -39,16 +48,18 @@ GROUP_TITLES = {"data": "data", "method": "method options", "training": "optimis
 
 
 class _DeprecatedFlag(argparse.Action):
-    """An old flag name, still accepted (under its own key, renamed by :func:`resolve_config`), with a
-    one-line warning naming the new one."""
+    """An old flag name, still accepted (under its own key, renamed by :func:`resolve_config`); a
+    one-line warning naming the new one follows once the options are valid (an invalid one gets the
+    usual single error line)."""
 
     def __init__(self, option_strings: list[str], dest: str, *, new_flag: str, **kwargs) -> None:
         super().__init__(option_strings, dest, **kwargs)
         self.new_flag = new_flag
 
     def __call__(self, parser, namespace, values, option_string=None) -> None:
-        sys.stderr.write(f"multimix: warning: {option_string} is deprecated; use {self.new_flag}\n")
         setattr(namespace, self.dest, values)
+        warnings = getattr(namespace, "deprecated_flags", [])
+        namespace.deprecated_flags = [*warnings, f"{option_string} is deprecated; use {self.new_flag}"]
 
 
 def _flag_help(name: str, meta: dict, default: object) -> str:
@@ -93,8 +104,13 @@ def resolve_config(args: argparse.Namespace, base: dict | None = None) -> TrainC
     keys = {*TrainConfig.keys(), *RENAMED_KEYS}
     given = {k: v for k, v in vars(args).items() if k in keys}
     values = {**(base or {}), **{k.replace("-", "_"): v for k, v in renamed_keys_read(from_file).items()},
-              **renamed_keys_read(given, warn=False)}  # the flag's own warning was given while parsing
-    return TrainConfig.from_dict(values, source="--config" if args.config else "option")
+              **renamed_keys_read(given)}
+    config = TrainConfig.from_dict(values, source="--config" if args.config else "option")
+    # Said once the options are known to be valid (an invalid one gets the usual single error line).
+    for message in [*map(renamed_message, old_keys_in(from_file)), *getattr(args, "deprecated_flags", [])]:
+        sys.stderr.write(f"multimix: warning: {message}\n")
+    args.deprecated_flags = []  # said once, however often the options are resolved
+    return config
 
 
 def default_out(config: TrainConfig) -> Path:

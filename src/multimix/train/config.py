@@ -223,7 +223,7 @@ class TrainConfig:
         """
         known = {f.name: f for f in fields(cls)}
         parsed: dict[str, Any] = {}
-        for raw_key, raw in renamed_keys_read(values, warn=source != "saved").items():
+        for raw_key, raw in renamed_keys_read(values).items():
             key = str(raw_key).replace("-", "_")
             if key not in known:
                 raise ConfigError(f"unknown {source} key {raw_key!r}; valid keys: {', '.join(known)}")
@@ -235,6 +235,9 @@ class TrainConfig:
             parsed[key] = value
         config = cls(**parsed)
         config.validate()
+        if source != "saved":  # a checkpoint's own keys are not the user's to change
+            for old in old_keys_in(values):
+                _warn_renamed(old)
         return config
 
     @classmethod
@@ -322,19 +325,19 @@ class TrainConfig:
     @property
     def n(self) -> int:
         """Deprecated: :attr:`mix_rows`."""
-        _renamed("n")
+        _warn_renamed("n")
         return self.mix_rows
 
     @property
     def m(self) -> int | None:
         """Deprecated: :attr:`tuple_size`."""
-        _renamed("m")
+        _warn_renamed("m")
         return self.tuple_size
 
     @property
     def p(self) -> float:
         """Deprecated: :attr:`mix_prob`."""
-        _renamed("p")
+        _warn_renamed("p")
         return self.mix_prob
 
     # -- derived ----------------------------------------------------------------------------
@@ -365,26 +368,35 @@ class TrainConfig:
         ]
 
 
-def renamed_keys_read(values: dict[str, Any], *, warn: bool = True) -> dict[str, Any]:
-    """``values`` (one source: a file, the flags, a checkpoint) with renamed keys under their new names."""
+def old_keys_in(values: dict[str, Any]) -> list[str]:
+    """The renamed keys (:data:`RENAMED_KEYS`) that ``values`` uses under their old name."""
+    return [str(k).replace("-", "_") for k in values if str(k).replace("-", "_") in RENAMED_KEYS]
+
+
+def renamed_keys_read(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` (one source: a file, the flags, a checkpoint) with renamed keys under their new names;
+    ConfigError if an old name and its new one are both there (they would disagree)."""
     out: dict[str, Any] = {}
     for raw_key, value in values.items():
         key = str(raw_key).replace("-", "_")
-        out[_renamed(key, warn=warn, given=values) if key in RENAMED_KEYS else raw_key] = value
+        if key in RENAMED_KEYS:
+            new = RENAMED_KEYS[key]
+            if new in values or new.replace("_", "-") in values:
+                raise ConfigError(f"{key} and {new} given together ({key}, --{key}, is the old name of {new}, "
+                                  f"--{new.replace('_', '-')}); give {new} alone")
+            raw_key = new
+        out[raw_key] = value
     return out
 
 
-def _renamed(old: str, *, warn: bool = True, given: Any = ()) -> str:
-    """The new name of the renamed key ``old``, with a DeprecationWarning (``warn``); an error if
-    ``given`` (the keys of the same call) also holds the new name, since the two would disagree."""
+def renamed_message(old: str) -> str:
+    """What the deprecation of the old key ``old`` says."""
     new = RENAMED_KEYS[old]
-    if new in given or new.replace("_", "-") in given:
-        raise ConfigError(f"{old} and {new} given together ({old}, --{old}, is the old name of {new}, "
-                          f"--{new.replace('_', '-')}); give {new} alone")
-    if warn:
-        warnings.warn(f"the option {old!r} is deprecated; use {new!r} (--{new.replace('_', '-')})",
-                      DeprecationWarning, stacklevel=4)
-    return new
+    return f"the option {old!r} is deprecated; use {new!r} (--{new.replace('_', '-')})"
+
+
+def _warn_renamed(old: str, stacklevel: int = 3) -> None:
+    warnings.warn(renamed_message(old), DeprecationWarning, stacklevel=stacklevel)
 
 
 _generated_init = TrainConfig.__init__
@@ -392,10 +404,10 @@ _generated_init = TrainConfig.__init__
 
 @functools.wraps(_generated_init)
 def _init_reading_renamed_keys(self: TrainConfig, *args: Any, **kwargs: Any) -> None:
-    for old in RENAMED_KEYS:
-        if old in kwargs:
-            kwargs[_renamed(old, given=kwargs)] = kwargs.pop(old)
-    _generated_init(self, *args, **kwargs)
+    olds = old_keys_in(kwargs)
+    _generated_init(self, *args, **renamed_keys_read(kwargs))
+    for old in olds:
+        _warn_renamed(old)
 
 
 TrainConfig.__init__ = _init_reading_renamed_keys  # type: ignore[method-assign]
