@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +35,7 @@ def random_crop_flip(
 
 #: Train-time augmentations by name: CIFAR's pad-4 crop and flip; for 28×28 images a pad-2 crop, with
 #: flips only where mirrored examples keep their class (clothes, not digits or kana).
-AUGMENTATIONS = {
+AUGMENTATIONS: dict[str, Callable[..., Tensor]] = {
     "crop-flip": random_crop_flip,
     "pad-crop": functools.partial(random_crop_flip, padding=2, flip=False),
     "pad-crop-flip": functools.partial(random_crop_flip, padding=2),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -20,7 +21,7 @@ from multimix.schedules import make_schedule
 from multimix.teacher import EMATeacher
 from multimix.train import checkpoint, distributed
 from multimix.train.config import TrainConfig
-from multimix.train.methods import Method, build_mixer, get_method
+from multimix.train.methods import Method, Mixer, build_mixer, get_method
 from multimix.train.state import Generators, RunState
 
 
@@ -72,7 +73,8 @@ def build_nets(config: TrainConfig, splits: Splits, world: distributed.Dist, dev
     torch.manual_seed(config.seed)  # the same initial weights on every rank
     model = build_model(config.model_name, input_shape=splits.input_shape, num_classes=splits.num_classes).to(device)
     if config.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        # Module.to takes memory_format at run time; torch's stubs do not list it.
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     model, net, eval_net = distributed.wrap_model(
         model, world, device, sync_bn=config.sync_bn, compile=config.compile,
         find_unused_parameters=get_method(config.method).unused_parameters)
@@ -92,7 +94,7 @@ def make_generators(config: TrainConfig, world: distributed.Dist, device: torch.
 def build_optimizer(config: TrainConfig, model: nn.Module, device: torch.device) -> torch.optim.Optimizer:
     """Adam or SGD as ``config`` says. Under CUDA graphs the learning rate is a tensor the scheduler
     updates in place (a Python float would be frozen into the graph), and Adam keeps its step on the GPU."""
-    fused = {"fused": True} if device.type == "cuda" else {}  # fused steps take the fp16 scaler's flag on device
+    fused: dict[str, Any] = {"fused": True} if device.type == "cuda" else {}  # fused steps take the fp16 scaler's flag on device
     lr = torch.tensor(config.lr, device=device) if config.cuda_graph else config.lr
     if config.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=config.weight_decay,
@@ -116,15 +118,16 @@ class Run:
 
     state: RunState
     nets: Nets
-    mixer: nn.Module | None
+    mixer: Mixer | None
     method: Method
 
-    def mixer_at(self, epoch: int) -> nn.Module | None:
+    def mixer_at(self, epoch: int) -> Mixer | None:
         """The mixer of epoch ``epoch`` (1-based) with its α set by the schedule; None in an ERM warm-up."""
         config = self.state.config
         if self.mixer is None or not self.method.mixes_at(config, epoch):
             return None
         if config.alpha_schedule != "constant":
+            assert config.alpha_start is not None and config.alpha_end is not None  # TrainConfig.validate's rule
             schedule = make_schedule(config.alpha_schedule, start=config.alpha_start, end=config.alpha_end,
                                      epochs=config.epochs, half_life=config.half_life)
             self.mixer.set_alpha(schedule(epoch - 1))  # from the 0-based epoch index

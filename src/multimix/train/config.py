@@ -11,6 +11,7 @@ import dataclasses
 import functools
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -100,7 +101,12 @@ def _parse_float(text: Any) -> float:
     return float(text)
 
 
-def _opt(parse):
+#: A field's parser: a raw value (CLI string, YAML scalar) to the field's type; ValueError if invalid.
+Parser = Callable[[Any], Any]
+
+
+def _opt(parse: Parser) -> Parser:
+    """``parse``, or None for None and 'none'."""
     return lambda text: None if text is None or (isinstance(text, str) and text.lower() == "none") else parse(text)
 
 
@@ -110,7 +116,9 @@ def _str(text: Any) -> str:
     return text
 
 
-def _field(default: Any, help: str, parse=None, choices: tuple[str, ...] | None = None, group: str = "training"):
+def _field(default: Any, help: str, parse: Parser, choices: tuple[str, ...] | None = None,
+           group: str = "training") -> Any:
+    """A TrainConfig field: its default, ``--help`` text, parser, valid values and help group."""
     meta = {"help": help, "parse": parse, "choices": choices, "group": group}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
@@ -156,7 +164,8 @@ class TrainConfig:
     cutmix_alpha: float = _field(1.0, "CutMix's α (--alpha is mixup's)", _parse_float, group="method")
     switch_prob: float = _field(0.5, "probability that a batch uses CutMix rather than mixup", _parse_float, group="method")
     label_smoothing: float = _field(0.0, "targets (1 − ε)·one-hot + ε/K before any mixing", _parse_float, group="method")
-    layers: list[str] | None = _field(None, "comma-separated layer names (default: manifold: the model's; confmix: input)", _parse_list, group="method")
+    # _field returns dataclasses.field(...), which copies a list default per instance (RUF009 cannot see it).
+    layers: list[str] | None = _field(None, "comma-separated layer names (default: manifold: the model's; confmix: input)", _parse_list, group="method")  # noqa: RUF009
     mix_rows: int = _field(1000, "generated (mixed) examples per batch, n (formerly --n)", _parse_int, group="method")
     tuple_size: int | None = _field(2, "batch members each generated example mixes, m ('all' for the whole batch; formerly --m)", _parse_optional_int, group="method")
     mix_prob: float = _field(1.0, "probability that a batch is mixed, p (formerly --p)", _parse_float, group="method")
@@ -411,3 +420,8 @@ def _init_reading_renamed_keys(self: TrainConfig, *args: Any, **kwargs: Any) -> 
 
 
 TrainConfig.__init__ = _init_reading_renamed_keys  # type: ignore[method-assign]
+
+
+__all__ = ["TrainConfig", "ConfigError", "METHODS", "ATTENTIONS", "MIX_SCOPES", "OPTIMIZERS", "SCHEDULERS", "AMP",
+           "TEST_EVERY", "GLOBAL_SCOPE_METHODS", "DEFAULT_ALPHA", "DEFAULT_TEACHER_MOMENTUM", "MAX_SEED", "RENAMED_KEYS",
+           "old_keys_in", "renamed_keys_read", "renamed_message"]

@@ -12,24 +12,63 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from multimix.functional import multimix_alpha
-from multimix.mixers import ConfMix, CutMix, DenseMultiMix, ManifoldMixup, Mixup, MixupOrCutMix, MultiMix
+from multimix.mixers import (
+    ConfMix,
+    CutMix,
+    DenseMultiMix,
+    ManifoldMixup,
+    Mixup,
+    MixupOrCutMix,
+    MultiMix,
+)
 from multimix.teacher import EMATeacher
 from multimix.train.errors import ConfigError
 
 if TYPE_CHECKING:
     from multimix.train.config import TrainConfig
 
-#: ``build(config, model, call, num_classes, generator, teacher)``: the mixer (None for ERM). ``model``
-#: is the bare model (it names the layers); ``call`` is what the mixer calls (the model, or it in DDP
-#: and/or compiled).
-Builder = Callable[["TrainConfig", nn.Module, nn.Module, int, "torch.Generator | None", "EMATeacher | None"],
-                   "nn.Module | None"]
+
+class Mixer(Protocol):
+    """What the trainer uses of a mixer (every :mod:`multimix.mixers` class is one)."""
+
+    def __call__(self, x: Any, y: Tensor) -> tuple[Tensor, Tensor]: ...
+
+    def decide(self) -> object | None: ...
+
+    def set_alpha(self, alpha: float) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """What a method's builder aims its mixer with.
+
+    Attributes:
+        config: the run's configuration.
+        model: the bare model: it names the layers (``classifier_layer``, ``manifold_layers``, ...).
+        call: what the mixer calls: the model, or it in DDP and/or compiled (the names are the same).
+        num_classes: K.
+        generator: the mixing draws' generator (None: torch's global one).
+        teacher: the EMA teacher of self-distillation, or None.
+    """
+
+    config: TrainConfig
+    model: nn.Module
+    call: nn.Module
+    num_classes: int
+    generator: torch.Generator | None
+    teacher: EMATeacher | None
+
+
+#: A method's builder: its mixer, or None for ERM.
+Builder = Callable[[BuildContext], "Mixer | None"]
 
 #: Options of the MultiMix methods (both share them).
 _MULTIMIX_OPTIONS = ("alpha", "mix_rows", "tuple_size", "mix_prob", "mix_scope", "teacher_momentum", "distill_weight", "temperature")
@@ -95,55 +134,75 @@ class Method:
         return self.warmup_key is None or epoch > getattr(config, self.warmup_key)
 
 
-def _erm(config, model, call, num_classes, generator, teacher):
+def _erm(c: BuildContext) -> Mixer | None:
     return None
 
 
-def _mixup(config, model, call, num_classes, generator, teacher):
-    return Mixup(call, alpha=METHODS["mixup"].alpha(config), per_sample=config.per_sample,
-                 num_classes=num_classes, generator=generator)
+def _pairwise_alpha(name: str, config: TrainConfig) -> float:
+    alpha = METHODS[name].alpha(config)
+    assert alpha is not None  # every pairwise method has a default α in the registry
+    return alpha
 
 
-def _manifold(config, model, call, num_classes, generator, teacher):
-    return ManifoldMixup(call, layers=METHODS["manifold"].layers(config, model), alpha=METHODS["manifold"].alpha(config),
-                         per_sample=config.per_sample, num_classes=num_classes, generator=generator)
+def _mixup(c: BuildContext) -> Mixer:
+    return Mixup(c.call, alpha=_pairwise_alpha("mixup", c.config), per_sample=c.config.per_sample,
+                 num_classes=c.num_classes, generator=c.generator)
 
 
-def _cutmix(config, model, call, num_classes, generator, teacher):
-    return CutMix(call, alpha=METHODS["cutmix"].alpha(config), per_sample=config.per_sample,
-                  num_classes=num_classes, generator=generator)
+def _manifold(c: BuildContext) -> Mixer:
+    return ManifoldMixup(c.call, layers=METHODS["manifold"].layers(c.config, c.model),
+                         alpha=_pairwise_alpha("manifold", c.config), per_sample=c.config.per_sample,
+                         num_classes=c.num_classes, generator=c.generator)
 
 
-def _mixup_cutmix(config, model, call, num_classes, generator, teacher):
-    return MixupOrCutMix(call, mixup_alpha=METHODS["mixup-cutmix"].alpha(config), cutmix_alpha=config.cutmix_alpha,
-                         switch_prob=config.switch_prob, per_sample=config.per_sample, num_classes=num_classes,
-                         generator=generator)
+def _cutmix(c: BuildContext) -> Mixer:
+    return CutMix(c.call, alpha=_pairwise_alpha("cutmix", c.config), per_sample=c.config.per_sample,
+                  num_classes=c.num_classes, generator=c.generator)
 
 
-def _confmix(config, model, call, num_classes, generator, teacher):
-    return ConfMix(call, layers=METHODS["confmix"].layers(config, model), scale=config.confmix_scale, num_classes=num_classes,
-                   generator=generator)
+def _mixup_cutmix(c: BuildContext) -> Mixer:
+    return MixupOrCutMix(c.call, mixup_alpha=_pairwise_alpha("mixup-cutmix", c.config),
+                         cutmix_alpha=c.config.cutmix_alpha, switch_prob=c.config.switch_prob,
+                         per_sample=c.config.per_sample, num_classes=c.num_classes, generator=c.generator)
 
 
-def _multimix_args(config: TrainConfig, num_classes: int, generator, teacher) -> dict[str, Any]:
-    return dict(n=config.mix_rows, m=config.tuple_size, alpha=config.alpha, p=config.mix_prob, scope=config.mix_scope, teacher=teacher,
-                distill_weight=config.distill_weight, temperature=config.temperature, num_classes=num_classes,
-                generator=generator)
+def _confmix(c: BuildContext) -> Mixer:
+    return ConfMix(c.call, layers=METHODS["confmix"].layers(c.config, c.model), scale=c.config.confmix_scale,
+                   num_classes=c.num_classes, generator=c.generator)
 
 
-def _multimix(config, model, call, num_classes, generator, teacher):
-    return MultiMix(call, classifier=model.classifier_layer, keep_clean=config.keep_clean,
-                    **_multimix_args(config, num_classes, generator, teacher))
+def _multimix_args(c: BuildContext) -> dict[str, Any]:
+    """What MultiMix and Dense MultiMix share."""
+    config = c.config
+    return dict(n=config.mix_rows, m=config.tuple_size, alpha=config.alpha, p=config.mix_prob, scope=config.mix_scope,
+                teacher=c.teacher, distill_weight=config.distill_weight, temperature=config.temperature,
+                num_classes=c.num_classes, generator=c.generator)
 
 
-def _dense_multimix(config, model, call, num_classes, generator, teacher):
-    if getattr(model, "feature_layer", None) is None:
-        raise ConfigError(f"dense-multimix needs a model with a spatial embedding; {config.model_name} has none "
+def _multimix(c: BuildContext) -> Mixer:
+    return MultiMix(c.call, classifier=_declared(c.model, "classifier_layer"), keep_clean=c.config.keep_clean,
+                    **_multimix_args(c))
+
+
+def _dense_multimix(c: BuildContext) -> Mixer:
+    features = _declared(c.model, "feature_layer")
+    if features is None:
+        raise ConfigError(f"dense-multimix needs a model with a spatial embedding; {c.config.model_name} has none "
                           "(use cnn1d, preactresnet8, preactresnet18 or vit)")
-    return DenseMultiMix(call, features=model.feature_layer, classifier=model.classifier_layer,
-                         attention=config.attention, layout=model.feature_layout,
-                         prefix_tokens=getattr(model, "feature_prefix_tokens", 0),
-                         **_multimix_args(config, num_classes, generator, teacher))
+    return DenseMultiMix(c.call, features=features, classifier=_declared(c.model, "classifier_layer"),
+                         attention=c.config.attention, layout=_declared(c.model, "feature_layout"),
+                         prefix_tokens=_declared(c.model, "feature_prefix_tokens") or 0, **_multimix_args(c))
+
+
+def _declared(model: nn.Module, attribute: str) -> Any:
+    """What a model class declares for the trainer (:mod:`multimix.models`: ``classifier_layer``,
+    ``feature_layer``, ``feature_layout``, ``feature_prefix_tokens``, ``manifold_layers``); None if absent."""
+    return getattr(model, attribute, None)
+
+
+def _model_layers(model: nn.Module) -> list[str]:
+    """A model's default manifold-mixup layers (its ``manifold_layers``)."""
+    return list(_declared(model, "manifold_layers"))
 
 
 _PAIRWISE = ("alpha", "per_sample")
@@ -154,7 +213,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("mixup", "input mixup: pairs of inputs and targets, λ ~ Beta(α, α)", _mixup, _PAIRWISE,
            default_alpha=1.0),
     Method("manifold", "manifold mixup: pairs mixed at a layer drawn from --layers", _manifold,
-           (*_PAIRWISE, "layers"), default_alpha=2.0, default_layers=lambda model: model.manifold_layers),
+           (*_PAIRWISE, "layers"), default_alpha=2.0, default_layers=_model_layers),
     Method("multimix", "MultiMix: n interpolations of m-tuples of the batch at the classifier's input", _multimix,
            (*_MULTIMIX_OPTIONS, "keep_clean"), teacher=True, global_scope=True, alpha_by_tuple=True),
     Method("dense-multimix", "Dense MultiMix: MultiMix per position of the spatial embedding", _dense_multimix,
@@ -191,14 +250,14 @@ def build_mixer(
     teacher: EMATeacher | None = None,
     *,
     wrapped: nn.Module | None = None,
-) -> nn.Module | None:
+) -> Mixer | None:
     """The mixer for ``config.method`` (None for ERM), aimed at the model's named layers.
 
     ``wrapped``: what the mixer calls, when not ``model`` itself: ``model`` in
     ``DistributedDataParallel`` and/or compiled (it keeps the layer names; ``model`` says which they are).
     """
-    method = get_method(config.method)
-    return method.build(config, model, model if wrapped is None else wrapped, num_classes, generator, teacher)
+    context = BuildContext(config, model, model if wrapped is None else wrapped, num_classes, generator, teacher)
+    return get_method(config.method).build(context)
 
 
-__all__ = ["Method", "METHODS", "get_method", "methods_with", "build_mixer"]
+__all__ = ["Method", "Mixer", "BuildContext", "Builder", "METHODS", "get_method", "methods_with", "build_mixer"]

@@ -63,7 +63,8 @@ class RunFolder:
                 if self.world.world_size == 1:
                     raise
                 outcome = ("error", (type(exc).__name__, str(exc)))
-        status, value = distributed.broadcast_object(outcome, self.world)  # type: ignore[misc]
+        shared: tuple[str, Any] = distributed.broadcast_object(outcome, self.world)  # type: ignore[assignment]
+        status, value = shared
         if status == "error":
             name, message = value
             raise _OPEN_ERRORS[name](message)

@@ -18,6 +18,7 @@ from multimix.functional import one_hot, soft_cross_entropy
 from multimix.train import distributed
 from multimix.train.config import TrainConfig
 from multimix.train.graphs import GraphedStep
+from multimix.train.methods import Mixer
 from multimix.train.state import RunState
 
 
@@ -104,12 +105,12 @@ class TrainStep:
                  device: torch.device) -> None:
         self.state, self.net, self.data, self.config, self.device = state, net, data, config, device
         self.world_size = state.world.world_size
-        self._mixer: nn.Module | None = None  # the mixer of the step under way (read inside a capture too)
+        self._mixer: Mixer | None = None  # the mixer of the step under way (read inside a capture too)
         gens = state.generators
         self._graphed = (GraphedStep(self._step, generators=[gens.mix, gens.augment], device=device)
                          if config.cuda_graph else None)
 
-    def __call__(self, batch: Tensor, mixer: nn.Module | None) -> Tensor:
+    def __call__(self, batch: Tensor, mixer: Mixer | None) -> Tensor:
         self._mixer = mixer
         if self._graphed is None:
             loss = self._step(batch)
@@ -140,7 +141,7 @@ class TrainStep:
         return loss.detach()
 
 
-def train_epoch(step: TrainStep, mixer: nn.Module | None, data: TrainData, *, batch_size: int,
+def train_epoch(step: TrainStep, mixer: Mixer | None, data: TrainData, *, batch_size: int,
                 generator: torch.Generator, device: torch.device, world_size: int) -> float:
     """One epoch of steps; the mean loss over its steps and the processes (one host sync, at the end)."""
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)  # on the device: no sync per step
