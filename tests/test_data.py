@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 import numpy as np
@@ -11,6 +12,8 @@ import torch
 from multimix.data import DATASETS, FILE_DATASETS, GaussianMixtureProblem, load_dataset, spirals
 from multimix.data import cifar
 from multimix.data.augment import random_crop_flip
+
+from conftest import gen
 
 OFFLINE = [d for d in DATASETS if d not in FILE_DATASETS]
 SHAPES = {"mnist1d": (40,), "mnist1d-shuffled": (40,), "digits": (1, 8, 8), "toy": (2,), "spirals": (2,)}
@@ -79,6 +82,31 @@ def test_spirals_radius_and_classes():
     x, y = spirals(2000, generator=torch.Generator().manual_seed(0))
     assert x.shape == (2000, 2) and set(y.tolist()) == {0, 1}
     assert x.norm(dim=1).max() < 1.3
+
+
+def test_log_posterior_rows_normalise_and_match_bayes_rule():
+    problem = GaussianMixtureProblem.random(4, 3, dim=2, seed=0)
+    x, _ = problem.sample(500, generator=gen(0))
+    lp = problem.log_posterior(x)
+    assert torch.allclose(lp.exp().sum(1), torch.ones(500, dtype=lp.dtype))
+    assert torch.equal(lp.argmax(1), problem.bayes_predict(x))
+    # Against a direct evaluation of the mixture densities.
+    d = problem.dim
+    dens = torch.zeros(500, 4, dtype=torch.float64)
+    for k in range(4):
+        for j in range(3):
+            diff = x.double() - problem.means[k, j]
+            dens[:, k] += torch.exp(-(diff**2).sum(1) / (2 * problem.sigma**2)) / (2 * math.pi * problem.sigma**2) ** (d / 2) / 3
+    assert torch.allclose(lp.exp(), dens / dens.sum(1, keepdim=True), atol=1e-8)
+
+
+def test_random_problem_is_seeded_and_in_range():
+    a = GaussianMixtureProblem.random(3, 5, seed=7)
+    b = GaussianMixtureProblem.random(3, 5, seed=7)
+    assert torch.equal(a.means, b.means) and a.sigma == b.sigma
+    assert a.means.shape == (3, 5, 2) and a.means.abs().max() <= 1 and 0.1 <= a.sigma <= 0.3
+    x, y = a.sample(3000, generator=gen(0))
+    assert torch.bincount(y, minlength=3).min() > 900  # equal priors
 
 
 # -- CIFAR: the reader on small files in the official format, written here ------------------------
