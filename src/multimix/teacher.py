@@ -51,10 +51,11 @@ class EMATeacher(nn.Module):
         """One EMA step towards the student's current weights."""
         student = self._student[0]
         mu = self.momentum
-        for t, s in zip(self.module.parameters(), student.parameters()):
+        # strict: the teacher is a deep copy of the student, so both list the same parameters and buffers.
+        for t, s in zip(self.module.parameters(), student.parameters(), strict=True):
             t.lerp_(s.detach(), 1.0 - mu)  # t + (1 - μ)(s - t) = μ t + (1 - μ) s
-        for t, s in zip(self.module.buffers(), student.buffers()):
-            t.copy_(s)
+        for t_buf, s_buf in zip(self.module.buffers(), student.buffers(), strict=True):
+            t_buf.copy_(s_buf)
 
     def extra_repr(self) -> str:
         return f"momentum={self.momentum}"

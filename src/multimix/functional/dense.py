@@ -6,6 +6,7 @@ The formulas, attention options and references: docs/concepts/dense-multimix.md.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -21,7 +22,6 @@ from multimix.functional.multimix import (
     sample_subsets,
 )
 from multimix.functional.sampling import _sampling_device, sample_dirichlet_by_member
-
 
 #: Elements of intermediate tensors one chunk of Dense MultiMix may hold (64 Mi floats = 256 MiB).
 DENSE_CHUNK_ELEMENTS = 1 << 26
@@ -39,7 +39,9 @@ def sample_dense_multimix_weights(
     device: torch.device | str | None = None,
     member_major: bool = False,
 ) -> tuple[Tensor, Tensor]:
-    """Sample the per-position interpolation of Dense MultiMix (docs/concepts/dense-multimix.md). Formerly ``dense_multimix_weights``.
+    """Sample the per-position interpolation of Dense MultiMix (docs/concepts/dense-multimix.md).
+
+    Formerly ``dense_multimix_weights``.
 
     Generated example k mixes a tuple T_k of m distinct batch members; at position j its weights are
     ``w[k, :, j] ∝ attention[T_k, j] · λ[k, :, j]`` with ``λ[k, :, j] ~ Dirichlet(α·1_m)`` drawn per
@@ -108,7 +110,7 @@ class _ClassMajorMix(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, idx: Tensor, w: Tensor, dtype: torch.dtype,  # noqa: D102
+    def forward(ctx: Any, x: Tensor, idx: Tensor, w: Tensor, dtype: torch.dtype,
                 as_rows: bool = False) -> Tensor:
         m, c = idx.shape
         b, d, r = x.shape
@@ -133,7 +135,7 @@ class _ClassMajorMix(torch.autograd.Function):
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad: Tensor):  # noqa: D102
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None, None, None]:
         flat_idx, w = ctx.saved_tensors
         m, c, r = w.shape
         if ctx.as_rows:  # (c·r, d) → (d, c, r); a view when the gradient is class-major too (the loss's)
@@ -199,7 +201,8 @@ def dense_interpolate(members: Tensor, weights: Tensor, x: Tensor, *, chunk_size
         for start in range(0, n, chunk_size):
             idx, wc = members[start : start + chunk_size].t(), w[:, start : start + chunk_size]
             if torch.is_grad_enabled() and x_cf.requires_grad:
-                out.append(_ClassMajorMix.apply(x_cf, idx, wc, dtype))
+                # Function.apply is unannotated in torch; the result is forward's Tensor.
+                out.append(_ClassMajorMix.apply(x_cf, idx, wc, dtype))  # type: ignore[no-untyped-call]
             else:  # no gradient (targets): the same forward, without autograd's bookkeeping
                 out.append(_ClassMajorMix.forward(None, x_cf, idx, wc, dtype))
         mixed = out[0] if len(out) == 1 else torch.cat(out, dim=1)
@@ -209,7 +212,8 @@ def dense_interpolate(members: Tensor, weights: Tensor, x: Tensor, *, chunk_size
         xt = (xt.expand(d, b, r) if rx != r else xt).contiguous()
         for start in range(0, n, chunk_size):
             idx, wc = members[start : start + chunk_size].t(), w[:, start : start + chunk_size]
-            out.append(combine_members(lambda i: xt.index_select(1, idx[i]).to(dtype), lambda i: wc[i], m))
+            # B023: combine_members calls both lambdas before it returns, so they see this chunk's idx and wc.
+            out.append(combine_members(lambda i: xt.index_select(1, idx[i]).to(dtype), lambda i: wc[i], m))  # noqa: B023
         mixed = out[0] if len(out) == 1 else torch.cat(out, dim=1)
         return mixed.to(x.dtype).permute(1, 2, 0)
     # Accumulate member by member: intermediates stay (chunk, r, d), never (chunk, m, r, d).
@@ -218,15 +222,18 @@ def dense_interpolate(members: Tensor, weights: Tensor, x: Tensor, *, chunk_size
     for start in range(0, n, chunk_size):
         idx, wc = members[start : start + chunk_size].t(), w[:, start : start + chunk_size, :, None]
         c = idx.shape[1]
-        out.append(combine_members(lambda i: flat.index_select(0, idx[i]).view(c, rx, d).to(dtype),
-                                   lambda i: wc[i], m))
+        # B023: combine_members calls both lambdas before it returns, so they see this chunk's idx, c and wc.
+        out.append(combine_members(lambda i: flat.index_select(0, idx[i]).view(c, rx, d).to(dtype),  # noqa: B023
+                                   lambda i: wc[i], m))  # noqa: B023
     mixed = out[0] if len(out) == 1 else torch.cat(out)
     return mixed.to(x.dtype)
 
 
 def dense_interpolate_labels(members: Tensor, weights: Tensor, labels: Tensor, num_classes: int, *,
                              dtype: torch.dtype = torch.float32, class_major: bool = False) -> Tensor:
-    """The per-position mixed targets of integer labels: ``out[k, j] = Σ_i weights[k, i, j] · e_{labels[members[k, i]]}``.
+    """The per-position mixed targets of integer labels.
+
+    ``out[k, j] = Σ_i weights[k, i, j] · e_{labels[members[k, i]]}``.
 
     Equal to ``dense_interpolate(members, weights, one_hot(labels, num_classes))`` up to float
     rounding, without one-hot rows: the n·m·r weights are added into zeros at their members' labels
@@ -282,7 +289,8 @@ def dense_mix_logits_and_labels(logits: Tensor, members: Tensor, weights: Tensor
         raise ValueError(f"dense_mix_logits_and_labels needs member-major members (m, n), weights (m, n, r) "
                          f"with m <= {FUSED_MAX_M}, and logits (b, K, r); got members {tuple(members.shape)}, "
                          f"weights {tuple(weights.shape)}, logits {tuple(logits.shape)}")
-    mixed = _ClassMajorMix.apply(logits, members, weights, logits.dtype, True)
+    # Function.apply is unannotated in torch; the result is forward's Tensor.
+    mixed = _ClassMajorMix.apply(logits, members, weights, logits.dtype, True)  # type: ignore[no-untyped-call]
     targets = torch.zeros(num_classes, n * r, dtype=weights.dtype, device=labels.device)
     targets.view(num_classes, n, r).scatter_add_(0, labels.take(members)[:, :, None].expand(m, n, r), weights)
     return mixed, targets.t()

@@ -34,7 +34,6 @@ from multimix._deprecation import deprecated_alias
 from multimix._validation import check_int, check_same_batch, check_soft_targets, check_tensor
 from multimix.functional.sampling import _sampling_device, sample_dirichlet
 
-
 # Up to this tuple length Floyd's algorithm (m small vector ops) beats sorting n×b uniforms.
 _FLOYD_MAX_M = 12
 

@@ -5,12 +5,17 @@ The formulas, defaults and references: docs/concepts/pairwise.md.
 
 from __future__ import annotations
 
-
 import torch
 from torch import Tensor
 
 from multimix._deprecation import deprecated_alias
-from multimix._validation import check_alpha, check_int, check_same_batch, check_soft_targets, check_tensor
+from multimix._validation import (
+    check_alpha,
+    check_int,
+    check_same_batch,
+    check_soft_targets,
+    check_tensor,
+)
 from multimix.functional.sampling import _sampling_device, sample_beta
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import torch
 from torch import Tensor
 
@@ -76,7 +75,7 @@ def sample_beta(
     # α = 0 (a per-example α from ConfMix, or a schedule's start) is the limit: λ ∈ {0, 1}, a fair coin.
     # Known on the host for a number; for a tensor of α the coin is always drawn, since asking the
     # device whether any α is 0 would wait for it.
-    if isinstance(alpha, Tensor) or conc.numel() and float(alpha) == 0:
+    if isinstance(alpha, Tensor) or (conc.numel() and float(alpha) == 0):
         coin = torch.rand(shape, generator=generator, device=dev, dtype=work) < 0.5
         lam = torch.where(conc == 0, coin.to(work), lam)
     return lam.to(dtype or torch.float32)

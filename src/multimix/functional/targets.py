@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -52,8 +51,8 @@ def one_hot(
         if num_classes is None:
             raise ValueError("num_classes is required when labels are integer class indices")
         if labels.device.type == "cpu":
-            low, high = torch.aminmax(labels)
-            low, high = int(low), int(high)
+            low_t, high_t = torch.aminmax(labels)
+            low, high = int(low_t), int(high_t)
             if low < 0 or high >= num_classes:
                 bad = low if low < 0 else high
                 raise ValueError(f"labels must lie in [0, {num_classes}) for num_classes={num_classes}, got {bad}")

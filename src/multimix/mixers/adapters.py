@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, Union
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from multimix._validation import check_tensor
 
 #: What a mixer accepts as a model's input.
-Inputs = Union[Tensor, Mapping[str, Tensor]]
+Inputs = Tensor | Mapping[str, Tensor]
 
 
 def check_inputs(x: object, name: str = "x") -> None:

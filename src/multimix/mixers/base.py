@@ -13,7 +13,6 @@ from multimix._validation import check_alpha, check_int, check_tensor
 from multimix.functional import (
     one_hot,
 )
-
 from multimix.mixers.adapters import Inputs, batch_device, batch_size, call_model, check_inputs
 
 #: The name that means the model's input itself in ``layers=`` (mixup at the input).
@@ -56,7 +55,7 @@ def _float_targets(targets: Tensor) -> Tensor:
     return targets if targets.dtype in (torch.float32, torch.float64) else targets.float()
 
 
-def _no_autocast(device: torch.device):
+def _no_autocast(device: torch.device) -> contextlib.AbstractContextManager[None]:
     """Switch autocast off for exact target arithmetic (mixing weights times labels)."""
     if not torch.is_autocast_enabled(device.type):  # nothing to switch off (the usual case, and cheaper)
         return contextlib.nullcontext()
@@ -65,6 +64,9 @@ def _no_autocast(device: torch.device):
 
 class _Mixer(nn.Module):
     """Shared plumbing: target conversion, train/eval dispatch, arming hooks, hook lifetime."""
+
+    # The mixing strength of the mixers that have one (set_alpha changes it); None: MultiMix's automatic α.
+    alpha: float | None
 
     def __init__(
         self,
@@ -212,7 +214,7 @@ class _Mixer(nn.Module):
         self.distill_weight = float(distill_weight)
         self.temperature = check_alpha(temperature, "temperature")
 
-    def _teacher_probs(self, x: Tensor) -> Tensor | None:
+    def _teacher_probs(self, x: Inputs) -> Tensor | None:
         """Teacher probabilities on the clean batch, softmax(teacher(x) / τ), or None without a teacher."""
         if self.teacher is None or self.distill_weight == 0:
             return None

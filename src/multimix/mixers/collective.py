@@ -10,6 +10,8 @@ is dropped after it.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.distributed as dist
 from torch import Tensor
@@ -38,7 +40,7 @@ class _GatherRows(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, rows: Tensor) -> Tensor:
+    def forward(ctx: Any, rows: Tensor) -> Tensor:
         world_size, rank, length = dist.get_world_size(), dist.get_rank(), rows.shape[0]
         ctx.rank, ctx.length = rank, length
         if _gloo():
@@ -53,7 +55,7 @@ class _GatherRows(torch.autograd.Function):
         return out
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
         grad = grad.contiguous()
         if not _gloo():
             mine = grad.new_empty(ctx.length, *grad.shape[1:])
@@ -100,10 +102,12 @@ def gather_rows(rows: Tensor, sizes: list[int]) -> Tensor:
         return rows
     longest = max(sizes)
     padded = rows if rows.shape[0] == longest else torch.cat([rows, rows.new_zeros(longest - rows.shape[0], *rows.shape[1:])])
-    gathered = _GatherRows.apply(padded)
+    # Function.apply is unannotated in torch; the result is forward's Tensor.
+    gathered = _GatherRows.apply(padded)  # type: ignore[no-untyped-call]
     if min(sizes) == longest:
         return gathered
-    return torch.cat([part[:n] for part, n in zip(gathered.split(longest), sizes)])
+    # strict: gathered holds len(sizes) padded shares of `longest` rows, one per process.
+    return torch.cat([part[:n] for part, n in zip(gathered.split(longest), sizes, strict=True)])
 
 
 def gather_packed(tensors: list[Tensor | None], sizes: list[int]) -> list[Tensor | None]:
@@ -115,8 +119,8 @@ def gather_packed(tensors: list[Tensor | None], sizes: list[int]) -> list[Tensor
     if len(sizes) == 1 or not present:
         return list(tensors)
     dtype = torch.float32
-    for t in present:
-        dtype = torch.promote_types(dtype, t.dtype)
+    for tensor in present:
+        dtype = torch.promote_types(dtype, tensor.dtype)
     flat = [t.reshape(t.shape[0], -1) for t in present]
     gathered = gather_rows(torch.cat([f.to(dtype) for f in flat], dim=1), sizes)
     parts = iter(gathered.split([f.shape[1] for f in flat], dim=1))

@@ -7,7 +7,14 @@ from torch import Tensor, nn
 
 from multimix._validation import check_alpha, check_probability
 from multimix.functional import mix_pairs, paste, sample_cutmix, sample_mixup
-from multimix.mixers.adapters import Inputs, batch_device, batch_size, call_model, input_tensor, replace_input
+from multimix.mixers.adapters import (
+    Inputs,
+    batch_device,
+    batch_size,
+    call_model,
+    input_tensor,
+    replace_input,
+)
 from multimix.mixers.base import _Mixer
 
 
@@ -23,6 +30,8 @@ class CutMix(_Mixer):
         per_sample: one box per example instead of one for the batch.
         num_classes, generator: as the other mixers.
     """
+
+    alpha: float  # always set (never automatic)
 
     def __init__(
         self,

@@ -6,6 +6,7 @@ The formulas, attention options and references: docs/concepts/dense-multimix.md.
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +35,9 @@ from multimix.mixers.multimix import _MultiMixBase
 
 #: The ``attention=`` values of :class:`DenseMultiMix` (and of the trainer's ``attention`` option).
 ATTENTIONS = ("none", "pooled", "cam")
+
+#: What DenseMultiMix arms its features hook with: (targets, teacher's probabilities, integer labels).
+_Armed = tuple[Tensor, Tensor | None, Tensor | None]
 
 
 class _FeaturesMixed(Exception):
@@ -127,13 +131,13 @@ class DenseMultiMix(_MultiMixBase):
         # instead of waiting for them), and a wrapper sees the logits that are trained on.
         self._handles.append(_unwrapped(model).register_forward_hook(self._output_mixed))
 
-    def _output_mixed(self, module: nn.Module, args: tuple, output: object) -> Tensor | None:
+    def _output_mixed(self, module: nn.Module, args: tuple[object, ...], output: object) -> Tensor | None:
         return None if self._result is None else self._result[0]
 
-    def _mix_features(self, module: nn.Module, args: tuple, z: object) -> None:
+    def _mix_features(self, module: nn.Module, args: tuple[object, ...], z: object) -> None:
         if self._armed is None:
             return None
-        targets, probs, labels = self._take()
+        targets, probs, labels = cast(_Armed, self._take())  # what _mix_forward passed to _run_armed
         z = first_tensor(z)
         if not isinstance(z, Tensor) or z.dim() < 3:
             raise ValueError(
@@ -142,7 +146,7 @@ class DenseMultiMix(_MultiMixBase):
             )
         self._check_layout(z)
         if self._one_pass(z, labels, probs, targets.shape[1]):
-            self._result = self._mix_one_pass(z, labels)
+            self._result = self._mix_one_pass(z, cast(Tensor, labels))  # _one_pass: labels is not None
         else:
             self._result = self._mix(z, targets, probs, labels)
         if self._stop_early:
@@ -151,7 +155,7 @@ class DenseMultiMix(_MultiMixBase):
 
     def _mix_one_pass(self, z: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         """The CPU's one-pass path (see :meth:`_one_pass`): ``(logits (n·r, K), targets (n·r, K))``."""
-        classifier = self._classifier_ref[0]
+        classifier = cast(nn.Linear, self._classifier_ref[0])  # _one_pass checked: type(classifier) is nn.Linear
         rows = F.conv1d(z.flatten(2), classifier.weight[:, :, None], classifier.bias)  # (b, K, r)
         b, k, r = rows.shape
         members, weights = sample_dense_multimix_weights(b, r, n=self.n, m=self._tuple_length(b),
@@ -167,7 +171,8 @@ class DenseMultiMix(_MultiMixBase):
         if self.attention == "pooled":
             att = pooled_attention(zr.transpose(1, 2))
         elif self.attention == "cam":
-            att = cam_attention(zr.transpose(1, 2), self._classifier_ref[0].weight, targets)
+            # __init__ checked that attention="cam" has a classifier with a (K, d) weight tensor.
+            att = cam_attention(zr.transpose(1, 2), cast(Tensor, self._classifier_ref[0].weight), targets)
         else:
             att = None
         classifier = self._classifier_ref[0]
@@ -178,7 +183,8 @@ class DenseMultiMix(_MultiMixBase):
                 # g at every position as a 1×1 convolution of the (b, d, r) map: no transposed copy of
                 # z, and its gradient comes back in z's own layout (a linear layer on the transposed
                 # rows costs a copy forward and a strided gradient into the features' backward).
-                rows = F.conv1d(zr.transpose(1, 2), classifier.weight[:, :, None], classifier.bias)
+                linear = cast(nn.Linear, classifier)  # shortcut: type(classifier) is nn.Linear
+                rows = F.conv1d(zr.transpose(1, 2), linear.weight[:, :, None], linear.bias)
                 rows = rows.transpose(1, 2)  # (b, r, K), a view of (b, K, r)
             else:
                 rows = classifier(zr.reshape(b * r, d)).reshape(b, r, -1)  # (b, r, K)
@@ -189,7 +195,9 @@ class DenseMultiMix(_MultiMixBase):
         # over the global batch and keeps its share of the n generated examples.
         sizes = self._global_sizes(b, z.device)
         if sizes is not None:
-            rows, att, targets, probs = collective.gather_packed([rows, att, targets, probs], sizes)
+            gathered_rows, att, gathered_targets, probs = collective.gather_packed([rows, att, targets, probs], sizes)
+            # gather_packed returns a tensor for each tensor given (None only for None).
+            rows, targets = cast(Tensor, gathered_rows), cast(Tensor, gathered_targets)
         members, weights = sample_dense_multimix_weights(
             rows.shape[0], r, n=self.n, m=self._tuple_length(rows.shape[0]), alpha=self._alpha_for(rows.shape[0]),
             attention=att,
@@ -214,7 +222,8 @@ class DenseMultiMix(_MultiMixBase):
             logits = classifier(mixed.reshape(-1, d))
         with _no_autocast(targets.device):
             if by_label:
-                mixed_targets = dense_interpolate_labels(members, weights, labels, k, dtype=targets.dtype,
+                # by_label: labels is not None.
+                mixed_targets = dense_interpolate_labels(members, weights, cast(Tensor, labels), k, dtype=targets.dtype,
                                                          class_major=class_major)
             else:
                 mixed_targets = dense_interpolate(members, weights, targets, chunk_size=self.chunk_size,
@@ -267,7 +276,8 @@ class DenseMultiMix(_MultiMixBase):
             pass
         finally:
             result, self._result, self._stop_early = self._result, None, False
-        return result
+        # Set by _mix_features, which _run_armed made sure was called.
+        return cast("tuple[Tensor, Tensor]", result)
 
     def extra_repr(self) -> str:
         return (
@@ -282,7 +292,7 @@ def _unwrapped(model: nn.Module) -> nn.Module:
     while True:
         if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
             model = model.module
-        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):
-            model = model._orig_mod
+        elif isinstance(inner := getattr(model, "_orig_mod", None), nn.Module):
+            model = inner
         else:
             return model

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -22,6 +23,10 @@ from multimix.mixers.base import _Mixer, _no_autocast, find_module
 #: trainer's ``mix_scope`` option): under torch.distributed, tuples are drawn from each process's
 #: batch, or from all of them.
 SCOPES = ("local", "global")
+
+#: What MultiMix arms its hook with: the draw, every process's batch size (None: this batch alone),
+#: and the (targets, teacher's probabilities) gathered along with the rows under global scope.
+_Armed = tuple[MixTuples, list[int] | None, tuple[Tensor, Tensor | None]]
 
 
 class _MultiMixBase(_Mixer):
@@ -126,6 +131,9 @@ class MultiMix(_MultiMixBase):
     was α = 1's: with α = 1/m every m trains (benchmarks/results/beyond_pairs.md), hence the default.
     """
 
+    # The step's (targets, teacher's probabilities), every process's under global scope; None between steps.
+    _gathered: list[Tensor | None] | None
+
     def __init__(
         self,
         model: nn.Module,
@@ -157,7 +165,7 @@ class MultiMix(_MultiMixBase):
         else:
             self._handles.append(module.register_forward_pre_hook(self._mix_input))
 
-    def _mix_rows(self, armed: tuple, rows: Tensor, what: str) -> Tensor:
+    def _mix_rows(self, armed: _Armed, rows: Tensor, what: str) -> Tensor:
         tuples, sizes, extras = armed
         local = tuples.batch_size if sizes is None else sizes[collective.world()[0]]
         if rows.dim() < 1 or rows.shape[0] != local:
@@ -165,24 +173,25 @@ class MultiMix(_MultiMixBase):
                 f"the {what} of {self.classifier!r} has batch size {rows.shape[0] if rows.dim() else None}, expected "
                 f"{local} (batch-first embeddings)"
             )
-        source = rows
+        source: Tensor | None = rows
         if sizes is not None:  # global scope: the rows, targets and teacher's probabilities in one gather
             source, *self._gathered = collective.gather_packed([rows, *extras], sizes)
-        mixed = interpolate_tuples(tuples, source)
+        # gather_packed returns a tensor for each tensor given (None only for None): source is the rows'.
+        mixed = interpolate_tuples(tuples, cast(Tensor, source))
         return torch.cat([rows, mixed]) if self.keep_clean else mixed
 
-    def _mix_input(self, module: nn.Module, args: tuple) -> tuple | None:
+    def _mix_input(self, module: nn.Module, args: tuple[object, ...]) -> tuple[object, ...] | None:
         if self._armed is None:
             return None
-        tuples = self._take()
+        tuples = cast(_Armed, self._take())  # what _mix_forward passed to _run_armed
         if not args or not isinstance(args[0], Tensor):
             raise TypeError(f"submodule {self.classifier!r} must take a Tensor as its first argument to be mixed")
         return (self._mix_rows(tuples, args[0], "input"), *args[1:])
 
-    def _mix_output(self, module: nn.Module, args: tuple, output: Tensor) -> Tensor | None:
+    def _mix_output(self, module: nn.Module, args: tuple[object, ...], output: Tensor) -> Tensor | None:
         if self._armed is None:
             return None
-        return self._mix_rows(self._take(), output, "output")
+        return self._mix_rows(cast(_Armed, self._take()), output, "output")  # what _mix_forward armed
 
     def _mix_forward(self, x: Inputs, targets: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor]:
         probs = self._teacher_probs(x)
@@ -201,7 +210,8 @@ class MultiMix(_MultiMixBase):
         finally:
             self._gathered = None
         with _no_autocast(targets.device):
-            mixed = self._add_distilled(interpolate_tuples(tuples, all_targets),
+            # all_targets is a tensor: the targets, or their gather (a tensor for a tensor).
+            mixed = self._add_distilled(interpolate_tuples(tuples, cast(Tensor, all_targets)),
                                         None if all_probs is None else interpolate_tuples(tuples, all_probs))
         if self.keep_clean:
             mixed = torch.cat([self._add_distilled(targets, probs), mixed])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -14,9 +15,20 @@ from multimix.functional import (
     sample_beta,
     sample_mixup,
 )
-from multimix.mixers.adapters import Inputs, batch_device, batch_size, call_model, input_tensor, map_first, replace_input
+from multimix.mixers.adapters import (
+    Inputs,
+    batch_device,
+    batch_size,
+    call_model,
+    input_tensor,
+    map_first,
+    replace_input,
+)
 from multimix.mixers.base import INPUT, _Mixer, find_module
 from multimix.schedules import confmix_alpha
+
+#: What ManifoldMixup arms its hooks with: (the layer to mix at, λ (b,), partner permutation (b,)).
+_Armed = tuple[str, Tensor, Tensor]
 
 
 class ManifoldMixup(_Mixer):
@@ -37,6 +49,8 @@ class ManifoldMixup(_Mixer):
         logits, targets = mixer(x, y)
         loss = soft_cross_entropy(logits, targets)
     """
+
+    alpha: float  # always set (never automatic)
 
     def __init__(
         self,
@@ -61,10 +75,11 @@ class ManifoldMixup(_Mixer):
         for name, module in modules.items():
             self._handles.append(module.register_forward_hook(functools.partial(self._mix_output, name)))
 
-    def _mix_output(self, name: str, module: nn.Module, args: tuple, output: object) -> Tensor | None:
-        if self._armed is None or self._armed[0] != name:
+    def _mix_output(self, name: str, module: nn.Module, args: tuple[object, ...], output: object) -> Tensor | None:
+        # The armed payload is the _Armed tuple that _mix_forward passed to _run_armed.
+        if self._armed is None or cast(_Armed, self._armed)[0] != name:
             return None
-        _, lam, perm = self._take()
+        _, lam, perm = cast(_Armed, self._take())
         return map_first(output, lambda h: mix_pairs(h, lam, perm), name)
 
     def _params(self, x: Inputs) -> tuple[Tensor, Tensor]:
@@ -79,7 +94,7 @@ class ManifoldMixup(_Mixer):
         return self.layers[int(self._uniform() * len(self.layers)) % len(self.layers)]
 
     def _mix_forward(self, x: Inputs, targets: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor]:
-        layer = self._choice()
+        layer = cast(str, self._choice())  # a layer name: what _choose draws
         lam, perm = self._params(x)
         if layer == INPUT:
             logits = call_model(self.model, replace_input(x, mix_pairs(input_tensor(x), lam, perm)))
