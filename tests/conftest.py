@@ -1,5 +1,6 @@
 """Shared fixtures and helpers: small models with named layers (a residual, non-sequential one too),
-seeded generators, the CLI in a child process, run-folder readers, data files in the releases' formats.
+seeded generators, the CLI in a child process, a tiny training run's config, run-folder readers, data
+files in the releases' formats.
 
 Tests import the plain helpers by name (``from conftest import MLPNet, cli``); fixtures come by argument.
 Markers (pyproject.toml): ``cuda`` (skipped without a device), ``slow`` (``make test-fast`` leaves them out).
@@ -126,6 +127,19 @@ def gen(seed: int = 0) -> torch.Generator:
 def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """``python -m multimix.cli ARGS`` in a child process, stdout and stderr captured as text."""
     return subprocess.run([sys.executable, "-m", "multimix.cli", *args], capture_output=True, text=True, timeout=timeout)
+
+
+# -- training runs -------------------------------------------------------------------------------
+
+#: A run of a second or two: the toy problem, 300 examples, one thread. Tests override what they study.
+TINY_RUN = {"dataset": "toy", "train_size": 300, "epochs": 2, "batch_size": 50, "threads": 1}
+
+
+def tiny_config(**overrides):
+    """TINY_RUN with ``overrides``, as a TrainConfig."""
+    from multimix.train import TrainConfig
+
+    return TrainConfig.from_dict({**TINY_RUN, **overrides})
 
 
 # -- run folders ---------------------------------------------------------------------------------

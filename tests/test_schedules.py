@@ -12,7 +12,7 @@ from multimix.models import build_model
 from multimix.schedules import Constant, Exponential, Linear, confmix_alpha, make_schedule
 from multimix.train import ConfigError, TrainConfig, train
 
-from conftest import gen
+from conftest import gen, tiny_config
 
 
 def test_confmix_alpha_endpoints():
@@ -84,8 +84,7 @@ def test_confmix_mixes_confident_examples_only():
     {"method": "multimix", "alpha_schedule": "linear", "alpha_start": 1, "alpha_end": 0},
 ])
 def test_confmix_and_schedules_train_without_nan(tmp_path, extra):
-    config = TrainConfig.from_dict({"dataset": "toy", "train_size": 300, "epochs": 3, "batch_size": 50, "threads": 1, **extra})
-    summary = train(config, tmp_path)
+    summary = train(tiny_config(epochs=3, **extra), tmp_path)
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 3 and "NaN" not in "".join(lines)
     assert summary["final"]["val_loss"] == summary["final"]["val_loss"]
