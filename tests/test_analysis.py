@@ -7,10 +7,9 @@ import math
 import pytest
 import torch
 
+from conftest import gen
 from multimix.analysis import bayes_error, excess_risk, mmlb
 from multimix.data.toy import GaussianMixtureProblem
-
-from conftest import gen
 
 
 def two_gaussians(mu: float, sigma: float) -> GaussianMixtureProblem:

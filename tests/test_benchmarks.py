@@ -63,7 +63,6 @@ def test_stacked_mlps_train_as_the_same_networks_one_at_a_time():
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from _stacked_mlp import StackedMLP, train_stacked
-
     from multimix import soft_cross_entropy
     from multimix.functional import one_hot
     from multimix.models import build_model

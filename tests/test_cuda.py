@@ -12,13 +12,12 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import read_metrics
 from multimix import CutMix, DenseMultiMix, ManifoldMixup, Mixup, MultiMix, soft_cross_entropy
 from multimix.functional import sample_multimix_tuples
 from multimix.models import build_model
 from multimix.train.config import TrainConfig
 from multimix.train.trainer import train
-
-from conftest import read_metrics
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 

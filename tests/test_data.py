@@ -9,11 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-from multimix.data import DATASETS, FILE_DATASETS, GaussianMixtureProblem, load_dataset, spirals
-from multimix.data import cifar
-from multimix.data.augment import random_crop_flip
-
 from conftest import gen
+from multimix.data import (
+    DATASETS,
+    FILE_DATASETS,
+    GaussianMixtureProblem,
+    cifar,
+    load_dataset,
+    spirals,
+)
+from multimix.data.augment import random_crop_flip
 
 OFFLINE = [d for d in DATASETS if d not in FILE_DATASETS]
 SHAPES = {"mnist1d": (40,), "mnist1d-shuffled": (40,), "digits": (1, 8, 8), "toy": (2,), "spirals": (2,)}

@@ -13,12 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from multimix.data import DataFilesMissing, dataset_info, load_dataset
-from multimix.data import files, idx_images
+from conftest import write_idx_release
+from multimix.data import DataFilesMissing, dataset_info, files, idx_images, load_dataset
 from multimix.data.files import CorruptDataFile
 from multimix.data.idx import read_idx, write_idx
-
-from conftest import write_idx_release
 
 DEBIAN = Path("/usr/share/datasets/fashion-mnist")
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import read_metrics, write_idx_release
 from multimix.evaluate import (
     alignment,
     aupr,
@@ -23,9 +24,6 @@ from multimix.evaluate import (
     robust_accuracy,
     uniformity,
 )
-
-from conftest import read_metrics, write_idx_release
-
 
 
 def test_ece_is_zero_when_confidence_equals_accuracy():

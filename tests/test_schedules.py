@@ -6,13 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import gen, tiny_config
 from multimix import ConfMix, soft_cross_entropy
 from multimix.functional import mix_pairs, one_hot, sample_beta, sample_mixup
 from multimix.models import build_model
 from multimix.schedules import Constant, Exponential, Linear, confmix_alpha, make_schedule
 from multimix.train import ConfigError, TrainConfig, train
-
-from conftest import gen, tiny_config
 
 
 def test_confmix_alpha_endpoints():
