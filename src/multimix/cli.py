@@ -19,7 +19,10 @@ import shlex
 import signal
 import sys
 import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import FrameType
+from typing import Any, NoReturn, TextIO
 
 from multimix.data.files import CorruptDataFile, DataFilesMissing
 from multimix.train import checkpoint
@@ -28,12 +31,12 @@ from multimix.train.config import (
     MAX_SEED,
     METHODS,
     RENAMED_KEYS,
-    ConfigError,
     TrainConfig,
     old_keys_in,
     renamed_keys_read,
     renamed_message,
 )
+from multimix.train.errors import ConfigError
 from multimix.train.methods import METHODS as METHOD_REGISTRY
 from multimix.train.methods import methods_with
 from multimix.train.runlock import FolderInUse
@@ -52,17 +55,23 @@ class _DeprecatedFlag(argparse.Action):
     one-line warning naming the new one follows once the options are valid (an invalid one gets the
     usual single error line)."""
 
-    def __init__(self, option_strings: list[str], dest: str, *, new_flag: str, **kwargs) -> None:
+    def __init__(self, option_strings: list[str], dest: str, *, new_flag: str, **kwargs: Any) -> None:
         super().__init__(option_strings, dest, **kwargs)
         self.new_flag = new_flag
 
-    def __call__(self, parser, namespace, values, option_string=None) -> None:
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
         setattr(namespace, self.dest, values)
         warnings = getattr(namespace, "deprecated_flags", [])
         namespace.deprecated_flags = [*warnings, f"{option_string} is deprecated; use {self.new_flag}"]
 
 
-def _flag_help(name: str, meta: dict, default: object) -> str:
+def _flag_help(name: str, meta: Mapping[str, Any], default: object) -> str:
     """A field's help: which methods it applies to (from the method registry), its choices, its default."""
     applies = methods_with(name)
     text = (f"{', '.join(applies)}: " if applies else "") + meta["help"]
@@ -97,7 +106,7 @@ def add_config_flags(parser: argparse.ArgumentParser, *, exclude: tuple[str, ...
                                default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
 
-def resolve_config(args: argparse.Namespace, base: dict | None = None) -> TrainConfig:
+def resolve_config(args: argparse.Namespace, base: dict[str, Any] | None = None) -> TrainConfig:
     """Defaults (or ``base``), then the YAML file, then flags: one validated TrainConfig. Each source
     may use a renamed key's old name (``n``, ``--n``), not together with its new one."""
     from_file = TrainConfig.from_yaml(args.config) if args.config else {}
@@ -151,7 +160,13 @@ def parse_methods(text: str) -> list[str]:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from multimix.train.compare import aggregate, format_table, plot_results, run_comparison, write_csv
+    from multimix.train.compare import (
+        aggregate,
+        format_table,
+        plot_results,
+        run_comparison,
+        write_csv,
+    )
 
     methods = parse_methods(args.methods)
     if args.seeds < 1:
@@ -192,7 +207,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, exit 2 (argparse's own code), and where to look
+    def error(self, message: str) -> NoReturn:  # one line, exit 2 (argparse's own code), and where to look
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help' for the valid options)\n")
 
 
@@ -226,8 +241,8 @@ def add_output_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from multimix.train.evaluation import ATTACKS, evaluate_run, format_eval_table
     from multimix.evaluate import OOD_SETS
+    from multimix.train.evaluation import ATTACKS, evaluate_run, format_eval_table
 
     attacks = [a for a in args.attacks.split(",") if a] if args.attacks else []
     ood = [o for o in args.ood.split(",") if o] if args.ood else []
@@ -309,11 +324,18 @@ class Terminated(BaseException):
     """SIGTERM, raised where the main thread is so that cleanup (stopping workers) runs."""
 
 
-def _raise_terminated(signum, frame):
+def _raise_terminated(signum: int, frame: FrameType | None) -> NoReturn:
     raise Terminated
 
 
-def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+def _warning_line(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
     sys.stderr.write(f"multimix: warning: {message}\n")
 
 

@@ -46,23 +46,23 @@ def _run_one(config_dict: dict[str, Any], out: str) -> dict[str, Any]:
     ``<folder>.stale-<time>``, never overwritten, and the run is trained again.
     """
     config = TrainConfig(**config_dict)
-    out = Path(out)
-    ckpt = out / "checkpoint.pt"
-    with RunLock(out):  # nobody else may train into, or move, this folder while we look at it
+    folder = Path(out)
+    ckpt = folder / "checkpoint.pt"
+    with RunLock(folder):  # nobody else may train into, or move, this folder while we look at it
         if ckpt.exists():
             try:
                 saved = checkpoint.saved_config(checkpoint.load(ckpt), ckpt)
                 diffs = config.differences(saved)
-                problem = f"{out} was trained with other settings: {'; '.join(diffs)}" if diffs else None
+                problem = f"{folder} was trained with other settings: {'; '.join(diffs)}" if diffs else None
             except CheckpointError as exc:
                 problem = str(exc)
             if problem:
-                stale = out.with_name(f"{out.name}.stale-{time.strftime('%Y%m%d-%H%M%S')}")
-                out.rename(stale)
+                stale = folder.with_name(f"{folder.name}.stale-{time.strftime('%Y%m%d-%H%M%S')}")
+                folder.rename(stale)
                 log.warning("%s. Moved to %s; training it again", problem, stale.name)
-            elif (out / "summary.json").exists():
-                return {**json.loads((out / "summary.json").read_text()), "reused": True}
-    return train(config, out, resume=ckpt.exists(), progress=False)
+            elif (folder / "summary.json").exists():
+                return {**json.loads((folder / "summary.json").read_text()), "reused": True}
+    return train(config, folder, resume=ckpt.exists(), progress=False)
 
 
 def run_comparison(
@@ -130,7 +130,7 @@ def run_variants(
             summaries = run_tasks(_run_one, args, jobs=jobs, on_done=done)
         bar.close()
     rows = []
-    for (label, config, _), s in zip(tasks, summaries):
+    for (label, config, _), s in zip(tasks, summaries, strict=True):
         rows.append({
             "method": label,
             "seed": config.seed,
@@ -144,8 +144,14 @@ def run_variants(
 
 
 def _duration(seconds: float) -> str:
-    minutes, secs = divmod(int(round(seconds)), 60)
+    minutes, secs = divmod(round(seconds), 60)
     return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
+
+
+def _mean_std(runs: list[dict[str, Any]], key: str) -> tuple[float, float]:
+    """Mean and standard deviation (0 for a single run) of ``key`` over ``runs``."""
+    values = [r[key] for r in runs]
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -155,20 +161,15 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for method in methods:
         mine = [r for r in rows if r["method"] == method]
-
-        def stats(key: str) -> tuple[float, float]:
-            values = [r[key] for r in mine]
-            return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
         t = statistics.mean(r["time_per_epoch_s"] for r in mine)
         out.append({
             "method": method,
             "runs": len(mine),
-            "val_acc": stats("val_acc"),
-            "test_acc": stats("test_acc"),
+            "val_acc": _mean_std(mine, "val_acc"),
+            "test_acc": _mean_std(mine, "test_acc"),
             "time_per_epoch_s": t,
             "time_vs_erm": t / statistics.mean(erm_time) if erm_time else None,
-            **{key: stats(key) for key, _, _ in EVAL_COLUMNS if key in mine[0]},
+            **{key: _mean_std(mine, key) for key, _, _ in EVAL_COLUMNS if key in mine[0]},
         })
     return out
 
@@ -256,7 +257,7 @@ def plot_evaluation(path: str | Path, rows: list[dict[str, Any]], *, title: str)
     columns = [c for c in EVAL_COLUMNS if rows and c[0] in rows[0]]
     methods = list(dict.fromkeys(r["method"] for r in rows))
     fig, axes = plt.subplots(1, len(columns), figsize=(2.2 * len(columns) + 1, 3.2), dpi=120, squeeze=False)
-    for ax, (key, heading, scale) in zip(axes[0], columns):
+    for ax, (key, heading, scale) in zip(axes[0], columns, strict=True):
         for i, method in enumerate(methods):
             values = [scale * r[key] for r in rows if r["method"] == method]
             ax.scatter([i] * len(values), values, s=12, color="#4C72B0", alpha=0.8)

@@ -26,6 +26,7 @@ import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.distributed as dist
@@ -36,7 +37,7 @@ import torch.distributed as dist
 # which DDP may import, has functions with ``group=group.WORLD`` defaults: imported after init, they
 # would hold the group for the interpreter's life; imported now, the defaults are None.
 if dist.is_available():
-    import torch.distributed.nn.functional  # noqa: F401
+    import torch.distributed.nn.functional
 from torch import Tensor, nn
 
 from multimix.mixers.collective import share
@@ -95,10 +96,12 @@ def process_group(device: str, *, timeout_s: float = 600.0) -> Iterator[Dist]:
         return
     dev = rank_device(device, env)
     backend = "nccl" if dev.type == "cuda" else "gloo"
+    timeout = datetime.timedelta(seconds=timeout_s)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
-    dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s),
-                            **({"device_id": dev} if dev.type == "cuda" else {}))
+        dist.init_process_group(backend=backend, timeout=timeout, device_id=dev)
+    else:  # no device_id argument at all, not even None
+        dist.init_process_group(backend=backend, timeout=timeout)
     log.debug("rank %d/%d joined the %s process group", env.rank, env.world_size, backend)
     try:
         yield env
@@ -138,9 +141,15 @@ def wrap_model(model: nn.Module, d: Dist, device: torch.device, *, sync_bn: bool
         # dynamo does not guard on module hooks: a graph traced for an earlier run in this process (a
         # model of the same class, without a mixer's hooks) would be reused, and nothing mixed.
         torch._dynamo.reset()
-        net = torch.compile(net)
-    eval_net = net if d.world_size == 1 else (torch.compile(model) if compile else model)
+        net = _compiled(net)
+    eval_net = net if d.world_size == 1 else (_compiled(model) if compile else model)
     return model, net, eval_net
+
+
+def _compiled(module: nn.Module) -> nn.Module:
+    """``torch.compile(module)``. Its stubs type the result as a plain callable; given a module, it
+    returns an ``OptimizedModule``, itself an ``nn.Module`` that wraps the original."""
+    return cast(nn.Module, torch.compile(module))
 
 
 def _group_active() -> bool:

@@ -16,8 +16,9 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -37,10 +38,10 @@ from multimix.evaluate import (
     uniformity,
 )
 from multimix.train.checkpoint import CheckpointError
-from multimix.train.config import ConfigError
-from multimix.train.runlock import RunLock
 from multimix.train.components import load_splits, model_from_checkpoint
+from multimix.train.errors import ConfigError
 from multimix.train.reporting import tensorboard_writer
+from multimix.train.runlock import RunLock
 
 log = logging.getLogger(__name__)
 
@@ -90,14 +91,26 @@ def evaluate_run(
                          attack_examples=attack_examples, seed=seed)
 
 
-def _evaluate(run: Path, weights: Path, *, attacks, eps, pgd_steps, ood, attack_examples, seed) -> dict[str, Any]:
+def _evaluate(
+    run: Path,
+    weights: Path,
+    *,
+    attacks: Sequence[str],
+    eps: float | None,
+    pgd_steps: int,
+    ood: Sequence[str],
+    attack_examples: int,
+    seed: int,
+) -> dict[str, Any]:
     start = time.perf_counter()
     model, config = model_from_checkpoint(weights)
     splits = load_splits(config)
     x, y = splits.test.tensors
     bs = config.eval_batch_size  # the run's evaluation batch: on a CPU, larger ones outgrow the caches
     # One pass gives the classifier's inputs (embedding geometry) and the logits (everything else).
-    z, logits = embeddings(model, x, model.classifier_layer, batch_size=bs, return_logits=True)
+    # A class attribute, a str, of every model (multimix.models); typed as nn.Module's __getattr__ says.
+    classifier = cast(str, model.classifier_layer)
+    z, logits = embeddings(model, x, classifier, batch_size=bs, return_logits=True)
     probs = torch.softmax(logits.float(), 1)
     result: dict[str, Any] = {"run": str(run), "weights": weights.name, "test_acc": float((logits.argmax(1) == y).float().mean())}
     result.update(calibration(probs, y))
@@ -108,7 +121,7 @@ def _evaluate(run: Path, weights: Path, *, attacks, eps, pgd_steps, ood, attack_
     result["eps"] = budget
     xa, ya = x[:attack_examples], y[:attack_examples]
     for attack in attacks:
-        extra = {"steps": pgd_steps, "generator": torch.Generator().manual_seed(seed)} if attack == "pgd" else {}
+        extra: dict[str, Any] = {"steps": pgd_steps, "generator": torch.Generator().manual_seed(seed)} if attack == "pgd" else {}
         result[f"{attack}_acc"] = robust_accuracy(model, xa, ya, attack=attack, eps=budget, clamp=clamp, batch_size=bs,
                                                   **extra)
 
@@ -159,7 +172,7 @@ def _plot_embedding(z: torch.Tensor, y: torch.Tensor, path: Path, *, title: str,
         tsne = TSNE(n_components=2, perplexity=min(30.0, (n - 1) / 3), init="pca", random_state=0)
         views.append((f"t-SNE ({n} examples)", tsne.fit_transform(z[:n].numpy()), y[:n].numpy()))
     fig, axes = plt.subplots(1, len(views), figsize=(4.2 * len(views), 4), dpi=120, squeeze=False)
-    for ax, (name, points, labels) in zip(axes[0], views):
+    for ax, (name, points, labels) in zip(axes[0], views, strict=True):
         scatter = ax.scatter(points[:, 0], points[:, 1], c=labels, cmap="tab10", s=4, alpha=0.7)
         ax.set_title(name, fontsize=8)
         ax.set_xticks([])

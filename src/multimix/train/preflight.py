@@ -17,9 +17,10 @@ import torch
 
 from multimix.data import check_files, check_subset, dataset_info
 from multimix.models import build_model
-from multimix.train.checkpoint import first_line
 from multimix.train import distributed
-from multimix.train.config import ConfigError, TrainConfig
+from multimix.train.checkpoint import first_line
+from multimix.train.config import TrainConfig
+from multimix.train.errors import ConfigError
 from multimix.train.methods import build_mixer
 
 

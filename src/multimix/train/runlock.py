@@ -14,13 +14,16 @@ import socket
 import sys
 import time
 from pathlib import Path
+from types import TracebackType
 
-from multimix.train.config import ConfigError
+from multimix.train.errors import ConfigError
 
 try:
     import fcntl
 except ImportError:  # Windows: no flock; runs go unlocked there (said once, in the log)
-    fcntl = None
+    _HAVE_FLOCK = False
+else:
+    _HAVE_FLOCK = True
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +59,7 @@ class RunLock:
         except OSError as exc:
             raise ConfigError(f"invalid value for {self.argument}: cannot write into {self.folder} ({exc.strerror})") from None
         try:
-            if fcntl is None:
+            if not _HAVE_FLOCK:
                 log.warning("this platform has no flock: %s is not protected from a second run", self.folder)
             else:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -73,7 +76,9 @@ class RunLock:
             tmp.unlink(missing_ok=True)
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if self._fd is None:
             return
         if exc_type is not None and self._created and [p.name for p in self.folder.iterdir()] == [LOCK_NAME]:

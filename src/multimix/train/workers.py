@@ -27,11 +27,16 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Sequence
-from multiprocessing.connection import wait
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
+from types import FrameType
+from typing import Any, Literal
 
 _PR_SET_PDEATHSIG = 1
+
+# What a worker reports at its end: its task's return value, or the exception and its traceback text.
+_Result = tuple[Literal["ok"], Any] | tuple[Literal["error"], BaseException, str]
 
 
 class RemoteTraceback(Exception):
@@ -70,11 +75,11 @@ def _die_with_parent(parent_pid: int) -> None:
 class _Channel:
     """The worker's end of its pipe: log records and the result, one message at a time."""
 
-    def __init__(self, conn) -> None:
+    def __init__(self, conn: Connection[tuple[Any, ...], Any]) -> None:
         self.conn = conn
         self.lock = threading.Lock()  # log records may come from other threads than the result
 
-    def send(self, message: tuple) -> None:
+    def send(self, message: tuple[Any, ...]) -> None:
         with self.lock:
             self.conn.send(message)
 
@@ -82,25 +87,35 @@ class _Channel:
         self.send(("log", record))
 
 
-def _exit_on_sigterm(signum, frame) -> None:
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
     # An exception, not death on the spot: `finally` blocks and exit handlers run, so the run folder's
     # lock and the semaphores that tqdm and torch registered are released properly.
     raise SystemExit(128 + signum)
 
 
-def _worker(fn: Callable, args: tuple, conn, level: int, parent_pid: int) -> None:
+def _worker(
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    conn: Connection[tuple[Any, ...], Any],
+    level: int,
+    parent_pid: int,
+) -> None:
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent(parent_pid)
     channel = _Channel(conn)
     root = logging.getLogger()
-    root.handlers[:] = [logging.handlers.QueueHandler(channel)]  # formats the record, drops what won't pickle
+    # QueueHandler formats the record and drops what won't pickle. It only ever calls put_nowait;
+    # typeshed's _QueueLike protocol also asks for get(), which only QueueListener uses.
+    handler = logging.handlers.QueueHandler(channel)  # type: ignore[arg-type]
+    root.handlers[:] = [handler]
     root.setLevel(level)
+    result: _Result
     try:
         result = ("ok", fn(*args))
     except SystemExit:  # stopped by the parent (or its death): nobody is waiting for a result
         raise
-    except BaseException as exc:  # noqa: BLE001 - everything else goes back to the parent
+    except BaseException as exc:
         result = ("error", exc, traceback.format_exc())
     try:
         channel.send(result)
@@ -111,7 +126,7 @@ def _worker(fn: Callable, args: tuple, conn, level: int, parent_pid: int) -> Non
 
 def run_tasks(
     fn: Callable[..., Any],
-    tasks: Sequence[tuple],
+    tasks: Sequence[tuple[Any, ...]],
     *,
     jobs: int,
     on_done: Callable[[int, Any], None] | None = None,
@@ -126,21 +141,25 @@ def run_tasks(
     ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch or thread state
     level = logging.getLogger().getEffectiveLevel()
     results: dict[int, Any] = {}
-    running: dict[int, tuple[Any, Any]] = {}  # task index -> (process, connection)
+    running: dict[int, tuple[BaseProcess, Connection[Any, Any]]] = {}  # task index -> (process, connection)
     pending = list(range(len(tasks)))
     try:
         while pending or running:
             while pending and len(running) < jobs:
                 i = pending.pop(0)
                 receive, send = ctx.Pipe(duplex=False)
-                process = ctx.Process(target=_worker, args=(fn, tuple(tasks[i]), send, level, os.getpid()),
-                                      name=f"multimix-worker-{i}", daemon=True)
+                process: BaseProcess = ctx.Process(
+                    target=_worker,
+                    args=(fn, tuple(tasks[i]), send, level, os.getpid()),
+                    name=f"multimix-worker-{i}",
+                    daemon=True,
+                )
                 process.start()
                 send.close()  # the child holds its end; EOF on ours then means the child is gone
                 running[i] = (process, receive)
-            for conn in wait([conn for _, conn in running.values()]):
-                i = next(i for i, (_, c) in running.items() if c is conn)
-                process = running[i][0]
+            for ready in wait([conn for _, conn in running.values()]):
+                i = next(i for i, (_, c) in running.items() if c is ready)
+                process, conn = running[i]
                 try:
                     message = conn.recv()
                 except EOFError:
@@ -165,12 +184,12 @@ def run_tasks(
     return [results[i] for i in range(len(tasks))]
 
 
-def _stop(processes) -> None:
-    processes = [p for p in processes if p.is_alive()]
-    for p in processes:
+def _stop(processes: Iterable[BaseProcess]) -> None:
+    alive = [p for p in processes if p.is_alive()]
+    for p in alive:
         p.terminate()
     deadline = time.monotonic() + 10
-    for p in processes:
+    for p in alive:
         p.join(max(0.0, deadline - time.monotonic()))
         if p.is_alive():
             p.kill()
