@@ -67,8 +67,8 @@ class _DeprecatedFlag(argparse.Action):
         option_string: str | None = None,
     ) -> None:
         setattr(namespace, self.dest, values)
-        warnings = getattr(namespace, "deprecated_flags", [])
-        namespace.deprecated_flags = [*warnings, f"{option_string} is deprecated; use {self.new_flag}"]
+        said = getattr(namespace, "deprecated_flags", [])
+        namespace.deprecated_flags = [*said, f"{option_string} is deprecated; use {self.new_flag}"]
 
 
 def _flag_help(name: str, meta: Mapping[str, Any], default: object) -> str:
