@@ -1,4 +1,5 @@
-"""Dense MultiMix, attention, and the EMA teacher with self-distilled targets."""
+"""Dense MultiMix (functional/dense.py, mixers/dense.py), attention, and targets self-distilled from an
+EMA teacher (the teacher itself: test_teacher.py)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,10 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from conftest import gen
 from multimix import DenseMultiMix, EMATeacher, MultiMix, soft_cross_entropy
 from multimix import functional as MF
 from multimix.models import build_model
-
-
-def gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 def basis_embeddings(b: int, r: int) -> torch.Tensor:
@@ -241,36 +239,6 @@ def test_what_follows_the_features_runs_only_under_a_wrapper():
     assert calls == [1] and torch.equal(same, logits)
     wrapped.eval()
     assert calls == [1] and torch.equal(wrapped(x)[0], model(x)) and calls == [1, 1, 1]
-
-
-def test_ema_teacher_follows_the_formula_and_gets_no_gradients():
-    torch.manual_seed(0)
-    student = build_model("mlp", input_shape=(2,), num_classes=3)
-    teacher = EMATeacher(student, momentum=0.9)
-    before = [p.clone() for p in teacher.module.parameters()]
-    with torch.no_grad():
-        for p in student.parameters():
-            p.add_(1.0)
-    teacher.update()
-    for t, b0, s in zip(teacher.module.parameters(), before, student.parameters()):
-        assert torch.allclose(t, 0.9 * b0 + 0.1 * s)
-        assert not t.requires_grad
-    assert not teacher.module.training
-    teacher.train()
-    assert not teacher.module.training  # stays in eval mode
-    # state_dict round trip into a fresh teacher
-    other = EMATeacher(build_model("mlp", input_shape=(2,), num_classes=3))
-    other.load_state_dict(teacher.state_dict())
-    assert all(torch.equal(a, b) for a, b in zip(other.module.parameters(), teacher.module.parameters()))
-
-
-def test_teacher_copies_no_mixer_hooks():
-    model = build_model("mlp", input_shape=(2,), num_classes=3)
-    mixer = MultiMix(model, classifier="fc", num_classes=3)
-    teacher = EMATeacher(model)
-    assert all(not m._forward_pre_hooks and not m._forward_hooks for m in teacher.module.modules())
-    assert model.fc._forward_hooks  # the student keeps its hook
-    mixer.close()
 
 
 @pytest.mark.parametrize("dense", [False, True])
