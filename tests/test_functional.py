@@ -10,13 +10,10 @@ import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 
+from conftest import gen
 from multimix import functional as MF
 
 alphas = st.sampled_from([0.05, 0.2, 0.5, 1.0, 2.0, 7.5])
-
-
-def gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 def random_soft_targets(b: int, k: int, g: torch.Generator) -> torch.Tensor:
