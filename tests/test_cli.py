@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import cli
 from multimix.cli import build_parser, main
-from multimix.data import dataset_info, load_dataset
 from multimix.train import checkpoint
 from multimix.train.compare import accuracy_axis
-from multimix.train.runlock import FolderInUse, RunLock
+from multimix.train.runlock import RunLock
 
 TINY = ["--dataset", "toy", "--train-size", "300", "--epochs", "1", "--threads", "1", "--quiet"]
 # Long enough to be caught mid-run on a loaded machine, yet each epoch ends within a second or two.
@@ -36,10 +36,6 @@ def _default_sigint() -> None:
 def popen(*args: str, **kw) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "multimix.cli", *args], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint, **kw)
-
-
-def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "multimix.cli", *args], capture_output=True, text=True, timeout=timeout)
 
 
 def wait_for(predicate, timeout: float = 120.0, what: str = "condition") -> None:
@@ -137,19 +133,6 @@ def test_two_runs_on_one_folder(tmp_path):
     with RunLock(out):
         pass
     assert not list(out.glob(".*.tmp"))
-
-
-def test_run_lock_in_process(tmp_path):
-    with RunLock(tmp_path / "a"):
-        with pytest.raises(FolderInUse, match=r"a is in use by process \d+ on .*; wait for it to finish"):
-            with RunLock(tmp_path / "a"):
-                pass
-    with RunLock(tmp_path / "a"):  # released on leaving the block
-        pass
-    with pytest.raises(RuntimeError):
-        with RunLock(tmp_path / "b"):
-            raise RuntimeError("failed before writing anything")
-    assert not (tmp_path / "b").exists()  # the folder it created for nothing is gone again
 
 
 @pytest.mark.slow
@@ -358,15 +341,6 @@ def test_plain_sgd_is_possible(tmp_path):
     assert group["momentum"] == 0 and group["nesterov"] is False
 
 
-def test_dataset_info_matches_the_loaded_data():
-    for name, kw in [("mnist1d", {}), ("digits", {}), ("toy", {"toy_classes": 4, "toy_dim": 3, "train_size": 500}),
-                     ("spirals", {"train_size": 300})]:
-        info = dataset_info(name, **kw)
-        splits = load_dataset(name, **kw)
-        assert info.input_shape == splits.input_shape and info.num_classes == splits.num_classes
-        assert info.train_size == len(splits.train) + len(splits.val)
-
-
 # -- what a user sees ---------------------------------------------------------------------------
 
 
@@ -413,39 +387,6 @@ def test_accuracy_axis_never_magnifies_noise():
     low, high = accuracy_axis([95.3, 95.8, 96.1])
     assert high - low >= 3 and low <= 95.3 and high >= 96.1
     assert accuracy_axis([10.0, 99.5]) == (9.0, 100.0)
-
-
-# -- the worker pool itself ---------------------------------------------------------------------
-# Builtins as tasks: spawned workers import them by name, as they would a module-level function.
-
-
-@pytest.mark.slow
-def test_run_tasks_returns_in_order_and_relays_logs(caplog):
-    import logging
-    import math
-
-    from multimix.train.workers import run_tasks
-
-    done = []
-    assert run_tasks(math.sqrt, [(16,), (9,), (4,)], jobs=2, on_done=lambda i, r: done.append(i)) == [4.0, 3.0, 2.0]
-    assert sorted(done) == [0, 1, 2]
-    with caplog.at_level(logging.INFO):
-        run_tasks(logging.warning, [("from a worker: %s", "hello")], jobs=1)
-    assert "from a worker: hello" in caplog.text
-
-
-@pytest.mark.slow
-def test_run_tasks_errors():
-    import math
-
-    from multimix.train.workers import RemoteTraceback, WorkerDied, run_tasks
-
-    with pytest.raises(ValueError, match="math domain error") as exc:
-        run_tasks(math.sqrt, [(1,), (-1,)], jobs=1)
-    assert isinstance(exc.value.__cause__, RemoteTraceback)  # the worker's traceback, for debugging
-    assert "ValueError: math domain error" in str(exc.value.__cause__)
-    with pytest.raises(WorkerDied, match="exit code 3 without a result"):
-        run_tasks(os._exit, [(3,)], jobs=1)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="drives a pseudo-terminal")

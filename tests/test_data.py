@@ -15,6 +15,7 @@ from multimix.data import (
     FILE_DATASETS,
     GaussianMixtureProblem,
     cifar,
+    dataset_info,
     load_dataset,
     spirals,
 )
@@ -49,6 +50,15 @@ def test_offline_dataset_shapes_determinism_and_disjoint_splits(name):
     assert (p_train - p_val).abs().max() < 0.03
     c = load_dataset(name, data_seed=1)
     assert not torch.equal(c.val.tensors[0], a.val.tensors[0])  # another split for another seed
+
+
+def test_dataset_info_matches_the_loaded_data():
+    for name, kw in [("mnist1d", {}), ("digits", {}), ("toy", {"toy_classes": 4, "toy_dim": 3, "train_size": 500}),
+                     ("spirals", {"train_size": 300})]:
+        info = dataset_info(name, **kw)
+        splits = load_dataset(name, **kw)
+        assert info.input_shape == splits.input_shape and info.num_classes == splits.num_classes
+        assert info.train_size == len(splits.train) + len(splits.val)
 
 
 def test_mnist1d_sizes_and_shuffled_variant():
