@@ -5,6 +5,7 @@ Each test here keeps fixed a defect found by an audit of the CLI (issue 9).
 
 from __future__ import annotations
 
+import csv
 import os
 import signal
 import stat
@@ -427,3 +428,64 @@ def test_on_a_terminal_log_lines_go_above_the_bar(tmp_path):
     assert len(logged) == 2 * (1 + 3)
     for start in logged:  # every log line starts on a cleared line, never in the middle of the bar
         assert re.search(r"\r[ ]*\r$", text[:start]), text[max(0, start - 200):start + 50]
+
+
+# -- the commands end to end, in this process -----------------------------------------------------
+
+
+def test_cli_rejects_bad_input_with_exit_code_2(tmp_path, capsys):
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("epochs: 2\nlearning_rate: 0.1\n")
+    for argv, message in [
+        (["train", "--config", str(bad_yaml)], "unknown --config key 'learning_rate'; valid keys:"),
+        (["train", "--method", "puzzlemix"], "valid values: erm, mixup, manifold, multimix"),
+        (["train", "--epochs", "0"], "invalid value for epochs: 0"),
+        (["train", "--nope"], "unrecognized arguments: --nope"),
+        (["compare", "--methods", "erm,foo"], "invalid value for --methods: 'erm,foo'; valid methods:"),
+        (["train", "--dataset", "cifar10", "--data-dir", str(tmp_path)], "cifar10 binary files not found"),
+    ]:
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 2
+        assert message in capsys.readouterr().err
+    assert not list(tmp_path.glob("runs"))  # nothing written
+
+
+def test_yaml_config_and_flags_override(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("dataset: toy\nepochs: 1\ntrain-size: 200\nthreads: 1\nmethod: mixup\nalpha: 0.4\n")
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(cfg), "--epochs", "2", "--out", str(out), "--quiet"]) == 0
+    saved = checkpoint.load(out / "checkpoint.pt")["config"]
+    assert saved["epochs"] == 2 and saved["alpha"] == 0.4 and saved["train_size"] == 200
+
+
+def test_compare_on_a_tiny_budget(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    argv = ["compare", "--dataset", "toy", "--train-size", "300", "--epochs", "2", "--threads", "1",
+            "--methods", "erm,multimix", "--seeds", "2", "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "| erm | 2 |" in printed and "| multimix | 2 |" in printed and "results.png" in printed
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["method"], r["seed"]) for r in rows] == [("erm", "0"), ("erm", "1"), ("multimix", "0"), ("multimix", "1")]
+    assert (out / "results.png").read_bytes()[:4] == b"\x89PNG"
+    first = (out / "erm" / "seed0" / "summary.json").stat().st_mtime_ns
+    assert main(argv) == 0  # finished runs are reused, not retrained
+    assert (out / "erm" / "seed0" / "summary.json").stat().st_mtime_ns == first
+    assert main([*argv, "--lr", "0.002"]) == 0  # other settings: old runs moved aside, not lost
+    assert len(list((out / "erm").glob("seed0.stale-*"))) == 1
+    assert checkpoint.load(out / "erm" / "seed0" / "checkpoint.pt")["config"]["lr"] == 0.002
+
+
+@pytest.mark.slow
+def test_plot_boundary_writes_a_png(tmp_path, capsys):
+    out = tmp_path / "pb"
+    argv = ["plot-boundary", "--epochs", "2", "--train-size", "200", "--threads", "1", "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    assert (out / "boundary.png").read_bytes()[:4] == b"\x89PNG"
+    assert {p.name for p in out.iterdir()} >= {"erm", "mixup", "manifold", "boundary.png"}
+    with pytest.raises(SystemExit) as exc:
+        main(["plot-boundary", "--dataset", "digits", "--out", str(tmp_path / "x")])
+    assert exc.value.code == 2 and "needs a 2-D dataset" in capsys.readouterr().err

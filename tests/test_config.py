@@ -1,4 +1,5 @@
-"""multimix.train.config: renamed keys (n, m, p) still read, with a warning that names the new one."""
+"""multimix.train.config: errors that name the key and its valid values; renamed keys (n, m, p) still
+read, with a warning that names the new one."""
 
 from __future__ import annotations
 
@@ -62,3 +63,19 @@ def test_a_config_file_with_an_old_key_warns_in_one_line_and_flags_still_overrid
     assert main(["train", "--config", str(file), "--mix-rows", "20", "--quiet", "--out", str(tmp_path / "r")]) == 0
     assert "multimix: warning: the option 'n' is deprecated; use 'mix_rows' (--mix-rows)" in capsys.readouterr().err
     assert "mix_rows: 20\n" in (tmp_path / "r" / "config.yaml").read_text()
+
+
+def test_config_errors_name_key_and_valid_values(tmp_path):
+    with pytest.raises(ConfigError, match="unknown option key 'epoch'; valid keys: dataset, model, method, epochs"):
+        TrainConfig.from_dict({"epoch": 3}, source="option")
+    with pytest.raises(ConfigError, match="invalid value for method: 'puzzlemix'; valid values: erm, mixup, manifold, multimix"):
+        TrainConfig.from_dict({"method": "puzzlemix"})
+    with pytest.raises(ConfigError, match=r"invalid value for lr: -1.0; expected a finite number > 0"):
+        TrainConfig.from_dict({"lr": -1})
+    with pytest.raises(ConfigError, match=r"invalid value for epochs: 'ten'"):
+        TrainConfig.from_dict({"epochs": "ten"})
+    with pytest.raises(ConfigError, match=r"invalid value for alpha: 0.0; expected a finite number > 0"):
+        TrainConfig.from_dict({"alpha": 0})
+    with pytest.raises(ConfigError, match=r"invalid value for tuple_size: 0"):
+        TrainConfig.from_dict({"tuple_size": 0})
+    assert TrainConfig.from_dict({"tuple-size": "all", "batch-size": "64", "layers": "input,layer1"}).tuple_size is None
