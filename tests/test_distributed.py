@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import read_metrics
 from multimix.train.distributed import share
 
 BIN = Path(sys.executable).parent
@@ -49,10 +50,6 @@ def max_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> fl
     return max((a[k].float() - b[k].float()).abs().max().item() for k in a)
 
 
-def history(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-
-
 @pytest.mark.parametrize("total, world", [(15, 2), (16, 2), (7, 3), (2, 2), (100, 8)])
 def test_shares_are_contiguous_cover_everything_and_differ_by_at_most_one(total, world):
     parts = [share(total, r, world) for r in range(world)]
@@ -76,7 +73,7 @@ def test_two_processes_end_with_the_weights_of_one(tmp_path):
     two = run(torchrun(2, [*ERM, "--out", str(tmp_path / "two")]))
     assert two.returncode == 0, two.stderr
     assert max_difference(weights(tmp_path / "one"), weights(tmp_path / "two")) < 1e-5
-    for a, b in zip(history(tmp_path / "one"), history(tmp_path / "two"), strict=True):
+    for a, b in zip(read_metrics(tmp_path / "one"), read_metrics(tmp_path / "two"), strict=True):
         assert a["val_acc"] == pytest.approx(b["val_acc"], abs=1e-3)  # at most a tie-break among 400
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
     assert json.loads((tmp_path / "two" / "summary.json").read_text())["processes"] == 2
@@ -111,7 +108,7 @@ def test_resume_after_sigkill_of_every_process_ends_as_the_uninterrupted_run(tmp
     assert resumed.returncode == 0, resumed.stderr
     a, b = weights(tmp_path / "full"), weights(killed)
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert [r["val_acc"] for r in history(tmp_path / "full")] == [r["val_acc"] for r in history(killed)]
+    assert [r["val_acc"] for r in read_metrics(tmp_path / "full")] == [r["val_acc"] for r in read_metrics(killed)]
 
 
 # Each mixer once (mixup-cutmix is CutMix's and mixup's code, switched): one epoch, 2 processes.
