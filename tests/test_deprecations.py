@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 import multimix.functional as MF
+from conftest import gen
 from multimix import MultiMix
 
 # old name -> (new name, module that defines both, positional args, keyword args without the generator)
@@ -23,10 +24,6 @@ ALIASES = {
     "multimix_weights": ("sample_multimix_weights", "multimix", (10,), {"n": 20}),
     "dense_multimix_weights": ("sample_dense_multimix_weights", "dense", (6, 5), {"n": 7, "m": 3}),
 }
-
-
-def gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 def flat(result: object) -> list[torch.Tensor]:

@@ -18,6 +18,7 @@ from torch import nn
 
 import multimix
 import multimix.functional as MF
+from conftest import gen
 from multimix import (
     ConfMix,
     CutMix,
@@ -47,10 +48,6 @@ OLD_NAMES = {
     "multimix_weights",
     "dense_multimix_weights",
 }
-
-
-def gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 # -- defaults -----------------------------------------------------------------------------------
