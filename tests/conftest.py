@@ -4,33 +4,36 @@ files in the releases' formats.
 
 Tests import the plain helpers by name (``from conftest import MLPNet, cli``); fixtures come by argument.
 Markers (pyproject.toml): ``cuda`` (skipped without a device), ``slow`` (``make test-fast`` leaves them out).
-
-Where tests live: one file per module or subpackage of src/multimix, so a change's tests are found by name.
-    functional/*: sampling, pairwise, multimix, targets  test_functional.py
-    functional/dense.py + mixers/dense.py (Dense MultiMix)  test_dense.py
-    functional/cutmix.py + mixers/cutmix.py (CutMix)      test_cutmix.py
-    mixers/* (the nn.Module mixers)                       test_mixers.py; on 🤗/timm models: test_hf.py
-    _validation.py: every bad argument, one clear error   test_bad_input.py
-    __init__.py: the public API                           test_public_api.py
-    teacher.py                                            test_teacher.py
-    schedules.py (α schedules, ConfMix's α) and ConfMix   test_schedules.py
-    models/*                                              test_models.py
-    analysis/* (Bayes error, excess risk, MMLB)           test_analysis.py
-    evaluate/*, train/evaluation.py (`multimix evaluate`) test_evaluate.py
-    data/*: generated sets, splits, toy problem, CIFAR    test_data.py
-    data/idx.py, idx_images.py, files.py (MNIST family)   test_data_idx.py
-    train/trainer.py, train/config.py                     test_train.py
-    train/checkpoint.py                                   test_checkpoint.py
-    train/runlock.py                                      test_runlock.py
-    train/workers.py                                      test_workers.py
-    train/preflight.py: through the bad-flag table in     test_cli.py (its checks are options' errors)
-    train/recipes.py                                      test_recipes.py
-    train/distributed.py, training under torchrun         test_distributed.py
-    train/graphs.py and the rest of the GPU path (cuda)   test_cuda.py
-    cli.py, train/compare.py: the CLI as users meet it    test_cli.py (integration tests of the CLI)
-    benchmarks/ (the scripts run on tiny budgets)         test_benchmarks.py
-    docs/ (links and citations)                           test_docs_links.py
 """
+
+# Where tests live: one file per module or subpackage of src/multimix, named after it, so that a change's
+# tests are found by name; integration tests of the CLI stay in test_cli.py.
+#   functional/* (sampling, pairwise, multimix, targets)    test_functional.py
+#   functional/dense.py + mixers/dense.py (Dense MultiMix)  test_dense.py
+#   functional/cutmix.py + mixers/cutmix.py (CutMix)        test_cutmix.py
+#   mixers/* (the nn.Module mixers)                         test_mixers.py; on 🤗/timm models: test_hf.py
+#   _validation.py (each bad argument, one clear error)     test_bad_input.py
+#   __init__.py (the public API); _deprecation.py           test_public_api.py; test_deprecations.py
+#   teacher.py                                              test_teacher.py
+#   schedules.py (α schedules, ConfMix's α) and ConfMix     test_schedules.py
+#   models/*                                                test_models.py
+#   analysis/* (Bayes error, excess risk, MMLB)             test_analysis.py
+#   evaluate/*, train/evaluation.py (`multimix evaluate`)   test_evaluate.py
+#   data/* (generated sets, splits, toy problem, CIFAR)     test_data.py
+#   data/idx.py, idx_images.py, files.py (MNIST family)     test_data_idx.py
+#   train/trainer.py                                        test_train.py
+#   train/config.py; train/methods.py                       test_config.py; test_methods.py
+#   train/state.py, components.py, step.py                  test_run_state.py
+#   train/run_folder.py; train/evaluator.py, reporting.py   test_run_folder.py; test_evaluator.py
+#   train/checkpoint.py                                     test_checkpoint.py
+#   train/runlock.py; train/workers.py                      test_runlock.py; test_workers.py
+#   train/recipes.py                                        test_recipes.py
+#   train/distributed.py: training under torchrun           test_distributed.py
+#   train/graphs.py and the rest of the GPU path            test_cuda.py (marked cuda)
+#   cli.py, train/compare.py, train/preflight.py (its       test_cli.py
+#     checks through the bad-flag table), _io.py's modes
+#   benchmarks/ (the scripts, on tiny budgets)              test_benchmarks.py
+#   docs/ (links, citations)                                test_docs_links.py
 
 from __future__ import annotations
 
