@@ -142,7 +142,7 @@ def test_embeddings_are_the_classifier_input(mlp):
     assert torch.allclose(z, mlp.encoder(x)) and mlp.training
 
 
-@pytest.mark.slow  # evaluate's t-SNE of 500 embeddings dominates
+@pytest.mark.slow  # evaluate: alignment and uniformity over all pairs of test embeddings, a t-SNE
 def test_multimix_evaluate_end_to_end(tmp_path, capsys):
     import json
 
@@ -192,7 +192,7 @@ def test_multimix_evaluate_needs_a_run_folder(tmp_path, capsys):
     assert exc.value.code == 2 and "holds no best.pt or checkpoint.pt" in capsys.readouterr().err
 
 
-@pytest.mark.slow  # four runs trained, then evaluated: four t-SNEs
+@pytest.mark.slow  # four runs trained, then evaluated (all-pairs embedding metrics, t-SNE) four times
 def test_compare_evaluate_adds_the_columns(tmp_path, capsys):
     import csv
 
@@ -210,7 +210,7 @@ def test_compare_evaluate_adds_the_columns(tmp_path, capsys):
     assert (out / "erm" / "seed1" / "eval.json").is_file()
 
 
-@pytest.mark.slow  # evaluate's t-SNE of 500 embeddings dominates
+@pytest.mark.slow  # evaluate: alignment and uniformity over all pairs of test embeddings, a t-SNE
 def test_tensorboard_curves_and_evaluation(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
