@@ -113,7 +113,7 @@ def _private_cache(tmp_path_factory):
     import os
 
     os.environ["MULTIMIX_CACHE"] = str(tmp_path_factory.mktemp("cache"))
-    yield
+    return
 
 
 # -- random draws --------------------------------------------------------------------------------

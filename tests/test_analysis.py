@@ -16,7 +16,7 @@ def two_gaussians(mu: float, sigma: float) -> GaussianMixtureProblem:
     return GaussianMixtureProblem(torch.tensor([[[-mu]], [[mu]]]), sigma)
 
 
-@pytest.mark.parametrize("mu,sigma", [(1.0, 1.0), (0.5, 1.0), (2.0, 0.8)])
+@pytest.mark.parametrize(("mu", "sigma"), [(1.0, 1.0), (0.5, 1.0), (2.0, 0.8)])
 def test_bayes_error_of_two_gaussians_is_phi(mu, sigma):
     error, se = bayes_error(two_gaussians(mu, sigma), n_samples=200_000, generator=gen(1))
     exact = 0.5 * math.erfc(mu / sigma / math.sqrt(2))  # Φ(−μ/σ)

@@ -7,10 +7,9 @@ import math
 import pytest
 import torch
 
+from conftest import MLPNet
 from multimix import ManifoldMixup, Mixup, MultiMix, soft_cross_entropy
 from multimix import functional as MF
-
-from conftest import MLPNet
 
 Y2 = MF.one_hot(torch.tensor([0, 1]), 2)
 
@@ -79,13 +78,13 @@ def test_labels_out_of_range():
 def test_bad_soft_targets():
     with pytest.raises(ValueError, match="labels must be non-negative"):
         MF.one_hot(torch.tensor([[1.2, -0.2], [0.5, 0.5]]), 2)
-    with pytest.raises(ValueError, match="each row of labels must sum to 1, got a row summing to 0.6"):
+    with pytest.raises(ValueError, match=r"each row of labels must sum to 1, got a row summing to 0.6"):
         MF.one_hot(torch.tensor([[0.3, 0.3], [0.5, 0.5]]), 2)
     with pytest.raises(ValueError, match="soft labels have 2 classes but num_classes=4"):
         MultiMix(MLPNet(), classifier="fc", num_classes=4)(torch.randn(2, 6), Y2)
     with pytest.raises(ValueError, match="must sum to 1"):
         MultiMix(MLPNet(), classifier="fc")(torch.randn(2, 6), torch.tensor([[2.0, 0, 0, 0], [1.0, 0, 0, 0]]))
-    with pytest.raises(TypeError, match="convert integer labels with multimix.functional.one_hot"):
+    with pytest.raises(TypeError, match=r"convert integer labels with multimix.functional.one_hot"):
         MF.multimix(torch.randn(2, 3), torch.tensor([0, 1]))
 
 
@@ -121,7 +120,7 @@ def test_unknown_layer_lists_valid_names():
 
 def test_failed_construction_leaves_no_hooks():
     model = MLPNet()
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="nope"):
         ManifoldMixup(model, layers=["fc", "nope"])
     assert all(not m._forward_hooks for m in model.modules())
 
@@ -129,11 +128,11 @@ def test_failed_construction_leaves_no_hooks():
 def test_other_bad_arguments():
     with pytest.raises(ValueError, match=r"p must be a number in \[0, 1\], got 1.5"):
         MultiMix(MLPNet(), classifier="fc", p=1.5)
-    with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
+    with pytest.raises(TypeError, match=r"model must be a torch.nn.Module"):
         MultiMix(lambda x: x, classifier="fc")
     with pytest.raises(ValueError, match="y is required in training mode"):
         MultiMix(MLPNet(), classifier="fc")(torch.randn(2, 6))
-    with pytest.raises(TypeError, match="x must be a torch.Tensor"):
+    with pytest.raises(TypeError, match=r"x must be a torch.Tensor"):
         MultiMix(MLPNet(), classifier="fc", num_classes=4)([1, 2], torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="smoothing must be in"):
         MF.one_hot(torch.tensor([0]), 2, smoothing=1.0)

@@ -101,7 +101,7 @@ def test_stacked_mlps_train_as_the_same_networks_one_at_a_time():
                     step += 1
             start = StackedMLP([_initial(p, k)]).weights
             for w_stacked, w, w0 in zip(net.weights, [model.layer1[0].weight, model.layer2[0].weight,
-                                                      model.layer3[0].weight, model.fc.weight], start):
+                                                      model.layer3[0].weight, model.fc.weight], start, strict=True):
                 # Adam divides by √v: rounding differences of near-zero gradients move a weight by up to
                 # lr per step, so the tolerance is a fraction of how far the weights travelled (≤ 8e-3).
                 # The stacked weights are stored transposed, (P, in, out).

@@ -321,7 +321,7 @@ def files(tmp_path):
     return tmp_path
 
 
-@pytest.mark.parametrize("command, bad", list(_cases()))
+@pytest.mark.parametrize(("command", "bad"), list(_cases()))
 def test_bad_flag_exits_2_with_one_line(files, capsys, command, bad):
     bad = [a.replace("{tmp}", str(files)) for a in bad]
     if command == "compare":  # compare takes its methods from --methods
@@ -353,11 +353,11 @@ def test_progress_lines_without_a_terminal(tmp_path):
     result = cli("train", *loud, "--epochs", "20", "--out", str(tmp_path / "r"))
     assert result.returncode == 0
     lines = result.stderr.strip().splitlines()
-    epochs = [l for l in lines if ": epoch " in l]
-    assert [l.split("epoch ")[1].split("/")[0] for l in epochs] == [str(e) for e in range(2, 21, 2)]
+    epochs = [line for line in lines if ": epoch " in line]
+    assert [line.split("epoch ")[1].split("/")[0] for line in epochs] == [str(e) for e in range(2, 21, 2)]
     assert "toy erm s0: epoch 20/20 · train loss " in epochs[-1] and "{" not in result.stderr
     verbose = cli("train", "-v", *loud, "--epochs", "3", "--out", str(tmp_path / "v"))
-    assert sum(": epoch " in l for l in verbose.stderr.splitlines()) == 3
+    assert sum(": epoch " in line for line in verbose.stderr.splitlines()) == 3
     compared = cli("compare", *loud, "--methods", "erm,mixup", "--seeds", "1", "--out", str(tmp_path / "c"))
     assert "[1/2 runs, " in compared.stderr and "[2/2 runs, " in compared.stderr
     assert "mixup seed 0: test " in compared.stderr

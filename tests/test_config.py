@@ -14,7 +14,7 @@ from multimix.train.config import RENAMED_KEYS, ConfigError, TrainConfig
 OLD_VALUES = {"n": 300, "m": 3, "p": 0.5}
 
 
-@pytest.mark.parametrize("old, new", list(RENAMED_KEYS.items()))
+@pytest.mark.parametrize(("old", "new"), list(RENAMED_KEYS.items()))
 def test_an_old_key_is_read_under_its_new_name_with_a_warning(old, new):
     with pytest.warns(DeprecationWarning, match=f"'{old}' is deprecated; use '{new}'"):
         config = TrainConfig.from_dict({"method": "multimix", old: OLD_VALUES[old]})
@@ -25,10 +25,9 @@ def test_an_old_key_is_read_under_its_new_name_with_a_warning(old, new):
         assert getattr(config, old) == OLD_VALUES[old]
 
 
-@pytest.mark.parametrize("old, new", list(RENAMED_KEYS.items()))
+@pytest.mark.parametrize(("old", "new"), list(RENAMED_KEYS.items()))
 def test_an_old_key_and_its_new_name_together_is_an_error(old, new):
-    with pytest.raises(ConfigError, match=f"{old} and {new} given together"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
+    with pytest.raises(ConfigError, match=f"{old} and {new} given together"):
         TrainConfig.from_dict({old: OLD_VALUES[old], new: OLD_VALUES[old]})
 
 

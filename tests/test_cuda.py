@@ -86,7 +86,7 @@ def test_mixers_work_with_channels_last(method):
 @pytest.mark.parametrize("method", ["mixup", "multimix", "dense-multimix"])
 def test_compiled_model_mixes_as_the_eager_one(method):
     torch._dynamo.reset()
-    model, mixer, x, y = _setup(method)
+    _model, mixer, x, y = _setup(method)
     logits, targets = mixer(x, y)
     compiled_model, _, _, _ = _setup(method)
     compiled = torch.compile(compiled_model)
@@ -185,7 +185,7 @@ def test_cuda_graph_training_is_the_eager_run(tmp_path, case):
     b = torch.load(tmp_path / "graphed" / "checkpoint.pt", weights_only=True)
     for key in ("mix_ranks", "mix_host_ranks", "augment"):
         assert len(a["rng"].get(key, [])) == len(b["rng"].get(key, []))
-        assert all(torch.equal(x, y) for x, y in zip(a["rng"].get(key, []), b["rng"].get(key, []))), key
+        assert all(torch.equal(x, y) for x, y in zip(a["rng"].get(key, []), b["rng"].get(key, []), strict=True)), key
     assert torch.equal(a["rng"]["data"], b["rng"]["data"])
     assert [r["lr"] for r in a["history"]] == pytest.approx([r["lr"] for r in b["history"]], rel=1e-6)
     assert b["history"][0]["train_loss"] == pytest.approx(a["history"][0]["train_loss"], rel=0.01)
@@ -214,7 +214,7 @@ def test_graphed_steps_draw_exactly_what_eager_steps_draw():
         return seen
 
     eager, graphed = drawn(False), drawn(True)
-    assert all(torch.equal(e, g) for e, g in zip(eager, graphed))
+    assert all(torch.equal(e, g) for e, g in zip(eager, graphed, strict=True))
     assert not torch.equal(graphed[-1], graphed[-2])  # every replay draws afresh
 
 

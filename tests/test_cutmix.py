@@ -14,7 +14,6 @@ from multimix import functional as MF
 from multimix.train import TrainConfig, train
 
 
-
 @pytest.mark.parametrize("shape", [(6, 3, 12, 10), (5, 2, 17), (7, 20)])
 @pytest.mark.parametrize("per_sample", [False, True])
 def test_cutmix_pastes_a_box_and_lam_is_the_exact_share(shape, per_sample):
@@ -43,8 +42,8 @@ def test_cutmix_targets_and_small_batches():
     g = torch.Generator().manual_seed(1)
     y = MF.one_hot(torch.tensor([0, 1, 2]), 3)
     x = torch.randn(3, 1, 8, 8, generator=g)
-    xm, ym = MF.cutmix(x, y, alpha=1.0, per_sample=True, generator=torch.Generator().manual_seed(2))
-    mask, lam, perm = MF.sample_cutmix(x.shape, alpha=1.0, per_sample=True, generator=torch.Generator().manual_seed(2))
+    _xm, ym = MF.cutmix(x, y, alpha=1.0, per_sample=True, generator=torch.Generator().manual_seed(2))
+    _mask, lam, perm = MF.sample_cutmix(x.shape, alpha=1.0, per_sample=True, generator=torch.Generator().manual_seed(2))
     assert torch.allclose(ym, lam[:, None] * y + (1 - lam[:, None]) * y[perm])
     assert torch.allclose(ym.sum(1), torch.ones(3))
     one = torch.randn(1, 1, 8, 8, generator=g)

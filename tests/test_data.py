@@ -120,7 +120,7 @@ def test_random_problem_is_seeded_and_in_range():
     b = GaussianMixtureProblem.random(3, 5, seed=7)
     assert torch.equal(a.means, b.means) and a.sigma == b.sigma
     assert a.means.shape == (3, 5, 2) and a.means.abs().max() <= 1 and 0.1 <= a.sigma <= 0.3
-    x, y = a.sample(3000, generator=gen(0))
+    _x, y = a.sample(3000, generator=gen(0))
     assert torch.bincount(y, minlength=3).min() > 900  # equal priors
 
 

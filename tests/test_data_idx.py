@@ -64,7 +64,7 @@ def test_load_a_release_from_its_files(tmp_path, layout, gz):
     x, y, xt, yt = idx_images.load("kmnist", tmp_path)
     assert x.shape == (40, 1, 28, 28) and xt.shape == (20, 1, 28, 28)
     assert x.dtype == torch.float32 and y.dtype == torch.int64
-    assert 0.0 <= float(x.min()) and float(x.max()) <= 1.0
+    assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0
     assert torch.equal((x[:, 0] * 255).round().to(torch.uint8), torch.from_numpy(arrays["train-images-idx3-ubyte"]))
     assert torch.equal(yt, torch.from_numpy(arrays["t10k-labels-idx1-ubyte"]).long())
     splits = load_dataset("kmnist", data_dir=str(tmp_path), val_fraction=0.25)
@@ -76,7 +76,7 @@ def test_load_a_release_from_its_files(tmp_path, layout, gz):
 def test_release_files_are_checked_against_each_other(tmp_path):
     write_idx_release(tmp_path, gz=False)
     write_idx(tmp_path / "t10k-labels-idx1-ubyte", np.arange(19, dtype=np.uint8) % 10)
-    with pytest.raises(CorruptDataFile, match="t10k-labels-idx1-ubyte holds 19 labels but .* holds 20 images"):
+    with pytest.raises(CorruptDataFile, match=r"t10k-labels-idx1-ubyte holds 19 labels but .* holds 20 images"):
         idx_images.load("mnist", tmp_path)
     write_idx(tmp_path / "t10k-labels-idx1-ubyte", np.full(20, 10, dtype=np.uint8))
     with pytest.raises(CorruptDataFile, match=r"holds label 10, expected labels in \[0, 10\)"):
@@ -121,7 +121,7 @@ def test_download_is_checked_and_atomic(tmp_path, monkeypatch):
         # A mirror serving other bytes is refused and leaves nothing behind.
         wrong = dict(md5, **{"t10k-labels-idx1-ubyte": "0" * 32})
         monkeypatch.setitem(idx_images.RELEASES, "mnist", idx_images.IdxRelease(mirrors=(url,), md5=wrong))
-        with pytest.raises(DataFilesMissing, match="has MD5 .*, expected 0{32}"):
+        with pytest.raises(DataFilesMissing, match=r"has MD5 .*, expected 0{32}"):
             idx_images.download("mnist", tmp_path / "other")
         assert not (tmp_path / "other" / "mnist" / "t10k-labels-idx1-ubyte.gz").exists()
         assert not list((tmp_path / "other" / "mnist").glob(".*tmp"))
@@ -135,4 +135,4 @@ def test_real_fashion_mnist_from_the_debian_package():
     assert x.shape == (60_000, 1, 28, 28) and xt.shape == (10_000, 1, 28, 28)
     assert torch.equal(torch.bincount(y), torch.full((10,), 6000))
     assert torch.equal(torch.bincount(yt), torch.full((10,), 1000))
-    assert 0.0 == float(x.min()) and float(x.max()) == 1.0
+    assert float(x.min()) == 0.0 and float(x.max()) == 1.0

@@ -111,7 +111,7 @@ def test_dense_interpolate_class_major_is_the_same_mixing(m, chunk_size, storage
         lambda v: MF.dense_interpolate(members, w, v, chunk_size=chunk_size, class_major=class_major), (stored,))
 
 
-@pytest.mark.parametrize("m,alpha", [(1, 1.0), (2, 1.0), (2, 0.3), (3, 1.0), (5, 2.0)])
+@pytest.mark.parametrize(("m", "alpha"), [(1, 1.0), (2, 1.0), (2, 0.3), (3, 1.0), (5, 2.0)])
 @pytest.mark.parametrize("attention", [False, True])
 def test_dense_interpolate_labels_is_the_interpolation_of_one_hot_targets(m, alpha, attention):
     # Per-position mixed targets from integer labels (a scatter) equal dense_interpolate of the
@@ -187,7 +187,7 @@ def test_attention_maps():
 
 
 @pytest.mark.parametrize("attention", ["none", "pooled", "cam"])
-@pytest.mark.parametrize("name,shape", [("cnn1d", (40,)), ("preactresnet18", (3, 16, 16)), ("preactresnet8", (1, 8, 8)),
+@pytest.mark.parametrize(("name", "shape"), [("cnn1d", (40,)), ("preactresnet18", (3, 16, 16)), ("preactresnet8", (1, 8, 8)),
                                         ("vit", (1, 8, 8))])
 def test_dense_mixer_on_reference_models(name, shape, attention):
     torch.manual_seed(0)
@@ -286,7 +286,7 @@ def test_dense_bad_inputs():
         MF.dense_multimix(torch.randn(2, 3), MF.one_hot(torch.tensor([0, 1]), 2), n=3)
 
 
-@pytest.mark.parametrize("dense,keep_clean", [(False, False), (False, True), (True, False)])
+@pytest.mark.parametrize(("dense", "keep_clean"), [(False, False), (False, True), (True, False)])
 def test_linear_shortcut_is_exact(dense, keep_clean):
     # g(ΛZ) = Λ g(Z) for an affine g when rows of Λ sum to 1: same logits, same gradients.
     results = []
@@ -306,7 +306,7 @@ def test_linear_shortcut_is_exact(dense, keep_clean):
         results.append((logits, targets, [p.grad.clone() for p in model.parameters()]))
     (l1, t1, g1), (l2, t2, g2) = results
     assert torch.allclose(l1, l2, atol=1e-5) and torch.equal(t1, t2)
-    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(g1, g2))
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(g1, g2, strict=True))
 
 
 def test_linear_shortcut_not_used_for_a_linear_subclass():

@@ -50,7 +50,7 @@ def max_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> fl
     return max((a[k].float() - b[k].float()).abs().max().item() for k in a)
 
 
-@pytest.mark.parametrize("total, world", [(15, 2), (16, 2), (7, 3), (2, 2), (100, 8)])
+@pytest.mark.parametrize(("total", "world"), [(15, 2), (16, 2), (7, 3), (2, 2), (100, 8)])
 def test_shares_are_contiguous_cover_everything_and_differ_by_at_most_one(total, world):
     parts = [share(total, r, world) for r in range(world)]
     assert [p.start for p in parts] == [0] + [p.stop for p in parts[:-1]]
@@ -104,7 +104,7 @@ def test_resume_after_sigkill_of_every_process_ends_as_the_uninterrupted_run(tmp
         proc.wait()
     assert len(torch.load(killed / "checkpoint.pt", weights_only=True)["history"]) < 3
 
-    resumed = run(cmd + ["--resume"])
+    resumed = run([*cmd, "--resume"])
     assert resumed.returncode == 0, resumed.stderr
     a, b = weights(tmp_path / "full"), weights(killed)
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -112,7 +112,7 @@ def test_resume_after_sigkill_of_every_process_ends_as_the_uninterrupted_run(tmp
 
 
 # Each mixer once (mixup-cutmix is CutMix's and mixup's code, switched): one epoch, 2 processes.
-@pytest.mark.parametrize("method, dataset", [
+@pytest.mark.parametrize(("method", "dataset"), [
     ("mixup", "mnist1d"), ("manifold", "mnist1d"), ("multimix", "mnist1d"), ("dense-multimix", "mnist1d"),
     ("confmix", "mnist1d"), ("cutmix", "digits"),
 ])
@@ -153,9 +153,7 @@ def _threads_at_exit(stdout: str) -> list[str]:
 def test_training_ends_with_the_process_group_and_its_threads_gone(tmp_path):
     """No gloo thread is left for interpreter finalisation to tear down: there it can abort a process
     whose run succeeded ('terminate called without an active exception')."""
-    result = run(_LISTS_THREADS + ["train", "--dataset", "mnist1d", "--method", "multimix", "--epochs", "1",
-                                   "--train-subset", "640", "--batch-size", "64", "--threads", "1", "--quiet",
-                                   "--out", str(tmp_path / "run")])
+    result = run([*_LISTS_THREADS, "train", "--dataset", "mnist1d", "--method", "multimix", "--epochs", "1", "--train-subset", "640", "--batch-size", "64", "--threads", "1", "--quiet", "--out", str(tmp_path / "run")])
     assert result.returncode == 0, result.stderr[-3000:]
     listed = _threads_at_exit(result.stdout)
     assert len(listed) == 2, result.stdout
@@ -168,9 +166,7 @@ def test_sigterm_mid_run_leaves_no_gloo_thread_to_interpreter_finalisation(tmp_p
     """A preempted run (torchrun forwards SIGTERM) says how to continue and exits without an abort:
     what the interrupted run held, the process group included, is freed before finalisation."""
     out = tmp_path / "run"
-    proc = subprocess.Popen(_LISTS_THREADS + ["train", "--dataset", "mnist1d", "--method", "multimix", "--epochs", "50",
-                                              "--train-subset", "640", "--batch-size", "32", "--threads", "1",
-                                              "--quiet", "--out", str(out)],
+    proc = subprocess.Popen([*_LISTS_THREADS, "train", "--dataset", "mnist1d", "--method", "multimix", "--epochs", "50", "--train-subset", "640", "--batch-size", "32", "--threads", "1", "--quiet", "--out", str(out)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), start_new_session=True)
     try:
         deadline = time.monotonic() + TIMEOUT
@@ -200,7 +196,7 @@ def test_dense_multimix_under_ddp_leaves_unused_layers_without_gradient(tmp_path
     assert result.returncode == 0, result.stderr[-3000:]
 
 
-@pytest.mark.parametrize("bad, says", [
+@pytest.mark.parametrize(("bad", "says"), [
     (["--out", "{tmp}/afile"], "out"),  # found by rank 0 alone, when it takes the folder
     (["--sync-bn"], "sync_bn"),  # found by every rank, before the process group
     (["--batch-size", "3"], "batch_size"),

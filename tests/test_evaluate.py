@@ -167,7 +167,7 @@ def test_multimix_evaluate_end_to_end(tmp_path, capsys):
         assert (run / png).read_bytes()[:4] == b"\x89PNG"
 
 
-@pytest.mark.parametrize("argv, message", [
+@pytest.mark.parametrize(("argv", "message"), [
     (["--eps", "-1"], "invalid value for --eps: -1.0"),
     (["--pgd-steps", "0"], "invalid value for --pgd-steps: 0"),
     (["--ood", "svhn"], "invalid value for --ood: 'svhn'; valid sets: gaussian, uniform, shuffled"),
@@ -254,7 +254,7 @@ def test_without_mnist_files_scikit_learn_digits_are_the_real_ood_set(tmp_path):
     from multimix.train.evaluation import _files_found
 
     framed = digits.load_28x28()
-    assert framed.shape == (1797, 1, 28, 28) and 0 <= framed.min() and framed.max() <= 1
+    assert framed.shape == (1797, 1, 28, 28) and framed.min() >= 0 and framed.max() <= 1
     assert framed[:, :, :4].abs().sum() == 0 and framed[:, :, :, -4:].abs().sum() == 0  # MNIST's empty frame
     assert framed[:, :, 4:24, 4:24].mean() > 0.1  # the digit fills the 20×20 box
     data = tmp_path / "data"

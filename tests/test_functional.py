@@ -208,7 +208,7 @@ def test_ops_keep_the_input_dtype(dtype):
 # -- MultiMix, sparse form (MixTuples) ----------------------------------------------------------
 
 
-@pytest.mark.parametrize("b,m", [(10, 1), (10, 2), (10, 3), (10, None), (31, 13), (5, 5)])
+@pytest.mark.parametrize(("b", "m"), [(10, 1), (10, 2), (10, 3), (10, None), (31, 13), (5, 5)])
 def test_sample_tuples_is_multimix_weights_in_sparse_form(b, m):
     # The same draws from the same generator: scattering the tuples gives exactly the dense Λ.
     t = MF.sample_multimix_tuples(b, n=200, m=m, alpha=0.7, generator=gen(3))

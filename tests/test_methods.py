@@ -15,7 +15,7 @@ from multimix.train.methods import build_mixer, get_method, methods_with
 
 
 def test_every_method_of_the_config_is_in_the_registry_and_builds_its_mixer():
-    assert METHODS == tuple(REGISTRY)
+    assert tuple(REGISTRY) == METHODS
     for name, method in REGISTRY.items():
         config = TrainConfig.from_dict({"dataset": "mnist1d", "method": name})
         model = build_model("cnn1d", input_shape=(40,), num_classes=10)
@@ -31,7 +31,7 @@ def test_an_unknown_method_names_the_valid_ones():
         get_method("puzzlemix")
 
 
-@pytest.mark.parametrize("option, value, allowed", [
+@pytest.mark.parametrize(("option", "value", "allowed"), [
     ("teacher_momentum", 0.99, lambda m: m.teacher),
     ("mix_scope", "global", lambda m: m.global_scope),
     ("alpha_schedule", "linear", lambda m: m.has_alpha),
@@ -64,7 +64,7 @@ def test_the_warmup_belongs_to_the_method():
     assert all(get_method("mixup").mixes_at(config, e) for e in (1, 2, 3))
 
 
-@pytest.mark.parametrize("values, rows, alpha, layers", [
+@pytest.mark.parametrize(("values", "rows", "alpha", "layers"), [
     ({"method": "manifold"}, 100, 2.0, "model"),
     ({"method": "manifold", "layers": "input", "alpha": 0.5}, 100, 0.5, ["input"]),
     ({"method": "confmix"}, 100, None, ["input"]),
@@ -91,7 +91,7 @@ def test_config_yaml_records_the_values_the_run_used(tmp_path):
         "mlp", input_shape=(2,), num_classes=3).manifold_layers
     assert recorded["model"] == "mlp" and recorded["epochs"] == 1
     # The recorded file reproduces the run: as a --config, it gives the same settings.
-    again = TrainConfig.from_dict({k: v for k, v in recorded.items()})
+    again = TrainConfig.from_dict(dict(recorded.items()))
     assert again.differences(TrainConfig.from_dict({"dataset": "toy", "method": "manifold", "epochs": 1,
                                                     "train_size": 200, "alpha": 2.0,
                                                     "layers": recorded["layers"], "model": "mlp"})) == []

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 from hypothesis import given
 from hypothesis import strategies as st
-
-from multimix import ManifoldMixup, Mixup, MultiMix, soft_cross_entropy
-from multimix.functional import one_hot
+from torch import nn
 
 from conftest import MLPNet, ResidualNet
+from multimix import ManifoldMixup, Mixup, MultiMix, soft_cross_entropy
+from multimix.functional import one_hot
 
 K = 4
 
@@ -118,7 +117,7 @@ def test_seeded_mixers_are_deterministic(kind):
         x, y = batch(8)
         return [mixer(x, y) for _ in range(3)]
 
-    for (l1, t1), (l2, t2) in zip(run(), run()):
+    for (l1, t1), (l2, t2) in zip(run(), run(), strict=True):
         assert torch.equal(l1, l2) and torch.equal(t1, t2)
 
 
@@ -162,7 +161,7 @@ def test_multimix_keep_clean_and_p(mlp):
 def test_multimix_short_batch_uses_whole_batch_tuples(mlp):
     x, y = batch(2)
     mixer = MultiMix(mlp, classifier="fc", n=30, m=3, num_classes=K)  # m > b on a last, short batch
-    logits, targets = mixer(x, y)
+    logits, _targets = mixer(x, y)
     assert logits.shape == (30, K)
 
 
@@ -219,7 +218,7 @@ def test_integer_labels_mix_as_their_one_hot_rows(cls, m):
     # The same gradients (Dense MultiMix: its CPU one-pass path for labels against the general path).
     grads = torch.autograd.grad(soft_cross_entropy(logits, targets), list(model.parameters()))
     soft_grads = torch.autograd.grad(soft_cross_entropy(soft_logits, soft_targets), list(model.parameters()))
-    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(grads, soft_grads))
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(grads, soft_grads, strict=True))
     if cls == "DenseMultiMix":
         with make() as mixer:
             assert mixer._one_pass(torch.zeros(9, 64, 10), y, None, 5)
@@ -229,7 +228,7 @@ def test_integer_labels_mix_as_their_one_hot_rows(cls, m):
 def test_soft_targets_accepted(mlp):
     x, _ = batch(6)
     soft = torch.softmax(torch.randn(6, K), 1)
-    logits, targets = MultiMix(mlp, classifier="fc", n=10)(x, soft)
+    _logits, targets = MultiMix(mlp, classifier="fc", n=10)(x, soft)
     assert targets.shape == (10, K)
 
 
@@ -282,14 +281,18 @@ def test_targets_are_float32_under_bf16_autocast(kind):
     torch.manual_seed(0)
     if kind == "dense":
         model, x = CNN1d((12,), K), torch.randn(5, 12)
-        make = lambda g: DenseMultiMix(model, features="features", classifier="fc", n=20, num_classes=K, generator=g)
+
+        def make(g):
+            return DenseMultiMix(model, features="features", classifier="fc", n=20, num_classes=K, generator=g)
     else:
         model, x = MLPNet(), batch(5)[0]
-        make = lambda g: make_mixer(kind, model, generator=g)
+
+        def make(g):
+            return make_mixer(kind, model, generator=g)
     y = torch.tensor([0, 1, 2, 3, 1])
     exact = make(torch.Generator().manual_seed(1))(x, y)[1]
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        logits, targets = make(torch.Generator().manual_seed(1))(x, y)
+        _logits, targets = make(torch.Generator().manual_seed(1))(x, y)
     assert targets.dtype == torch.float32
     assert torch.allclose(targets.sum(1), torch.ones(len(targets)), atol=1e-6)
     assert torch.allclose(targets, exact, atol=1e-6)  # the same weights, in full precision

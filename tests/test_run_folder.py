@@ -85,16 +85,16 @@ def test_opening_a_new_folder_starts_a_new_run_and_resuming_reads_its_checkpoint
 
 
 def test_opening_refuses_what_cannot_continue(tmp_path, config):
-    with pytest.raises(ConfigError, match="nothing to resume in .*: it holds no checkpoint.pt"):
+    with pytest.raises(ConfigError, match=r"nothing to resume in .*: it holds no checkpoint.pt"):
         _open(tmp_path / "empty", config, resume=True)
     RunFolder(tmp_path, Dist()).save_epoch(_state(config, 1), improved=True)
-    with pytest.raises(ConfigError, match="already holds a run .*pass --resume"):
+    with pytest.raises(ConfigError, match=r"already holds a run .*pass --resume"):
         _open(tmp_path, config, resume=False)
     other = TrainConfig.from_dict({"dataset": "toy", "epochs": 3, "lr": 0.5})
     with pytest.raises(CheckpointError, match=r"other settings \(given vs saved\): lr: 0.5 vs 0.001"):
         _open(tmp_path, other, resume=True)
     longer = TrainConfig.from_dict({"dataset": "toy", "epochs": 5})
-    with pytest.raises(ConfigError, match="cannot resume .* with epochs 5: it was started for 3 epochs"):
+    with pytest.raises(ConfigError, match=r"cannot resume .* with epochs 5: it was started for 3 epochs"):
         _open(tmp_path, longer, resume=True)
 
 

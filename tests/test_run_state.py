@@ -110,7 +110,7 @@ def test_a_state_whose_model_does_not_fit_raises_for_the_run_folder_to_name():
     run, _ = _built(_config())
     state = run.state.state_dict()
     state["model"] = {"no.such.weight": torch.zeros(1)}
-    with pytest.raises(RuntimeError, match="no.such.weight"):
+    with pytest.raises(RuntimeError, match=r"no.such.weight"):
         run.state.load_state_dict(state)
 
 

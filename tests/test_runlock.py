@@ -9,13 +9,12 @@ from multimix.train.runlock import FolderInUse, RunLock
 
 
 def test_run_lock_in_process(tmp_path):
-    with RunLock(tmp_path / "a"):
-        with pytest.raises(FolderInUse, match=r"a is in use by process \d+ on .*; wait for it to finish"):
-            with RunLock(tmp_path / "a"):
-                pass
+    # The second lock on a held folder is refused.
+    with (RunLock(tmp_path / "a"), pytest.raises(FolderInUse, match=r"a is in use by process \d+ on .*; wait for it"),
+          RunLock(tmp_path / "a")):
+        pass
     with RunLock(tmp_path / "a"):  # released on leaving the block
         pass
-    with pytest.raises(RuntimeError):
-        with RunLock(tmp_path / "b"):
-            raise RuntimeError("failed before writing anything")
+    with pytest.raises(RuntimeError), RunLock(tmp_path / "b"):
+        raise RuntimeError("failed before writing anything")
     assert not (tmp_path / "b").exists()  # the folder it created for nothing is gone again

@@ -91,7 +91,7 @@ def test_confmix_and_schedules_train_without_nan(tmp_path, extra):
 
 
 def test_schedule_and_confmix_config_errors():
-    with pytest.raises(ConfigError, match="alpha_start.*required by alpha_schedule='exp'"):
+    with pytest.raises(ConfigError, match=r"alpha_start.*required by alpha_schedule='exp'"):
         TrainConfig.from_dict({"method": "mixup", "alpha_schedule": "exp", "alpha_end": 1})
     with pytest.raises(ConfigError, match=r"alpha_schedule applies to methods with an α \(mixup, manifold, .*\), not to 'erm'"):
         TrainConfig.from_dict({"alpha_schedule": "linear", "alpha_start": 0, "alpha_end": 1})

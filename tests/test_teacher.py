@@ -18,7 +18,7 @@ def test_ema_teacher_follows_the_formula_and_gets_no_gradients():
         for p in student.parameters():
             p.add_(1.0)
     teacher.update()
-    for t, b0, s in zip(teacher.module.parameters(), before, student.parameters()):
+    for t, b0, s in zip(teacher.module.parameters(), before, student.parameters(), strict=True):
         assert torch.allclose(t, 0.9 * b0 + 0.1 * s)
         assert not t.requires_grad
     assert not teacher.module.training
@@ -27,7 +27,7 @@ def test_ema_teacher_follows_the_formula_and_gets_no_gradients():
     # state_dict round trip into a fresh teacher
     other = EMATeacher(build_model("mlp", input_shape=(2,), num_classes=3))
     other.load_state_dict(teacher.state_dict())
-    assert all(torch.equal(a, b) for a, b in zip(other.module.parameters(), teacher.module.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(other.module.parameters(), teacher.module.parameters(), strict=True))
 
 
 def test_teacher_copies_no_mixer_hooks():

@@ -20,7 +20,7 @@ from multimix.train import TrainConfig, checkpoint, train
 @pytest.mark.parametrize("method", ["erm", "mixup", "manifold", "multimix"])
 def test_train_writes_its_outputs(tmp_path, method):
     summary = train(TrainConfig.from_dict({**TINY_RUN, "method": method}), tmp_path)
-    lines = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in lines] == [1, 2]
     assert {"train_loss", "val_acc", "test_acc", "val_loss", "test_loss", "time_s", "lr"} <= set(lines[0])
     assert all(r["train_loss"] == r["train_loss"] for r in lines)  # not NaN
@@ -38,10 +38,10 @@ def test_testing_only_at_improvements_reports_the_same_figures(tmp_path):
     every = train(TrainConfig.from_dict(config), tmp_path / "every")
     lean = train(TrainConfig.from_dict({**config, "test_every": "improvement"}), tmp_path / "lean")
     assert lean["best"] == every["best"] and lean["final"] == every["final"]
-    full = [json.loads(l) for l in (tmp_path / "every" / "metrics.jsonl").read_text().splitlines()]
-    lines = [json.loads(l) for l in (tmp_path / "lean" / "metrics.jsonl").read_text().splitlines()]
+    full = [json.loads(line) for line in (tmp_path / "every" / "metrics.jsonl").read_text().splitlines()]
+    lines = [json.loads(line) for line in (tmp_path / "lean" / "metrics.jsonl").read_text().splitlines()]
     best_so_far = (1.0, float("inf"))  # (−accuracy, loss): validation's choice, ties to the lower loss
-    for f, r in zip(full, lines):
+    for f, r in zip(full, lines, strict=True):
         assert r["val_acc"] == f["val_acc"]
         improved = (-r["val_acc"], r["val_loss"]) < best_so_far
         best_so_far = min(best_so_far, (-r["val_acc"], r["val_loss"]))
@@ -71,7 +71,7 @@ def test_training_learns_the_toy_problem(tmp_path):
 
 def _state(path: Path) -> tuple[dict, list]:
     state = checkpoint.load(path / "checkpoint.pt")
-    metrics = [json.loads(l) for l in (path / "metrics.jsonl").read_text().splitlines()]
+    metrics = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
     for r in metrics:
         r.pop("time_s")
     return state["model"], metrics
