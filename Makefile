@@ -18,14 +18,20 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP)
 
+# Tests run in TEST_JOBS worker processes (pytest-xdist; each worker sets torch to one thread): most of
+# the suite's time is child processes and torchrun waiting on each other, which two workers overlap.
+# TEST_JOBS=0 runs them in this process (e.g. to use a debugger).
+TEST_JOBS ?= 2
+PYTEST := $(PY) -m pytest -x -q -n $(TEST_JOBS) --dist worksteal
+
 test: $(STAMP)
-	$(PY) -m pytest -x -q
+	$(PYTEST)
 
 # The quick loop while editing: everything but the tests marked `slow` (child processes, torchrun,
 # kills, long training runs), in under 2 min on an idle 2-core machine. `make test` runs them all
 # (under 8 min); `pytest -m slow` runs only the slow ones.
 test-fast: $(STAMP)
-	$(PY) -m pytest -x -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 # Static checks, configured in pyproject.toml: ruff's lint rules, ruff's formatting (checked, never
 # rewritten here: `ruff format --diff` shows what it wants) and mypy on src/. All three run even when

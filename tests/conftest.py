@@ -38,6 +38,7 @@ Markers (pyproject.toml): ``cuda`` (skipped without a device), ``slow`` (``make 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -52,7 +53,8 @@ from torch import nn
 settings.register_profile("multimix", deadline=None, max_examples=40, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("multimix")
 
-torch.set_num_threads(2)
+# Under pytest-xdist (`make test` runs two workers) each worker takes one core; alone, a run takes two.
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 
 
 class Encoder(nn.Module):
@@ -110,8 +112,6 @@ def resnet() -> ResidualNet:
 @pytest.fixture(scope="session", autouse=True)
 def _private_cache(tmp_path_factory):
     """Generated datasets go to a per-session cache (subprocesses inherit it), never the user's."""
-    import os
-
     os.environ["MULTIMIX_CACHE"] = str(tmp_path_factory.mktemp("cache"))
     return
 
