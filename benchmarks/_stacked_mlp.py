@@ -39,8 +39,12 @@ class StackedMLP:
             mods = [dict(m.named_modules())[name] for m in models]
             # Stored transposed, (P, in, out): h @ w then yields a gradient of w's own layout, which
             # autograd accumulates without the contiguous copy a transposed view's gradient needs.
-            self.weights.append(torch.stack([m.weight.detach().t() for m in mods]).contiguous().requires_grad_())
-            self.biases.append(torch.stack([m.bias.detach() for m in mods]).clone().requires_grad_())
+            self.weights.append(
+                torch.stack([m.weight.detach().t() for m in mods]).contiguous().requires_grad_()
+            )
+            self.biases.append(
+                torch.stack([m.bias.detach() for m in mods]).clone().requires_grad_()
+            )
 
     @property
     def parameters(self) -> list[Tensor]:
@@ -64,7 +68,10 @@ class StackedMLP:
     @torch.no_grad()
     def predict(self, x: Tensor, chunk: int = 8192) -> Tensor:
         """Predicted labels (P, N) of x (P, N, D), in chunks of N."""
-        return torch.cat([self.forward(x[:, i:i + chunk]).argmax(-1) for i in range(0, x.shape[1], chunk)], dim=1)
+        return torch.cat(
+            [self.forward(x[:, i : i + chunk]).argmax(-1) for i in range(0, x.shape[1], chunk)],
+            dim=1,
+        )
 
     def load_into(self, models: Sequence[nn.Module]) -> None:
         """Copy network p's trained weights into ``models[p]``."""
@@ -112,9 +119,13 @@ def train_stacked(
     targets = F.one_hot(y, num_classes).to(x.dtype)
     step = 0
     for epoch in range(epochs):
-        order = orders[epoch] if orders is not None else torch.rand(P, n, generator=generator).argsort(dim=1)
+        order = (
+            orders[epoch]
+            if orders is not None
+            else torch.rand(P, n, generator=generator).argsort(dim=1)
+        )
         for start in range(0, n, batch_size):
-            idx = order[:, start:start + batch_size]
+            idx = order[:, start : start + batch_size]
             xb = x.gather(1, idx[:, :, None].expand(-1, -1, x.shape[2]))
             tb = targets.gather(1, idx[:, :, None].expand(-1, -1, num_classes))
             mix = None

@@ -41,7 +41,7 @@ def interleaved_samples(
     names = list(cases)
     samples: dict[str, list[float]] = {name: [] for name in cases}
     for r in range(rounds):
-        for name in names[r % len(names):] + names[: r % len(names)]:
+        for name in names[r % len(names) :] + names[: r % len(names)]:
             fn = cases[name]
             sync(device)
             t0 = time.perf_counter()
@@ -65,7 +65,9 @@ def interleaved(
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
-def paired_ratios(samples: dict[str, list[float]], baseline: str) -> dict[str, tuple[float, float, float]]:
+def paired_ratios(
+    samples: dict[str, list[float]], baseline: str
+) -> dict[str, tuple[float, float, float]]:
     """Each case against ``baseline`` round by round: (median, first quartile, third quartile) of the
     per-round ratios. A ratio of two blocks timed seconds apart is not moved by the machine slowing
     down or speeding up between rounds, which a ratio of two medians is."""

@@ -29,13 +29,17 @@ from _timing import interleaved_samples, paired_ratios
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("multimix", "dense")
-SUBMODULES = r"functional|mixers|models|_validation|_io|teacher|schedules|train|data|analysis|evaluate"
+SUBMODULES = (
+    r"functional|mixers|models|_validation|_io|teacher|schedules|train|data|analysis|evaluate"
+)
 
 
 def extract(rev: str, into: Path) -> None:
     """``src/multimix`` at ``rev`` as the package ``multimix_rev`` under ``into``."""
     archive = into / "rev.tar"
-    subprocess.run(["git", "-C", str(ROOT), "archive", "-o", str(archive), rev, "src/multimix"], check=True)
+    subprocess.run(
+        ["git", "-C", str(ROOT), "archive", "-o", str(archive), rev, "src/multimix"], check=True
+    )
     with tarfile.open(archive) as tar:
         tar.extractall(into, filter="data")
     (into / "src" / "multimix").rename(into / "multimix_rev")
@@ -60,7 +64,9 @@ def make_step(package: str, method: str, n: int, seed: int = 0):
     if method == "multimix":
         mixer = lib.MultiMix(model, classifier="fc", n=n, num_classes=k, generator=g)
     elif method == "dense":
-        mixer = lib.DenseMultiMix(model, features="features", classifier="fc", n=n, num_classes=k, generator=g)
+        mixer = lib.DenseMultiMix(
+            model, features="features", classifier="fc", n=n, num_classes=k, generator=g
+        )
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
     def step() -> None:
@@ -74,20 +80,37 @@ def make_step(package: str, method: str, n: int, seed: int = 0):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rev", required=True, help="the git revision to compare the working tree with, e.g. HEAD~1")
-    parser.add_argument("--methods", default="multimix,dense", help=f"comma-separated, from {', '.join(METHODS)}")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--rev",
+        required=True,
+        help="the git revision to compare the working tree with, e.g. HEAD~1",
+    )
+    parser.add_argument(
+        "--methods", default="multimix,dense", help=f"comma-separated, from {', '.join(METHODS)}"
+    )
     parser.add_argument("--n", type=int, default=1000, help="generated rows per batch")
     parser.add_argument("--rounds", type=int, default=200)
-    parser.add_argument("--block-s", type=float, default=0.05, help="seconds of steps per timed block (as "
-                        "overhead.py: a block long enough for the step to reach its steady state; shorter "
-                        "blocks leave each method's step under its predecessor's cache and allocator state)")
+    parser.add_argument(
+        "--block-s",
+        type=float,
+        default=0.05,
+        help="seconds of steps per timed block (as "
+        "overhead.py: a block long enough for the step to reach its steady state; shorter "
+        "blocks leave each method's step under its predecessor's cache and allocator state)",
+    )
     args = parser.parse_args()
     methods = [m.strip() for m in args.methods.split(",")]
     if not methods or any(m not in METHODS for m in methods):
-        parser.error(f"--methods: expected names from {', '.join(METHODS)}, separated by commas; got {args.methods!r}")
+        parser.error(
+            f"--methods: expected names from {', '.join(METHODS)}, separated by commas; got {args.methods!r}"
+        )
     if args.n < 1 or args.rounds < 2 or not args.block_s > 0:
-        parser.error(f"--n must be >= 1, --rounds >= 2 and --block-s > 0, got {args.n}, {args.rounds} and {args.block_s}")
+        parser.error(
+            f"--n must be >= 1, --rounds >= 2 and --block-s > 0, got {args.n}, {args.rounds} and {args.block_s}"
+        )
     with tempfile.TemporaryDirectory() as tmp:
         try:
             extract(args.rev, Path(tmp))
@@ -98,9 +121,13 @@ def main() -> None:
         for m in methods:
             steps[f"{m} @ {args.rev}"] = make_step("multimix_rev", m, args.n)
             steps[f"{m} @ working tree"] = make_step("multimix", m, args.n)
-        samples = interleaved_samples(steps, torch.device("cpu"), args.rounds, min_block_s=args.block_s, warmup=10)
+        samples = interleaved_samples(
+            steps, torch.device("cpu"), args.rounds, min_block_s=args.block_s, warmup=10
+        )
     vs_erm = paired_ratios(samples, "ERM")
-    print(f"cnn1d, n = {args.n}, {args.rounds} rounds, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(
+        f"cnn1d, n = {args.n}, {args.rounds} rounds, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
     for name in steps:
         mid, q1, q3 = vs_erm[name]
         print(f"  {name:32s} {mid:.3f}× ERM ({q1:.2f}–{q3:.2f})")

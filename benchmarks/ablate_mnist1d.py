@@ -39,9 +39,15 @@ def stage1() -> dict[str, dict[str, TrainConfig]]:
         "MultiMix: tuple length m (α=1, n=1000)": {
             f"m={m}": cfg(**{**mm, "tuple_size": m}) for m in (2, 3, 5, 10, "all")
         },
-        "MultiMix: α (m=3, n=1000)": {f"α={a:g}": cfg(**{**mm, "alpha": a}) for a in (0.5, 1.0, 2.0)},
-        "MultiMix: whole batch with small α": {f"m=all α={a:g}": cfg(**{**mm, "tuple_size": "all", "alpha": a}) for a in (0.05, 0.2)},
-        "MultiMix: n (m=3, α=1)": {f"n={n}": cfg(**{**mm, "mix_rows": n}) for n in (10, 100, 1000, 10000)},
+        "MultiMix: α (m=3, n=1000)": {
+            f"α={a:g}": cfg(**{**mm, "alpha": a}) for a in (0.5, 1.0, 2.0)
+        },
+        "MultiMix: whole batch with small α": {
+            f"m=all α={a:g}": cfg(**{**mm, "tuple_size": "all", "alpha": a}) for a in (0.05, 0.2)
+        },
+        "MultiMix: n (m=3, α=1)": {
+            f"n={n}": cfg(**{**mm, "mix_rows": n}) for n in (10, 100, 1000, 10000)
+        },
         "MultiMix: p and clean rows (m=3, α=1, n=1000)": {
             "p=1": cfg(**mm),
             "p=0.5": cfg(**{**mm, "mix_prob": 0.5}),
@@ -52,10 +58,18 @@ def stage1() -> dict[str, dict[str, TrainConfig]]:
             for att in ("none", "pooled", "cam")
             for m in (2, 3, 5)
         },
-        "Dense MultiMix: α (none, m=3)": {f"dense α={a:g}": cfg(**{**dense, "alpha": a}) for a in (0.5, 2.0)},
+        "Dense MultiMix: α (none, m=3)": {
+            f"dense α={a:g}": cfg(**{**dense, "alpha": a}) for a in (0.5, 2.0)
+        },
         "Distillation weight w (teacher momentum 0.999)": {
-            **{f"multimix w={w:g}": cfg(**mm, teacher_momentum=0.999, distill_weight=w) for w in (0.5, 1.0, 2.0)},
-            **{f"dense w={w:g}": cfg(**dense, teacher_momentum=0.999, distill_weight=w) for w in (0.5, 1.0, 2.0)},
+            **{
+                f"multimix w={w:g}": cfg(**mm, teacher_momentum=0.999, distill_weight=w)
+                for w in (0.5, 1.0, 2.0)
+            },
+            **{
+                f"dense w={w:g}": cfg(**dense, teacher_momentum=0.999, distill_weight=w)
+                for w in (0.5, 1.0, 2.0)
+            },
         },
     }
 
@@ -68,10 +82,14 @@ def stage2() -> dict[str, dict[str, TrainConfig]]:
     return {
         "Stage 2: combinations of stage 1's best (m=2)": {
             "MultiMix m=2": cfg(**mm),
-            "MultiMix m=2 + distill w=1, μ=0.99": cfg(**mm, teacher_momentum=0.99, distill_weight=1.0),
+            "MultiMix m=2 + distill w=1, μ=0.99": cfg(
+                **mm, teacher_momentum=0.99, distill_weight=1.0
+            ),
             "Dense m=2": cfg(**dense),
             "Dense m=2 α=0.5": cfg(**{**dense, "alpha": 0.5}),
-            "Dense m=2 + distill w=0.5, μ=0.99": cfg(**dense, teacher_momentum=0.99, distill_weight=0.5),
+            "Dense m=2 + distill w=0.5, μ=0.99": cfg(
+                **dense, teacher_momentum=0.99, distill_weight=0.5
+            ),
         },
     }
 
@@ -82,7 +100,11 @@ def table(title: str, rows: list[dict], labels: list[str]) -> list[str]:
     for label in labels:
         values = [r["val_acc"] for r in rows if r["method"] == label]
         times = [r["time_per_epoch_s"] for r in rows if r["method"] == label]
-        stats[label] = (statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0, statistics.mean(times))
+        stats[label] = (
+            statistics.mean(values),
+            statistics.stdev(values) if len(values) > 1 else 0.0,
+            statistics.mean(times),
+        )
     best = max(stats, key=lambda k: stats[k][0])
     for label, (mean, std, t) in stats.items():
         mark = " **(best)**" if label == best else ""
@@ -91,7 +113,9 @@ def table(title: str, rows: list[dict], labels: list[str]) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--stage", choices=("1", "2", "all"), default="all")
@@ -115,7 +139,12 @@ def main() -> None:
         rows = run_variants(variants, seeds=seeds, out=args.out, jobs=args.jobs)
         lines += table(title, rows, list(variants))
         print("\n".join(table(title, rows, list(variants))), flush=True)
-    write_text(ROOT / "results" / f"ablation_mnist1d{'' if args.stage == 'all' else '_stage' + args.stage}.md", "\n".join(lines))
+    write_text(
+        ROOT
+        / "results"
+        / f"ablation_mnist1d{'' if args.stage == 'all' else '_stage' + args.stage}.md",
+        "\n".join(lines),
+    )
 
 
 if __name__ == "__main__":

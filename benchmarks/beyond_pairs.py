@@ -50,8 +50,9 @@ def m_label(m: int | None, batch: int) -> str:
     return f"b = {batch}" if m is None else str(m)
 
 
-def settings(m: int | None, batch: int, alphas: list[float] = ALPHAS,
-             strategies: list[str] = STRATEGIES) -> dict[str, list[tuple[float, float]]]:
+def settings(
+    m: int | None, batch: int, alphas: list[float] = ALPHAS, strategies: list[str] = STRATEGIES
+) -> dict[str, list[tuple[float, float]]]:
     """Each strategy's candidate (α, p) settings for tuple length m."""
     length = batch if m is None else m
     every = {
@@ -64,18 +65,33 @@ def settings(m: int | None, batch: int, alphas: list[float] = ALPHAS,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--dataset", default="mnist1d")
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--train-subset", default=None, help="as multimix train --train-subset (default: the recipe's)")
+    parser.add_argument(
+        "--train-subset",
+        default=None,
+        help="as multimix train --train-subset (default: the recipe's)",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--runs", type=Path, default=None, help="where runs are trained (default: runs/beyond_pairs-<dataset>)")
+    parser.add_argument(
+        "--runs",
+        type=Path,
+        default=None,
+        help="where runs are trained (default: runs/beyond_pairs-<dataset>)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "beyond_pairs.md")
     parser.add_argument("--ms", default="2,3,5,10,20,b", help="tuple lengths; b = the whole batch")
-    parser.add_argument("--strategies", default="abcd", help="letters of the strategies to run (a–d, above)")
-    parser.add_argument("--alphas", default=",".join(f"{a:g}" for a in ALPHAS), help="the grid of (b)")
+    parser.add_argument(
+        "--strategies", default="abcd", help="letters of the strategies to run (a–d, above)"
+    )
+    parser.add_argument(
+        "--alphas", default=",".join(f"{a:g}" for a in ALPHAS), help="the grid of (b)"
+    )
     parser.add_argument("--epochs", type=int, default=None, help="default: the recipe's")
     parser.add_argument("--val-fraction", type=float, default=None)
     parser.add_argument("--extra", default="", help="more TrainConfig settings, key=value,...")
@@ -85,8 +101,14 @@ def main() -> None:
     alphas = [float(a) for a in args.alphas.split(",")]
     if any("=" not in kv for kv in args.extra.split(",") if kv):
         parser.error(f"--extra takes key=value pairs separated by commas, got {args.extra!r}")
-    base = {"dataset": args.dataset, "method": "multimix", "device": args.device, "data_dir": args.data_dir,
-            "test_every": "end", **dict(kv.split("=", 1) for kv in args.extra.split(",") if kv)}
+    base = {
+        "dataset": args.dataset,
+        "method": "multimix",
+        "device": args.device,
+        "data_dir": args.data_dir,
+        "test_every": "end",
+        **dict(kv.split("=", 1) for kv in args.extra.split(",") if kv),
+    }
     for key in ("train_subset", "epochs", "val_fraction"):
         if getattr(args, key) is not None:
             base[key] = getattr(args, key)
@@ -99,7 +121,9 @@ def main() -> None:
         for candidates in settings(m, batch, alphas, strategies).values():
             for alpha, p in candidates:
                 label = f"m={m_label(m, batch).replace(' ', '')} alpha={alpha:g} p={p:g}"
-                variants[label] = dataclasses.replace(base_config, tuple_size=m, alpha=alpha, mix_prob=p)
+                variants[label] = dataclasses.replace(
+                    base_config, tuple_size=m, alpha=alpha, mix_prob=p
+                )
     start = time.perf_counter()
     runs = args.runs or Path("runs") / f"beyond_pairs-{args.dataset}"
     rows = run_variants(variants, seeds=seeds, out=runs, jobs=args.jobs, progress=False)
@@ -112,9 +136,21 @@ def main() -> None:
     table: dict[tuple[str, str], tuple[str, tuple[float, float], tuple[float, float]]] = {}
     for m in ms:
         for strategy, candidates in settings(m, batch, alphas, strategies).items():
-            labels = [f"m={m_label(m, batch).replace(' ', '')} alpha={a:g} p={p:g}" for a, p in candidates]
-            best = max(labels, key=lambda lab: (stats(lab, "val_acc")[0], -float(lab.split("alpha=")[1].split()[0])))
-            table[m_label(m, batch), strategy] = (best, stats(best, "val_acc"), stats(best, "test_acc"))
+            labels = [
+                f"m={m_label(m, batch).replace(' ', '')} alpha={a:g} p={p:g}" for a, p in candidates
+            ]
+            best = max(
+                labels,
+                key=lambda lab: (
+                    stats(lab, "val_acc")[0],
+                    -float(lab.split("alpha=")[1].split()[0]),
+                ),
+            )
+            table[m_label(m, batch), strategy] = (
+                best,
+                stats(best, "val_acc"),
+                stats(best, "test_acc"),
+            )
 
     lines = [
         f"# Beyond pairs: MultiMix against the tuple length m ({args.dataset})",
@@ -125,9 +161,13 @@ def main() -> None:
         + (f" --ms {args.ms}" if args.ms != parser.get_default("ms") else "")
         + (f" --strategies {args.strategies}" if args.strategies != "abcd" else "")
         + (f" --alphas {args.alphas}" if alphas != ALPHAS else "")
-        + "".join(f" --{k.replace('_', '-')} {getattr(args, k)}" for k in ("epochs", "val_fraction", "extra")
-                  if getattr(args, k))
-        + (f" --out {args.out}" if args.out != parser.get_default("out") else "") + "`",
+        + "".join(
+            f" --{k.replace('_', '-')} {getattr(args, k)}"
+            for k in ("epochs", "val_fraction", "extra")
+            if getattr(args, k)
+        )
+        + (f" --out {args.out}" if args.out != parser.get_default("out") else "")
+        + "`",
         f"- the validation split: {base_config.val_fraction:g} of the training examples",
         f"- machine: {platform.machine()}, {os.cpu_count()} CPU(s), torch {torch.__version__}"
         + (f", {torch.cuda.get_device_name()}" if args.device.startswith("cuda") else "")
@@ -136,8 +176,12 @@ def main() -> None:
         f"{base_config.lr:g}, batch b = {batch}"
         + (f", {base_config.train_subset} training examples" if base_config.train_subset else "")
         + f"; MultiMix n = {base_config.mix_rows}, at the classifier (exact linear shortcut)",
-        (f"- α tuned from {alphas} on validation accuracy (ties: the larger α); " if LETTERS["b"] in strategies
-         else "- ") + f"seeds {seeds[0]}–{seeds[-1]}; "
+        (
+            f"- α tuned from {alphas} on validation accuracy (ties: the larger α); "
+            if LETTERS["b"] in strategies
+            else "- "
+        )
+        + f"seeds {seeds[0]}–{seeds[-1]}; "
         "validation and test accuracy (%) at the best validation epoch, mean ± std",
         "",
         "## Validation accuracy (test accuracy of the same setting in brackets)",
@@ -153,7 +197,13 @@ def main() -> None:
             extra = f" (α = {alpha})" if strategy == "α tuned on validation" else ""
             cells.append(f"{v:.2f} ± {vs:.2f} [{t:.2f}]{extra}")
         lines.append(f"| {m_label(m, batch)} | " + " | ".join(cells) + " |")
-    lines += ["", "## Every setting (validation accuracy)", "", "| setting | val acc | test acc |", "|---|---|---|"]
+    lines += [
+        "",
+        "## Every setting (validation accuracy)",
+        "",
+        "| setting | val acc | test acc |",
+        "|---|---|---|",
+    ]
     for label in variants:
         (v, vs), (t, ts) = stats(label, "val_acc"), stats(label, "test_acc")
         lines.append(f"| {label} | {v:.2f} ± {vs:.2f} | {t:.2f} ± {ts:.2f} |")
@@ -166,7 +216,9 @@ def main() -> None:
     print(text)
 
 
-def plot(table, batch: int, path: Path, dataset: str, ms: list[int | None], strategies: list[str]) -> None:
+def plot(
+    table, batch: int, path: Path, dataset: str, ms: list[int | None], strategies: list[str]
+) -> None:
     """Validation accuracy against m, one line per strategy (error bars: std over seeds)."""
     import matplotlib
 

@@ -23,14 +23,21 @@ from multimix.train.compare import run_variants
 from multimix.train.evaluation import evaluate_run
 
 ROOT = Path(__file__).resolve().parent
-COLUMNS = [("test_acc", "acc", 100), ("ece", "ECE", 100), ("fgsm_acc", "FGSM acc", 100), ("pgd_acc", "PGD acc", 100)]
+COLUMNS = [
+    ("test_acc", "acc", 100),
+    ("ece", "ECE", 100),
+    ("fgsm_acc", "FGSM acc", 100),
+    ("pgd_acc", "PGD acc", 100),
+]
 COLUMNS += [(f"ood_{k}_auroc", f"AUROC {k}", 100) for k in OOD_SETS]
 COLUMNS += [(f"ood_{k}_fpr95", f"FPR95 {k}", 100) for k in OOD_SETS]
 COLUMNS += [("alignment", "align ↓", 1), ("uniformity", "unif ↓", 1)]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("runs/mnist1d_methods"))
@@ -85,23 +92,36 @@ def main() -> None:
         "",
         "Claims (differences smaller than about one standard deviation above are noise, whatever the verdict):",
         "",
-        check("MultiMix is more robust to FGSM than ERM and manifold mixup",
-              mean(mm, "fgsm_acc") > max(mean("ERM", "fgsm_acc"), mean(manifold, "fgsm_acc")),
-              f"{100 * mean(mm, 'fgsm_acc'):.2f} vs {100 * mean('ERM', 'fgsm_acc'):.2f} and {100 * mean(manifold, 'fgsm_acc'):.2f}"),
-        check("MultiMix is more robust to PGD than ERM and manifold mixup",
-              mean(mm, "pgd_acc") > max(mean("ERM", "pgd_acc"), mean(manifold, "pgd_acc")),
-              f"{100 * mean(mm, 'pgd_acc'):.2f} vs {100 * mean('ERM', 'pgd_acc'):.2f} and {100 * mean(manifold, 'pgd_acc'):.2f}"),
-        check("MultiMix detects OOD inputs better (mean AUROC over the three sets)",
-              ood_mean(mm) > max(ood_mean("ERM"), ood_mean(manifold)),
-              f"{100 * ood_mean(mm):.2f} vs ERM {100 * ood_mean('ERM'):.2f}, manifold {100 * ood_mean(manifold):.2f}"),
-        check("MultiMix gives tighter classes (lower alignment) than ERM and manifold mixup",
-              mean(mm, "alignment") < min(mean("ERM", "alignment"), mean(manifold, "alignment")),
-              f"{mean(mm, 'alignment'):.3f} vs {mean('ERM', 'alignment'):.3f} and {mean(manifold, 'alignment'):.3f}"),
-        check("MultiMix spreads classes more uniformly (lower uniformity) than ERM and manifold mixup",
-              mean(mm, "uniformity") < min(mean("ERM", "uniformity"), mean(manifold, "uniformity")),
-              f"{mean(mm, 'uniformity'):.3f} vs {mean('ERM', 'uniformity'):.3f} and {mean(manifold, 'uniformity'):.3f}"),
-        check("mixup calibrates better than ERM (lower ECE)", mean(mixup, "ece") < mean("ERM", "ece"),
-              f"{100 * mean(mixup, 'ece'):.2f} vs {100 * mean('ERM', 'ece'):.2f}"),
+        check(
+            "MultiMix is more robust to FGSM than ERM and manifold mixup",
+            mean(mm, "fgsm_acc") > max(mean("ERM", "fgsm_acc"), mean(manifold, "fgsm_acc")),
+            f"{100 * mean(mm, 'fgsm_acc'):.2f} vs {100 * mean('ERM', 'fgsm_acc'):.2f} and {100 * mean(manifold, 'fgsm_acc'):.2f}",
+        ),
+        check(
+            "MultiMix is more robust to PGD than ERM and manifold mixup",
+            mean(mm, "pgd_acc") > max(mean("ERM", "pgd_acc"), mean(manifold, "pgd_acc")),
+            f"{100 * mean(mm, 'pgd_acc'):.2f} vs {100 * mean('ERM', 'pgd_acc'):.2f} and {100 * mean(manifold, 'pgd_acc'):.2f}",
+        ),
+        check(
+            "MultiMix detects OOD inputs better (mean AUROC over the three sets)",
+            ood_mean(mm) > max(ood_mean("ERM"), ood_mean(manifold)),
+            f"{100 * ood_mean(mm):.2f} vs ERM {100 * ood_mean('ERM'):.2f}, manifold {100 * ood_mean(manifold):.2f}",
+        ),
+        check(
+            "MultiMix gives tighter classes (lower alignment) than ERM and manifold mixup",
+            mean(mm, "alignment") < min(mean("ERM", "alignment"), mean(manifold, "alignment")),
+            f"{mean(mm, 'alignment'):.3f} vs {mean('ERM', 'alignment'):.3f} and {mean(manifold, 'alignment'):.3f}",
+        ),
+        check(
+            "MultiMix spreads classes more uniformly (lower uniformity) than ERM and manifold mixup",
+            mean(mm, "uniformity") < min(mean("ERM", "uniformity"), mean(manifold, "uniformity")),
+            f"{mean(mm, 'uniformity'):.3f} vs {mean('ERM', 'uniformity'):.3f} and {mean(manifold, 'uniformity'):.3f}",
+        ),
+        check(
+            "mixup calibrates better than ERM (lower ECE)",
+            mean(mixup, "ece") < mean("ERM", "ece"),
+            f"{100 * mean(mixup, 'ece'):.2f} vs {100 * mean('ERM', 'ece'):.2f}",
+        ),
         "",
     ]
     write_text(ROOT / "results" / "evaluation_mnist1d.md", "\n".join(lines))

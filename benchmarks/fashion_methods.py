@@ -52,7 +52,9 @@ METHODS: dict[str, dict[str, Any]] = {
     "MultiMix": dict(method="multimix"),
     f"MultiMix m={BEYOND_M}": dict(method="multimix", tuple_size=BEYOND_M),
     "Dense MultiMix": dict(method="dense-multimix"),
-    "MultiMix + self-distillation": dict(method="multimix", teacher_momentum=DEFAULT_TEACHER_MOMENTUM),
+    "MultiMix + self-distillation": dict(
+        method="multimix", teacher_momentum=DEFAULT_TEACHER_MOMENTUM
+    ),
 }
 SAME_ALPHA_AS = {"MultiMix + self-distillation": "MultiMix"}
 EXTRA_EPS = 8 / 255
@@ -81,15 +83,20 @@ def evaluate_one(run: str, eps: float) -> dict[str, Any]:
     model, config = model_from_checkpoint(weights)
     x, y = load_splits(config).test.tensors
     for attack in ("fgsm", "pgd"):
-        extra = {"steps": 10, "generator": torch.Generator().manual_seed(0)} if attack == "pgd" else {}
-        result[f"{attack}_acc_small"] = robust_accuracy(model, x[:1000], y[:1000], attack=attack, eps=eps,
-                                                        clamp=(0.0, 1.0), **extra)
+        extra = (
+            {"steps": 10, "generator": torch.Generator().manual_seed(0)} if attack == "pgd" else {}
+        )
+        result[f"{attack}_acc_small"] = robust_accuracy(
+            model, x[:1000], y[:1000], attack=attack, eps=eps, clamp=(0.0, 1.0), **extra
+        )
     write_text(cached, json.dumps(result))
     return result
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--train-subset", default="4000", help="'all' for the whole 60 000")
@@ -97,19 +104,30 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--extra", default="", help="more TrainConfig settings, key=value,... (e.g. amp=bf16)")
+    parser.add_argument(
+        "--extra", default="", help="more TrainConfig settings, key=value,... (e.g. amp=bf16)"
+    )
     parser.add_argument("--out", type=Path, default=Path("runs/fashion_methods"))
     parser.add_argument("--tag", default="", help="suffix of the result files")
     args = parser.parse_args()
     if any("=" not in kv for kv in args.extra.split(",") if kv):
         parser.error(f"--extra takes key=value pairs separated by commas, got {args.extra!r}")
     extra = dict(kv.split("=", 1) for kv in args.extra.split(",") if kv)
-    base = dict(dataset="fashion-mnist", epochs=args.epochs, train_subset=args.train_subset,
-                val_fraction=args.val_fraction, device=args.device, test_every="end",
-                **({"data_dir": args.data_dir} if args.data_dir else {}), **extra)
+    base = dict(
+        dataset="fashion-mnist",
+        epochs=args.epochs,
+        train_subset=args.train_subset,
+        val_fraction=args.val_fraction,
+        device=args.device,
+        test_every="end",
+        **({"data_dir": args.data_dir} if args.data_dir else {}),
+        **extra,
+    )
 
     def config(label: str, alpha: float | None) -> TrainConfig:
-        return TrainConfig.from_dict({**base, **METHODS[label], **({"alpha": alpha} if alpha is not None else {})})
+        return TrainConfig.from_dict(
+            {**base, **METHODS[label], **({"alpha": alpha} if alpha is not None else {})}
+        )
 
     def name(label: str, alpha: float | None) -> str:
         return label if alpha is None else f"{label} (α={alpha:g})"
@@ -133,7 +151,9 @@ def main() -> None:
     rows = run_variants(phase2, seeds=seeds, out=args.out, jobs=args.jobs)
     train_minutes = (time.time() - start) / 60
     # Phase 3: evaluation, in worker processes.
-    tasks = [(str(args.out / final[label] / f"seed{s}"), EXTRA_EPS) for label in METHODS for s in seeds]
+    tasks = [
+        (str(args.out / final[label] / f"seed{s}"), EXTRA_EPS) for label in METHODS for s in seeds
+    ]
     evals = run_tasks(evaluate_one, tasks, jobs=args.jobs)
     total_minutes = (time.time() - start) / 60
     results: dict[str, list[dict]] = {}
@@ -141,11 +161,18 @@ def main() -> None:
         results.setdefault(Path(run).parent.name, []).append(ev)
     summary = {final[label]: [r for r in rows if r["method"] == final[label]] for label in METHODS}
 
-    ood_sets = sorted({k[4:-6] for ev in evals for k in ev if k.startswith("ood_") and k.endswith("_auroc")},
-                      key=lambda k: (k in ("gaussian", "uniform", "shuffled"), k))
-    columns = [("test_acc", "acc", 100), ("ece", "ECE ↓", 100),
-               ("fgsm_acc", "FGSM ε=0.1", 100), ("pgd_acc", "PGD ε=0.1", 100),
-               ("fgsm_acc_small", "FGSM ε=8/255", 100), ("pgd_acc_small", "PGD ε=8/255", 100)]
+    ood_sets = sorted(
+        {k[4:-6] for ev in evals for k in ev if k.startswith("ood_") and k.endswith("_auroc")},
+        key=lambda k: (k in ("gaussian", "uniform", "shuffled"), k),
+    )
+    columns = [
+        ("test_acc", "acc", 100),
+        ("ece", "ECE ↓", 100),
+        ("fgsm_acc", "FGSM ε=0.1", 100),
+        ("pgd_acc", "PGD ε=0.1", 100),
+        ("fgsm_acc_small", "FGSM ε=8/255", 100),
+        ("pgd_acc_small", "PGD ε=8/255", 100),
+    ]
     columns += [(f"ood_{k}_auroc", f"AUROC {k}", 100) for k in ood_sets]
     columns += [(f"ood_{k}_fpr95", f"FPR95 {k} ↓", 100) for k in ood_sets]
     columns += [("alignment", "align ↓", 1), ("uniformity", "unif ↓", 1)]
@@ -155,10 +182,13 @@ def main() -> None:
         return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
     sample = TrainConfig.from_dict(base)
-    command = (f"python benchmarks/fashion_methods.py --seeds {args.seeds} --train-subset {args.train_subset} "
-               f"--val-fraction {args.val_fraction} --epochs {args.epochs}"
-               + (f" --device {args.device}" if args.device != "cpu" else "")
-               + (f" --extra {args.extra}" if args.extra else "") + (f" --tag {args.tag}" if args.tag else ""))
+    command = (
+        f"python benchmarks/fashion_methods.py --seeds {args.seeds} --train-subset {args.train_subset} "
+        f"--val-fraction {args.val_fraction} --epochs {args.epochs}"
+        + (f" --device {args.device}" if args.device != "cpu" else "")
+        + (f" --extra {args.extra}" if args.extra else "")
+        + (f" --tag {args.tag}" if args.tag else "")
+    )
     n_train = sample.train_subset or 60_000
     lines = [
         "# Fashion-MNIST: every method, every metric",
@@ -187,12 +217,20 @@ def main() -> None:
     ]
     for label in METHODS:
         if grid(label):
-            cells = [f"{100 * val[name(label, a)]:.2f} (α={a:g})" if label.startswith("MultiMix m=")
-                     else f"{100 * val[name(label, a)]:.2f}" for a in grid(label)]
+            cells = [
+                f"{100 * val[name(label, a)]:.2f} (α={a:g})"
+                if label.startswith("MultiMix m=")
+                else f"{100 * val[name(label, a)]:.2f}"
+                for a in grid(label)
+            ]
             lines.append(f"| {label} | " + " | ".join(cells) + f" | α = {chosen[label]:g} |")
-    lines += ["", "## Test metrics (%, but alignment and uniformity)", "",
-              "| method | " + " | ".join(c[1] for c in columns) + " | val acc |",
-              "|---" * (len(columns) + 2) + "|"]
+    lines += [
+        "",
+        "## Test metrics (%, but alignment and uniformity)",
+        "",
+        "| method | " + " | ".join(c[1] for c in columns) + " | val acc |",
+        "|---" * (len(columns) + 2) + "|",
+    ]
     for label in METHODS:
         cells = []
         for key, _, scale in columns:
@@ -202,32 +240,56 @@ def main() -> None:
         lines.append(f"| {final[label]} | " + " | ".join(cells) + f" | {statistics.mean(v):.2f} |")
     lines += ["", "![Fashion-MNIST methods](fashion_methods" + args.tag + ".png)", ""]
     write_text(ROOT / "results" / f"fashion_methods{args.tag}.md", "\n".join(lines))
-    plot(columns, [final[label] for label in METHODS], {final[label]: results[final[label]] for label in METHODS},
-         ROOT / "results" / f"fashion_methods{args.tag}.png", title=f"Fashion-MNIST, {n_train} training images, "
-         f"{args.epochs} epochs, {args.seeds} seeds")
+    plot(
+        columns,
+        [final[label] for label in METHODS],
+        {final[label]: results[final[label]] for label in METHODS},
+        ROOT / "results" / f"fashion_methods{args.tag}.png",
+        title=f"Fashion-MNIST, {n_train} training images, {args.epochs} epochs, {args.seeds} seeds",
+    )
     print("\n".join(lines))
 
 
-def plot(columns, labels: list[str], results: dict[str, list[dict]], path: Path, *, title: str) -> None:
+def plot(
+    columns, labels: list[str], results: dict[str, list[dict]], path: Path, *, title: str
+) -> None:
     """One panel per headline metric, one bar per method, error bars = std over seeds."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = [c for c in columns if c[0] in ("test_acc", "ece", "pgd_acc_small", "fgsm_acc", "alignment", "uniformity")]
+    keys = [
+        c
+        for c in columns
+        if c[0] in ("test_acc", "ece", "pgd_acc_small", "fgsm_acc", "alignment", "uniformity")
+    ]
     keys += [c for c in columns if c[0].endswith("_auroc")][:1]  # the real OOD set
     fig, axes = plt.subplots(1, len(keys), figsize=(2.6 * len(keys), 3.6), dpi=110)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, (key, heading, scale) in zip(axes, keys, strict=True):
         means = [statistics.mean(scale * r[key] for r in results[lab]) for lab in labels]
-        stds = [statistics.stdev(scale * r[key] for r in results[lab]) if len(results[lab]) > 1 else 0 for lab in labels]
-        ax.bar(range(len(labels)), means, yerr=stds, capsize=2, color=[colours[i % len(colours)] for i in range(len(labels))])
-        lo, hi = min(m - s for m, s in zip(means, stds, strict=True)), max(m + s for m, s in zip(means, stds, strict=True))
+        stds = [
+            statistics.stdev(scale * r[key] for r in results[lab]) if len(results[lab]) > 1 else 0
+            for lab in labels
+        ]
+        ax.bar(
+            range(len(labels)),
+            means,
+            yerr=stds,
+            capsize=2,
+            color=[colours[i % len(colours)] for i in range(len(labels))],
+        )
+        lo, hi = (
+            min(m - s for m, s in zip(means, stds, strict=True)),
+            max(m + s for m, s in zip(means, stds, strict=True)),
+        )
         ax.set_ylim(lo - 0.15 * (hi - lo + 1e-9), hi + 0.15 * (hi - lo + 1e-9))
         ax.set_title(heading, fontsize=9)
         ax.set_xticks([])
-    handles = [plt.Rectangle((0, 0), 1, 1, color=colours[i % len(colours)]) for i in range(len(labels))]
+    handles = [
+        plt.Rectangle((0, 0), 1, 1, color=colours[i % len(colours)]) for i in range(len(labels))
+    ]
     fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=7)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0.12, 1, 1))

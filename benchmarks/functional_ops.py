@@ -32,10 +32,14 @@ def fmt_us(seconds: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> str:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--rounds", type=int, default=30)
-    parser.add_argument("--out", type=Path, default=None, help="also write the table to this Markdown file")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="also write the table to this Markdown file"
+    )
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     torch.manual_seed(0)
@@ -43,7 +47,8 @@ def main(argv: list[str] | None = None) -> str:
         f"# Functional ops: cost side by side ({device.type})",
         "",
         f"- machine: {platform.machine()}, {os.cpu_count()} CPU(s), torch {torch.__version__}, "
-        f"threads {torch.get_num_threads()}" + (f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""),
+        f"threads {torch.get_num_threads()}"
+        + (f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""),
         f"- command: `python benchmarks/functional_ops.py --device {args.device} --rounds {args.rounds}`",
         "- median over rounds, cases interleaved within each round",
         "",
@@ -52,7 +57,13 @@ def main(argv: list[str] | None = None) -> str:
         "| n | m | α | multimix | torch.distributions | ratio (torch / ours) |",
         "|---|---|---|---|---|---|",
     ]
-    for n, m, alpha in [(1000, 3, 1.0), (1000, 3, 0.5), (1000, 3, 2.0), (1000, 128, 1.0), (10_000, 3, 1.0)]:
+    for n, m, alpha in [
+        (1000, 3, 1.0),
+        (1000, 3, 0.5),
+        (1000, 3, 2.0),
+        (1000, 128, 1.0),
+        (10_000, 3, 1.0),
+    ]:
         conc = torch.full((m,), alpha, device=device)
         # The closures read this iteration's n, m, ... late on purpose: they are timed and dropped
         # before the loop moves on (hence the B023 exemptions).
@@ -64,7 +75,9 @@ def main(argv: list[str] | None = None) -> str:
             device,
             args.rounds,
         )
-        lines.append(f"| {n} | {m} | {alpha} | {fmt_us(t['ours'])} | {fmt_us(t['torch'])} | {t['torch'] / t['ours']:.2f}× |")
+        lines.append(
+            f"| {n} | {m} | {alpha} | {fmt_us(t['ours'])} | {fmt_us(t['torch'])} | {t['torch'] / t['ours']:.2f}× |"
+        )
 
     lines += [
         "",
@@ -81,7 +94,13 @@ def main(argv: list[str] | None = None) -> str:
         t = interleaved(
             {
                 "multimix": lambda: MF.multimix(z, y, n=n, m=m, alpha=1.0),  # noqa: B023 (timed in this iteration)
-                "weights": lambda: MF.sample_multimix_weights(b, n=n, m=m, alpha=1.0, device=device),  # noqa: B023
+                "weights": lambda: MF.sample_multimix_weights(
+                    b,
+                    n=n,  # noqa: B023 (timed in this iteration)
+                    m=m,  # noqa: B023
+                    alpha=1.0,
+                    device=device,
+                ),
                 "matmul": lambda: torch.matmul(lam, z),  # noqa: B023
             },
             device,
@@ -94,7 +113,9 @@ def main(argv: list[str] | None = None) -> str:
     text = "\n".join(lines) + "\n"
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=args.out.parent, delete=False, suffix=".tmp") as f:
+        with tempfile.NamedTemporaryFile(
+            "w", dir=args.out.parent, delete=False, suffix=".tmp"
+        ) as f:
             f.write(text)
         os.replace(f.name, args.out)
     return text

@@ -38,13 +38,29 @@ from multimix.train.distributed import share
 B, K, N, M, SHAPE = 100, 10, 1000, 2, (40,)
 
 
-def make_step(scope: str | None, linear_shortcut: bool, device: torch.device, rank: int, world: int):
+def make_step(
+    scope: str | None, linear_shortcut: bool, device: torch.device, rank: int, world: int
+):
     torch.manual_seed(0)
     model = build_model("cnn1d", input_shape=SHAPE, num_classes=K).to(device)
-    net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    net = torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[device] if device.type == "cuda" else None
+    )
     gen = torch.Generator(device=device).manual_seed(1)
-    mixer = None if scope is None else MultiMix(net, classifier="fc", n=N, m=M, scope=scope,
-                                                linear_shortcut=linear_shortcut, num_classes=K, generator=gen)
+    mixer = (
+        None
+        if scope is None
+        else MultiMix(
+            net,
+            classifier="fc",
+            n=N,
+            m=M,
+            scope=scope,
+            linear_shortcut=linear_shortcut,
+            num_classes=K,
+            generator=gen,
+        )
+    )
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     g = torch.Generator().manual_seed(2)
     x_all, y_all = torch.randn(B, *SHAPE, generator=g), torch.randint(K, (B,), generator=g)
@@ -73,7 +89,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     if "WORLD_SIZE" not in os.environ:
-        sys.exit("start this with torchrun, e.g. torchrun --standalone --nproc_per_node 2 benchmarks/global_scope.py")
+        sys.exit(
+            "start this with torchrun, e.g. torchrun --standalone --nproc_per_node 2 benchmarks/global_scope.py"
+        )
     device = torch.device(args.device)
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
@@ -83,9 +101,13 @@ def main() -> None:
     torch.set_num_threads(1)
 
     cases = {}
-    for name, scope, shortcut in [("ERM", None, True), ("MultiMix local", "local", True),
-                                  ("MultiMix global", "global", True), ("MultiMix local, generic", "local", False),
-                                  ("MultiMix global, generic", "global", False)]:
+    for name, scope, shortcut in [
+        ("ERM", None, True),
+        ("MultiMix local", "local", True),
+        ("MultiMix global", "global", True),
+        ("MultiMix local, generic", "local", False),
+        ("MultiMix global, generic", "global", False),
+    ]:
         cases[name], params, d = make_step(scope, shortcut, device, rank, world)
     samples: dict[str, list[float]] = {name: [] for name in cases}
     for fn in cases.values():  # warm-up
@@ -133,15 +155,20 @@ def main() -> None:
         local = medians.get(name.replace("global", "local"))
         vs_local = f"{t / local:.3f}×" if "global" in name else "—"
         e = extra.get(name)
-        lines.append(f"| {name} | {1e3 * t:.2f} ms | {t / medians['ERM']:.3f}× | {vs_local} | "
-                     f"{'—' if e is None else f'{e / 1024:.1f} KiB'} | {'—' if e is None else f'{e / grad_bytes:.3f}×'} |")
-    lines += ["", f"DDP's gradient all-reduce: {grad_bytes / 1024:.1f} KiB per step ({params} float32 parameters).",
-              "",
-              "Global scope adds three collectives per step (batch sizes; rows and targets in one all-gather; "
-              "the gradient back), each a point where every process waits for the others, in the middle of "
-              "forward and backward, where DDP's all-reduce overlaps with backward. Their bytes are small; "
-              "their cost is latency and waiting, so it depends on the interconnect and on how evenly the "
-              "processes run (here two single-threaded processes share two cores over loopback gloo)."]
+        lines.append(
+            f"| {name} | {1e3 * t:.2f} ms | {t / medians['ERM']:.3f}× | {vs_local} | "
+            f"{'—' if e is None else f'{e / 1024:.1f} KiB'} | {'—' if e is None else f'{e / grad_bytes:.3f}×'} |"
+        )
+    lines += [
+        "",
+        f"DDP's gradient all-reduce: {grad_bytes / 1024:.1f} KiB per step ({params} float32 parameters).",
+        "",
+        "Global scope adds three collectives per step (batch sizes; rows and targets in one all-gather; "
+        "the gradient back), each a point where every process waits for the others, in the middle of "
+        "forward and backward, where DDP's all-reduce overlaps with backward. Their bytes are small; "
+        "their cost is latency and waiting, so it depends on the interconnect and on how evenly the "
+        "processes run (here two single-threaded processes share two cores over loopback gloo).",
+    ]
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:

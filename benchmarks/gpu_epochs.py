@@ -30,7 +30,9 @@ from multimix.train.trainer import train
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--dataset", default="fashion-mnist")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--model", default="preactresnet18")
@@ -42,21 +44,43 @@ def main() -> None:
     if not torch.cuda.is_available():
         parser.error("this benchmark needs a CUDA device (none found)")
     if args.epochs < 2:
-        parser.error(f"--epochs: expected at least 2 (the first epoch holds warm-up and capture), got {args.epochs}")
+        parser.error(
+            f"--epochs: expected at least 2 (the first epoch holds warm-up and capture), got {args.epochs}"
+        )
     methods = args.methods.split(",")
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         for method in methods:
             for graph in (False, True):
-                config = TrainConfig.from_dict(dict(
-                    dataset=args.dataset, data_dir=args.data_dir, model=args.model, method=method,
-                    epochs=args.epochs, batch_size=args.batch_size, optimizer="sgd", lr=0.05, device="cuda",
-                    amp="bf16", channels_last=True, cuda_graph=graph))
+                config = TrainConfig.from_dict(
+                    dict(
+                        dataset=args.dataset,
+                        data_dir=args.data_dir,
+                        model=args.model,
+                        method=method,
+                        epochs=args.epochs,
+                        batch_size=args.batch_size,
+                        optimizer="sgd",
+                        lr=0.05,
+                        device="cuda",
+                        amp="bf16",
+                        channels_last=True,
+                        cuda_graph=graph,
+                    )
+                )
                 out = Path(tmp) / f"{method}-{graph}"
                 summary = train(config, out, progress=False)
-                history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-                rows[method, graph] = (statistics.median(r["time_s"] for r in history[1:]), summary["final"]["val_acc"])
-                print(f"{method} {'graph' if graph else 'eager'}: {rows[method, graph][0]:.2f} s/epoch", flush=True)
+                history = [
+                    json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()
+                ]
+                rows[method, graph] = (
+                    statistics.median(r["time_s"] for r in history[1:]),
+                    summary["final"]["val_acc"],
+                )
+                print(
+                    f"{method} {'graph' if graph else 'eager'}: {rows[method, graph][0]:.2f} s/epoch",
+                    flush=True,
+                )
     lines = [
         f"# Training epochs on a GPU: eager against CUDA graphs ({args.dataset}, {args.model}, b = {args.batch_size})",
         "",
@@ -73,8 +97,10 @@ def main() -> None:
     for method in methods:
         (te, ae), (tg, ag) = rows[method, False], rows[method, True]
         erm_e, erm_g = rows.get(("erm", False), (te,))[0], rows.get(("erm", True), (tg,))[0]
-        lines.append(f"| {method} | {te:.2f} | {te / erm_e:.3f}× | {tg:.2f} | {tg / erm_g:.3f}× | {te / tg:.2f}× | "
-                     f"{100 * ae:.2f} | {100 * ag:.2f} |")
+        lines.append(
+            f"| {method} | {te:.2f} | {te / erm_e:.3f}× | {tg:.2f} | {tg / erm_g:.3f}× | {te / tg:.2f}× | "
+            f"{100 * ae:.2f} | {100 * ag:.2f} |"
+        )
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out is not None:

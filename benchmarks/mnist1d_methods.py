@@ -29,17 +29,25 @@ def variants() -> dict[str, TrainConfig]:
     c = lambda **kw: TrainConfig.from_dict({**BASE, **kw})  # noqa: E731
     return {
         "ERM": c(method="erm"),
-        f"input mixup (α={BASELINE_ALPHA['mixup']:g})": c(method="mixup", alpha=BASELINE_ALPHA["mixup"]),
-        f"manifold mixup (α={BASELINE_ALPHA['manifold']:g})": c(method="manifold", alpha=BASELINE_ALPHA["manifold"]),
+        f"input mixup (α={BASELINE_ALPHA['mixup']:g})": c(
+            method="mixup", alpha=BASELINE_ALPHA["mixup"]
+        ),
+        f"manifold mixup (α={BASELINE_ALPHA['manifold']:g})": c(
+            method="manifold", alpha=BASELINE_ALPHA["manifold"]
+        ),
         "MultiMix": c(method="multimix"),
         "Dense MultiMix": c(method="dense-multimix"),
         "MultiMix + distillation": c(method="multimix", teacher_momentum=DEFAULT_TEACHER_MOMENTUM),
-        "Dense MultiMix + distillation": c(method="dense-multimix", teacher_momentum=DEFAULT_TEACHER_MOMENTUM),
+        "Dense MultiMix + distillation": c(
+            method="dense-multimix", teacher_momentum=DEFAULT_TEACHER_MOMENTUM
+        ),
     }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("runs/mnist1d_methods"))
@@ -70,8 +78,10 @@ def main() -> None:
         test = [100 * r["test_acc"] for r in by[label]]
         val = [100 * r["val_acc"] for r in by[label]]
         t = statistics.mean(r["time_per_epoch_s"] for r in by[label])
-        lines.append(f"| {label} | {statistics.mean(test):.2f} ± {statistics.stdev(test):.2f} | "
-                     f"{statistics.mean(val):.2f} ± {statistics.stdev(val):.2f} | {t / erm_time:.2f}× |")
+        lines.append(
+            f"| {label} | {statistics.mean(test):.2f} ± {statistics.stdev(test):.2f} | "
+            f"{statistics.mean(val):.2f} ± {statistics.stdev(val):.2f} | {t / erm_time:.2f}× |"
+        )
     mean = {label: statistics.mean(100 * r["test_acc"] for r in by[label]) for label in vs}
     manifold = next(label for label in vs if label.startswith("manifold"))
 

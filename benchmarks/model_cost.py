@@ -36,14 +36,20 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "model_cost.md")
+    parser.add_argument(
+        "--out", type=Path, default=Path(__file__).resolve().parent / "results" / "model_cost.md"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device("cpu")
     rows, steps = [], {}
     for label, name, kwargs, shape in CASES:
         torch.manual_seed(0)
-        model = MODELS[name](shape, 10, **kwargs) if kwargs else build_model(name, input_shape=shape, num_classes=10)
+        model = (
+            MODELS[name](shape, 10, **kwargs)
+            if kwargs
+            else build_model(name, input_shape=shape, num_classes=10)
+        )
         with FlopCounterMode(display=False) as counter:
             model.eval()(torch.zeros(1, *shape))
         model.train()
@@ -59,13 +65,19 @@ def main(argv: list[str] | None = None) -> None:
         steps[label] = step
         rows.append((label, sum(p.numel() for p in model.parameters()), counter.get_total_flops()))
     seconds = interleaved(steps, device, args.rounds)
-    lines = [f"# Reference models on 28×28 inputs (CPU, {args.threads} threads, batch 100, Adam)", "",
-             f"`python benchmarks/model_cost.py --rounds {args.rounds} --threads {args.threads}`", "",
-             "| model | parameters | forward MFLOPs / image | s / step | s / Fashion-MNIST epoch (540 steps) |",
-             "|---|---|---|---|---|"]
+    lines = [
+        f"# Reference models on 28×28 inputs (CPU, {args.threads} threads, batch 100, Adam)",
+        "",
+        f"`python benchmarks/model_cost.py --rounds {args.rounds} --threads {args.threads}`",
+        "",
+        "| model | parameters | forward MFLOPs / image | s / step | s / Fashion-MNIST epoch (540 steps) |",
+        "|---|---|---|---|---|",
+    ]
     for label, params, flops in rows:
         s = seconds[label]
-        lines.append(f"| {label} | {params:,} | {flops / 1e6:.1f} | {s:.3f} | {s * STEPS_PER_EPOCH:.0f} |")
+        lines.append(
+            f"| {label} | {params:,} | {flops / 1e6:.1f} | {s:.3f} | {s * STEPS_PER_EPOCH:.0f} |"
+        )
     text = "\n".join(lines) + "\n"
     print(text)
     write_text(args.out, text)

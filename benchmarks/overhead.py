@@ -46,8 +46,15 @@ SETUPS = {
     "preactresnet18": dict(shape=(3, 32, 32), batch=128, classes=100),
 }
 METHODS = [
-    "ERM", "input mixup", "manifold mixup", "MultiMix n=100", "MultiMix n=1000", "MultiMix n=10000",
-    "MultiMix n=1000, generic", "Dense MultiMix n=1000", "MultiMix n=1000 + teacher",
+    "ERM",
+    "input mixup",
+    "manifold mixup",
+    "MultiMix n=100",
+    "MultiMix n=1000",
+    "MultiMix n=10000",
+    "MultiMix n=1000, generic",
+    "Dense MultiMix n=1000",
+    "MultiMix n=1000 + teacher",
 ]
 
 
@@ -67,8 +74,16 @@ class SavedBytes:
         return sum(self.storages.values()) / 2**20
 
 
-def make_step(model_name: str, method: str, device: torch.device, amp: bool, seed: int = 0,
-              saved: SavedBytes | None = None, compile_model: bool = False, graph: bool = False):
+def make_step(
+    model_name: str,
+    method: str,
+    device: torch.device,
+    amp: bool,
+    seed: int = 0,
+    saved: SavedBytes | None = None,
+    compile_model: bool = False,
+    graph: bool = False,
+):
     """A closure running one training step of ``method``; the model and batch are its own.
 
     With ``graph``, the whole step (forward, loss, backward, SGD step, teacher update) is captured in
@@ -76,7 +91,9 @@ def make_step(model_name: str, method: str, device: torch.device, amp: bool, see
     """
     setup = SETUPS[model_name]
     torch.manual_seed(seed)
-    model = build_model(model_name, input_shape=setup["shape"], num_classes=setup["classes"]).to(device)
+    model = build_model(model_name, input_shape=setup["shape"], num_classes=setup["classes"]).to(
+        device
+    )
     g = torch.Generator(device=device).manual_seed(seed)
     x = torch.randn(setup["batch"], *setup["shape"], device=device)
     y = torch.randint(setup["classes"], (setup["batch"],), device=device)
@@ -89,18 +106,33 @@ def make_step(model_name: str, method: str, device: torch.device, amp: bool, see
     elif method == "manifold mixup":
         mixer = ManifoldMixup(model, layers=model.manifold_layers, num_classes=k, generator=g)
     elif method.startswith("Dense"):
-        mixer = DenseMultiMix(model, features=model.feature_layer, classifier=model.classifier_layer, n=1000,
-                              num_classes=k, generator=g)
+        mixer = DenseMultiMix(
+            model,
+            features=model.feature_layer,
+            classifier=model.classifier_layer,
+            n=1000,
+            num_classes=k,
+            generator=g,
+        )
     else:
         n = int(method.split("n=")[1].split(",")[0].split(" ")[0])
         if method.endswith("teacher"):
             teacher = EMATeacher(model, momentum=0.999)
-        mixer = MultiMix(model, classifier=model.classifier_layer, n=n, num_classes=k, generator=g, teacher=teacher,
-                         linear_shortcut=not method.endswith("generic"))
+        mixer = MultiMix(
+            model,
+            classifier=model.classifier_layer,
+            n=n,
+            num_classes=k,
+            generator=g,
+            teacher=teacher,
+            linear_shortcut=not method.endswith("generic"),
+        )
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     model.train()
     net = model
-    if compile_model:  # the trainer's --compile: hooks placed first, then the mixer calls the compiled module
+    if (
+        compile_model
+    ):  # the trainer's --compile: hooks placed first, then the mixer calls the compiled module
         # Several models of one class are compiled here, some with the mixers' hooks and some without:
         # dynamo must guard on hooks, or it reuses a graph traced without them (no mixing).
         torch._dynamo.config.skip_nnmodule_hook_guards = False
@@ -111,9 +143,16 @@ def make_step(model_name: str, method: str, device: torch.device, amp: bool, see
     import contextlib
 
     def step() -> None:
-        hooks = torch.autograd.graph.saved_tensors_hooks(saved.pack, lambda t: t) if saved else contextlib.nullcontext()
+        hooks = (
+            torch.autograd.graph.saved_tensors_hooks(saved.pack, lambda t: t)
+            if saved
+            else contextlib.nullcontext()
+        )
         # Autocast's weight cache would keep copies made during capture: off when capturing.
-        with hooks, torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp, cache_enabled=not graph):
+        with (
+            hooks,
+            torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp, cache_enabled=not graph),
+        ):
             if mixer is None:
                 logits, targets = net(x), MF.one_hot(y, k)
             else:
@@ -169,8 +208,14 @@ def gpu_busy_s(step, device: torch.device, steps: int = 5) -> float:
     return sum(e.self_device_time_total for e in prof.key_averages()) / steps / 1e6
 
 
-def cuda_peak(model_name: str, method: str, device: torch.device, amp: bool, compile_model: bool = False,
-              graph: bool = False) -> float:
+def cuda_peak(
+    model_name: str,
+    method: str,
+    device: torch.device,
+    amp: bool,
+    compile_model: bool = False,
+    graph: bool = False,
+) -> float:
     step = make_step(model_name, method, device, amp, compile_model=compile_model, graph=graph)
     step()
     torch.cuda.synchronize(device)
@@ -181,18 +226,32 @@ def cuda_peak(model_name: str, method: str, device: torch.device, amp: bool, com
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA)")
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--models", default="cnn1d,preactresnet18")
-    parser.add_argument("--profile", default=None, help="also print a torch.profiler table of this method's step")
+    parser.add_argument(
+        "--profile", default=None, help="also print a torch.profiler table of this method's step"
+    )
     parser.add_argument("--no-memory", action="store_true")
-    parser.add_argument("--methods", default=None, help="a subset of the methods, separated by ';' (their names "
-                        "hold commas), e.g. 'ERM;MultiMix n=1000' (default: all)")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the model (as train --compile)")
-    parser.add_argument("--cuda-graph", action="store_true", help="capture each method's whole step in a CUDA "
-                        "graph and time its replay (as train --cuda-graph)")
+    parser.add_argument(
+        "--methods",
+        default=None,
+        help="a subset of the methods, separated by ';' (their names "
+        "hold commas), e.g. 'ERM;MultiMix n=1000' (default: all)",
+    )
+    parser.add_argument(
+        "--compile", action="store_true", help="torch.compile the model (as train --compile)"
+    )
+    parser.add_argument(
+        "--cuda-graph",
+        action="store_true",
+        help="capture each method's whole step in a CUDA "
+        "graph and time its replay (as train --cuda-graph)",
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -201,14 +260,17 @@ def main() -> None:
     asked = METHODS if args.methods is None else [m.strip() for m in args.methods.split(";")]
     methods = [m for m in METHODS if m in asked]
     if "ERM" not in methods or len(methods) != len(asked):
-        parser.error(f"--methods: expected names from {METHODS}, separated by ';', including ERM; got {args.methods!r}")
+        parser.error(
+            f"--methods: expected names from {METHODS}, separated by ';', including ERM; got {args.methods!r}"
+        )
     subset = "" if methods == METHODS else f" --methods {shlex.quote(args.methods)}"
     lines = [
         f"# Training-step overhead over ERM ({device.type}{', bf16 autocast' if args.amp else ''}"
         f"{', torch.compile' if args.compile else ''}{', CUDA graph' if args.cuda_graph else ''})",
         "",
         f"- machine: {platform.machine()}, {os.cpu_count()} CPU(s), torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads" + (f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""),
+        f"{torch.get_num_threads()} threads"
+        + (f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""),
         f"- command: `python benchmarks/overhead.py --device {args.device}{' --amp' if args.amp else ''} "
         f"--rounds {args.rounds} --models {args.models}{' --compile' if args.compile else ''}"
         f"{' --cuda-graph' if args.cuda_graph else ''}{subset}`",
@@ -220,9 +282,17 @@ def main() -> None:
     for model_name in args.models.split(","):
         setup = SETUPS[model_name]
         # The resnet is slow on a CPU: fewer rounds, one step per block.
-        rounds = args.rounds if not (model_name == "preactresnet18" and device.type == "cpu") else max(3, args.rounds // 3)
-        steps = {m: make_step(model_name, m, device, args.amp, compile_model=args.compile, graph=args.cuda_graph)
-                 for m in methods}
+        rounds = (
+            args.rounds
+            if not (model_name == "preactresnet18" and device.type == "cpu")
+            else max(3, args.rounds // 3)
+        )
+        steps = {
+            m: make_step(
+                model_name, m, device, args.amp, compile_model=args.compile, graph=args.cuda_graph
+            )
+            for m in methods
+        }
         samples = interleaved_samples(steps, device, rounds, min_block_s=0.05, warmup=2)
         times = {m: statistics.median(v) for m, v in samples.items()}
         vs_erm = paired_ratios(samples, "ERM")
@@ -234,7 +304,9 @@ def main() -> None:
             # Under --cuda-graph every captured graph keeps its memory pool for the whole process, so a peak
             # measured here would include the graphs of the methods captured before: not reported.
             if not args.no_memory and device.type == "cuda" and not args.cuda_graph:
-                memory[m] = cuda_peak(model_name, m, device, args.amp, args.compile, args.cuda_graph)
+                memory[m] = cuda_peak(
+                    model_name, m, device, args.amp, args.compile, args.cuda_graph
+                )
         busy = {m: gpu_busy_s(steps[m], device) for m in methods} if device.type == "cuda" else {}
         mem_head = "peak allocated (MiB)"
 
@@ -253,18 +325,29 @@ def main() -> None:
             if busy:
                 mem += f" | {busy[m] * 1e3:.2f} ms | {busy[m] / busy['ERM']:.3f}×"
             mid, q1, q3 = vs_erm[m]
-            lines.append(f"| {m} | {times[m] * 1e3:.2f} ms | {mid:.3f}× | {q1:.2f}–{q3:.2f} | {saved[m]:.1f} | "
-                         f"{ratio(saved, m)} | {mem} |")
-        extra = {n: times[f"MultiMix n={n}"] - times["ERM"] for n in (100, 1000, 10000) if f"MultiMix n={n}" in times}
+            lines.append(
+                f"| {m} | {times[m] * 1e3:.2f} ms | {mid:.3f}× | {q1:.2f}–{q3:.2f} | {saved[m]:.1f} | "
+                f"{ratio(saved, m)} | {mem} |"
+            )
+        extra = {
+            n: times[f"MultiMix n={n}"] - times["ERM"]
+            for n in (100, 1000, 10000)
+            if f"MultiMix n={n}" in times
+        }
         if extra:
-            lines += ["", "MultiMix cost above ERM by n (linear growth means ×10 per ×10 in n, once fixed costs "
-                      "are paid): " + ", ".join(f"n={n}: {1e3 * v:+.2f} ms" for n, v in extra.items())]
+            lines += [
+                "",
+                "MultiMix cost above ERM by n (linear growth means ×10 per ×10 in n, once fixed costs "
+                "are paid): " + ", ".join(f"n={n}: {1e3 * v:+.2f} ms" for n, v in extra.items()),
+            ]
         lines += [""]
-        print("\n".join(lines[-len(methods) - 6:]), flush=True)
+        print("\n".join(lines[-len(methods) - 6 :]), flush=True)
         if args.profile:
             from torch.profiler import ProfilerActivity, profile
 
-            acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+            acts = [ProfilerActivity.CPU] + (
+                [ProfilerActivity.CUDA] if device.type == "cuda" else []
+            )
             with profile(activities=acts) as prof:
                 for _ in range(3):
                     steps[args.profile]()
@@ -275,13 +358,17 @@ def main() -> None:
     z = torch.randn(b, d, device=device)
     lam = MF.sample_multimix_weights(b, n=1000, m=3, alpha=1.0, device=device)
     conc = torch.ones(3, device=device)
-    t = interleaved({
-        "sampler": lambda: MF.sample_dirichlet(1000, 3, 1.0, device=device),
-        "torch.distributions": lambda: torch.distributions.Dirichlet(conc).sample((1000,)),
-        "weights": lambda: MF.sample_multimix_weights(b, n=1000, m=3, alpha=1.0, device=device),
-        "interpolate": lambda: MF.interpolate(lam, z),
-        "matmul": lambda: torch.matmul(lam, z),
-    }, device, args.rounds * 2)
+    t = interleaved(
+        {
+            "sampler": lambda: MF.sample_dirichlet(1000, 3, 1.0, device=device),
+            "torch.distributions": lambda: torch.distributions.Dirichlet(conc).sample((1000,)),
+            "weights": lambda: MF.sample_multimix_weights(b, n=1000, m=3, alpha=1.0, device=device),
+            "interpolate": lambda: MF.interpolate(lam, z),
+            "matmul": lambda: torch.matmul(lam, z),
+        },
+        device,
+        args.rounds * 2,
+    )
     lines += [
         "## The pieces alone (n = 1000, m = 3, α = 1, b = 128, d = 512)",
         "",
@@ -296,7 +383,9 @@ def main() -> None:
     print("\n".join(lines[-7:]))
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=args.out.parent, delete=False, suffix=".tmp") as f:
+        with tempfile.NamedTemporaryFile(
+            "w", dir=args.out.parent, delete=False, suffix=".tmp"
+        ) as f:
             f.write(text)
         os.replace(f.name, args.out)
 

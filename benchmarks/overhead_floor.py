@@ -49,7 +49,9 @@ def make_step(method: str, n: int = 1000, seed: int = 0):
     if method == "MultiMix":
         mixer = MultiMix(model, classifier="fc", n=n, num_classes=K, generator=g)
     elif method == "Dense MultiMix":
-        mixer = DenseMultiMix(model, features="features", classifier="fc", n=n, num_classes=K, generator=g)
+        mixer = DenseMultiMix(
+            model, features="features", classifier="fc", n=n, num_classes=K, generator=g
+        )
     spread = n * R // B  # copies of each logit row in the spread loss
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
@@ -58,7 +60,9 @@ def make_step(method: str, n: int = 1000, seed: int = 0):
             logits, targets = mixer(x, y)
         else:
             logits, targets = model(x), MF.one_hot(y, K)
-            if method != "ERM":  # (K, b·spread) class-major storage seen as (b·spread, K) rows, as Dense's
+            if (
+                method != "ERM"
+            ):  # (K, b·spread) class-major storage seen as (b·spread, K) rows, as Dense's
                 logits = logits.t()[:, :, None].expand(K, B, spread).reshape(K, -1).t()
                 targets = targets.t()[:, :, None].expand(K, B, spread).reshape(K, -1).t()
         loss = soft_cross_entropy(logits, targets)
@@ -94,13 +98,21 @@ def warm_and_cold(rounds: int) -> tuple[float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rounds", type=int, default=40)
-    parser.add_argument("--block-s", type=float, default=0.05, help="seconds of steps per timed block")
-    parser.add_argument("--out", type=Path, default=None, help="also write the table here (markdown)")
+    parser.add_argument(
+        "--block-s", type=float, default=0.05, help="seconds of steps per timed block"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="also write the table here (markdown)"
+    )
     args = parser.parse_args()
     if args.rounds < 2 or not args.block_s > 0:
-        parser.error(f"--rounds must be >= 2 and --block-s > 0, got {args.rounds} and {args.block_s}")
+        parser.error(
+            f"--rounds must be >= 2 and --block-s > 0, got {args.rounds} and {args.block_s}"
+        )
     steps = {
         "ERM": make_step("ERM"),
         "ERM, 10 000-row loss": make_step("ERM, 10 000-row loss"),
@@ -109,7 +121,9 @@ def main() -> None:
         "Dense MultiMix n=1": make_step("Dense MultiMix", n=1),
         "Dense MultiMix n=1000": make_step("Dense MultiMix"),
     }
-    samples = interleaved_samples(steps, torch.device("cpu"), args.rounds, min_block_s=args.block_s, warmup=5)
+    samples = interleaved_samples(
+        steps, torch.device("cpu"), args.rounds, min_block_s=args.block_s, warmup=5
+    )
     vs_erm = paired_ratios(samples, "ERM")
     warm, cold = warm_and_cold(args.rounds)
     lines = [
@@ -123,14 +137,22 @@ def main() -> None:
     ]
     for name, values in samples.items():
         mid, q1, q3 = vs_erm[name]
-        lines.append(f"| {name} | {statistics.median(values) * 1e3:.2f} ms | {mid:.3f}× | {q1:.2f}–{q3:.2f} |")
-    lines += ["", f"Dense MultiMix's draw (n = 1000, r = {R}): {warm * 1e6:.1f} µs after other draws, "
-              f"{cold * 1e6:.1f} µs right after a training step ({cold / warm:.2f}×)", ""]
+        lines.append(
+            f"| {name} | {statistics.median(values) * 1e3:.2f} ms | {mid:.3f}× | {q1:.2f}–{q3:.2f} |"
+        )
+    lines += [
+        "",
+        f"Dense MultiMix's draw (n = 1000, r = {R}): {warm * 1e6:.1f} µs after other draws, "
+        f"{cold * 1e6:.1f} µs right after a training step ({cold / warm:.2f}×)",
+        "",
+    ]
     text = "\n".join(lines)
     print(text)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=args.out.parent, delete=False, suffix=".tmp") as f:
+        with tempfile.NamedTemporaryFile(
+            "w", dir=args.out.parent, delete=False, suffix=".tmp"
+        ) as f:
             f.write(text)
         Path(f.name).replace(args.out)
 

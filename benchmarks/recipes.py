@@ -45,11 +45,21 @@ def main() -> None:
     parser.add_argument("--datasets", default=",".join(DATASETS))
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--jobs", type=int, default=1)
-    parser.add_argument("--runs", type=Path, default=Path("runs/recipes"), help="where the runs are trained")
-    parser.add_argument("--lrs", default=",".join(f"{lr:g}" for lr in LRS), help="learning rates of the grid")
-    parser.add_argument("--epochs", default=",".join(map(str, EPOCHS)), help="epoch budgets of the grid")
-    parser.add_argument("--train-subset", type=int, default=None, help="train on a stratified subset of N examples")
-    parser.add_argument("--device", default="cpu", help="torch device of the runs (figures, not choices, change)")
+    parser.add_argument(
+        "--runs", type=Path, default=Path("runs/recipes"), help="where the runs are trained"
+    )
+    parser.add_argument(
+        "--lrs", default=",".join(f"{lr:g}" for lr in LRS), help="learning rates of the grid"
+    )
+    parser.add_argument(
+        "--epochs", default=",".join(map(str, EPOCHS)), help="epoch budgets of the grid"
+    )
+    parser.add_argument(
+        "--train-subset", type=int, default=None, help="train on a stratified subset of N examples"
+    )
+    parser.add_argument(
+        "--device", default="cpu", help="torch device of the runs (figures, not choices, change)"
+    )
     parser.add_argument("--data-dir", default=None, help="folder of file datasets' files")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "recipes.md")
     args = parser.parse_args()
@@ -66,8 +76,12 @@ def main() -> None:
         f"- machine: {platform.machine()}, {os.cpu_count()} CPU(s), torch {torch.__version__}"
         + (f", {torch.cuda.get_device_name()}" if args.device.startswith("cuda") else ""),
         f"- grid: lr {lrs} × epochs {epoch_grid}; Adam, cosine schedule, batch 100, weight decay 0; "
-        + ("" if args.train_subset is None else f"a stratified subset of {args.train_subset} training examples "
-           "(before the validation split); ")
+        + (
+            ""
+            if args.train_subset is None
+            else f"a stratified subset of {args.train_subset} training examples "
+            "(before the validation split); "
+        )
         + f"methods {METHODS} (library α); seeds {seeds[0]}–{seeds[-1]}; validation accuracy (%) at the best "
         "validation epoch, mean ± std over seeds; the test split is not read",
         "- chosen: the cell with the best mean of the two methods' means (ties: fewer epochs, then lower lr)",
@@ -80,36 +94,69 @@ def main() -> None:
             for epochs in epoch_grid:
                 for method in METHODS:
                     variants[f"{method} lr={lr:g} epochs={epochs}"] = dataclasses.replace(
-                        TrainConfig(dataset=dataset, method=method), lr=lr, epochs=epochs, optimizer="adam",
-                        batch_size=100, weight_decay=0.0, train_subset=args.train_subset or 0, device=args.device,
-                        data_dir=args.data_dir)
-        rows = run_variants(variants, seeds=seeds, out=args.runs / dataset, jobs=args.jobs, progress=False)
+                        TrainConfig(dataset=dataset, method=method),
+                        lr=lr,
+                        epochs=epochs,
+                        optimizer="adam",
+                        batch_size=100,
+                        weight_decay=0.0,
+                        train_subset=args.train_subset or 0,
+                        device=args.device,
+                        data_dir=args.data_dir,
+                    )
+        rows = run_variants(
+            variants, seeds=seeds, out=args.runs / dataset, jobs=args.jobs, progress=False
+        )
         elapsed = time.perf_counter() - start
-        val = {label: [100 * r["val_acc"] for r in rows if r["method"] == label] for label in variants}
+        val = {
+            label: [100 * r["val_acc"] for r in rows if r["method"] == label] for label in variants
+        }
         cells = []
         for lr in lrs:
             for epochs in epoch_grid:
                 per_method = {m: val[f"{m} lr={lr:g} epochs={epochs}"] for m in METHODS}
                 means = {m: statistics.mean(v) for m, v in per_method.items()}
-                cells.append((statistics.mean(means.values()), -epochs, -lr, lr, epochs, per_method, means))
+                cells.append(
+                    (statistics.mean(means.values()), -epochs, -lr, lr, epochs, per_method, means)
+                )
         best = max(cells)
-        lines += [f"## {dataset} ({TrainConfig(dataset=dataset).model_name}; grid trained in {elapsed / 60:.1f} min)",
-                  "", "| lr | epochs | " + " | ".join(METHODS) + " | pair mean |",
-                  "|---|---|" + "---|" * len(METHODS) + "---|"]
+        lines += [
+            f"## {dataset} ({TrainConfig(dataset=dataset).model_name}; grid trained in {elapsed / 60:.1f} min)",
+            "",
+            "| lr | epochs | " + " | ".join(METHODS) + " | pair mean |",
+            "|---|---|" + "---|" * len(METHODS) + "---|",
+        ]
         for cell in cells:
             _, _, _, lr, epochs, per_method, means = cell
             mark = " **← chosen**" if cell is best else ""
-            stats = " | ".join(f"{statistics.mean(v):.2f} ± {statistics.stdev(v) if len(v) > 1 else 0:.2f}"
-                               for v in per_method.values())
+            stats = " | ".join(
+                f"{statistics.mean(v):.2f} ± {statistics.stdev(v) if len(v) > 1 else 0:.2f}"
+                for v in per_method.values()
+            )
             lines.append(f"| {lr:g} | {epochs} | {stats} | {cell[0]:.2f}{mark} |")
-        per_epoch = {m: statistics.mean(r["time_per_epoch_s"] for r in rows
-                                        if r["method"] == f"{m} lr={best[3]:g} epochs={best[4]}") for m in METHODS}
-        run_time = ", ".join(f"{m} {per_epoch[m] * best[4] / 60:.1f} min ({per_epoch[m]:.1f} s/epoch)" for m in METHODS)
-        lines += ["", f"Chosen for {dataset}: lr {best[3]:g}, {best[4]} epochs "
-                  f"(ERM {best[6]['erm']:.2f}, manifold {best[6]['manifold']:.2f}). One run of it here, training "
-                  f"time without evaluation: {run_time}.", ""]
-        write_text(args.out, "\n".join(lines) + "\n")  # after every dataset: a partial table survives
-        print("\n".join(lines[-len(cells) - 6:]), flush=True)
+        per_epoch = {
+            m: statistics.mean(
+                r["time_per_epoch_s"]
+                for r in rows
+                if r["method"] == f"{m} lr={best[3]:g} epochs={best[4]}"
+            )
+            for m in METHODS
+        }
+        run_time = ", ".join(
+            f"{m} {per_epoch[m] * best[4] / 60:.1f} min ({per_epoch[m]:.1f} s/epoch)"
+            for m in METHODS
+        )
+        lines += [
+            "",
+            f"Chosen for {dataset}: lr {best[3]:g}, {best[4]} epochs "
+            f"(ERM {best[6]['erm']:.2f}, manifold {best[6]['manifold']:.2f}). One run of it here, training "
+            f"time without evaluation: {run_time}.",
+            "",
+        ]
+        write_text(
+            args.out, "\n".join(lines) + "\n"
+        )  # after every dataset: a partial table survives
+        print("\n".join(lines[-len(cells) - 6 :]), flush=True)
 
 
 if __name__ == "__main__":

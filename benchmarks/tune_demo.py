@@ -22,7 +22,9 @@ ROOT = Path(__file__).resolve().parent
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--jobs", type=int, default=2)
@@ -30,7 +32,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/tune-demo"))
     args = parser.parse_args()
     lrs = [float(v) for v in args.lrs.split(",")]
-    base = TrainConfig.from_dict({"dataset": "mnist1d", "epochs": args.epochs, "batch_size": 100, "threads": 1})
+    base = TrainConfig.from_dict(
+        {"dataset": "mnist1d", "epochs": args.epochs, "batch_size": 100, "threads": 1}
+    )
     lines = [
         "# Demo learning rate, chosen on validation accuracy",
         "",
@@ -42,11 +46,21 @@ def main() -> None:
     ]
     scores = {}
     for lr in lrs:
-        rows = run_comparison(dataclasses.replace(base, lr=lr), methods=["erm", "multimix"],
-                              seeds=list(range(args.seeds)), out=args.out / f"lr{lr:g}", jobs=args.jobs)
-        by = {m: statistics.mean(r["val_acc"] for r in rows if r["method"] == m) for m in ("erm", "multimix")}
+        rows = run_comparison(
+            dataclasses.replace(base, lr=lr),
+            methods=["erm", "multimix"],
+            seeds=list(range(args.seeds)),
+            out=args.out / f"lr{lr:g}",
+            jobs=args.jobs,
+        )
+        by = {
+            m: statistics.mean(r["val_acc"] for r in rows if r["method"] == m)
+            for m in ("erm", "multimix")
+        }
         scores[lr] = statistics.mean(by.values())
-        lines.append(f"| {lr:g} | {100 * by['erm']:.2f} | {100 * by['multimix']:.2f} | {100 * scores[lr]:.2f} |")
+        lines.append(
+            f"| {lr:g} | {100 * by['erm']:.2f} | {100 * by['multimix']:.2f} | {100 * scores[lr]:.2f} |"
+        )
     best = max(scores, key=scores.get)
     lines += ["", f"Chosen: lr = {best:g} (highest mean validation accuracy).", ""]
     write_text(ROOT / "results" / "demo_lr.md", "\n".join(lines))

@@ -22,7 +22,9 @@ class MyNet(nn.Module):
     def __init__(self, d_in: int, num_classes: int, width: int = 128):
         super().__init__()
         self.stem = nn.Linear(d_in, width)
-        self.block = nn.Sequential(nn.ReLU(), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, width))
+        self.block = nn.Sequential(
+            nn.ReLU(), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, width)
+        )
         self.head = nn.Linear(width, num_classes)  # the classifier: MultiMix mixes its input
 
     def forward(self, x):
@@ -40,10 +42,14 @@ def main(argv: list[str] | None = None) -> float:
     digits = load_digits()
     x = torch.tensor(digits.data, dtype=torch.float32) / 16
     y = torch.tensor(digits.target)
-    x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.25, random_state=0, stratify=y)
+    x_train, x_test, y_train, y_test = train_test_split(
+        x, y, test_size=0.25, random_state=0, stratify=y
+    )
 
     model = MyNet(64, 10)
-    mixer = MultiMix(model, classifier="head", num_classes=10, generator=torch.Generator().manual_seed(0))
+    mixer = MultiMix(
+        model, classifier="head", num_classes=10, generator=torch.Generator().manual_seed(0)
+    )
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     for _ in range(args.epochs):
         model.train()

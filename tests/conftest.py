@@ -50,7 +50,9 @@ from hypothesis import HealthCheck, settings
 from torch import nn
 
 # Property tests run many small tensor ops; a wall-clock deadline would only measure machine load.
-settings.register_profile("multimix", deadline=None, max_examples=40, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile(
+    "multimix", deadline=None, max_examples=40, suppress_health_check=[HealthCheck.too_slow]
+)
 settings.load_profile("multimix")
 
 # Under pytest-xdist (`make test` runs two workers) each worker takes one core; alone, a run takes two.
@@ -129,7 +131,12 @@ def gen(seed: int = 0) -> torch.Generator:
 
 def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """``python -m multimix.cli ARGS`` in a child process, stdout and stderr captured as text."""
-    return subprocess.run([sys.executable, "-m", "multimix.cli", *args], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "multimix.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 # -- training runs -------------------------------------------------------------------------------
@@ -156,7 +163,9 @@ def read_metrics(run_dir: Path) -> list[dict]:
 # -- data files in the releases' formats, small, written by the tests --------------------------------
 
 
-def write_idx_release(folder: Path, *, n_train: int = 40, n_test: int = 20, gz: bool = True, seed: int = 0) -> dict:
+def write_idx_release(
+    folder: Path, *, n_train: int = 40, n_test: int = 20, gz: bool = True, seed: int = 0
+) -> dict:
     """The four IDX files of a (small) MNIST-family release in ``folder``; returns the arrays written."""
     from multimix.data.idx import write_idx
 

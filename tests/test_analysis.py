@@ -27,7 +27,9 @@ def test_excess_risk_of_bayes_is_zero_and_of_a_bad_rule_is_positive():
     problem = two_gaussians(1.0, 1.0)
     r = excess_risk(problem.bayes_predict, problem, n_samples=50_000, generator=gen(0))
     assert r.absolute == 0 and r.relative_percent == 0
-    flipped = excess_risk(lambda x: (x[:, 0] < 0.5).long(), problem, n_samples=50_000, generator=gen(0))
+    flipped = excess_risk(
+        lambda x: (x[:, 0] < 0.5).long(), problem, n_samples=50_000, generator=gen(0)
+    )
     assert flipped.absolute > 5 * flipped.standard_error
     assert flipped.relative_percent == pytest.approx(100 * flipped.absolute / flipped.bayes_error)
     # An nn.Module is accepted too: a linear model implementing the Bayes rule.

@@ -59,9 +59,13 @@ def test_bad_m():
 
 
 def test_batch_size_mismatch():
-    with pytest.raises(ValueError, match="x and targets must have the same batch size, got 3 and 2"):
+    with pytest.raises(
+        ValueError, match="x and targets must have the same batch size, got 3 and 2"
+    ):
         MF.mixup(torch.randn(3, 4), Y2, alpha=1.0)
-    with pytest.raises(ValueError, match="z and targets must have the same batch size, got 3 and 2"):
+    with pytest.raises(
+        ValueError, match="z and targets must have the same batch size, got 3 and 2"
+    ):
         MF.multimix(torch.randn(3, 4), Y2)
     mixer = MultiMix(MLPNet(), classifier="fc", num_classes=4)
     with pytest.raises(ValueError, match="x and y must have the same batch size, got 3 and 2"):
@@ -78,23 +82,33 @@ def test_labels_out_of_range():
 def test_bad_soft_targets():
     with pytest.raises(ValueError, match="labels must be non-negative"):
         MF.one_hot(torch.tensor([[1.2, -0.2], [0.5, 0.5]]), 2)
-    with pytest.raises(ValueError, match=r"each row of labels must sum to 1, got a row summing to 0.6"):
+    with pytest.raises(
+        ValueError, match=r"each row of labels must sum to 1, got a row summing to 0.6"
+    ):
         MF.one_hot(torch.tensor([[0.3, 0.3], [0.5, 0.5]]), 2)
     with pytest.raises(ValueError, match="soft labels have 2 classes but num_classes=4"):
         MultiMix(MLPNet(), classifier="fc", num_classes=4)(torch.randn(2, 6), Y2)
     with pytest.raises(ValueError, match="must sum to 1"):
-        MultiMix(MLPNet(), classifier="fc")(torch.randn(2, 6), torch.tensor([[2.0, 0, 0, 0], [1.0, 0, 0, 0]]))
+        MultiMix(MLPNet(), classifier="fc")(
+            torch.randn(2, 6), torch.tensor([[2.0, 0, 0, 0], [1.0, 0, 0, 0]])
+        )
     with pytest.raises(TypeError, match=r"convert integer labels with multimix.functional.one_hot"):
         MF.multimix(torch.randn(2, 3), torch.tensor([0, 1]))
 
 
-@pytest.mark.parametrize("call", [
-    lambda t: MF.mixup(torch.randn(2, 3), t, alpha=1.0),
-    lambda t: MF.multimix(torch.randn(2, 3), t, n=4),
-    lambda t: MF.dense_multimix(torch.randn(2, 3, 5), t, n=4),
-], ids=["mixup", "multimix", "dense_multimix"])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda t: MF.mixup(torch.randn(2, 3), t, alpha=1.0),
+        lambda t: MF.multimix(torch.randn(2, 3), t, n=4),
+        lambda t: MF.dense_multimix(torch.randn(2, 3, 5), t, n=4),
+    ],
+    ids=["mixup", "multimix", "dense_multimix"],
+)
 def test_functional_ops_check_soft_target_values(call):
-    with pytest.raises(ValueError, match="each row of targets must sum to 1, got a row summing to 2"):
+    with pytest.raises(
+        ValueError, match="each row of targets must sum to 1, got a row summing to 2"
+    ):
         call(2 * Y2)
     with pytest.raises(ValueError, match="targets must be non-negative"):
         call(torch.tensor([[1.5, -0.5], [0.0, 1.0]]))
@@ -102,13 +116,18 @@ def test_functional_ops_check_soft_target_values(call):
 
 
 def test_num_classes_missing_for_integer_labels():
-    with pytest.raises(ValueError, match="num_classes is required when labels are integer class indices"):
+    with pytest.raises(
+        ValueError, match="num_classes is required when labels are integer class indices"
+    ):
         Mixup(MLPNet())(torch.randn(2, 6), torch.tensor([0, 1]))
 
 
 def test_unknown_layer_lists_valid_names():
-    with pytest.raises(ValueError, match=r"classifier='head' is not a submodule of MLPNet; valid names: 'encoder', "
-                                         r"'encoder.layer1', 'encoder.act', 'encoder.layer2', 'fc'"):
+    with pytest.raises(
+        ValueError,
+        match=r"classifier='head' is not a submodule of MLPNet; valid names: 'encoder', "
+        r"'encoder.layer1', 'encoder.act', 'encoder.layer2', 'fc'",
+    ):
         MultiMix(MLPNet(), classifier="head")
     with pytest.raises(ValueError, match=r"layers='layer9' is not a submodule.*'encoder.layer1'"):
         ManifoldMixup(MLPNet(), layers=["input", "layer9"])

@@ -12,7 +12,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(*args: str) -> str:
-    result = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     return result.stdout
 
@@ -26,7 +28,16 @@ def test_functional_ops_benchmark_prints_its_ratios(tmp_path):
 
 @pytest.mark.slow
 def test_overhead_benchmark_runs_on_the_small_model(tmp_path):
-    out = run("benchmarks/overhead.py", "--models", "cnn1d", "--rounds", "1", "--no-memory", "--out", str(tmp_path / "o.md"))
+    out = run(
+        "benchmarks/overhead.py",
+        "--models",
+        "cnn1d",
+        "--rounds",
+        "1",
+        "--no-memory",
+        "--out",
+        str(tmp_path / "o.md"),
+    )
     for method in ("ERM", "MultiMix n=1000", "MultiMix n=1000, generic", "Dense MultiMix n=1000"):
         assert f"| {method} |" in (tmp_path / "o.md").read_text()
     assert "interpolation Λ Z" in out
@@ -34,26 +45,71 @@ def test_overhead_benchmark_runs_on_the_small_model(tmp_path):
 
 @pytest.mark.slow
 def test_ab_overhead_runs_a_revision_beside_the_working_tree():
-    out = run("benchmarks/ab_overhead.py", "--rev", "HEAD", "--methods", "multimix,dense", "--n", "20", "--rounds", "2", "--block-s", "0.01")
+    out = run(
+        "benchmarks/ab_overhead.py",
+        "--rev",
+        "HEAD",
+        "--methods",
+        "multimix,dense",
+        "--n",
+        "20",
+        "--rounds",
+        "2",
+        "--block-s",
+        "0.01",
+    )
     assert "multimix @ HEAD" in out and "dense @ working tree" in out
     assert "multimix: working tree / HEAD = " in out and "dense: working tree / HEAD = " in out
-    bad = subprocess.run([sys.executable, "benchmarks/ab_overhead.py", "--rev", "HEAD", "--methods", "mixup"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    bad = subprocess.run(
+        [sys.executable, "benchmarks/ab_overhead.py", "--rev", "HEAD", "--methods", "mixup"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert bad.returncode == 2 and "--methods: expected names from multimix, dense" in bad.stderr
 
 
 @pytest.mark.slow
 def test_overhead_floor_times_the_floors_and_a_cold_draw(tmp_path):
-    out = run("benchmarks/overhead_floor.py", "--rounds", "2", "--block-s", "0.005", "--out", str(tmp_path / "f.md"))
-    for step in ("ERM", "ERM, 10 000-row loss", "MultiMix n=1", "Dense MultiMix n=1", "Dense MultiMix n=1000"):
+    out = run(
+        "benchmarks/overhead_floor.py",
+        "--rounds",
+        "2",
+        "--block-s",
+        "0.005",
+        "--out",
+        str(tmp_path / "f.md"),
+    )
+    for step in (
+        "ERM",
+        "ERM, 10 000-row loss",
+        "MultiMix n=1",
+        "Dense MultiMix n=1",
+        "Dense MultiMix n=1000",
+    ):
         assert f"| {step} |" in out
-    assert "right after a training step" in out and (tmp_path / "f.md").read_text().strip() == out.strip()
+    assert (
+        "right after a training step" in out
+        and (tmp_path / "f.md").read_text().strip() == out.strip()
+    )
 
 
 @pytest.mark.slow
 def test_model_cost_benchmark_states_flops(tmp_path):
-    out = run("benchmarks/model_cost.py", "--rounds", "1", "--threads", "1", "--out", str(tmp_path / "m.md"))
-    assert "| preactresnet8 (w=32, default) | 307,690 | 74.3 |" in out and (tmp_path / "m.md").read_text().strip() == out.strip()
+    out = run(
+        "benchmarks/model_cost.py",
+        "--rounds",
+        "1",
+        "--threads",
+        "1",
+        "--out",
+        str(tmp_path / "m.md"),
+    )
+    assert (
+        "| preactresnet8 (w=32, default) | 307,690 | 74.3 |" in out
+        and (tmp_path / "m.md").read_text().strip() == out.strip()
+    )
 
 
 def test_stacked_mlps_train_as_the_same_networks_one_at_a_time():
@@ -72,20 +128,34 @@ def test_stacked_mlps_train_as_the_same_networks_one_at_a_time():
     x, y = torch.randn(P, n, 2, generator=g), torch.randint(k, (P, n), generator=g)
     orders = [torch.rand(P, n, generator=g).argsort(dim=1) for _ in range(epochs)]
     steps = epochs * (n // batch)
-    draws = [(torch.rand(P, batch, generator=g), torch.rand(P, batch, generator=g).argsort(dim=1)) for _ in range(steps)]
+    draws = [
+        (torch.rand(P, batch, generator=g), torch.rand(P, batch, generator=g).argsort(dim=1))
+        for _ in range(steps)
+    ]
     for layer in (None, 0, 2):
         models = []
         for p in range(P):
             torch.manual_seed(p)
             models.append(build_model("mlp", input_shape=(2,), num_classes=k))
         net = StackedMLP(models)
-        train_stacked(net, x, y, k, epochs=epochs, batch_size=batch, lr=1e-3, layer=layer, orders=orders, draws=draws)
+        train_stacked(
+            net,
+            x,
+            y,
+            k,
+            epochs=epochs,
+            batch_size=batch,
+            lr=1e-3,
+            layer=layer,
+            orders=orders,
+            draws=draws,
+        )
         for p, model in enumerate(models):  # the same network, alone, with hooks-free manual mixing
             opt = torch.optim.Adam(model.parameters(), lr=1e-3)
             step = 0
             for epoch in range(epochs):
                 for start in range(0, n, batch):
-                    idx = orders[epoch][p, start:start + batch]
+                    idx = orders[epoch][p, start : start + batch]
                     h, t = x[p, idx], one_hot(y[p, idx], k)
                     if layer is not None:
                         lam, perm = draws[step][0][p], draws[step][1][p]
@@ -100,8 +170,17 @@ def test_stacked_mlps_train_as_the_same_networks_one_at_a_time():
                     opt.step()
                     step += 1
             start = StackedMLP([_initial(p, k)]).weights
-            for w_stacked, w, w0 in zip(net.weights, [model.layer1[0].weight, model.layer2[0].weight,
-                                                      model.layer3[0].weight, model.fc.weight], start, strict=True):
+            for w_stacked, w, w0 in zip(
+                net.weights,
+                [
+                    model.layer1[0].weight,
+                    model.layer2[0].weight,
+                    model.layer3[0].weight,
+                    model.fc.weight,
+                ],
+                start,
+                strict=True,
+            ):
                 # Adam divides by √v: rounding differences of near-zero gradients move a weight by up to
                 # lr per step, so the tolerance is a fraction of how far the weights travelled (≤ 8e-3).
                 # The stacked weights are stored transposed, (P, in, out).

@@ -19,11 +19,16 @@ def test_corrupt_and_mismatched_checkpoints_give_clear_errors(tmp_path):
     with pytest.raises(ConfigError, match="already holds a run"):
         train(config, tmp_path)
     other = tiny_config(lr=0.5)
-    with pytest.raises(CheckpointError, match=rf"other settings \(given vs saved\): lr: 0.5 vs {config.lr}"):
+    with pytest.raises(
+        CheckpointError, match=rf"other settings \(given vs saved\): lr: 0.5 vs {config.lr}"
+    ):
         train(other, tmp_path, resume=True)
     data = (tmp_path / "checkpoint.pt").read_bytes()
     (tmp_path / "checkpoint.pt").write_bytes(data[: len(data) // 2])
-    with pytest.raises(CheckpointError, match=r"is not a readable checkpoint .*move it aside or delete it to start over"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"is not a readable checkpoint .*move it aside or delete it to start over",
+    ):
         train(config, tmp_path, resume=True)
     # A pickle that would run code when loaded is refused, and the code never runs.
     marker = tmp_path / "pwned"

@@ -35,8 +35,14 @@ def _default_sigint() -> None:
 
 
 def popen(*args: str, **kw) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "multimix.cli", *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "multimix.cli", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_default_sigint,
+        **kw,
+    )
 
 
 def wait_for(predicate, timeout: float = 120.0, what: str = "condition") -> None:
@@ -86,14 +92,32 @@ def last_line(err: str) -> str:
 # -- processes and folders ---------------------------------------------------------------------
 
 
-@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process table from /proc")
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL], ids=lambda s: s.name)
+@pytest.mark.skipif(
+    not Path("/proc/self/stat").exists(), reason="reads the process table from /proc"
+)
+@pytest.mark.parametrize(
+    "sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL], ids=lambda s: s.name
+)
 @pytest.mark.slow
 def test_compare_workers_end_with_their_parent(tmp_path, sig):
     out = tmp_path / "cmp"
-    argv = ["compare", *LONG, "--jobs", "2", "--methods", "erm,mixup", "--seeds", "1", "--out", str(out)]
+    argv = [
+        "compare",
+        *LONG,
+        "--jobs",
+        "2",
+        "--methods",
+        "erm,mixup",
+        "--seeds",
+        "1",
+        "--out",
+        str(out),
+    ]
     parent = popen(*argv)
-    wait_for(lambda: len(list(out.glob("*/seed0/metrics.jsonl"))) == 2, what="both workers to finish an epoch")
+    wait_for(
+        lambda: len(list(out.glob("*/seed0/metrics.jsonl"))) == 2,
+        what="both workers to finish an epoch",
+    )
     workers = children(parent.pid)
     workers = [pid for pid in workers if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
     assert len(workers) == 2
@@ -101,13 +125,17 @@ def test_compare_workers_end_with_their_parent(tmp_path, sig):
     try:
         _, err = parent.communicate(timeout=180)
     except subprocess.TimeoutExpired:  # say what was still running, for whoever debugs this
-        states = {pid: (Path(f"/proc/{pid}/stat").read_text().split()[2] if alive(pid) else "gone")
-                  for pid in [parent.pid, *workers]}
+        states = {
+            pid: (Path(f"/proc/{pid}/stat").read_text().split()[2] if alive(pid) else "gone")
+            for pid in [parent.pid, *workers]
+        }
         parent.kill()
         for pid in workers:
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
-        raise AssertionError(f"compare did not end within 180 s of {sig.name}; process states: {states}") from None
+        raise AssertionError(
+            f"compare did not end within 180 s of {sig.name}; process states: {states}"
+        ) from None
     wait_for(lambda: not any(alive(pid) for pid in workers), timeout=20, what="the workers to end")
     if sig != signal.SIGKILL:  # the parent stopped them itself and says how to go on
         assert parent.returncode == (130 if sig == signal.SIGINT else 143)
@@ -142,7 +170,10 @@ def test_resume_needs_something_to_resume(tmp_path):
     result = cli("train", *TINY, "--out", str(out), "--resume")
     assert result.returncode == 2
     line = one_error_line(result.stderr)
-    assert f"nothing to resume in {out}: it holds no checkpoint.pt" in line and "leave out --resume" in line
+    assert (
+        f"nothing to resume in {out}: it holds no checkpoint.pt" in line
+        and "leave out --resume" in line
+    )
     assert not out.exists()
 
 
@@ -153,7 +184,10 @@ def test_extending_a_finished_run_says_why_not(tmp_path):
     result = cli("train", "--out", str(out), "--resume", "--epochs", "2")
     assert result.returncode == 2
     line = one_error_line(result.stderr)
-    assert "it was started for 1 epochs" in line and "cosine learning-rate schedule spans all its epochs" in line
+    assert (
+        "it was started for 1 epochs" in line
+        and "cosine learning-rate schedule spans all its epochs" in line
+    )
     assert "start a new run (same options, --epochs 2, another --out)" in line
     assert cli("train", "--out", str(out), "--resume").returncode == 0  # same settings: fine
 
@@ -161,10 +195,22 @@ def test_extending_a_finished_run_says_why_not(tmp_path):
 def test_outputs_get_the_permissions_of_a_plain_write(tmp_path):
     previous = os.umask(0o022)
     try:
-        assert main(["compare", *TINY, "--methods", "erm", "--seeds", "1", "--out", str(tmp_path / "c")]) == 0
+        assert (
+            main(
+                ["compare", *TINY, "--methods", "erm", "--seeds", "1", "--out", str(tmp_path / "c")]
+            )
+            == 0
+        )
         written = [p for p in (tmp_path / "c").rglob("*") if p.is_file() and p.name != ".lock"]
-        assert {p.name for p in written} >= {"checkpoint.pt", "summary.json", "metrics.jsonl", "config.yaml",
-                                              "results.csv", "results.md", "results.png"}
+        assert {p.name for p in written} >= {
+            "checkpoint.pt",
+            "summary.json",
+            "metrics.jsonl",
+            "config.yaml",
+            "results.csv",
+            "results.md",
+            "results.png",
+        }
         assert {oct(stat.S_IMODE(p.stat().st_mode)) for p in written} == {"0o644"}
         os.umask(0o077)
         checkpoint.write_text(tmp_path / "private.txt", "x")
@@ -174,7 +220,9 @@ def test_outputs_get_the_permissions_of_a_plain_write(tmp_path):
     target = tmp_path / "shared.txt"
     target.write_text("old")
     target.chmod(0o664)
-    checkpoint.write_text(target, "new")  # replacing a file keeps its mode, as writing into it would
+    checkpoint.write_text(
+        target, "new"
+    )  # replacing a file keeps its mode, as writing into it would
     assert stat.S_IMODE(target.stat().st_mode) == 0o664 and target.read_text() == "new"
 
 
@@ -198,9 +246,15 @@ def test_damaged_checkpoints(tmp_path, damage):
     resumed = cli("train", "--out", str(ckpt.parent), "--resume")
     assert resumed.returncode == 2
     line = one_error_line(resumed.stderr)
-    expected = "is not a readable checkpoint (EOFError" if damage == "empty" else "written by another version of multimix"
+    expected = (
+        "is not a readable checkpoint (EOFError"
+        if damage == "empty"
+        else "written by another version of multimix"
+    )
     assert expected in line and "move it aside" in line
-    assert "option_of_a_later_version" not in line or "unknown saved key" in line  # the file is blamed, not a flag
+    assert (
+        "option_of_a_later_version" not in line or "unknown saved key" in line
+    )  # the file is blamed, not a flag
     # compare keeps the README's promise: a run it cannot continue is moved aside and trained again.
     again = cli(*argv)
     assert again.returncode == 0, again.stderr
@@ -215,10 +269,17 @@ CUDA = torch.cuda.is_available()
 #: flag -> bad values; each value is the argument list appended to a valid command. Every flag of
 #: `train` and `compare` must be here: a new flag without an entry fails test_every_flag_is_covered.
 BAD = {
-    "--config": [["--config", "{tmp}/missing.yaml"], ["--config", "{tmp}/bad.yaml"], ["--config", "{tmp}/list.yaml"]],
+    "--config": [
+        ["--config", "{tmp}/missing.yaml"],
+        ["--config", "{tmp}/bad.yaml"],
+        ["--config", "{tmp}/list.yaml"],
+    ],
     "--dataset": [["--dataset", "imagenet"], ["--dataset", "cifar10", "--data-dir", "{tmp}"]],
-    "--model": [["--model", "vgg"], ["--dataset", "digits", "--model", "cnn1d"],
-                ["--dataset", "mnist1d", "--model", "convnet"]],
+    "--model": [
+        ["--model", "vgg"],
+        ["--dataset", "digits", "--model", "cnn1d"],
+        ["--dataset", "mnist1d", "--model", "convnet"],
+    ],
     "--method": [["--method", "puzzlemix"]],
     "--epochs": [["--epochs", "0"], ["--epochs", "ten"], ["--epochs", "1.5"]],
     "--batch-size": [["--batch-size", "0"]],
@@ -230,10 +291,18 @@ BAD = {
     "--scheduler": [["--scheduler", "step"]],
     "--seed": [["--seed", "-1"], ["--seed", str(2**64)], ["--seed", "x"]],
     "--data-seed": [["--data-seed", "-1"], ["--data-seed", str(2**40)]],
-    "--val-fraction": [["--val-fraction", "0"], ["--val-fraction", "1"], ["--val-fraction", "0.999"],
-                       ["--val-fraction", "0.001"]],
-    "--data-dir": [["--dataset", "cifar10", "--data-dir", "{tmp}/nowhere"], ["--dataset", "cifar100"],
-                   ["--dataset", "mnist", "--data-dir", "{tmp}/nowhere"], ["--dataset", "kmnist"]],
+    "--val-fraction": [
+        ["--val-fraction", "0"],
+        ["--val-fraction", "1"],
+        ["--val-fraction", "0.999"],
+        ["--val-fraction", "0.001"],
+    ],
+    "--data-dir": [
+        ["--dataset", "cifar10", "--data-dir", "{tmp}/nowhere"],
+        ["--dataset", "cifar100"],
+        ["--dataset", "mnist", "--data-dir", "{tmp}/nowhere"],
+        ["--dataset", "kmnist"],
+    ],
     "--download": [["--download=sure"], ["--dataset", "mnist", "--download"]],
     "--toy-classes": [["--toy-classes", "1"]],
     "--toy-components": [["--toy-components", "0"]],
@@ -244,8 +313,11 @@ BAD = {
     "--cutmix-alpha": [["--cutmix-alpha", "0"], ["--cutmix-alpha", "inf"]],
     "--switch-prob": [["--switch-prob", "1.5"], ["--switch-prob", "-0.5"]],
     "--label-smoothing": [["--label-smoothing", "1"], ["--label-smoothing", "-0.1"]],
-    "--layers": [["--method", "manifold", "--layers", "nope"], ["--method", "confmix", "--layers", "input,nope"],
-                 ["--method", "manifold", "--layers", ","]],
+    "--layers": [
+        ["--method", "manifold", "--layers", "nope"],
+        ["--method", "confmix", "--layers", "input,nope"],
+        ["--method", "manifold", "--layers", ","],
+    ],
     "--mix-rows": [["--mix-rows", "0"]],
     "--tuple-size": [["--tuple-size", "0"], ["--tuple-size", "two"]],
     "--mix-prob": [["--mix-prob", "1.5"]],
@@ -254,18 +326,29 @@ BAD = {
     "--m": [["--m", "0"], ["--m", "two"]],
     "--p": [["--p", "1.5"]],
     "--keep-clean": [["--keep-clean=1"]],
-    "--alpha-schedule": [["--alpha-schedule", "cosine"], ["--method", "mixup", "--alpha-schedule", "linear"],
-                         ["--method", "erm", "--alpha-schedule", "linear", "--alpha-start", "0", "--alpha-end", "1"]],
-    "--alpha-start": [["--method", "mixup", "--alpha-schedule", "exp", "--alpha-start", "-1", "--alpha-end", "1"]],
-    "--alpha-end": [["--method", "mixup", "--alpha-schedule", "exp", "--alpha-start", "0", "--alpha-end", "nan"]],
+    "--alpha-schedule": [
+        ["--alpha-schedule", "cosine"],
+        ["--method", "mixup", "--alpha-schedule", "linear"],
+        ["--method", "erm", "--alpha-schedule", "linear", "--alpha-start", "0", "--alpha-end", "1"],
+    ],
+    "--alpha-start": [
+        ["--method", "mixup", "--alpha-schedule", "exp", "--alpha-start", "-1", "--alpha-end", "1"]
+    ],
+    "--alpha-end": [
+        ["--method", "mixup", "--alpha-schedule", "exp", "--alpha-start", "0", "--alpha-end", "nan"]
+    ],
     "--half-life": [["--half-life", "0"]],
     "--confmix-scale": [["--confmix-scale", "0"]],
     "--confmix-warmup": [["--confmix-warmup", "-1"]],
     "--attention": [["--attention", "spatial"], ["--method", "dense-multimix", "--model", "mlp"]],
-    "--teacher-momentum": [["--method", "multimix", "--teacher-momentum", "2"], ["--teacher-momentum", "0.9"]],
+    "--teacher-momentum": [
+        ["--method", "multimix", "--teacher-momentum", "2"],
+        ["--teacher-momentum", "0.9"],
+    ],
     "--distill-weight": [["--distill-weight", "-1"]],
     "--temperature": [["--temperature", "0"]],
-    "--device": [["--device", "tpu9"], ["--device", "cuda:99"]] + ([] if CUDA else [["--device", "cuda"]]),
+    "--device": [["--device", "tpu9"], ["--device", "cuda:99"]]
+    + ([] if CUDA else [["--device", "cuda"]]),
     "--threads": [["--threads", "0"], ["--threads", "100000"]],
     "--eval-batch-size": [["--eval-batch-size", "0"]],
     "--test-every": [["--test-every", "never"]],
@@ -274,12 +357,20 @@ BAD = {
     "--channels-last": [["--channels-last=1"], ["--dataset", "mnist1d", "--channels-last"]],
     "--compile": [["--compile=yes"]],
     "--sync-bn": [["--sync-bn=on"]],
-    "--train-subset": [["--train-subset", "-1"], ["--train-subset", "many"], ["--train-subset", "15"],
-                       ["--dataset", "fashion-mnist", "--train-subset", "70000"]],
-    "--cuda-graph": [["--cuda-graph=yes"]] + ([["--device", "cuda", "--amp", "fp16", "--cuda-graph"]] if CUDA
-                                              else [["--cuda-graph"]]),
+    "--train-subset": [
+        ["--train-subset", "-1"],
+        ["--train-subset", "many"],
+        ["--train-subset", "15"],
+        ["--dataset", "fashion-mnist", "--train-subset", "70000"],
+    ],
+    "--cuda-graph": [["--cuda-graph=yes"]]
+    + ([["--device", "cuda", "--amp", "fp16", "--cuda-graph"]] if CUDA else [["--cuda-graph"]]),
     "--mix-scope": [["--mix-scope", "world"], ["--method", "mixup", "--mix-scope", "global"]],
-    "--out": [["--out", "{tmp}/afile"], ["--out", "{tmp}/afile/run"], ["--out", "/proc/multimix-run"]],
+    "--out": [
+        ["--out", "{tmp}/afile"],
+        ["--out", "{tmp}/afile/run"],
+        ["--out", "/proc/multimix-run"],
+    ],
     "--quiet": [["--quiet=yes"]],
     "--verbose": [["--verbose=2"]],
     # train only
@@ -295,12 +386,16 @@ BAD = {
 def _subcommand_flags(name: str) -> set[str]:
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command").choices[name]
-    return {s for a in sub._actions for s in a.option_strings if s.startswith("--") and s != "--help"}
+    return {
+        s for a in sub._actions for s in a.option_strings if s.startswith("--") and s != "--help"
+    }
 
 
 def test_every_flag_is_covered():
     flags = _subcommand_flags("train") | _subcommand_flags("compare")
-    flags = {f for f in flags if not f.startswith("--no-")}  # the negative of a covered boolean flag
+    flags = {
+        f for f in flags if not f.startswith("--no-")
+    }  # the negative of a covered boolean flag
     assert flags <= set(BAD), f"flags without bad values in this table: {sorted(flags - set(BAD))}"
 
 
@@ -337,7 +432,23 @@ def test_bad_flag_exits_2_with_one_line(files, capsys, command, bad):
 
 
 def test_plain_sgd_is_possible(tmp_path):
-    assert main(["train", *TINY, "--optimizer", "sgd", "--momentum", "0", "--lr", "0.1", "--out", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                *TINY,
+                "--optimizer",
+                "sgd",
+                "--momentum",
+                "0",
+                "--lr",
+                "0.1",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     group = checkpoint.load(tmp_path / "checkpoint.pt")["optimizer"]["param_groups"][0]
     assert group["momentum"] == 0 and group["nesterov"] is False
 
@@ -354,11 +465,15 @@ def test_progress_lines_without_a_terminal(tmp_path):
     assert result.returncode == 0
     lines = result.stderr.strip().splitlines()
     epochs = [line for line in lines if ": epoch " in line]
-    assert [line.split("epoch ")[1].split("/")[0] for line in epochs] == [str(e) for e in range(2, 21, 2)]
+    assert [line.split("epoch ")[1].split("/")[0] for line in epochs] == [
+        str(e) for e in range(2, 21, 2)
+    ]
     assert "toy erm s0: epoch 20/20 · train loss " in epochs[-1] and "{" not in result.stderr
     verbose = cli("train", "-v", *loud, "--epochs", "3", "--out", str(tmp_path / "v"))
     assert sum(": epoch " in line for line in verbose.stderr.splitlines()) == 3
-    compared = cli("compare", *loud, "--methods", "erm,mixup", "--seeds", "1", "--out", str(tmp_path / "c"))
+    compared = cli(
+        "compare", *loud, "--methods", "erm,mixup", "--seeds", "1", "--out", str(tmp_path / "c")
+    )
     assert "[1/2 runs, " in compared.stderr and "[2/2 runs, " in compared.stderr
     assert "mixup seed 0: test " in compared.stderr
 
@@ -371,7 +486,9 @@ def test_train_interrupted_says_how_to_continue(tmp_path):
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130
-    assert last_line(err) == f"multimix: interrupted; to continue: multimix train --out {out} --resume"
+    assert (
+        last_line(err) == f"multimix: interrupted; to continue: multimix train --out {out} --resume"
+    )
 
 
 def test_help_shows_each_default_once():
@@ -381,7 +498,9 @@ def test_help_shows_each_default_once():
         assert (action.help or "").count("default") <= 1, action.help
     text = sub.format_help()
     assert "(default: 0)" in text and "==SUPPRESS==" not in text  # --seed
-    assert "(default: the dataset's recipe)" in text and "other datasets:" in text  # the recipes, listed
+    assert (
+        "(default: the dataset's recipe)" in text and "other datasets:" in text
+    )  # the recipes, listed
 
 
 def test_accuracy_axis_never_magnifies_noise():
@@ -400,8 +519,23 @@ def test_on_a_terminal_log_lines_go_above_the_bar(tmp_path):
     import struct
     import termios
 
-    argv = [sys.executable, "-m", "multimix.cli", "compare", *[a for a in TINY if a != "--quiet"], "--epochs", "3",
-            "--methods", "erm,mixup", "--seeds", "1", "--jobs", "2", "--out", str(tmp_path / "c")]
+    argv = [
+        sys.executable,
+        "-m",
+        "multimix.cli",
+        "compare",
+        *[a for a in TINY if a != "--quiet"],
+        "--epochs",
+        "3",
+        "--methods",
+        "erm,mixup",
+        "--seeds",
+        "1",
+        "--jobs",
+        "2",
+        "--out",
+        str(tmp_path / "c"),
+    ]
     pid, fd = pty.fork()
     if pid == 0:  # the child: wait for the window size, then become the CLI
         _default_sigint()
@@ -427,7 +561,7 @@ def test_on_a_terminal_log_lines_go_above_the_bar(tmp_path):
     logged = [m.start() for m in re.finditer(r"toy \w+ s0: (epoch|training)", text)]
     assert len(logged) == 2 * (1 + 3)
     for start in logged:  # every log line starts on a cleared line, never in the middle of the bar
-        assert re.search(r"\r[ ]*\r$", text[:start]), text[max(0, start - 200):start + 50]
+        assert re.search(r"\r[ ]*\r$", text[:start]), text[max(0, start - 200) : start + 50]
 
 
 # -- the commands end to end, in this process -----------------------------------------------------
@@ -441,8 +575,14 @@ def test_cli_rejects_bad_input_with_exit_code_2(tmp_path, capsys):
         (["train", "--method", "puzzlemix"], "valid values: erm, mixup, manifold, multimix"),
         (["train", "--epochs", "0"], "invalid value for epochs: 0"),
         (["train", "--nope"], "unrecognized arguments: --nope"),
-        (["compare", "--methods", "erm,foo"], "invalid value for --methods: 'erm,foo'; valid methods:"),
-        (["train", "--dataset", "cifar10", "--data-dir", str(tmp_path)], "cifar10 binary files not found"),
+        (
+            ["compare", "--methods", "erm,foo"],
+            "invalid value for --methods: 'erm,foo'; valid methods:",
+        ),
+        (
+            ["train", "--dataset", "cifar10", "--data-dir", str(tmp_path)],
+            "cifar10 binary files not found",
+        ),
     ]:
         with pytest.raises(SystemExit) as exc:
             main(argv)
@@ -453,7 +593,9 @@ def test_cli_rejects_bad_input_with_exit_code_2(tmp_path, capsys):
 
 def test_yaml_config_and_flags_override(tmp_path):
     cfg = tmp_path / "c.yaml"
-    cfg.write_text("dataset: toy\nepochs: 1\ntrain-size: 200\nthreads: 1\nmethod: mixup\nalpha: 0.4\n")
+    cfg.write_text(
+        "dataset: toy\nepochs: 1\ntrain-size: 200\nthreads: 1\nmethod: mixup\nalpha: 0.4\n"
+    )
     out = tmp_path / "run"
     assert main(["train", "--config", str(cfg), "--epochs", "2", "--out", str(out), "--quiet"]) == 0
     saved = checkpoint.load(out / "checkpoint.pt")["config"]
@@ -462,14 +604,35 @@ def test_yaml_config_and_flags_override(tmp_path):
 
 def test_compare_on_a_tiny_budget(tmp_path, capsys):
     out = tmp_path / "cmp"
-    argv = ["compare", "--dataset", "toy", "--train-size", "300", "--epochs", "2", "--threads", "1",
-            "--methods", "erm,multimix", "--seeds", "2", "--out", str(out), "--quiet"]
+    argv = [
+        "compare",
+        "--dataset",
+        "toy",
+        "--train-size",
+        "300",
+        "--epochs",
+        "2",
+        "--threads",
+        "1",
+        "--methods",
+        "erm,multimix",
+        "--seeds",
+        "2",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "| erm | 2 |" in printed and "| multimix | 2 |" in printed and "results.png" in printed
     with open(out / "results.csv") as f:
         rows = list(csv.DictReader(f))
-    assert [(r["method"], r["seed"]) for r in rows] == [("erm", "0"), ("erm", "1"), ("multimix", "0"), ("multimix", "1")]
+    assert [(r["method"], r["seed"]) for r in rows] == [
+        ("erm", "0"),
+        ("erm", "1"),
+        ("multimix", "0"),
+        ("multimix", "1"),
+    ]
     assert (out / "results.png").read_bytes()[:4] == b"\x89PNG"
     first = (out / "erm" / "seed0" / "summary.json").stat().st_mtime_ns
     assert main(argv) == 0  # finished runs are reused, not retrained
@@ -482,7 +645,18 @@ def test_compare_on_a_tiny_budget(tmp_path, capsys):
 @pytest.mark.slow
 def test_plot_boundary_writes_a_png(tmp_path, capsys):
     out = tmp_path / "pb"
-    argv = ["plot-boundary", "--epochs", "2", "--train-size", "200", "--threads", "1", "--out", str(out), "--quiet"]
+    argv = [
+        "plot-boundary",
+        "--epochs",
+        "2",
+        "--train-size",
+        "200",
+        "--threads",
+        "1",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     assert main(argv) == 0
     assert (out / "boundary.png").read_bytes()[:4] == b"\x89PNG"
     assert {p.name for p in out.iterdir()} >= {"erm", "mixup", "manifold", "boundary.png"}

@@ -32,7 +32,11 @@ def test_an_old_key_and_its_new_name_together_is_an_error(old, new):
 
 
 def test_a_checkpoint_of_an_earlier_version_is_read_silently():
-    saved = {k: v for k, v in TrainConfig(method="multimix").to_dict().items() if k not in RENAMED_KEYS.values()}
+    saved = {
+        k: v
+        for k, v in TrainConfig(method="multimix").to_dict().items()
+        if k not in RENAMED_KEYS.values()
+    }
     saved.update(n=200, m=None, p=1.0)  # how earlier versions saved these keys
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -43,8 +47,22 @@ def test_a_checkpoint_of_an_earlier_version_is_read_silently():
 
 def test_the_cli_takes_the_old_flags_with_a_one_line_warning(tmp_path, capsys):
     out = tmp_path / "run"
-    args = ["train", "--dataset", "toy", "--method", "multimix", "--epochs", "1", "--train-size", "200",
-            "--threads", "1", "--quiet", "--out", str(out)]
+    args = [
+        "train",
+        "--dataset",
+        "toy",
+        "--method",
+        "multimix",
+        "--epochs",
+        "1",
+        "--train-size",
+        "200",
+        "--threads",
+        "1",
+        "--quiet",
+        "--out",
+        str(out),
+    ]
     assert main([*args, "--n", "50", "--m", "3"]) == 0
     err = capsys.readouterr().err.splitlines()
     assert "multimix: warning: --n is deprecated; use --mix-rows" in err
@@ -56,25 +74,60 @@ def test_the_cli_takes_the_old_flags_with_a_one_line_warning(tmp_path, capsys):
     assert "multimix: error: n and mix_rows given together" in capsys.readouterr().err
 
 
-def test_a_config_file_with_an_old_key_warns_in_one_line_and_flags_still_override_it(tmp_path, capsys):
+def test_a_config_file_with_an_old_key_warns_in_one_line_and_flags_still_override_it(
+    tmp_path, capsys
+):
     file = tmp_path / "old.yaml"
-    file.write_text("dataset: toy\nmethod: multimix\nepochs: 1\ntrain_size: 200\nn: 30\nthreads: 1\n")
-    assert main(["train", "--config", str(file), "--mix-rows", "20", "--quiet", "--out", str(tmp_path / "r")]) == 0
-    assert "multimix: warning: the option 'n' is deprecated; use 'mix_rows' (--mix-rows)" in capsys.readouterr().err
+    file.write_text(
+        "dataset: toy\nmethod: multimix\nepochs: 1\ntrain_size: 200\nn: 30\nthreads: 1\n"
+    )
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(file),
+                "--mix-rows",
+                "20",
+                "--quiet",
+                "--out",
+                str(tmp_path / "r"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        "multimix: warning: the option 'n' is deprecated; use 'mix_rows' (--mix-rows)"
+        in capsys.readouterr().err
+    )
     assert "mix_rows: 20\n" in (tmp_path / "r" / "config.yaml").read_text()
 
 
 def test_config_errors_name_key_and_valid_values(tmp_path):
-    with pytest.raises(ConfigError, match="unknown option key 'epoch'; valid keys: dataset, model, method, epochs"):
+    with pytest.raises(
+        ConfigError, match="unknown option key 'epoch'; valid keys: dataset, model, method, epochs"
+    ):
         TrainConfig.from_dict({"epoch": 3}, source="option")
-    with pytest.raises(ConfigError, match="invalid value for method: 'puzzlemix'; valid values: erm, mixup, manifold, multimix"):
+    with pytest.raises(
+        ConfigError,
+        match="invalid value for method: 'puzzlemix'; valid values: erm, mixup, manifold, multimix",
+    ):
         TrainConfig.from_dict({"method": "puzzlemix"})
-    with pytest.raises(ConfigError, match=r"invalid value for lr: -1.0; expected a finite number > 0"):
+    with pytest.raises(
+        ConfigError, match=r"invalid value for lr: -1.0; expected a finite number > 0"
+    ):
         TrainConfig.from_dict({"lr": -1})
     with pytest.raises(ConfigError, match=r"invalid value for epochs: 'ten'"):
         TrainConfig.from_dict({"epochs": "ten"})
-    with pytest.raises(ConfigError, match=r"invalid value for alpha: 0.0; expected a finite number > 0"):
+    with pytest.raises(
+        ConfigError, match=r"invalid value for alpha: 0.0; expected a finite number > 0"
+    ):
         TrainConfig.from_dict({"alpha": 0})
     with pytest.raises(ConfigError, match=r"invalid value for tuple_size: 0"):
         TrainConfig.from_dict({"tuple_size": 0})
-    assert TrainConfig.from_dict({"tuple-size": "all", "batch-size": "64", "layers": "input,layer1"}).tuple_size is None
+    assert (
+        TrainConfig.from_dict(
+            {"tuple-size": "all", "batch-size": "64", "layers": "input,layer1"}
+        ).tuple_size
+        is None
+    )

@@ -19,7 +19,10 @@ from multimix.models import build_model
 from multimix.train.config import TrainConfig
 from multimix.train.trainer import train
 
-pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+pytestmark = [
+    pytest.mark.cuda,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
 
 DEV = torch.device("cuda")
 K = 10
@@ -36,8 +39,14 @@ def _mixer(method: str, model: nn.Module, gen: torch.Generator):
     if method == "multimix":
         return MultiMix(model, classifier=model.classifier_layer, n=1000, **common)
     if method == "dense-multimix":
-        return DenseMultiMix(model, features=model.feature_layer, classifier=model.classifier_layer,
-                             layout=model.feature_layout, n=1000, **common)
+        return DenseMultiMix(
+            model,
+            features=model.feature_layer,
+            classifier=model.classifier_layer,
+            layout=model.feature_layout,
+            n=1000,
+            **common,
+        )
     raise AssertionError(method)
 
 
@@ -65,12 +74,17 @@ def test_mixers_under_autocast_keep_float32_targets_and_mix(method, amp):
         logits, targets = mixer(x, y)
     assert logits.device.type == targets.device.type == "cuda"
     assert targets.dtype == torch.float32 and logits.dtype == amp
-    rows = {"multimix": 1000, "dense-multimix": 1000 * 64}.get(method, 64)  # dense: 8×8 positions each
+    rows = {"multimix": 1000, "dense-multimix": 1000 * 64}.get(
+        method, 64
+    )  # dense: 8×8 positions each
     assert logits.shape[0] == targets.shape[0] == rows
     assert torch.allclose(targets.sum(1), torch.ones(rows, device=DEV), atol=1e-5)
     soft_cross_entropy(logits.float(), targets).backward()
-    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad
-               and method != "dense-multimix")
+    assert all(
+        p.grad is not None and torch.isfinite(p.grad).all()
+        for p in model.parameters()
+        if p.requires_grad and method != "dense-multimix"
+    )
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -80,7 +94,9 @@ def test_mixers_work_with_channels_last(method):
     logits, targets = mixer(x, y)
     logits2, targets2 = eager_mixer(x2, y2)
     assert torch.equal(targets, targets2)  # same draws whatever the memory layout
-    assert torch.allclose(logits, logits2, atol=5e-3, rtol=5e-3)  # TF32 convolutions: ~1e-3 relative
+    assert torch.allclose(
+        logits, logits2, atol=5e-3, rtol=5e-3
+    )  # TF32 convolutions: ~1e-3 relative
 
 
 @pytest.mark.parametrize("method", ["mixup", "multimix", "dense-multimix"])
@@ -92,18 +108,36 @@ def test_compiled_model_mixes_as_the_eager_one(method):
     compiled = torch.compile(compiled_model)
     gen = torch.Generator(device=DEV).manual_seed(0)
     compiled_mixer = _mixer(method, compiled_model, gen)
-    compiled_mixer.model = compiled  # the mixer calls the compiled module; hooks sit on the shared layers
+    compiled_mixer.model = (
+        compiled  # the mixer calls the compiled module; hooks sit on the shared layers
+    )
     for _ in range(2):  # the second call runs the compiled graph
         gen.manual_seed(0)
         logits_c, targets_c = compiled_mixer(x, y)
     assert torch.equal(targets, targets_c)
     assert logits_c.shape == logits.shape
-    assert torch.allclose(logits, logits_c, atol=5e-3, rtol=5e-3)  # TF32 and fused kernels: ~1e-3 relative
+    assert torch.allclose(
+        logits, logits_c, atol=5e-3, rtol=5e-3
+    )  # TF32 and fused kernels: ~1e-3 relative
 
 
 def test_mixing_draws_are_deterministic_on_cuda():
-    a = sample_multimix_tuples(128, n=1000, m=3, alpha=0.5, generator=torch.Generator(device=DEV).manual_seed(7), device=DEV)
-    b = sample_multimix_tuples(128, n=1000, m=3, alpha=0.5, generator=torch.Generator(device=DEV).manual_seed(7), device=DEV)
+    a = sample_multimix_tuples(
+        128,
+        n=1000,
+        m=3,
+        alpha=0.5,
+        generator=torch.Generator(device=DEV).manual_seed(7),
+        device=DEV,
+    )
+    b = sample_multimix_tuples(
+        128,
+        n=1000,
+        m=3,
+        alpha=0.5,
+        generator=torch.Generator(device=DEV).manual_seed(7),
+        device=DEV,
+    )
     assert a.indices.device.type == "cuda"
     assert torch.equal(a.indices, b.indices) and torch.equal(a.weights, b.weights)
     assert all(len(set(row)) == 3 for row in a.indices.tolist())
@@ -125,7 +159,9 @@ def _sync_warnings(config: TrainConfig, out) -> list[warnings.WarningMessage]:
     return [w for w in caught if "synchroniz" in str(w.message)]
 
 
-@pytest.mark.parametrize("method", ["erm", "mixup", "manifold", "cutmix", "multimix", "dense-multimix"])
+@pytest.mark.parametrize(
+    "method", ["erm", "mixup", "manifold", "cutmix", "multimix", "dense-multimix"]
+)
 def test_no_host_synchronisation_per_step(tmp_path, method):
     """Twice the steps, the same number of synchronisations: none of them is in the step loop."""
     few = _sync_warnings(_config(method=method, batch_size=128), tmp_path / "few")
@@ -137,12 +173,19 @@ def test_no_host_synchronisation_per_step(tmp_path, method):
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])
 def test_training_with_amp_channels_last_and_compile(tmp_path, amp):
     torch._dynamo.reset()
-    summary = train(_config(method="multimix", amp=amp, channels_last=True, compile=True, epochs=2), tmp_path / "run",
-                    progress=False)
+    summary = train(
+        _config(method="multimix", amp=amp, channels_last=True, compile=True, epochs=2),
+        tmp_path / "run",
+        progress=False,
+    )
     assert summary["best"]["val_acc"] > 0.3  # it learned (chance: 0.1)
     state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
-    assert all(t.device.type == "cuda" for t in state["model"].values())  # loadable with map_location too
-    assert ("scale" in state["scaler"]) == (amp == "fp16")  # the fp16 gradient scaler's state is resumable
+    assert all(
+        t.device.type == "cuda" for t in state["model"].values()
+    )  # loadable with map_location too
+    assert ("scale" in state["scaler"]) == (
+        amp == "fp16"
+    )  # the fp16 gradient scaler's state is resumable
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["processes"] == 1
 
 
@@ -165,8 +208,12 @@ GRAPHED = {
     "mixup-cutmix": {},
     "multimix p=0.5": dict(method="multimix", p=0.5),
     "confmix": dict(method="confmix", confmix_warmup=1),
-    "mixup α schedule": dict(method="mixup", alpha_schedule="linear", alpha_start=0.0, alpha_end=1.0),
-    "multimix teacher adam": dict(method="multimix", teacher_momentum=0.99, optimizer="adam", lr=0.003),
+    "mixup α schedule": dict(
+        method="mixup", alpha_schedule="linear", alpha_start=0.0, alpha_end=1.0
+    ),
+    "multimix teacher adam": dict(
+        method="multimix", teacher_momentum=0.99, optimizer="adam", lr=0.003
+    ),
 }
 
 
@@ -185,9 +232,14 @@ def test_cuda_graph_training_is_the_eager_run(tmp_path, case):
     b = torch.load(tmp_path / "graphed" / "checkpoint.pt", weights_only=True)
     for key in ("mix_ranks", "mix_host_ranks", "augment"):
         assert len(a["rng"].get(key, [])) == len(b["rng"].get(key, []))
-        assert all(torch.equal(x, y) for x, y in zip(a["rng"].get(key, []), b["rng"].get(key, []), strict=True)), key
+        assert all(
+            torch.equal(x, y)
+            for x, y in zip(a["rng"].get(key, []), b["rng"].get(key, []), strict=True)
+        ), key
     assert torch.equal(a["rng"]["data"], b["rng"]["data"])
-    assert [r["lr"] for r in a["history"]] == pytest.approx([r["lr"] for r in b["history"]], rel=1e-6)
+    assert [r["lr"] for r in a["history"]] == pytest.approx(
+        [r["lr"] for r in b["history"]], rel=1e-6
+    )
     assert b["history"][0]["train_loss"] == pytest.approx(a["history"][0]["train_loss"], rel=0.01)
     assert graphed["best"]["val_acc"] == pytest.approx(eager["best"]["val_acc"], abs=0.04)
 

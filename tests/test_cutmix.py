@@ -21,8 +21,9 @@ def test_cutmix_pastes_a_box_and_lam_is_the_exact_share(shape, per_sample):
     x = torch.randn(*shape, generator=g)
     b = shape[0]
     for seed in range(10):
-        mask, lam, perm = MF.sample_cutmix(x.shape, alpha=1.0, per_sample=per_sample,
-                                           generator=torch.Generator().manual_seed(seed))
+        mask, lam, perm = MF.sample_cutmix(
+            x.shape, alpha=1.0, per_sample=per_sample, generator=torch.Generator().manual_seed(seed)
+        )
         spatial = shape[2:] if len(shape) == 4 else shape[-1:]
         assert mask.shape == (b if per_sample else 1, *spatial) and mask.dtype == torch.bool
         assert lam.shape == (b,) and perm.shape == (b,)
@@ -42,14 +43,21 @@ def test_cutmix_targets_and_small_batches():
     g = torch.Generator().manual_seed(1)
     y = MF.one_hot(torch.tensor([0, 1, 2]), 3)
     x = torch.randn(3, 1, 8, 8, generator=g)
-    _xm, ym = MF.cutmix(x, y, alpha=1.0, per_sample=True, generator=torch.Generator().manual_seed(2))
-    _mask, lam, perm = MF.sample_cutmix(x.shape, alpha=1.0, per_sample=True, generator=torch.Generator().manual_seed(2))
+    _xm, ym = MF.cutmix(
+        x, y, alpha=1.0, per_sample=True, generator=torch.Generator().manual_seed(2)
+    )
+    _mask, lam, perm = MF.sample_cutmix(
+        x.shape, alpha=1.0, per_sample=True, generator=torch.Generator().manual_seed(2)
+    )
     assert torch.allclose(ym, lam[:, None] * y + (1 - lam[:, None]) * y[perm])
     assert torch.allclose(ym.sum(1), torch.ones(3))
     one = torch.randn(1, 1, 8, 8, generator=g)
     out, t = MF.cutmix(one, y[:1], generator=g)
     assert torch.equal(out, one) and torch.allclose(t, y[:1])  # its own partner: nothing changes
-    with pytest.raises(ValueError, match=r"cutmix needs inputs \(b, C, H, W\), \(b, C, L\) or \(b, L\); got shape \(2, 1, 2, 2, 2\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"cutmix needs inputs \(b, C, H, W\), \(b, C, L\) or \(b, L\); got shape \(2, 1, 2, 2, 2\)",
+    ):
         MF.cutmix(torch.randn(2, 1, 2, 2, 2), y[:2])
     with pytest.raises(ValueError, match="alpha must be a finite number > 0"):
         MF.cutmix(x, y, alpha=0)
@@ -59,9 +67,15 @@ def test_cutmix_mixer_matches_the_functional_op():
     torch.manual_seed(0)
     model = nn.Identity()  # the logits are the (pasted) inputs themselves
     x, y = torch.randn(5, 4), torch.tensor([0, 1, 2, 3, 0])
-    logits, targets = CutMix(model, num_classes=4, per_sample=True, generator=torch.Generator().manual_seed(3)).train()(x, y)
-    xm, ym = MF.cutmix(x, MF.one_hot(y, 4), per_sample=True, generator=torch.Generator().manual_seed(3))
-    assert torch.equal(logits, xm) and torch.allclose(targets, ym) and targets.dtype == torch.float32
+    logits, targets = CutMix(
+        model, num_classes=4, per_sample=True, generator=torch.Generator().manual_seed(3)
+    ).train()(x, y)
+    xm, ym = MF.cutmix(
+        x, MF.one_hot(y, 4), per_sample=True, generator=torch.Generator().manual_seed(3)
+    )
+    assert (
+        torch.equal(logits, xm) and torch.allclose(targets, ym) and targets.dtype == torch.float32
+    )
 
 
 def test_cutmix_mixer_trains_and_is_off_in_eval(mlp):
@@ -82,13 +96,17 @@ def test_mixup_or_cutmix_switches_with_the_given_probability():
     model = nn.Identity()
     x, y = torch.randn(8, 1, 6, 6), torch.randint(3, (8,))
     for p, expected in ((0.0, {"mixup"}), (1.0, {"cutmix"})):
-        mixer = MixupOrCutMix(model, switch_prob=p, num_classes=3, generator=torch.Generator().manual_seed(0)).train()
+        mixer = MixupOrCutMix(
+            model, switch_prob=p, num_classes=3, generator=torch.Generator().manual_seed(0)
+        ).train()
         seen = set()
         for _ in range(20):
             seen.add(mixer.decide())  # the choice the next forward uses
             mixer(x, y)
         assert seen == expected
-    mixer = MixupOrCutMix(model, switch_prob=0.5, num_classes=3, generator=torch.Generator().manual_seed(0)).train()
+    mixer = MixupOrCutMix(
+        model, switch_prob=0.5, num_classes=3, generator=torch.Generator().manual_seed(0)
+    ).train()
     choices = []
     for _ in range(400):
         choices.append(mixer.decide())
@@ -103,7 +121,9 @@ def test_mixup_or_cutmix_switches_with_the_given_probability():
 
 @pytest.mark.parametrize("method", ["cutmix", "mixup-cutmix"])
 def test_cutmix_methods_train_from_the_config(tmp_path, method):
-    config = TrainConfig.from_dict({"dataset": "digits", "method": method, "epochs": 2, "threads": 1, "lr": 3e-3})
+    config = TrainConfig.from_dict(
+        {"dataset": "digits", "method": method, "epochs": 2, "threads": 1, "lr": 3e-3}
+    )
     assert train(config, tmp_path)["best"]["test_acc"] > 0.3  # 10 classes: chance is 0.1
 
 
@@ -118,7 +138,10 @@ def test_label_smoothing_bounds_the_training_loss(tmp_path):
     smooth = train(TrainConfig.from_dict({**base, "label_smoothing": eps}), tmp_path / "smooth")
 
     def losses(run: str) -> list[float]:
-        return [json.loads(line)["train_loss"] for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+        return [
+            json.loads(line)["train_loss"]
+            for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()
+        ]
 
     assert min(losses("hard")) < floor <= min(losses("smooth"))
     assert hard["final"]["test_acc"] > 0.5 and smooth["final"]["test_acc"] > 0.5

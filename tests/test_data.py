@@ -22,7 +22,13 @@ from multimix.data import (
 from multimix.data.augment import random_crop_flip
 
 OFFLINE = [d for d in DATASETS if d not in FILE_DATASETS]
-SHAPES = {"mnist1d": (40,), "mnist1d-shuffled": (40,), "digits": (1, 8, 8), "toy": (2,), "spirals": (2,)}
+SHAPES = {
+    "mnist1d": (40,),
+    "mnist1d-shuffled": (40,),
+    "digits": (1, 8, 8),
+    "toy": (2,),
+    "spirals": (2,),
+}
 
 
 def rows(ds):
@@ -43,7 +49,10 @@ def test_offline_dataset_shapes_determinism_and_disjoint_splits(name):
     n_train, n_val = len(a.train), len(a.val)
     assert abs(n_val / (n_train + n_val) - 0.1) < 0.01
     assert rows(a.train).isdisjoint(rows(a.val))
-    assert rows(a.train).isdisjoint(rows(a.test)) or name in ("toy", "spirals")  # continuous samples
+    assert rows(a.train).isdisjoint(rows(a.test)) or name in (
+        "toy",
+        "spirals",
+    )  # continuous samples
     # Stratified: class proportions of val follow train's.
     p_train = torch.bincount(a.train.tensors[1], minlength=a.num_classes) / n_train
     p_val = torch.bincount(a.val.tensors[1], minlength=a.num_classes) / n_val
@@ -53,8 +62,12 @@ def test_offline_dataset_shapes_determinism_and_disjoint_splits(name):
 
 
 def test_dataset_info_matches_the_loaded_data():
-    for name, kw in [("mnist1d", {}), ("digits", {}), ("toy", {"toy_classes": 4, "toy_dim": 3, "train_size": 500}),
-                     ("spirals", {"train_size": 300})]:
+    for name, kw in [
+        ("mnist1d", {}),
+        ("digits", {}),
+        ("toy", {"toy_classes": 4, "toy_dim": 3, "train_size": 500}),
+        ("spirals", {"train_size": 300}),
+    ]:
         info = dataset_info(name, **kw)
         splits = load_dataset(name, **kw)
         assert info.input_shape == splits.input_shape and info.num_classes == splits.num_classes
@@ -111,7 +124,11 @@ def test_log_posterior_rows_normalise_and_match_bayes_rule():
     for k in range(4):
         for j in range(3):
             diff = x.double() - problem.means[k, j]
-            dens[:, k] += torch.exp(-(diff**2).sum(1) / (2 * problem.sigma**2)) / (2 * math.pi * problem.sigma**2) ** (d / 2) / 3
+            dens[:, k] += (
+                torch.exp(-(diff**2).sum(1) / (2 * problem.sigma**2))
+                / (2 * math.pi * problem.sigma**2) ** (d / 2)
+                / 3
+            )
     assert torch.allclose(lp.exp(), dens / dens.sum(1, keepdim=True), atol=1e-8)
 
 
@@ -167,11 +184,17 @@ def test_cifar_reader_on_files_in_the_official_format(tmp_path, name):
     s = load_dataset(name, data_dir=str(tmp_path))  # the parent folder works too
     n_train = 20 * len(spec.train_files)
     assert len(s.train) + len(s.val) == n_train and len(s.test) == 10
-    assert s.input_shape == (3, 32, 32) and s.num_classes == spec.num_classes and s.augment == "crop-flip"
+    assert (
+        s.input_shape == (3, 32, 32)
+        and s.num_classes == spec.num_classes
+        and s.augment == "crop-flip"
+    )
 
 
 def test_cifar_missing_files_say_where_to_put_them(tmp_path):
-    with pytest.raises(cifar.CifarFilesMissing, match=r"cifar-10-batches-bin.*cifar-10-binary.tar.gz.*--download"):
+    with pytest.raises(
+        cifar.CifarFilesMissing, match=r"cifar-10-batches-bin.*cifar-10-binary.tar.gz.*--download"
+    ):
         load_dataset("cifar10", data_dir=str(tmp_path))
     with pytest.raises(cifar.CifarFilesMissing, match="needs --data-dir"):
         load_dataset("cifar100")
@@ -199,7 +222,9 @@ def test_random_crop_flip_is_a_shifted_or_flipped_copy():
             for dy in range(2 * pad + 1)
             for dx in range(2 * pad + 1)
             for flip in (False, True)
-            if torch.equal(y[i], (lambda c: c.flip(-1) if flip else c)(padded[i, :, dy : dy + 8, dx : dx + 8]))
+            if torch.equal(
+                y[i], (lambda c: c.flip(-1) if flip else c)(padded[i, :, dy : dy + 8, dx : dx + 8])
+            )
         ]
         assert len(matches) == 1
         seen.add(matches[0])
@@ -216,7 +241,9 @@ def test_named_augmentations():
         assert out.shape == x.shape
         nonzero = out[out > 0]
         diffs = out[:, :, :, 1:] - out[:, :, :, :-1]
-        assert bool(((diffs == 1) | (out[:, :, :, 1:] == 0) | (out[:, :, :, :-1] == 0)).all())  # never reversed
+        assert bool(
+            ((diffs == 1) | (out[:, :, :, 1:] == 0) | (out[:, :, :, :-1] == 0)).all()
+        )  # never reversed
         assert set(nonzero.tolist()) <= set(x.flatten().tolist())
     flips = [AUGMENTATIONS["pad-crop-flip"](x, generator=g) for _ in range(20)]
     assert any(bool(((f[:, :, :, 1:] - f[:, :, :, :-1]) == -1).any()) for f in flips)
@@ -226,18 +253,26 @@ def test_a_training_subset_is_stratified_seeded_and_leaves_the_test_set_whole():
     full = load_dataset("digits", data_seed=0)
     part = load_dataset("digits", data_seed=0, train_subset=400)
     assert len(part.train) + len(part.val) == 400  # the validation split is carved from the subset
-    assert len(part.test) == len(full.test) and torch.equal(part.test.tensors[0], full.test.tensors[0])
+    assert len(part.test) == len(full.test) and torch.equal(
+        part.test.tensors[0], full.test.tensors[0]
+    )
     counts = torch.bincount(torch.cat([part.train.tensors[1], part.val.tensors[1]]), minlength=10)
     whole = torch.bincount(torch.cat([full.train.tensors[1], full.val.tensors[1]]), minlength=10)
-    assert ((counts - 400 * whole / whole.sum()).abs() <= 1).all()  # stratified: the full set's class shares
+    assert (
+        (counts - 400 * whole / whole.sum()).abs() <= 1
+    ).all()  # stratified: the full set's class shares
     again = load_dataset("digits", data_seed=0, train_subset=400)
     other = load_dataset("digits", data_seed=1, train_subset=400)
     assert torch.equal(again.train.tensors[0], part.train.tensors[0])
     assert not torch.equal(other.train.tensors[0], part.train.tensors[0])
     # every example of the subset is one of the full training set's
-    pool = {tuple(row.tolist()) for row in torch.cat([full.train.tensors[0], full.val.tensors[0]]).flatten(1)}
+    pool = {
+        tuple(row.tolist())
+        for row in torch.cat([full.train.tensors[0], full.val.tensors[0]]).flatten(1)
+    }
     assert all(tuple(row.tolist()) in pool for row in part.train.tensors[0].flatten(1))
     assert len(load_dataset("digits", train_subset=0).train) == len(full.train)  # 0: all of it
+
 
 def test_a_subset_larger_than_the_files_uses_them_whole_with_a_warning(caplog):
     # Preflight refuses a subset larger than a release's known size; files smaller than their release get here.

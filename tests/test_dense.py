@@ -52,7 +52,9 @@ def test_attention_on_one_member_gives_it_the_whole_weight():
     att = torch.zeros(b, r)
     att[2, 3] = 1.0  # only example 2, only at position 3
     att[:, 0] = 1.0  # everybody at position 0
-    members, w = MF.sample_dense_multimix_weights(b, r, n=n, m=None, alpha=1.0, attention=att, generator=gen(1))
+    members, w = MF.sample_dense_multimix_weights(
+        b, r, n=n, m=None, alpha=1.0, attention=att, generator=gen(1)
+    )
     col = (members == 2).float().argmax(1)  # where example 2 sits in each tuple (m = b: everyone)
     assert torch.allclose(w[torch.arange(n), col, 3], torch.ones(n))
     # Positions where no member has attention fall back to the plain Dirichlet weights.
@@ -95,7 +97,11 @@ def test_dense_interpolate_class_major_is_the_same_mixing(m, chunk_size, storage
     class_major = None if storage == "feature_major" else True
     want = MF.dense_interpolate(members, w, rows, chunk_size=chunk_size)
     got = MF.dense_interpolate(members, w, stored, chunk_size=chunk_size, class_major=class_major)
-    assert want.is_contiguous() and got.shape == (n, r, d) and got.reshape(n * r, d).t().is_contiguous()
+    assert (
+        want.is_contiguous()
+        and got.shape == (n, r, d)
+        and got.reshape(n * r, d).t().is_contiguous()
+    )
     assert torch.allclose(got, want)
     plain = MF.dense_interpolate(members, w, stored, chunk_size=chunk_size, class_major=False)
     assert plain.is_contiguous() and torch.allclose(plain, want)
@@ -108,7 +114,11 @@ def test_dense_interpolate_class_major_is_the_same_mixing(m, chunk_size, storage
     (g_got,) = torch.autograd.grad(got, stored, cotangent)
     assert torch.allclose(g_got, g_want)
     assert torch.autograd.gradcheck(
-        lambda v: MF.dense_interpolate(members, w, v, chunk_size=chunk_size, class_major=class_major), (stored,))
+        lambda v: MF.dense_interpolate(
+            members, w, v, chunk_size=chunk_size, class_major=class_major
+        ),
+        (stored,),
+    )
 
 
 @pytest.mark.parametrize(("m", "alpha"), [(1, 1.0), (2, 1.0), (2, 0.3), (3, 1.0), (5, 2.0)])
@@ -118,7 +128,9 @@ def test_dense_interpolate_labels_is_the_interpolation_of_one_hot_targets(m, alp
     # one-hot rows, in both layouts; class-major is a (n, r, K) view of (K, n, r) storage.
     b, r, k, n = 6, 5, 4, 30
     att = torch.rand(b, r, generator=gen(7)) if attention else None
-    members, w = MF.sample_dense_multimix_weights(b, r, n=n, m=m, alpha=alpha, attention=att, generator=gen(m))
+    members, w = MF.sample_dense_multimix_weights(
+        b, r, n=n, m=m, alpha=alpha, attention=att, generator=gen(m)
+    )
     labels = torch.tensor([0, 1, 1, 3, 0, 2])  # repeated classes: two members of one class add up
     want = MF.dense_interpolate(members, w, MF.one_hot(labels, k))
     got = MF.dense_interpolate_labels(members, w, labels, k)
@@ -138,25 +150,48 @@ def test_one_pass_mixing_of_logits_and_labels_is_the_general_mixing(m):
     members, w = MF.sample_dense_multimix_weights(b, r, n=n, m=m, generator=gen(m))
     logits = torch.randn(b, k, r, dtype=torch.float64, generator=gen(1), requires_grad=True)
     labels = torch.tensor([0, 1, 1, 2, 0, 2, 2, 1, 0, 0])
-    by_member = MF.sample_dense_multimix_weights(b, r, n=n, m=m, generator=gen(m), member_major=True)
+    by_member = MF.sample_dense_multimix_weights(
+        b, r, n=n, m=m, generator=gen(m), member_major=True
+    )
     assert torch.equal(by_member[0], members.t()) and torch.equal(by_member[1], w.transpose(0, 1))
-    mixed, targets = MF.dense_mix_logits_and_labels(logits, members.t(), w.double().transpose(0, 1), labels, k)
-    want = MF.dense_interpolate(members, w.double(), logits.transpose(1, 2), class_major=True).reshape(-1, k)
-    want_targets = MF.dense_interpolate_labels(members, w, labels, k, dtype=torch.float64).reshape(-1, k)
-    assert mixed.shape == targets.shape == (n * r, k) and mixed.t().is_contiguous() and targets.t().is_contiguous()
+    mixed, targets = MF.dense_mix_logits_and_labels(
+        logits, members.t(), w.double().transpose(0, 1), labels, k
+    )
+    want = MF.dense_interpolate(
+        members, w.double(), logits.transpose(1, 2), class_major=True
+    ).reshape(-1, k)
+    want_targets = MF.dense_interpolate_labels(members, w, labels, k, dtype=torch.float64).reshape(
+        -1, k
+    )
+    assert (
+        mixed.shape == targets.shape == (n * r, k)
+        and mixed.t().is_contiguous()
+        and targets.t().is_contiguous()
+    )
     assert torch.equal(mixed, want) and torch.allclose(targets, want_targets)
     cotangent = torch.randn(n * r, k, dtype=torch.float64, generator=gen(3))
-    for grad_out in (cotangent, cotangent.t().contiguous().t()):  # row-major and class-major gradients
+    for grad_out in (
+        cotangent,
+        cotangent.t().contiguous().t(),
+    ):  # row-major and class-major gradients
         (got_grad,) = torch.autograd.grad(mixed, logits, grad_out, retain_graph=True)
         (want_grad,) = torch.autograd.grad(want, logits, grad_out, retain_graph=True)
         assert torch.allclose(got_grad, want_grad)
     assert torch.autograd.gradcheck(
-        lambda v: MF.dense_mix_logits_and_labels(v, members.t(), w.double().transpose(0, 1), labels, k)[0], (logits,))
-    long_tuples = MF.sample_dense_multimix_weights(b, r, n=n, m=9, generator=gen(0), member_major=True)
+        lambda v: MF.dense_mix_logits_and_labels(
+            v, members.t(), w.double().transpose(0, 1), labels, k
+        )[0],
+        (logits,),
+    )
+    long_tuples = MF.sample_dense_multimix_weights(
+        b, r, n=n, m=9, generator=gen(0), member_major=True
+    )
     with pytest.raises(ValueError, match="m <= 8"):
         MF.dense_mix_logits_and_labels(logits, *long_tuples, labels, k)
     with pytest.raises(ValueError, match="member_major=True draws without attention"):
-        MF.sample_dense_multimix_weights(b, r, n=n, m=2, attention=torch.ones(b, r), member_major=True)
+        MF.sample_dense_multimix_weights(
+            b, r, n=n, m=2, attention=torch.ones(b, r), member_major=True
+        )
     with pytest.raises(ValueError, match="member-major"):  # the (n, m) layout by mistake
         MF.dense_mix_logits_and_labels(logits, members, w.transpose(0, 1), labels, k)
 
@@ -180,24 +215,45 @@ def test_attention_maps():
     y = MF.one_hot(torch.tensor([0, 1, 2, 0]), 3)
     c = MF.cam_attention(z, weight, y)
     expected = torch.relu(torch.einsum("bdr,bd->br", z, weight[[0, 1, 2, 0]]))
-    assert bool((expected.sum(1) > 0).all())  # every row has a positive score (the all-zero case is below)
+    assert bool(
+        (expected.sum(1) > 0).all()
+    )  # every row has a positive score (the all-zero case is below)
     expected = expected / expected.sum(1, keepdim=True)
     assert torch.allclose(c, expected, atol=1e-6)
-    assert torch.allclose(MF.cam_attention(torch.zeros(2, 8, 5), weight, y[:2]), torch.full((2, 5), 0.2))
+    assert torch.allclose(
+        MF.cam_attention(torch.zeros(2, 8, 5), weight, y[:2]), torch.full((2, 5), 0.2)
+    )
 
 
 @pytest.mark.parametrize("attention", ["none", "pooled", "cam"])
-@pytest.mark.parametrize(("name", "shape"), [("cnn1d", (40,)), ("preactresnet18", (3, 16, 16)), ("preactresnet8", (1, 8, 8)),
-                                        ("vit", (1, 8, 8))])
+@pytest.mark.parametrize(
+    ("name", "shape"),
+    [
+        ("cnn1d", (40,)),
+        ("preactresnet18", (3, 16, 16)),
+        ("preactresnet8", (1, 8, 8)),
+        ("vit", (1, 8, 8)),
+    ],
+)
 def test_dense_mixer_on_reference_models(name, shape, attention):
     torch.manual_seed(0)
     model = build_model(name, input_shape=shape, num_classes=4)
     x, y = torch.randn(3, *shape), torch.tensor([0, 1, 3])
-    with DenseMultiMix(model, features=model.feature_layer, classifier=model.classifier_layer, n=20,
-                       attention=attention, layout=model.feature_layout,
-                       prefix_tokens=getattr(model, "feature_prefix_tokens", 0), num_classes=4, generator=gen(0)) as mixer:
+    with DenseMultiMix(
+        model,
+        features=model.feature_layer,
+        classifier=model.classifier_layer,
+        n=20,
+        attention=attention,
+        layout=model.feature_layout,
+        prefix_tokens=getattr(model, "feature_prefix_tokens", 0),
+        num_classes=4,
+        generator=gen(0),
+    ) as mixer:
         logits, targets = mixer(x, y)
-        r = 10 if name == "cnn1d" else 4  # positions: 40/4 along a sequence, 2×2 in a map, 4 patches of a ViT
+        r = (
+            10 if name == "cnn1d" else 4
+        )  # positions: 40/4 along a sequence, 2×2 in a map, 4 patches of a ViT
         assert logits.shape == (20 * r, 4) and targets.shape == (20 * r, 4)
         assert torch.allclose(targets.sum(1), torch.ones(20 * r), atol=1e-5)
         soft_cross_entropy(logits, targets).backward()
@@ -213,7 +269,9 @@ def test_dense_mixer_classifies_each_mixed_position():
     torch.manual_seed(0)
     model = build_model("cnn1d", input_shape=(40,), num_classes=4)
     x, y = torch.randn(4, 40), torch.arange(4)
-    mixer = DenseMultiMix(model, features="features", classifier="fc", n=6, m=None, num_classes=4, generator=gen(3))
+    mixer = DenseMultiMix(
+        model, features="features", classifier="fc", n=6, m=None, num_classes=4, generator=gen(3)
+    )
     logits, targets = mixer(x, y)
     z = model.features(x.unsqueeze(1)).transpose(1, 2)  # (b, r, d)
     w = targets.reshape(6, 10, 4)  # (n, r, b)
@@ -229,12 +287,16 @@ def test_what_follows_the_features_runs_only_under_a_wrapper():
     calls = []
     model.pool.register_forward_hook(lambda *args: calls.append(1))
     x, y = torch.randn(4, 40), torch.arange(4)
-    plain = DenseMultiMix(model, features="features", classifier="fc", n=6, num_classes=4, generator=gen(3))
+    plain = DenseMultiMix(
+        model, features="features", classifier="fc", n=6, num_classes=4, generator=gen(3)
+    )
     logits, _ = plain(x, y)
     assert calls == []
     plain.close()
     wrapper = torch.nn.DataParallel(model)
-    wrapped = DenseMultiMix(wrapper, features="features", classifier="fc", n=6, num_classes=4, generator=gen(3))
+    wrapped = DenseMultiMix(
+        wrapper, features="features", classifier="fc", n=6, num_classes=4, generator=gen(3)
+    )
     same, _ = wrapped(x, y)
     assert calls == [1] and torch.equal(same, logits)
     wrapped.eval()
@@ -249,8 +311,18 @@ def test_distilled_targets_are_mixed_with_the_same_weights(dense):
     x, y = torch.randn(4, 40), torch.arange(4)
     kw = dict(teacher=teacher, distill_weight=0.5, temperature=2.0, num_classes=4, m=None)
     if dense:
-        mixer = DenseMultiMix(model, features="features", classifier="fc", n=8, generator=gen(5), **kw)
-        plain = DenseMultiMix(model, features="features", classifier="fc", n=8, generator=gen(5), num_classes=4, m=None)
+        mixer = DenseMultiMix(
+            model, features="features", classifier="fc", n=8, generator=gen(5), **kw
+        )
+        plain = DenseMultiMix(
+            model,
+            features="features",
+            classifier="fc",
+            n=8,
+            generator=gen(5),
+            num_classes=4,
+            m=None,
+        )
     else:
         mixer = MultiMix(model, classifier="fc", n=8, generator=gen(5), **kw)
         plain = MultiMix(model, classifier="fc", n=8, generator=gen(5), num_classes=4, m=None)
@@ -267,7 +339,9 @@ def test_dense_bad_inputs():
         DenseMultiMix(model, features="features", classifier="fc", attention="max")
     with pytest.raises(ValueError, match="features='feat' is not a submodule"):
         DenseMultiMix(model, features="feat", classifier="fc")
-    with pytest.raises(ValueError, match="attention='cam' needs a classifier with a \\(K, d\\) weight"):
+    with pytest.raises(
+        ValueError, match="attention='cam' needs a classifier with a \\(K, d\\) weight"
+    ):
         DenseMultiMix(model, features="features", classifier="pool", attention="cam")
     with pytest.raises(ValueError, match="distill_weight must be a finite number >= 0, got -1"):
         MultiMix(model, classifier="fc", teacher=EMATeacher(model), distill_weight=-1)
@@ -276,11 +350,15 @@ def test_dense_bad_inputs():
     with pytest.raises(ValueError, match="momentum must be a number in \\[0, 1\\]"):
         EMATeacher(model, momentum=1.5)
     with pytest.raises(ValueError, match="must be a spatial embedding"):
-        DenseMultiMix(model, features="pool", classifier="fc", num_classes=4)(torch.randn(2, 40), torch.tensor([0, 1]))
+        DenseMultiMix(model, features="pool", classifier="fc", num_classes=4)(
+            torch.randn(2, 40), torch.tensor([0, 1])
+        )
     z = torch.randn(2, 3, 4)
     with pytest.raises(ValueError, match="attention must be non-negative"):
         MF.dense_multimix(z, MF.one_hot(torch.tensor([0, 1]), 2), n=3, attention=-torch.ones(2, 4))
-    with pytest.raises(ValueError, match=r"attention must hold 4 values per example \(b, r\), got shape \(2, 5\)"):
+    with pytest.raises(
+        ValueError, match=r"attention must hold 4 values per example \(b, r\), got shape \(2, 5\)"
+    ):
         MF.dense_multimix(z, MF.one_hot(torch.tensor([0, 1]), 2), n=3, attention=torch.ones(2, 5))
     with pytest.raises(ValueError, match="z must have at least 3 dimension"):
         MF.dense_multimix(torch.randn(2, 3), MF.one_hot(torch.tensor([0, 1]), 2), n=3)
@@ -295,11 +373,26 @@ def test_linear_shortcut_is_exact(dense, keep_clean):
         model = build_model("cnn1d", input_shape=(40,), num_classes=5)
         x, y = torch.randn(6, 40, generator=gen(1)), torch.tensor([0, 1, 2, 3, 4, 0])
         if dense:
-            mixer = DenseMultiMix(model, features="features", classifier="fc", n=30, attention="pooled",
-                                  linear_shortcut=shortcut, num_classes=5, generator=gen(2))
+            mixer = DenseMultiMix(
+                model,
+                features="features",
+                classifier="fc",
+                n=30,
+                attention="pooled",
+                linear_shortcut=shortcut,
+                num_classes=5,
+                generator=gen(2),
+            )
         else:
-            mixer = MultiMix(model, classifier="fc", n=30, keep_clean=keep_clean, linear_shortcut=shortcut,
-                             num_classes=5, generator=gen(2))
+            mixer = MultiMix(
+                model,
+                classifier="fc",
+                n=30,
+                keep_clean=keep_clean,
+                linear_shortcut=shortcut,
+                num_classes=5,
+                generator=gen(2),
+            )
         assert mixer.linear_shortcut == shortcut
         logits, targets = mixer(x, y)
         soft_cross_entropy(logits, targets).backward()
@@ -324,13 +417,26 @@ def test_channels_last_layout_and_prefix_tokens_are_the_same_mixing():
     y = MF.one_hot(torch.tensor([0, 1, 2, 0]), 3)
     ref = MF.dense_multimix(cf, y, n=10, m=2, generator=torch.Generator().manual_seed(1))
     tokens = cf.flatten(2).transpose(1, 2)  # (b, 15, d), as a transformer lays them out
-    last = MF.dense_multimix(tokens, y, n=10, m=2, layout="channels_last", generator=torch.Generator().manual_seed(1))
-    with_cls = torch.cat([torch.randn(4, 1, 8, generator=g), tokens], dim=1)  # a class token in front
-    cls = MF.dense_multimix(with_cls, y, n=10, m=2, layout="channels_last", prefix_tokens=1,
-                            generator=torch.Generator().manual_seed(1))
+    last = MF.dense_multimix(
+        tokens, y, n=10, m=2, layout="channels_last", generator=torch.Generator().manual_seed(1)
+    )
+    with_cls = torch.cat(
+        [torch.randn(4, 1, 8, generator=g), tokens], dim=1
+    )  # a class token in front
+    cls = MF.dense_multimix(
+        with_cls,
+        y,
+        n=10,
+        m=2,
+        layout="channels_last",
+        prefix_tokens=1,
+        generator=torch.Generator().manual_seed(1),
+    )
     for got in (last, cls):
         assert torch.allclose(got[0], ref[0]) and torch.allclose(got[1], ref[1])
-    with pytest.raises(ValueError, match="layout must be one of channels_first, channels_last, got 'nhwc'"):
+    with pytest.raises(
+        ValueError, match="layout must be one of channels_first, channels_last, got 'nhwc'"
+    ):
         MF.dense_multimix(tokens, y, layout="nhwc")
     with pytest.raises(ValueError, match="prefix_tokens=15 leaves no position of the 15"):
         MF.dense_multimix(tokens, y, layout="channels_last", prefix_tokens=15)
@@ -339,18 +445,41 @@ def test_channels_last_layout_and_prefix_tokens_are_the_same_mixing():
 def test_dense_multimix_on_a_vit_s_tokens():
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
-    config = transformers.ViTConfig(image_size=16, patch_size=4, num_channels=1, hidden_size=32, num_hidden_layers=1,
-                                    num_attention_heads=2, intermediate_size=64, num_labels=3)
+    config = transformers.ViTConfig(
+        image_size=16,
+        patch_size=4,
+        num_channels=1,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=3,
+    )
     vit = transformers.ViTForImageClassification(config).train()
     x, y = torch.randn(5, 1, 16, 16), torch.tensor([0, 1, 2, 0, 1])
     for attention in ("none", "pooled", "cam"):
-        mixer = DenseMultiMix(vit, features="vit.layernorm", classifier="classifier", n=8, attention=attention,
-                              layout="channels_last", prefix_tokens=1, num_classes=3)
+        mixer = DenseMultiMix(
+            vit,
+            features="vit.layernorm",
+            classifier="classifier",
+            n=8,
+            attention=attention,
+            layout="channels_last",
+            prefix_tokens=1,
+            num_classes=3,
+        )
         logits, targets = mixer({"pixel_values": x}, y)
-        assert logits.shape == targets.shape == (8 * 16, 3)  # 16 patch tokens, the class token left out
+        assert (
+            logits.shape == targets.shape == (8 * 16, 3)
+        )  # 16 patch tokens, the class token left out
         soft_cross_entropy(logits, targets).backward()
         mixer.close()
-    wrong = DenseMultiMix(vit, features="vit.layernorm", classifier="classifier", n=8, num_classes=3)
-    with pytest.raises(ValueError, match=r"channels are 17, but 'classifier' takes 32 features; its last axis has 32: "
-                                         r"use layout='channels_last'"):
+    wrong = DenseMultiMix(
+        vit, features="vit.layernorm", classifier="classifier", n=8, num_classes=3
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"channels are 17, but 'classifier' takes 32 features; its last axis has 32: "
+        r"use layout='channels_last'",
+    ):
         wrong(x, y)

@@ -26,14 +26,25 @@ TIMEOUT = 300  # a hang fails the test instead of the suite
 
 
 def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+    }
     env.update(OMP_NUM_THREADS="1", PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}")
     return env
 
 
 def torchrun(nproc: int, args: list[str], *, module: bool = False) -> list[str]:
     """The torchrun command line: ``--no-python multimix`` or, with ``module``, ``python -m multimix``."""
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
+    launcher = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        str(nproc),
+    ]
     return launcher + (["-m", "multimix"] if module else ["--no-python", "multimix"]) + args
 
 
@@ -62,8 +73,22 @@ def test_shares_are_contiguous_cover_everything_and_differ_by_at_most_one(total,
 # An epoch (240 steps) of SGD at a small learning rate on a batch of 15 that splits 8 + 7: the loss
 # weighting must make the averaged gradient the global batch's mean. (At lr 0.05 rounding differences
 # grow over 480 steps to ~1e-3: training amplifies them; that is not a difference of computation.)
-ERM = ["train", "--dataset", "mnist1d", "--epochs", "1", "--batch-size", "15", "--optimizer", "sgd",
-       "--lr", "0.005", "--threads", "1", "--quiet"]
+ERM = [
+    "train",
+    "--dataset",
+    "mnist1d",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "15",
+    "--optimizer",
+    "sgd",
+    "--lr",
+    "0.005",
+    "--threads",
+    "1",
+    "--quiet",
+]
 
 
 @pytest.mark.slow
@@ -74,7 +99,9 @@ def test_two_processes_end_with_the_weights_of_one(tmp_path):
     assert two.returncode == 0, two.stderr
     assert max_difference(weights(tmp_path / "one"), weights(tmp_path / "two")) < 1e-5
     for a, b in zip(read_metrics(tmp_path / "one"), read_metrics(tmp_path / "two"), strict=True):
-        assert a["val_acc"] == pytest.approx(b["val_acc"], abs=1e-3)  # at most a tie-break among 400
+        assert a["val_acc"] == pytest.approx(
+            b["val_acc"], abs=1e-3
+        )  # at most a tie-break among 400
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
     assert json.loads((tmp_path / "two" / "summary.json").read_text())["processes"] == 2
     assert two.stdout.count("test accuracy") == 1  # rank 0 reports for both
@@ -84,19 +111,38 @@ def test_two_processes_end_with_the_weights_of_one(tmp_path):
 @pytest.mark.slow
 def test_resume_after_sigkill_of_every_process_ends_as_the_uninterrupted_run(tmp_path):
     # MultiMix, local scope: each rank has its own mixing generator, whose state must survive too.
-    args = ["train", "--dataset", "mnist1d", "--method", "multimix", "--epochs", "3", "--batch-size", "30",
-            "--threads", "1", "--quiet"]
+    args = [
+        "train",
+        "--dataset",
+        "mnist1d",
+        "--method",
+        "multimix",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "30",
+        "--threads",
+        "1",
+        "--quiet",
+    ]
     full = run(torchrun(2, [*args, "--out", str(tmp_path / "full")], module=True))
     assert full.returncode == 0, full.stderr
 
     killed = tmp_path / "killed"
     cmd = torchrun(2, [*args, "--out", str(killed)], module=True)
-    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env=_env())
+    proc = subprocess.Popen(
+        cmd,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=_env(),
+    )
     try:
         deadline = time.monotonic() + TIMEOUT
         while not (killed / "checkpoint.pt").exists():  # mid-way through epoch 2
-            assert proc.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
+            assert proc.poll() is None and time.monotonic() < deadline, (
+                "the run ended before it could be killed"
+            )
             time.sleep(0.02)
         time.sleep(0.2)
     finally:
@@ -108,20 +154,51 @@ def test_resume_after_sigkill_of_every_process_ends_as_the_uninterrupted_run(tmp
     assert resumed.returncode == 0, resumed.stderr
     a, b = weights(tmp_path / "full"), weights(killed)
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert [r["val_acc"] for r in read_metrics(tmp_path / "full")] == [r["val_acc"] for r in read_metrics(killed)]
+    assert [r["val_acc"] for r in read_metrics(tmp_path / "full")] == [
+        r["val_acc"] for r in read_metrics(killed)
+    ]
 
 
 # Each mixer once (mixup-cutmix is CutMix's and mixup's code, switched): one epoch, 2 processes.
-@pytest.mark.parametrize(("method", "dataset"), [
-    ("mixup", "mnist1d"), ("manifold", "mnist1d"), ("multimix", "mnist1d"), ("dense-multimix", "mnist1d"),
-    ("confmix", "mnist1d"), ("cutmix", "digits"),
-])
+@pytest.mark.parametrize(
+    ("method", "dataset"),
+    [
+        ("mixup", "mnist1d"),
+        ("manifold", "mnist1d"),
+        ("multimix", "mnist1d"),
+        ("dense-multimix", "mnist1d"),
+        ("confmix", "mnist1d"),
+        ("cutmix", "digits"),
+    ],
+)
 @pytest.mark.slow
 def test_every_method_trains_under_ddp(tmp_path, method, dataset):
     extra = ["--confmix-warmup", "0"] if method == "confmix" else []
     out = tmp_path / "run"
-    result = run(torchrun(2, ["train", "--dataset", dataset, "--method", method, "--epochs", "1", "--batch-size",
-                              "32", "--lr", "0.003", "--threads", "1", "--quiet", "--out", str(out), *extra]))
+    result = run(
+        torchrun(
+            2,
+            [
+                "train",
+                "--dataset",
+                dataset,
+                "--method",
+                method,
+                "--epochs",
+                "1",
+                "--batch-size",
+                "32",
+                "--lr",
+                "0.003",
+                "--threads",
+                "1",
+                "--quiet",
+                "--out",
+                str(out),
+                *extra,
+            ],
+        )
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["processes"] == 2
@@ -140,38 +217,98 @@ atexit.register(threads)
 from multimix.cli import main
 sys.exit(main(sys.argv[1:]))
 """
-_LISTS_THREADS = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "--no-python",
-                  sys.executable, "-c", _THREADS_AT_EXIT]
+_LISTS_THREADS = [
+    sys.executable,
+    "-m",
+    "torch.distributed.run",
+    "--standalone",
+    "--nproc_per_node",
+    "2",
+    "--no-python",
+    sys.executable,
+    "-c",
+    _THREADS_AT_EXIT,
+]
 
 
 def _threads_at_exit(stdout: str) -> list[str]:
     return re.findall(r"threads=([^;]*);", stdout)
 
 
-@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="lists threads through Linux's /proc")
+@pytest.mark.skipif(
+    not Path("/proc/self/task").is_dir(), reason="lists threads through Linux's /proc"
+)
 @pytest.mark.slow
 def test_training_ends_with_the_process_group_and_its_threads_gone(tmp_path):
     """No gloo thread is left for interpreter finalisation to tear down: there it can abort a process
     whose run succeeded ('terminate called without an active exception')."""
-    result = run([*_LISTS_THREADS, "train", "--dataset", "mnist1d", "--method", "multimix", "--epochs", "1", "--train-subset", "640", "--batch-size", "64", "--threads", "1", "--quiet", "--out", str(tmp_path / "run")])
+    result = run(
+        [
+            *_LISTS_THREADS,
+            "train",
+            "--dataset",
+            "mnist1d",
+            "--method",
+            "multimix",
+            "--epochs",
+            "1",
+            "--train-subset",
+            "640",
+            "--batch-size",
+            "64",
+            "--threads",
+            "1",
+            "--quiet",
+            "--out",
+            str(tmp_path / "run"),
+        ]
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     listed = _threads_at_exit(result.stdout)
     assert len(listed) == 2, result.stdout
     assert not [names for names in listed if "gloo" in names], listed
 
 
-@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="lists threads through Linux's /proc")
+@pytest.mark.skipif(
+    not Path("/proc/self/task").is_dir(), reason="lists threads through Linux's /proc"
+)
 @pytest.mark.slow
 def test_sigterm_mid_run_leaves_no_gloo_thread_to_interpreter_finalisation(tmp_path):
     """A preempted run (torchrun forwards SIGTERM) says how to continue and exits without an abort:
     what the interrupted run held, the process group included, is freed before finalisation."""
     out = tmp_path / "run"
-    proc = subprocess.Popen([*_LISTS_THREADS, "train", "--dataset", "mnist1d", "--method", "multimix", "--epochs", "50", "--train-subset", "640", "--batch-size", "32", "--threads", "1", "--quiet", "--out", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            *_LISTS_THREADS,
+            "train",
+            "--dataset",
+            "mnist1d",
+            "--method",
+            "multimix",
+            "--epochs",
+            "50",
+            "--train-subset",
+            "640",
+            "--batch-size",
+            "32",
+            "--threads",
+            "1",
+            "--quiet",
+            "--out",
+            str(out),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + TIMEOUT
         while not (out / "checkpoint.pt").exists():  # both ranks are training
-            assert proc.poll() is None and time.monotonic() < deadline, "the run ended before it could be stopped"
+            assert proc.poll() is None and time.monotonic() < deadline, (
+                "the run ended before it could be stopped"
+            )
             time.sleep(0.02)
         os.kill(proc.pid, signal.SIGTERM)  # to torchrun, which forwards it to every rank
         stdout, stderr = proc.communicate(timeout=TIMEOUT)
@@ -191,21 +328,56 @@ def test_sigterm_mid_run_leaves_no_gloo_thread_to_interpreter_finalisation(tmp_p
 def test_dense_multimix_under_ddp_leaves_unused_layers_without_gradient(tmp_path):
     """The layers after the features get no gradient under Dense MultiMix: DDP must be told, or it fails."""
     out = tmp_path / "run"
-    result = run(torchrun(2, ["train", "--dataset", "digits", "--model", "preactresnet8", "--method", "dense-multimix",
-                              "--epochs", "1", "--batch-size", "32", "--threads", "1", "--quiet", "--out", str(out)]))
+    result = run(
+        torchrun(
+            2,
+            [
+                "train",
+                "--dataset",
+                "digits",
+                "--model",
+                "preactresnet8",
+                "--method",
+                "dense-multimix",
+                "--epochs",
+                "1",
+                "--batch-size",
+                "32",
+                "--threads",
+                "1",
+                "--quiet",
+                "--out",
+                str(out),
+            ],
+        )
+    )
     assert result.returncode == 0, result.stderr[-3000:]
 
 
-@pytest.mark.parametrize(("bad", "says"), [
-    (["--out", "{tmp}/afile"], "out"),  # found by rank 0 alone, when it takes the folder
-    (["--sync-bn"], "sync_bn"),  # found by every rank, before the process group
-    (["--batch-size", "3"], "batch_size"),
-])
+@pytest.mark.parametrize(
+    ("bad", "says"),
+    [
+        (["--out", "{tmp}/afile"], "out"),  # found by rank 0 alone, when it takes the folder
+        (["--sync-bn"], "sync_bn"),  # found by every rank, before the process group
+        (["--batch-size", "3"], "batch_size"),
+    ],
+)
 @pytest.mark.slow
 def test_an_error_ends_every_process_with_one_line(tmp_path, bad, says):
     (tmp_path / "afile").write_text("not a folder")
     bad = [a.replace("{tmp}", str(tmp_path)) for a in bad]
-    args = ["train", "--dataset", "toy", "--train-size", "300", "--epochs", "1", "--threads", "1", "--quiet"]
+    args = [
+        "train",
+        "--dataset",
+        "toy",
+        "--train-size",
+        "300",
+        "--epochs",
+        "1",
+        "--threads",
+        "1",
+        "--quiet",
+    ]
     if "--out" not in bad:
         bad += ["--out", str(tmp_path / "run")]
     start = time.monotonic()
@@ -221,7 +393,9 @@ def test_an_error_ends_every_process_with_one_line(tmp_path, bad, says):
 
 @pytest.mark.slow
 def test_other_commands_refuse_to_run_under_torchrun(tmp_path):
-    result = run(torchrun(2, ["compare", "--dataset", "toy", "--epochs", "1", "--out", str(tmp_path / "c")]))
+    result = run(
+        torchrun(2, ["compare", "--dataset", "toy", "--epochs", "1", "--out", str(tmp_path / "c")])
+    )
     assert result.returncode != 0
     assert "only `multimix train`" in result.stderr
 
@@ -230,8 +404,24 @@ def test_other_commands_refuse_to_run_under_torchrun(tmp_path):
 @pytest.mark.slow
 def test_global_scope_on_two_processes_ends_as_one_process(tmp_path, method):
     """One Λ over the global batch, each rank its share of the n rows, gradients back to the owners."""
-    args = ["train", "--dataset", "mnist1d", "--method", method, "--epochs", "1", "--batch-size", "15",
-            "--optimizer", "sgd", "--lr", "0.005", "--threads", "1", "--quiet"]
+    args = [
+        "train",
+        "--dataset",
+        "mnist1d",
+        "--method",
+        method,
+        "--epochs",
+        "1",
+        "--batch-size",
+        "15",
+        "--optimizer",
+        "sgd",
+        "--lr",
+        "0.005",
+        "--threads",
+        "1",
+        "--quiet",
+    ]
     one = run([str(BIN / "multimix"), *args, "--out", str(tmp_path / "one")])
     assert one.returncode == 0, one.stderr
     two = run(torchrun(2, [*args, "--mix-scope", "global", "--out", str(tmp_path / "two")]))

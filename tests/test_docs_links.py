@@ -71,16 +71,26 @@ def test_the_docs_folder_has_pages():
 
 
 def test_no_source_line_cites_the_missing_spec():
-    offenders = [f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
-                 for path, number, line in _source_lines() if SPEC_CITATION.search(line)]
+    offenders = [
+        f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+        for path, number, line in _source_lines()
+        if SPEC_CITATION.search(line)
+    ]
     assert not offenders, "cite docs/concepts/*.md instead of SPEC:\n" + "\n".join(offenders)
 
 
 def test_every_docs_path_cited_in_the_source_exists():
-    cited = [(path, number, match) for path, number, line in _source_lines() for match in DOCS_PATH.findall(line)]
+    cited = [
+        (path, number, match)
+        for path, number, line in _source_lines()
+        for match in DOCS_PATH.findall(line)
+    ]
     assert cited, "the source is expected to point at docs/concepts/*.md"
-    missing = [f"{path.relative_to(ROOT)}:{number}: {target}" for path, number, target in cited
-               if not (ROOT / target).is_file()]
+    missing = [
+        f"{path.relative_to(ROOT)}:{number}: {target}"
+        for path, number, target in cited
+        if not (ROOT / target).is_file()
+    ]
     assert not missing, "cited documentation that does not exist:\n" + "\n".join(missing)
 
 
@@ -98,29 +108,43 @@ def test_every_relative_link_in_the_docs_resolves(page: Path):
 
 @pytest.mark.parametrize("page", _doc_pages(), ids=lambda p: str(p.relative_to(DOCS)))
 def test_every_page_has_one_title(page: Path):
-    titles = [line for _, line in _prose_lines(page.read_text(encoding="utf-8")) if re.match(r"^# \S", line)]
+    titles = [
+        line
+        for _, line in _prose_lines(page.read_text(encoding="utf-8"))
+        if re.match(r"^# \S", line)
+    ]
     assert len(titles) == 1, f"{page.relative_to(ROOT)} has {len(titles)} H1 titles: {titles}"
 
 
 def test_the_concepts_index_lists_every_page():
     folder = DOCS / "concepts"
     listed = {target.split("#", 1)[0] for _, target in _links(folder / "index.md")}
-    unlisted = [p.name for p in sorted(folder.glob("*.md")) if p.name != "index.md" and p.name not in listed]
+    unlisted = [
+        p.name for p in sorted(folder.glob("*.md")) if p.name != "index.md" and p.name not in listed
+    ]
     assert not unlisted, f"docs/concepts/index.md does not list: {unlisted}"
 
 
 def test_the_link_checker_sees_links_and_skips_code():
     """The checker itself: inline and reference links are found, code blocks and code spans are not links."""
-    text = "\n".join([
-        "# Title",
-        "See [a](a.md) and ![b](img/b.png \"B\") and [ext](https://example.org) and `[c](c.md)`.",
-        "[ref]: ../d.md",
-        "```python",
-        "x = [e](e.md)",
-        "```",
-    ])
-    targets = [target for number, line in _prose_lines(text) for target in INLINE_LINK.findall(line)]
-    references = [REFERENCE_LINK.match(line).group(1) for _, line in _prose_lines(text) if REFERENCE_LINK.match(line)]
+    text = "\n".join(
+        [
+            "# Title",
+            'See [a](a.md) and ![b](img/b.png "B") and [ext](https://example.org) and `[c](c.md)`.',
+            "[ref]: ../d.md",
+            "```python",
+            "x = [e](e.md)",
+            "```",
+        ]
+    )
+    targets = [
+        target for number, line in _prose_lines(text) for target in INLINE_LINK.findall(line)
+    ]
+    references = [
+        REFERENCE_LINK.match(line).group(1)
+        for _, line in _prose_lines(text)
+        if REFERENCE_LINK.match(line)
+    ]
     assert targets == ["a.md", "img/b.png", "https://example.org"]
     assert references == ["../d.md"]
     assert SPEC_CITATION.search("see SPEC §2") and SPEC_CITATION.search("(SPEC)")

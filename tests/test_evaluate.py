@@ -39,7 +39,9 @@ def test_constant_confidence_at_lower_accuracy():
     assert got["ece"] == pytest.approx(0.3, abs=1e-6) and got["mce"] == pytest.approx(0.3, abs=1e-6)
     assert got["brier"] == pytest.approx(0.6 * 0.02 + 0.4 * 1.62, abs=1e-6)
     assert got["nll"] == pytest.approx(-(0.6 * math.log(0.9) + 0.4 * math.log(0.1)), abs=1e-6)
-    with pytest.raises(ValueError, match="labels must be a \\(N,\\) tensor matching probs' 10 rows"):
+    with pytest.raises(
+        ValueError, match="labels must be a \\(N,\\) tensor matching probs' 10 rows"
+    ):
         calibration(probs, labels[:3])
     with pytest.raises(ValueError, match="bins must be an integer >= 1, got 0"):
         expected_calibration_error(probs, labels, bins=0)
@@ -59,7 +61,9 @@ def test_fgsm_on_a_linear_model_steps_by_eps_times_the_sign_of_the_weight_differ
     w = model.weight.detach()
     away = torch.where(y[:, None] == 0, (w[1] - w[0]).sign(), (w[0] - w[1]).sign())
     assert torch.allclose(adv - x, 0.25 * away)
-    assert torch.equal(fgsm(model, x, y, eps=0.25, clamp=(-0.1, 0.1)), (x + 0.25 * away).clamp(-0.1, 0.1))
+    assert torch.equal(
+        fgsm(model, x, y, eps=0.25, clamp=(-0.1, 0.1)), (x + 0.25 * away).clamp(-0.1, 0.1)
+    )
 
 
 class BNNet(nn.Module):
@@ -80,23 +84,36 @@ def test_attacks_leave_the_model_as_it_was_and_pgd_stays_in_the_box():
     x, y = torch.rand(16, 6), torch.randint(3, (16,))
     eps = 0.1
     adv_f = fgsm(model, x, y, eps=eps, clamp=(0.0, 1.0))
-    adv_p = pgd(model, x, y, eps=eps, steps=20, step_size=eps / 4, random_start=False, clamp=(0.0, 1.0))
-    adv_r = pgd(model, x, y, eps=eps, steps=5, clamp=(0.0, 1.0), generator=torch.Generator().manual_seed(0))
+    adv_p = pgd(
+        model, x, y, eps=eps, steps=20, step_size=eps / 4, random_start=False, clamp=(0.0, 1.0)
+    )
+    adv_r = pgd(
+        model, x, y, eps=eps, steps=5, clamp=(0.0, 1.0), generator=torch.Generator().manual_seed(0)
+    )
     assert model.training
-    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())  # BN statistics included
+    assert all(
+        torch.equal(v, model.state_dict()[k]) for k, v in before.items()
+    )  # BN statistics included
     assert all(torch.equal(p.grad, torch.full_like(p, 0.5)) for p in model.parameters())
     for adv in (adv_f, adv_p, adv_r):
-        assert float((adv - x).abs().max()) <= eps + 1e-6 and float(adv.min()) >= 0 and float(adv.max()) <= 1
+        assert (
+            float((adv - x).abs().max()) <= eps + 1e-6
+            and float(adv.min()) >= 0
+            and float(adv.max()) <= 1
+        )
     model.eval()
     loss = lambda a: float(nn.functional.cross_entropy(model(a), y, reduction="sum").detach())  # noqa: E731
     assert loss(adv_p) >= loss(adv_f) - 1e-5 > loss(x)
-    assert robust_accuracy(model, x, y, attack="pgd", eps=eps, steps=5, batch_size=5) <= robust_accuracy(
-        model, x, y, attack="fgsm", eps=0.0)  # ε = 0 is clean accuracy
+    assert robust_accuracy(
+        model, x, y, attack="pgd", eps=eps, steps=5, batch_size=5
+    ) <= robust_accuracy(model, x, y, attack="fgsm", eps=0.0)  # ε = 0 is clean accuracy
 
 
 def test_attack_arguments_are_checked():
     model, x, y = nn.Linear(3, 2), torch.randn(2, 3), torch.tensor([0, 1])
-    with pytest.raises(ValueError, match=r"eps must be a finite number >= 0 \(in input units\), got -0.1"):
+    with pytest.raises(
+        ValueError, match=r"eps must be a finite number >= 0 \(in input units\), got -0.1"
+    ):
         fgsm(model, x, y, eps=-0.1)
     with pytest.raises(ValueError, match="steps must be an integer >= 1, got 0"):
         pgd(model, x, y, eps=0.1, steps=0)
@@ -108,14 +125,23 @@ def test_attack_arguments_are_checked():
 
 def test_auroc_is_the_pairwise_fraction_and_fpr95_counts_ties():
     g = torch.Generator().manual_seed(0)
-    a, b = torch.randint(0, 6, (40,), generator=g).float(), torch.randint(0, 5, (30,), generator=g).float()
-    pairwise = float((a[:, None] > b[None]).double().mean() + 0.5 * (a[:, None] == b[None]).double().mean())
+    a, b = (
+        torch.randint(0, 6, (40,), generator=g).float(),
+        torch.randint(0, 5, (30,), generator=g).float(),
+    )
+    pairwise = float(
+        (a[:, None] > b[None]).double().mean() + 0.5 * (a[:, None] == b[None]).double().mean()
+    )
     assert auroc(a, b) == pytest.approx(pairwise, abs=1e-12)
     assert 0 <= aupr(a, b) <= 1 and aupr(a + 100, b) == pytest.approx(1.0)
     inside = torch.tensor([1, 2, 2, 3, 3, 3, 4, 4, 4, 4.0])
     outside = torch.tensor([0, 1, 1, 2, 2, 3, 3, 3, 3, 4.0])
-    assert fpr_at_tpr(inside, outside, 0.95) == pytest.approx(0.9)  # only threshold 1 keeps TPR >= 95%: 9/10 out pass
-    assert fpr_at_tpr(inside, outside, 0.9) == pytest.approx(0.7)  # threshold 2 keeps 90%: 7/10 out pass
+    assert fpr_at_tpr(inside, outside, 0.95) == pytest.approx(
+        0.9
+    )  # only threshold 1 keeps TPR >= 95%: 9/10 out pass
+    assert fpr_at_tpr(inside, outside, 0.9) == pytest.approx(
+        0.7
+    )  # threshold 2 keeps 90%: 7/10 out pass
     logits = torch.tensor([[2.0, 0.0], [0.0, 0.0]])
     assert torch.allclose(ood_score(logits, "msp"), torch.tensor([1 / (1 + math.exp(-2)), 0.5]))
     assert torch.allclose(ood_score(logits, "energy"), torch.logsumexp(logits, 1))
@@ -130,7 +156,9 @@ def test_alignment_and_uniformity_follow_their_definitions():
     d = torch.cdist(zn, zn)
     pairs = [(i, j) for i in range(30) for j in range(30) if i != j]
     same = [(i, j) for i, j in pairs if labels[i] == labels[j]]
-    assert alignment(z, labels) == pytest.approx(float(sum(d[i, j] ** 2 for i, j in same) / len(same)), rel=1e-5)
+    assert alignment(z, labels) == pytest.approx(
+        float(sum(d[i, j] ** 2 for i, j in same) / len(same)), rel=1e-5
+    )
     expected = math.log(sum(math.exp(-2 * float(d[i, j]) ** 2) for i, j in pairs) / len(pairs))
     assert uniformity(z) == pytest.approx(expected, rel=1e-5)
 
@@ -149,17 +177,41 @@ def test_multimix_evaluate_end_to_end(tmp_path, capsys):
     from multimix.cli import main
 
     run = tmp_path / "run"
-    assert main(["train", "--dataset", "toy", "--train-size", "400", "--epochs", "3", "--threads", "1", "--quiet",
-                 "--out", str(run)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                "toy",
+                "--train-size",
+                "400",
+                "--epochs",
+                "3",
+                "--threads",
+                "1",
+                "--quiet",
+                "--out",
+                str(run),
+            ]
+        )
+        == 0
+    )
     assert (run / "best.pt").is_file()
     capsys.readouterr()
-    assert main(["evaluate", str(run), "--pgd-steps", "3", "--attack-examples", "200", "--quiet"]) == 0
+    assert (
+        main(["evaluate", str(run), "--pgd-steps", "3", "--attack-examples", "200", "--quiet"]) == 0
+    )
     printed = capsys.readouterr().out
     result = json.loads((run / "eval.json").read_text())
     assert f"| {run} |" in printed and result["weights"] == "best.pt"
     summary = json.loads((run / "summary.json").read_text())
-    assert result["test_acc"] == pytest.approx(summary["best"]["test_acc"])  # the epoch chosen on validation
-    assert 0 <= result["pgd_acc"] <= result["fgsm_acc"] + 0.05 and result["fgsm_acc"] <= result["test_acc"] + 0.05
+    assert result["test_acc"] == pytest.approx(
+        summary["best"]["test_acc"]
+    )  # the epoch chosen on validation
+    assert (
+        0 <= result["pgd_acc"] <= result["fgsm_acc"] + 0.05
+        and result["fgsm_acc"] <= result["test_acc"] + 0.05
+    )
     for kind in ("gaussian", "uniform", "shuffled"):
         assert 0 <= result[f"ood_{kind}_auroc"] <= 1 and 0 <= result[f"ood_{kind}_fpr95"] <= 1
     assert 0 <= result["ece"] <= 1 and result["alignment"] >= 0
@@ -167,12 +219,18 @@ def test_multimix_evaluate_end_to_end(tmp_path, capsys):
         assert (run / png).read_bytes()[:4] == b"\x89PNG"
 
 
-@pytest.mark.parametrize(("argv", "message"), [
-    (["--eps", "-1"], "invalid value for --eps: -1.0"),
-    (["--pgd-steps", "0"], "invalid value for --pgd-steps: 0"),
-    (["--ood", "svhn"], "invalid value for --ood: 'svhn'; valid sets: gaussian, uniform, shuffled"),
-    (["--attacks", "cw"], "invalid value for --attacks: 'cw'; valid attacks: fgsm, pgd"),
-])
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--eps", "-1"], "invalid value for --eps: -1.0"),
+        (["--pgd-steps", "0"], "invalid value for --pgd-steps: 0"),
+        (
+            ["--ood", "svhn"],
+            "invalid value for --ood: 'svhn'; valid sets: gaussian, uniform, shuffled",
+        ),
+        (["--attacks", "cw"], "invalid value for --attacks: 'cw'; valid attacks: fgsm, pgd"),
+    ],
+)
 def test_multimix_evaluate_bad_input(tmp_path, capsys, argv, message):
     from multimix.cli import main
 
@@ -199,13 +257,43 @@ def test_compare_evaluate_adds_the_columns(tmp_path, capsys):
     from multimix.cli import main
 
     out = tmp_path / "cmp"
-    assert main(["compare", "--dataset", "toy", "--train-size", "300", "--epochs", "2", "--threads", "1", "--quiet",
-                 "--methods", "erm,mixup", "--seeds", "2", "--out", str(out), "--evaluate"]) == 0
+    assert (
+        main(
+            [
+                "compare",
+                "--dataset",
+                "toy",
+                "--train-size",
+                "300",
+                "--epochs",
+                "2",
+                "--threads",
+                "1",
+                "--quiet",
+                "--methods",
+                "erm,mixup",
+                "--seeds",
+                "2",
+                "--out",
+                str(out),
+                "--evaluate",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "ECE (%)" in printed and "PGD acc (%)" in printed and "| mixup | 2 |" in printed
     with open(out / "results.csv") as f:
         rows = list(csv.DictReader(f))
-    assert {"ece", "fgsm_acc", "pgd_acc", "ood_auroc", "ood_fpr95", "alignment", "uniformity"} <= set(rows[0])
+    assert {
+        "ece",
+        "fgsm_acc",
+        "pgd_acc",
+        "ood_auroc",
+        "ood_fpr95",
+        "alignment",
+        "uniformity",
+    } <= set(rows[0])
     assert (out / "evaluation.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "erm" / "seed1" / "eval.json").is_file()
 
@@ -217,8 +305,21 @@ def test_tensorboard_curves_and_evaluation(tmp_path):
     from multimix.cli import main
 
     run = tmp_path / "run"
-    argv = ["train", "--dataset", "toy", "--train-size", "300", "--epochs", "3", "--threads", "1", "--quiet",
-            "--tensorboard", "--out", str(run)]
+    argv = [
+        "train",
+        "--dataset",
+        "toy",
+        "--train-size",
+        "300",
+        "--epochs",
+        "3",
+        "--threads",
+        "1",
+        "--quiet",
+        "--tensorboard",
+        "--out",
+        str(run),
+    ]
     assert main(argv) == 0
     assert main(["evaluate", str(run), "--attacks", "fgsm", "--quiet"]) == 0
     events = EventAccumulator(str(run / "tensorboard"))
@@ -227,7 +328,9 @@ def test_tensorboard_curves_and_evaluation(tmp_path):
     val = events.Scalars("train/val_acc")
     assert [e.step for e in val] == [1, 2, 3]
     assert [round(e.value, 5) for e in val] == [round(m["val_acc"], 5) for m in metrics]
-    assert {"train/train_loss", "train/lr", "eval/ece", "eval/fgsm_acc"} <= set(events.Tags()["scalars"])
+    assert {"train/train_loss", "train/lr", "eval/ece", "eval/fgsm_acc"} <= set(
+        events.Tags()["scalars"]
+    )
 
 
 def test_fashion_mnist_runs_are_tested_against_mnist_as_ood(tmp_path):
@@ -238,8 +341,25 @@ def test_fashion_mnist_runs_are_tested_against_mnist_as_ood(tmp_path):
     write_idx_release(tmp_path / "data" / "fashion-mnist", n_train=200, n_test=50, seed=0)
     write_idx_release(tmp_path / "data" / "mnist", n_train=200, n_test=30, seed=1)
     run = tmp_path / "run"
-    assert main(["train", "--dataset", "fashion-mnist", "--data-dir", str(tmp_path / "data"), "--epochs", "1",
-                 "--threads", "1", "--quiet", "--out", str(run)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                "fashion-mnist",
+                "--data-dir",
+                str(tmp_path / "data"),
+                "--epochs",
+                "1",
+                "--threads",
+                "1",
+                "--quiet",
+                "--out",
+                str(run),
+            ]
+        )
+        == 0
+    )
     assert main(["evaluate", str(run), "--attacks", "", "--ood", "shuffled", "--quiet"]) == 0
     result = json.loads((run / "eval.json").read_text())
     assert {"ood_shuffled_auroc", "ood_mnist_auroc", "ood_mnist_fpr95"} <= set(result)
@@ -255,15 +375,34 @@ def test_without_mnist_files_scikit_learn_digits_are_the_real_ood_set(tmp_path):
 
     framed = digits.load_28x28()
     assert framed.shape == (1797, 1, 28, 28) and framed.min() >= 0 and framed.max() <= 1
-    assert framed[:, :, :4].abs().sum() == 0 and framed[:, :, :, -4:].abs().sum() == 0  # MNIST's empty frame
+    assert (
+        framed[:, :, :4].abs().sum() == 0 and framed[:, :, :, -4:].abs().sum() == 0
+    )  # MNIST's empty frame
     assert framed[:, :, 4:24, 4:24].mean() > 0.1  # the digit fills the 20×20 box
     data = tmp_path / "data"
     write_idx_release(data / "fashion-mnist", n_train=200, n_test=50, seed=0)
     if _files_found("mnist", str(data)):
         pytest.skip("MNIST's files are installed here: they are used instead")
     run = tmp_path / "run"
-    assert main(["train", "--dataset", "fashion-mnist", "--data-dir", str(data), "--epochs", "1",
-                 "--threads", "1", "--quiet", "--out", str(run)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                "fashion-mnist",
+                "--data-dir",
+                str(data),
+                "--epochs",
+                "1",
+                "--threads",
+                "1",
+                "--quiet",
+                "--out",
+                str(run),
+            ]
+        )
+        == 0
+    )
     assert main(["evaluate", str(run), "--attacks", "", "--ood", "gaussian", "--quiet"]) == 0
     result = json.loads((run / "eval.json").read_text())
     assert 0 <= result["ood_digits_auroc"] <= 1 and 0 <= result["ood_digits_fpr95"] <= 1
@@ -273,6 +412,10 @@ def test_without_mnist_files_scikit_learn_digits_are_the_real_ood_set(tmp_path):
 def test_eval_table_has_a_column_for_every_metric_seen():
     from multimix.train.evaluation import format_eval_table
 
-    table = format_eval_table([{"run": "a", "test_acc": 0.5, "seconds": 1.0},
-                               {"run": "b", "test_acc": 0.75, "ood_mnist_auroc": 0.9}])
+    table = format_eval_table(
+        [
+            {"run": "a", "test_acc": 0.5, "seconds": 1.0},
+            {"run": "b", "test_acc": 0.75, "ood_mnist_auroc": 0.9},
+        ]
+    )
     assert "| a | 0.5000 | — |" in table and "| b | 0.7500 | 0.9000 |" in table

@@ -52,17 +52,26 @@ def test_every_policy_reports_the_same_best_and_final_test_figures():
     for policy in ("epoch", "improvement", "end"):
         history, evaluator, model = _run(policy, WEIGHTS)
         last = model.weight.clone()
-        best, _ = evaluator.finish(history, read_best_weights=lambda: pytest.fail("weights were kept"))
+        best, _ = evaluator.finish(
+            history, read_best_weights=lambda: pytest.fail("weights were kept")
+        )
         assert torch.equal(model.weight, last)  # the last weights are back after the deferred test
-        results[policy] = (best["epoch"], best["test_acc"], best["test_loss"], history[-1]["test_acc"])
+        results[policy] = (
+            best["epoch"],
+            best["test_acc"],
+            best["test_loss"],
+            history[-1]["test_acc"],
+        )
     assert results["epoch"] == results["improvement"] == results["end"]
 
 
 def test_the_test_set_is_measured_only_where_the_policy_says():
     history, _, _ = _run("improvement", WEIGHTS)
-    improved = [select_best(history[:i + 1]) is history[i] for i in range(len(history))]
+    improved = [select_best(history[: i + 1]) is history[i] for i in range(len(history))]
     measured = [r["test_acc"] is not None for r in history]
-    assert measured == [imp or r["epoch"] == len(WEIGHTS) for imp, r in zip(improved, history, strict=True)]
+    assert measured == [
+        imp or r["epoch"] == len(WEIGHTS) for imp, r in zip(improved, history, strict=True)
+    ]
     history, _, _ = _run("end", WEIGHTS)
     assert [r["test_acc"] is not None for r in history] == [False, False, False, True]
 
@@ -83,14 +92,20 @@ def test_progress_lines_come_every_tenth_of_the_run_without_a_bar(caplog):
     reporter = ProgressReporter(config, show_bar=False, initial=0)
     with caplog.at_level(logging.INFO, logger="multimix"):
         for epoch in range(1, 21):
-            reporter.epoch({"epoch": epoch, "train_loss": 0.5, "val_acc": 0.9, "test_acc": None, "time_s": 0.1})
+            reporter.epoch(
+                {"epoch": epoch, "train_loss": 0.5, "val_acc": 0.9, "test_acc": None, "time_s": 0.1}
+            )
     reporter.close()
     loud = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
-    assert [line.split("epoch ")[1].split("/")[0] for line in loud] == [str(e) for e in range(2, 21, 2)]
+    assert [line.split("epoch ")[1].split("/")[0] for line in loud] == [
+        str(e) for e in range(2, 21, 2)
+    ]
     assert loud[0] == "toy erm s0: epoch 2/20 · train loss 0.500 · val 90.0% · 0.10 s"
 
 
 def test_other_ranks_report_nothing(tmp_path):
     config = TrainConfig.from_dict({"dataset": "toy", "tensorboard": True})
-    assert isinstance(make_reporter(config, tmp_path, main=False, progress=True, initial=0), NullReporter)
+    assert isinstance(
+        make_reporter(config, tmp_path, main=False, progress=True, initial=0), NullReporter
+    )
     assert list(tmp_path.iterdir()) == []

@@ -85,9 +85,16 @@ def test_beta_tiny_and_zero_alpha_never_nan():
 
 
 def test_samplers_deterministic_under_seed():
-    assert torch.equal(MF.sample_dirichlet(8, 5, 0.7, generator=gen(5)), MF.sample_dirichlet(8, 5, 0.7, generator=gen(5)))
-    assert torch.equal(MF.sample_beta(9, 0.4, generator=gen(5)), MF.sample_beta(9, 0.4, generator=gen(5)))
-    assert not torch.equal(MF.sample_beta(9, 0.4, generator=gen(5)), MF.sample_beta(9, 0.4, generator=gen(6)))
+    assert torch.equal(
+        MF.sample_dirichlet(8, 5, 0.7, generator=gen(5)),
+        MF.sample_dirichlet(8, 5, 0.7, generator=gen(5)),
+    )
+    assert torch.equal(
+        MF.sample_beta(9, 0.4, generator=gen(5)), MF.sample_beta(9, 0.4, generator=gen(5))
+    )
+    assert not torch.equal(
+        MF.sample_beta(9, 0.4, generator=gen(5)), MF.sample_beta(9, 0.4, generator=gen(6))
+    )
 
 
 # -- pairwise mixup -----------------------------------------------------------------------------
@@ -217,7 +224,10 @@ def test_sample_tuples_is_multimix_weights_in_sparse_form(b, m):
     assert t.indices.dtype == torch.long and t.weights.dtype == torch.float32
     assert (t.indices.sort(1).values.diff(dim=1) > 0).all()  # distinct members
     assert torch.allclose(t.weights.sum(1), torch.ones(200), atol=1e-5)
-    assert torch.equal(MF.tuples_to_weights(t), MF.sample_multimix_weights(b, n=200, m=m, alpha=0.7, generator=gen(3)))
+    assert torch.equal(
+        MF.tuples_to_weights(t),
+        MF.sample_multimix_weights(b, n=200, m=m, alpha=0.7, generator=gen(3)),
+    )
 
 
 @given(
@@ -228,7 +238,9 @@ def test_sample_tuples_is_multimix_weights_in_sparse_form(b, m):
     alpha=alphas,
     seed=st.integers(0, 2**31),
 )
-def test_interpolate_tuples_equals_the_dense_product_with_gradients(b, n, m_frac, shape, alpha, seed):
+def test_interpolate_tuples_equals_the_dense_product_with_gradients(
+    b, n, m_frac, shape, alpha, seed
+):
     # Gather (m <= 8), dense fallback (m > 8 or m = b): both are Λ x, and so are their gradients.
     m = max(1, round(m_frac * b))
     t = MF.sample_multimix_tuples(b, n=n, m=m, alpha=alpha, generator=gen(seed))
@@ -273,7 +285,9 @@ def test_mix_tuples_rows_slice_the_mixed_rows():
 
 def test_interpolate_tuples_rejects_another_batch():
     t = MF.sample_multimix_tuples(6, n=4, m=2, generator=gen(0))
-    with pytest.raises(ValueError, match="these tuples mix a batch of 6; got x with shape \\(5, 3\\)"):
+    with pytest.raises(
+        ValueError, match="these tuples mix a batch of 6; got x with shape \\(5, 3\\)"
+    ):
         MF.interpolate_tuples(t, torch.randn(5, 3))
     with pytest.raises(ValueError, match="tuples' weights must have the shape of its indices"):
         MF.interpolate_tuples(MF.MixTuples(t.indices, t.weights[:, :1], 6), torch.randn(6, 3))
@@ -296,26 +310,36 @@ def test_dirichlet_of_two_with_alpha_one_is_uniform():
 def test_soft_cross_entropy_matches_hard_cross_entropy_on_one_hot():
     logits = torch.randn(7, 5, generator=gen(0))
     y = torch.randint(5, (7,), generator=gen(1))
-    assert torch.allclose(MF.soft_cross_entropy(logits, MF.one_hot(y, 5)), F.cross_entropy(logits, y))
+    assert torch.allclose(
+        MF.soft_cross_entropy(logits, MF.one_hot(y, 5)), F.cross_entropy(logits, y)
+    )
     per_row = MF.soft_cross_entropy(logits, MF.one_hot(y, 5), reduction="none")
     assert per_row.shape == (7,)
-    assert torch.allclose(MF.soft_cross_entropy(logits, MF.one_hot(y, 5), reduction="sum"), per_row.sum())
+    assert torch.allclose(
+        MF.soft_cross_entropy(logits, MF.one_hot(y, 5), reduction="sum"), per_row.sum()
+    )
 
 
 def test_soft_cross_entropy_is_linear_in_targets():
     logits = torch.randn(3, 4, generator=gen(0))
     t1, t2 = MF.one_hot(torch.tensor([0, 1, 2]), 4), MF.one_hot(torch.tensor([3, 3, 0]), 4)
     mixed = MF.soft_cross_entropy(logits, 0.3 * t1 + 0.7 * t2)
-    assert torch.allclose(mixed, 0.3 * MF.soft_cross_entropy(logits, t1) + 0.7 * MF.soft_cross_entropy(logits, t2))
+    assert torch.allclose(
+        mixed, 0.3 * MF.soft_cross_entropy(logits, t1) + 0.7 * MF.soft_cross_entropy(logits, t2)
+    )
 
 
-@pytest.mark.parametrize("k", [1, 3, 10, 15, 16, 40])  # the CPU's class-major path is taken for k < 16
+@pytest.mark.parametrize(
+    "k", [1, 3, 10, 15, 16, 40]
+)  # the CPU's class-major path is taken for k < 16
 @pytest.mark.parametrize("layout", ["rows", "class_major"])
 def test_soft_cross_entropy_is_cross_entropy_for_any_class_count_and_layout(k, layout):
     n = 37
     logits = torch.randn(n, k, generator=gen(k), dtype=torch.float64)
     if layout == "class_major":
-        logits = logits.t().contiguous().t()  # (n, k) seen through a transpose, as DenseMultiMix returns it
+        logits = (
+            logits.t().contiguous().t()
+        )  # (n, k) seen through a transpose, as DenseMultiMix returns it
     logits.requires_grad_(True)
     targets = torch.softmax(torch.randn(n, k, generator=gen(k + 1), dtype=torch.float64), 1) * 1.5
     for reduction in ("mean", "sum", "none"):

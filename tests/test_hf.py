@@ -18,18 +18,35 @@ K = 3
 @pytest.fixture
 def vit():
     torch.manual_seed(0)
-    config = transformers.ViTConfig(image_size=16, patch_size=4, num_channels=1, hidden_size=32, num_hidden_layers=2,
-                                    num_attention_heads=2, intermediate_size=64, num_labels=K,
-                                    hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    config = transformers.ViTConfig(
+        image_size=16,
+        patch_size=4,
+        num_channels=1,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=K,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
     return transformers.ViTForImageClassification(config).train()
 
 
 @pytest.fixture
 def bert():
     torch.manual_seed(0)
-    config = transformers.BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                     intermediate_size=64, max_position_embeddings=16, num_labels=K,
-                                     hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    config = transformers.BertConfig(
+        vocab_size=50,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=16,
+        num_labels=K,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
     return transformers.BertForSequenceClassification(config).train()
 
 
@@ -40,21 +57,43 @@ def images(b=6, seed=0):
 
 def test_multimix_before_the_vit_classifier(vit):
     x, y = images()
-    mixer = MultiMix(vit, classifier="classifier", n=40, num_classes=K, generator=torch.Generator().manual_seed(0))
-    logits, targets = mixer({"pixel_values": x}, y)  # keyword inputs, a ModelOutput back: logits only
+    mixer = MultiMix(
+        vit,
+        classifier="classifier",
+        n=40,
+        num_classes=K,
+        generator=torch.Generator().manual_seed(0),
+    )
+    logits, targets = mixer(
+        {"pixel_values": x}, y
+    )  # keyword inputs, a ModelOutput back: logits only
     assert logits.shape == (40, K) and targets.shape == (40, K)
     soft_cross_entropy(logits, targets).backward()
     assert vit.vit.embeddings.patch_embeddings.projection.weight.grad.abs().sum() > 0
-    same = MultiMix(vit, classifier="classifier", n=40, num_classes=K, generator=torch.Generator().manual_seed(0))
+    same = MultiMix(
+        vit,
+        classifier="classifier",
+        n=40,
+        num_classes=K,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert torch.allclose(same(x, y)[0], logits, atol=1e-6)  # a plain tensor works as well
     vit.eval()
     plain, eval_targets = mixer({"pixel_values": x}, y)
-    assert torch.equal(plain, vit(pixel_values=x).logits) and torch.equal(eval_targets, one_hot(y, K))
+    assert torch.equal(plain, vit(pixel_values=x).logits) and torch.equal(
+        eval_targets, one_hot(y, K)
+    )
 
 
 def test_manifold_mixup_at_a_vit_encoder_layer(vit):
     x, y = images()
-    mixer = ManifoldMixup(vit, layers=["vit.layers.0"], alpha=1.0, num_classes=K, generator=torch.Generator().manual_seed(1))
+    mixer = ManifoldMixup(
+        vit,
+        layers=["vit.layers.0"],
+        alpha=1.0,
+        num_classes=K,
+        generator=torch.Generator().manual_seed(1),
+    )
     logits, targets = mixer({"pixel_values": x}, y)
     assert logits.shape == (6, K) and not torch.allclose(logits, vit(pixel_values=x).logits)
     assert torch.allclose(targets.sum(1), torch.ones(6))
@@ -66,25 +105,37 @@ def test_manifold_mixup_at_a_vit_encoder_layer(vit):
 def test_input_mixing_of_pixel_values_in_a_dict(vit, kind):
     x, y = images()
     make = Mixup if kind == "mixup" else CutMix
-    logits, targets = make(vit, num_classes=K, generator=torch.Generator().manual_seed(2))({"pixel_values": x}, y)
+    logits, targets = make(vit, num_classes=K, generator=torch.Generator().manual_seed(2))(
+        {"pixel_values": x}, y
+    )
     assert logits.shape == (6, K) and targets.shape == (6, K)
 
 
 def test_bert_on_a_dict_of_token_ids(bert):
     g = torch.Generator().manual_seed(0)
-    batch = {"input_ids": torch.randint(50, (5, 12), generator=g), "attention_mask": torch.ones(5, 12, dtype=torch.long)}
+    batch = {
+        "input_ids": torch.randint(50, (5, 12), generator=g),
+        "attention_mask": torch.ones(5, 12, dtype=torch.long),
+    }
     batch["attention_mask"][:, 9:] = 0  # padded
     y = torch.randint(K, (5,), generator=g)
     mixer = MultiMix(bert, classifier="classifier", n=30, num_classes=K, generator=g)
     logits, targets = mixer(batch, y)
     assert logits.shape == (30, K)
     soft_cross_entropy(logits, targets).backward()
-    assert bert.bert.embeddings.word_embeddings.weight.grad.abs().sum() > 0  # gradients reach the embeddings
+    assert (
+        bert.bert.embeddings.word_embeddings.weight.grad.abs().sum() > 0
+    )  # gradients reach the embeddings
     manifold = ManifoldMixup(bert, layers=["bert.embeddings"], num_classes=K, generator=g)
     assert manifold(batch, y)[0].shape == (5, K)
-    with pytest.raises(ValueError, match=r"needs exactly one floating-point tensor.*mix at an embedding layer"):
+    with pytest.raises(
+        ValueError, match=r"needs exactly one floating-point tensor.*mix at an embedding layer"
+    ):
         Mixup(bert, num_classes=K)(batch, y)
-    with pytest.raises(ValueError, match=r"the tensors of x must share their batch size, got \{'input_ids': 5, 'attention_mask': 4\}"):
+    with pytest.raises(
+        ValueError,
+        match=r"the tensors of x must share their batch size, got \{'input_ids': 5, 'attention_mask': 4\}",
+    ):
         mixer({**batch, "attention_mask": batch["attention_mask"][:4]}, y)
     with pytest.raises(ValueError, match="x and y must have the same batch size, got 5 and 4"):
         mixer(batch, y[:4])
@@ -92,14 +143,32 @@ def test_bert_on_a_dict_of_token_ids(bert):
 
 def test_hf_resnet_classifier_is_a_sequential():
     torch.manual_seed(0)
-    config = transformers.ResNetConfig(num_channels=1, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1],
-                                       layer_type="basic", num_labels=K)
+    config = transformers.ResNetConfig(
+        num_channels=1,
+        embedding_size=8,
+        hidden_sizes=[8, 16],
+        depths=[1, 1],
+        layer_type="basic",
+        num_labels=K,
+    )
     model = transformers.ResNetForImageClassification(config).train()
     x, y = torch.randn(4, 1, 16, 16), torch.tensor([0, 1, 2, 0])
     # Before the Sequential (its input is (b, 16, 1, 1)) or before its Linear (the exact logit shortcut):
     # the same mixing weights give the same logits (batch norm sees the same batch both times).
-    whole = MultiMix(model, classifier="classifier", n=20, num_classes=K, generator=torch.Generator().manual_seed(0))
-    linear = MultiMix(model, classifier="classifier.1", n=20, num_classes=K, generator=torch.Generator().manual_seed(0))
+    whole = MultiMix(
+        model,
+        classifier="classifier",
+        n=20,
+        num_classes=K,
+        generator=torch.Generator().manual_seed(0),
+    )
+    linear = MultiMix(
+        model,
+        classifier="classifier.1",
+        n=20,
+        num_classes=K,
+        generator=torch.Generator().manual_seed(0),
+    )
     a, ta = whole(x, y)
     b, tb = linear(x, y)
     assert a.shape == (20, K) and linear.linear_shortcut and not whole.linear_shortcut
@@ -135,7 +204,13 @@ def test_tuple_outputs_of_layers_and_models():
     torch.manual_seed(0)
     model = TupleNet()
     x, y = torch.randn(5, 6), torch.randint(K, (5,))
-    mixer = ManifoldMixup(model, layers=["block"], alpha=2.0, num_classes=K, generator=torch.Generator().manual_seed(0))
+    mixer = ManifoldMixup(
+        model,
+        layers=["block"],
+        alpha=2.0,
+        num_classes=K,
+        generator=torch.Generator().manual_seed(0),
+    )
     logits, _ = mixer(x, y)
     # Replay the mixer's draws: the layer (one uniform), then λ and the partners.
     g = torch.Generator().manual_seed(0)
@@ -143,7 +218,9 @@ def test_tuple_outputs_of_layers_and_models():
     lam, perm = sample_mixup(5, alpha=2.0, generator=g)
     torch.testing.assert_close(logits, model.head(mix_pairs(model.block.lin(x), lam, perm)))
     model.eval()
-    assert torch.equal(mixer(x, y)[0], model.head(model.block.lin(x)))  # the logits out of the tuple
+    assert torch.equal(
+        mixer(x, y)[0], model.head(model.block.lin(x))
+    )  # the logits out of the tuple
 
 
 def test_timm_models():
@@ -157,7 +234,9 @@ def test_timm_models():
     resnet = timm.create_model("resnet18", pretrained=False, num_classes=K, in_chans=1).train()
     logits, targets = MultiMix(resnet, classifier="fc", n=20, num_classes=K)(x, y)
     assert logits.shape == (20, K)
-    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=K, in_chans=1, img_size=32).train()
+    vit = timm.create_model(
+        "vit_tiny_patch16_224", pretrained=False, num_classes=K, in_chans=1, img_size=32
+    ).train()
     logits, targets = MultiMix(vit, classifier="head", n=20, num_classes=K)(x, y)
     assert logits.shape == (20, K)
     soft_cross_entropy(logits, targets).backward()

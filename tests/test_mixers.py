@@ -21,10 +21,16 @@ def make_mixer(kind: str, model, **kw):
     if kind == "mixup":
         return Mixup(model, alpha=1.0, num_classes=K, **kw)
     if kind == "manifold":
-        layers = ["input", "encoder.layer1", "encoder.act"] if model_cls is MLPNet else ["input", "stem", "block"]
+        layers = (
+            ["input", "encoder.layer1", "encoder.act"]
+            if model_cls is MLPNet
+            else ["input", "stem", "block"]
+        )
         return ManifoldMixup(model, layers=layers, alpha=2.0, num_classes=K, **kw)
     if kind == "multimix":
-        return MultiMix(model, classifier="fc" if model_cls is MLPNet else "head", n=50, num_classes=K, **kw)
+        return MultiMix(
+            model, classifier="fc" if model_cls is MLPNet else "head", n=50, num_classes=K, **kw
+        )
     raise AssertionError(kind)
 
 
@@ -125,8 +131,14 @@ def test_manifold_mixup_mixes_the_named_hidden_state(mlp):
     # Distinct one-hot labels 0..3 make the mixed targets the mixing matrix M itself (row i holds
     # λ_i at i and 1 - λ_i at π(i)), so the logits must be fc(M h) with h the clean hidden state.
     x, y = torch.randn(4, 6), torch.arange(4)
-    mixer = ManifoldMixup(mlp, layers=["encoder.layer2"], alpha=1.0, per_sample=True, num_classes=K,
-                          generator=torch.Generator().manual_seed(3))
+    mixer = ManifoldMixup(
+        mlp,
+        layers=["encoder.layer2"],
+        alpha=1.0,
+        per_sample=True,
+        num_classes=K,
+        generator=torch.Generator().manual_seed(3),
+    )
     logits, targets = mixer(x, y)
     assert torch.allclose(logits, mlp.fc(targets @ mlp.encoder(x)), atol=1e-5)
     assert not torch.allclose(targets, torch.eye(4))  # something was actually mixed
@@ -136,7 +148,9 @@ def test_multimix_mixes_the_classifier_input(mlp):
     # Distinct one-hot labels make the mixed targets equal Λ itself: logits must be fc(Λ Z).
     x = torch.randn(4, 6)
     y = torch.arange(4)
-    mixer = MultiMix(mlp, classifier="fc", n=40, m=2, num_classes=4, generator=torch.Generator().manual_seed(0))
+    mixer = MultiMix(
+        mlp, classifier="fc", n=40, m=2, num_classes=4, generator=torch.Generator().manual_seed(0)
+    )
     logits, weights = mixer(x, y)
     assert torch.allclose(logits, mlp.fc(weights @ mlp.encoder(x)), atol=1e-5)
     assert ((weights > 0).sum(1) == 2).all()
@@ -179,7 +193,9 @@ def test_multimix_alpha_is_one_for_pairs_and_one_over_m_beyond(cls):
         g = torch.Generator().manual_seed(3)
         if cls == "MultiMix":
             return MultiMix(model, classifier="fc", n=40, num_classes=4, generator=g, **kw)
-        return DenseMultiMix(model, features="features", classifier="fc", n=40, num_classes=4, generator=g, **kw)
+        return DenseMultiMix(
+            model, features="features", classifier="fc", n=40, num_classes=4, generator=g, **kw
+        )
 
     for m, expected in [(2, 1.0), (4, 0.25), (None, 1 / 8), (12, 1 / 8)]:  # m > b: the whole batch
         auto, fixed = make(m=m), make(m=m, alpha=expected)
@@ -207,22 +223,30 @@ def test_integer_labels_mix_as_their_one_hot_rows(cls, m):
         g = torch.Generator().manual_seed(3)
         if cls == "MultiMix":
             return MultiMix(model, classifier="fc", n=50, m=m, num_classes=5, generator=g)
-        return DenseMultiMix(model, features="features", classifier="fc", n=50, m=m, num_classes=5, generator=g)
+        return DenseMultiMix(
+            model, features="features", classifier="fc", n=50, m=m, num_classes=5, generator=g
+        )
 
     with make() as by_label, make() as by_row:
         logits, targets = by_label(x, y)
-        soft_logits, soft_targets = by_row(x, one_hot(y, 5))  # soft targets: the one-hot rows are mixed
+        soft_logits, soft_targets = by_row(
+            x, one_hot(y, 5)
+        )  # soft targets: the one-hot rows are mixed
     assert torch.equal(logits, soft_logits)
     assert torch.allclose(targets, soft_targets, atol=1e-6)
     assert torch.allclose(targets.sum(1), torch.ones(len(targets)), atol=1e-6)
     # The same gradients (Dense MultiMix: its CPU one-pass path for labels against the general path).
     grads = torch.autograd.grad(soft_cross_entropy(logits, targets), list(model.parameters()))
-    soft_grads = torch.autograd.grad(soft_cross_entropy(soft_logits, soft_targets), list(model.parameters()))
+    soft_grads = torch.autograd.grad(
+        soft_cross_entropy(soft_logits, soft_targets), list(model.parameters())
+    )
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(grads, soft_grads, strict=True))
     if cls == "DenseMultiMix":
         with make() as mixer:
             assert mixer._one_pass(torch.zeros(9, 64, 10), y, None, 5)
-            assert not mixer._one_pass(torch.zeros(9, 64, 10), None, None, 5)  # soft targets: the general path
+            assert not mixer._one_pass(
+                torch.zeros(9, 64, 10), None, None, 5
+            )  # soft targets: the general path
 
 
 def test_soft_targets_accepted(mlp):
@@ -259,7 +283,9 @@ def test_compiled_model_names_resolve_and_mix_as_the_plain_model(kind):
     with make_mixer(kind, compiled, generator=torch.Generator().manual_seed(3)) as mixer:
         got = mixer(x, y)
     assert torch.allclose(got[0], expected[0], atol=1e-6) and torch.equal(got[1], expected[1])
-    with pytest.raises(ValueError, match=r"classifier='head' is not a submodule.*valid names: 'encoder'"):
+    with pytest.raises(
+        ValueError, match=r"classifier='head' is not a submodule.*valid names: 'encoder'"
+    ):
         MultiMix(compiled, classifier="head")
 
 
@@ -267,7 +293,9 @@ def test_compiled_model_traced_before_the_mixer_fails_loudly():
     torch._dynamo.reset()
     compiled = torch.compile(MLPNet(), backend="eager")
     compiled(batch(4)[0])  # a graph without the mixer's hooks is now cached
-    with pytest.raises(RuntimeError, match="create the mixer before the compiled model's first call"):
+    with pytest.raises(
+        RuntimeError, match="create the mixer before the compiled model's first call"
+    ):
         MultiMix(compiled, classifier="fc", n=10, num_classes=K)(*batch(4))
     torch._dynamo.reset()
 
@@ -283,12 +311,15 @@ def test_targets_are_float32_under_bf16_autocast(kind):
         model, x = CNN1d((12,), K), torch.randn(5, 12)
 
         def make(g):
-            return DenseMultiMix(model, features="features", classifier="fc", n=20, num_classes=K, generator=g)
+            return DenseMultiMix(
+                model, features="features", classifier="fc", n=20, num_classes=K, generator=g
+            )
     else:
         model, x = MLPNet(), batch(5)[0]
 
         def make(g):
             return make_mixer(kind, model, generator=g)
+
     y = torch.tensor([0, 1, 2, 3, 1])
     exact = make(torch.Generator().manual_seed(1))(x, y)[1]
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -336,13 +367,19 @@ def test_host_choices_drawn_ahead_are_the_ones_forward_would_draw(kind, mlp):
     and that forward uses it: the same run with and without drawing ahead."""
     from multimix import MixupOrCutMix
 
-    model = nn.Sequential(nn.Flatten(), mlp) if kind == "mixup-cutmix" else mlp  # CutMix pastes image boxes
+    model = (
+        nn.Sequential(nn.Flatten(), mlp) if kind == "mixup-cutmix" else mlp
+    )  # CutMix pastes image boxes
 
     def make():
         gen = torch.Generator().manual_seed(5)
         if kind == "manifold":
-            return ManifoldMixup(model, layers=["input", "encoder.layer1", "encoder.layer2"], num_classes=4,
-                                 generator=gen)
+            return ManifoldMixup(
+                model,
+                layers=["input", "encoder.layer1", "encoder.layer2"],
+                num_classes=4,
+                generator=gen,
+            )
         if kind == "mixup-cutmix":
             return MixupOrCutMix(model, num_classes=4, generator=gen)
         return MultiMix(model, classifier="fc", p=0.5, n=8, num_classes=4, generator=gen)
@@ -363,4 +400,6 @@ def test_host_choices_drawn_ahead_are_the_ones_forward_would_draw(kind, mlp):
             used.append("clean" if t2.shape[0] == 6 else "mix")
     assert chosen == used and len(set(chosen)) > 1
     plain.close(), ahead.close()
-    assert MultiMix(mlp, classifier="fc", num_classes=4).decide() is None  # p = 1: no choice to make
+    assert (
+        MultiMix(mlp, classifier="fc", num_classes=4).decide() is None
+    )  # p = 1: no choice to make

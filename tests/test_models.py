@@ -9,8 +9,14 @@ from multimix import ManifoldMixup, MultiMix, find_module, soft_cross_entropy
 from multimix.functional import positions_of
 from multimix.models import MODELS, build_model
 
-SHAPES = {"mlp": (2,), "cnn1d": (40,), "convnet": (1, 8, 8), "preactresnet8": (1, 28, 28),
-          "preactresnet18": (3, 32, 32), "vit": (1, 28, 28)}
+SHAPES = {
+    "mlp": (2,),
+    "cnn1d": (40,),
+    "convnet": (1, 8, 8),
+    "preactresnet8": (1, 28, 28),
+    "preactresnet18": (3, 32, 32),
+    "vit": (1, 28, 28),
+}
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -25,17 +31,26 @@ def test_model_layers_and_every_mixer(name):
 
     if model.feature_layer is not None:  # a spatial embedding, laid out as the model declares
         captured = {}
-        h = find_module(model, model.feature_layer).register_forward_hook(lambda m, a, o: captured.setdefault("z", o))
+        h = find_module(model, model.feature_layer).register_forward_hook(
+            lambda m, a, o: captured.setdefault("z", o)
+        )
         logits = model(x)
         h.remove()
         z = captured["z"]
         assert z.dim() >= 3 and model.feature_layout in ("channels_first", "channels_last")
-        rows = positions_of(z, layout=model.feature_layout)  # (b, r, d): the classifier applies to each row
+        rows = positions_of(
+            z, layout=model.feature_layout
+        )  # (b, r, d): the classifier applies to each row
         per_position = model.fc(rows)
-        if model.feature_layout == "channels_first":  # pooled by a mean: classifying each position and averaging agree
+        if (
+            model.feature_layout == "channels_first"
+        ):  # pooled by a mean: classifying each position and averaging agree
             assert torch.allclose(per_position.mean(1), logits, atol=1e-4)
         else:  # a ViT classifies its class token, the first position
-            assert torch.allclose(per_position[:, 0], logits, atol=1e-4) and model.feature_prefix_tokens == 1
+            assert (
+                torch.allclose(per_position[:, 0], logits, atol=1e-4)
+                and model.feature_prefix_tokens == 1
+            )
 
     for layer in model.manifold_layers:
         with ManifoldMixup(model, layers=[layer], num_classes=k) as mixer:
@@ -63,7 +78,10 @@ def test_mlp_layers_are_numbered_for_mixing_depth():
 
 
 def test_bad_model_name_and_shape():
-    with pytest.raises(ValueError, match="model must be one of mlp, cnn1d, convnet, preactresnet8, preactresnet18, vit"):
+    with pytest.raises(
+        ValueError,
+        match="model must be one of mlp, cnn1d, convnet, preactresnet8, preactresnet18, vit",
+    ):
         build_model("resnet50", input_shape=(3, 32, 32), num_classes=10)
     with pytest.raises(ValueError, match="convnet needs image inputs"):
         build_model("convnet", input_shape=(40,), num_classes=10)

@@ -19,8 +19,12 @@ from multimix.train.runlock import FolderInUse
 
 def _state(config: TrainConfig, epochs: int) -> dict:
     """A checkpoint-shaped state (what RunState.state_dict returns) with ``epochs`` records."""
-    return {"config": config.to_dict(), "world_size": 1, "model": {"w": torch.full((2,), float(epochs))},
-            "history": [{"epoch": e, "val_acc": 0.5} for e in range(1, epochs + 1)]}
+    return {
+        "config": config.to_dict(),
+        "world_size": 1,
+        "model": {"w": torch.full((2,), float(epochs))},
+        "history": [{"epoch": e, "val_acc": 0.5} for e in range(1, epochs + 1)],
+    }
 
 
 @pytest.fixture
@@ -48,8 +52,12 @@ def test_an_improving_epoch_writes_best_then_checkpoint_then_metrics(tmp_path, c
     folder.save_epoch(_state(config, 1), improved=True)
     folder.save_epoch(_state(config, 2), improved=False)
     assert writes == ["best.pt", "checkpoint.pt", "metrics.jsonl", "checkpoint.pt", "metrics.jsonl"]
-    assert checkpoint.load(tmp_path / "best.pt")["epoch"] == 1  # not overwritten by the epoch that did not improve
-    assert torch.equal(checkpoint.load(tmp_path / "checkpoint.pt")["model"]["w"], torch.full((2,), 2.0))
+    assert (
+        checkpoint.load(tmp_path / "best.pt")["epoch"] == 1
+    )  # not overwritten by the epoch that did not improve
+    assert torch.equal(
+        checkpoint.load(tmp_path / "checkpoint.pt")["model"]["w"], torch.full((2,), 2.0)
+    )
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
 
@@ -91,10 +99,14 @@ def test_opening_refuses_what_cannot_continue(tmp_path, config):
     with pytest.raises(ConfigError, match=r"already holds a run .*pass --resume"):
         _open(tmp_path, config, resume=False)
     other = TrainConfig.from_dict({"dataset": "toy", "epochs": 3, "lr": 0.5})
-    with pytest.raises(CheckpointError, match=r"other settings \(given vs saved\): lr: 0.5 vs 0.001"):
+    with pytest.raises(
+        CheckpointError, match=r"other settings \(given vs saved\): lr: 0.5 vs 0.001"
+    ):
         _open(tmp_path, other, resume=True)
     longer = TrainConfig.from_dict({"dataset": "toy", "epochs": 5})
-    with pytest.raises(ConfigError, match=r"cannot resume .* with epochs 5: it was started for 3 epochs"):
+    with pytest.raises(
+        ConfigError, match=r"cannot resume .* with epochs 5: it was started for 3 epochs"
+    ):
         _open(tmp_path, longer, resume=True)
 
 

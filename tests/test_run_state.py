@@ -19,22 +19,40 @@ CPU = torch.device("cpu")
 
 
 def _config(**overrides) -> TrainConfig:
-    values = dict(dataset="toy", method="multimix", epochs=3, batch_size=50, mix_rows=64, threads=1,
-                  teacher_momentum=0.9, train_size=300, **overrides)
+    values = dict(
+        dataset="toy",
+        method="multimix",
+        epochs=3,
+        batch_size=50,
+        mix_rows=64,
+        threads=1,
+        teacher_momentum=0.9,
+        train_size=300,
+        **overrides,
+    )
     return TrainConfig.from_dict(values)
 
 
 def _built(config: TrainConfig):
     splits = load_splits(config)
     data = TrainData.on(splits.train, splits.num_classes, splits.augment, CPU)
-    run = build_run(config, splits, Dist(), CPU, steps_per_epoch=steps_per_epoch(len(data.y), config.batch_size))
+    run = build_run(
+        config, splits, Dist(), CPU, steps_per_epoch=steps_per_epoch(len(data.y), config.batch_size)
+    )
     return run, data
 
 
 def _epoch(run, data) -> float:
     step = TrainStep(run.state, net=run.nets.train, data=data, config=run.state.config, device=CPU)
-    loss = train_epoch(step, run.mixer_at(run.state.epoch + 1), data, batch_size=run.state.config.batch_size,
-                       generator=run.state.generators.data, device=CPU, world_size=1)
+    loss = train_epoch(
+        step,
+        run.mixer_at(run.state.epoch + 1),
+        data,
+        batch_size=run.state.config.batch_size,
+        generator=run.state.generators.data,
+        device=CPU,
+        world_size=1,
+    )
     run.state.history.append({"epoch": run.state.epoch + 1, "train_loss": loss})
     return loss
 
@@ -42,7 +60,12 @@ def _epoch(run, data) -> float:
 def _equal(a, b) -> bool:
     """Deep equality of state dicts: tensors by value, the rest by ==."""
     if isinstance(a, torch.Tensor):
-        return isinstance(b, torch.Tensor) and a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b)
+        return (
+            isinstance(b, torch.Tensor)
+            and a.shape == b.shape
+            and a.dtype == b.dtype
+            and torch.equal(a, b)
+        )
     if isinstance(a, dict):
         return isinstance(b, dict) and a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
     if isinstance(a, (list, tuple)):
@@ -55,10 +78,14 @@ def test_a_state_saved_and_loaded_into_a_fresh_run_is_equal_and_continues_alike(
     run, data = _built(config)
     _epoch(run, data)
     saved = run.state.state_dict()
-    checkpoint.save(tmp_path / "checkpoint.pt", saved)  # through the file, as a resumed run reads it
+    checkpoint.save(
+        tmp_path / "checkpoint.pt", saved
+    )  # through the file, as a resumed run reads it
 
     fresh, fresh_data = _built(config)
-    assert not _equal(fresh.state.state_dict()["model"], saved["model"])  # a fresh run starts elsewhere
+    assert not _equal(
+        fresh.state.state_dict()["model"], saved["model"]
+    )  # a fresh run starts elsewhere
     fresh.state.load_state_dict(checkpoint.load(tmp_path / "checkpoint.pt"))
     assert _equal(fresh.state.state_dict(), run.state.state_dict())
     assert fresh.state.epoch == 1
@@ -71,10 +98,21 @@ def test_a_state_saved_and_loaded_into_a_fresh_run_is_equal_and_continues_alike(
 def test_the_checkpoint_keys_are_those_documented():
     run, _ = _built(_config())
     state = run.state.state_dict()
-    assert set(state) == {"config", "world_size", "history", "model", "optimizer", "scheduler", "scaler", "teacher",
-                          "rng"}
+    assert set(state) == {
+        "config",
+        "world_size",
+        "history",
+        "model",
+        "optimizer",
+        "scheduler",
+        "scaler",
+        "teacher",
+        "rng",
+    }
     assert set(state["rng"]) == {"torch", "data", "augment", "mix", "mix_host"}
-    assert state["rng"]["augment"] is None and state["rng"]["mix_host"] is None  # the CPU draws them elsewhere
+    assert (
+        state["rng"]["augment"] is None and state["rng"]["mix_host"] is None
+    )  # the CPU draws them elsewhere
     assert len(state["rng"]["mix"]) == state["world_size"] == 1
     assert TrainConfig.from_dict(state["config"], source="saved") == run.state.config
 
@@ -84,7 +122,10 @@ def test_a_state_from_another_number_of_processes_is_refused():
     state = run.state.state_dict()
     state["world_size"] = 2
     state["rng"]["mix"] = state["rng"]["mix"] * 2
-    with pytest.raises(ConfigError, match=r"trained with 2 process\(es\).*resume it with the command that started it"):
+    with pytest.raises(
+        ConfigError,
+        match=r"trained with 2 process\(es\).*resume it with the command that started it",
+    ):
         run.state.load_state_dict(state)
 
 
@@ -97,8 +138,12 @@ def test_a_version_1_checkpoint_is_read_as_the_current_layout():
     # "augment" key on the CPU.
     v1 = copy.deepcopy(current)
     v1["version"] = 1
-    v1["rng"] = {"torch": current["rng"]["torch"], "data": current["rng"]["data"], "mix": current["rng"]["mix"][0],
-                 "mix_ranks": current["rng"]["mix"]}
+    v1["rng"] = {
+        "torch": current["rng"]["torch"],
+        "data": current["rng"]["data"],
+        "mix": current["rng"]["mix"][0],
+        "mix_ranks": current["rng"]["mix"],
+    }
     assert upgrade(v1)["version"] == STATE_VERSION
 
     fresh, _ = _built(config)

@@ -10,8 +10,11 @@ from multimix.train.runlock import FolderInUse, RunLock
 
 def test_run_lock_in_process(tmp_path):
     # The second lock on a held folder is refused.
-    with (RunLock(tmp_path / "a"), pytest.raises(FolderInUse, match=r"a is in use by process \d+ on .*; wait for it"),
-          RunLock(tmp_path / "a")):
+    with (
+        RunLock(tmp_path / "a"),
+        pytest.raises(FolderInUse, match=r"a is in use by process \d+ on .*; wait for it"),
+        RunLock(tmp_path / "a"),
+    ):
         pass
     with RunLock(tmp_path / "a"):  # released on leaving the block
         pass

@@ -24,14 +24,17 @@ def test_confmix_alpha_endpoints():
         confmix_alpha(torch.ones(3))
 
 
-
 def test_schedules_hit_endpoints_and_half_life():
     assert Constant(0.5)(0) == Constant(0.5)(99) == 0.5
     lin = Linear(0.0, 1.0, epochs=50)
     assert lin(0) == 0 and lin(25) == 0.5 and lin(50) == 1 and lin(80) == 1
     up, down = Exponential(0.0, 1.0, half_life=25), Exponential(1.0, 0.0, half_life=25)
     assert up(0) == 0 and down(0) == 1
-    assert up(25) == pytest.approx(0.5) and up(50) == pytest.approx(0.75) and down(25) == pytest.approx(0.5)
+    assert (
+        up(25) == pytest.approx(0.5)
+        and up(50) == pytest.approx(0.75)
+        and down(25) == pytest.approx(0.5)
+    )
     assert up(1000) == pytest.approx(1.0)
     assert make_schedule("exp", start=1, end=0, epochs=10, half_life=5)(5) == pytest.approx(0.5)
     with pytest.raises(ValueError, match="half_life must be a finite number > 0"):
@@ -40,7 +43,6 @@ def test_schedules_hit_endpoints_and_half_life():
         Linear(-1, 1, epochs=3)
     with pytest.raises(ValueError, match="schedule must be one of constant, linear, exp"):
         make_schedule("cosine", start=0, end=1, epochs=3)
-
 
 
 def test_confmix_mixes_confident_examples_only():
@@ -75,13 +77,21 @@ def test_confmix_mixes_confident_examples_only():
     soft_cross_entropy(logits, targets).backward()
 
 
-
-@pytest.mark.parametrize("extra", [
-    {"method": "confmix", "confmix_warmup": 1},
-    {"method": "confmix", "confmix_warmup": 0, "layers": "layer2", "confmix_scale": 0.5},
-    {"method": "mixup", "alpha_schedule": "exp", "alpha_start": 0, "alpha_end": 1, "half_life": 1},
-    {"method": "multimix", "alpha_schedule": "linear", "alpha_start": 1, "alpha_end": 0},
-])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"method": "confmix", "confmix_warmup": 1},
+        {"method": "confmix", "confmix_warmup": 0, "layers": "layer2", "confmix_scale": 0.5},
+        {
+            "method": "mixup",
+            "alpha_schedule": "exp",
+            "alpha_start": 0,
+            "alpha_end": 1,
+            "half_life": 1,
+        },
+        {"method": "multimix", "alpha_schedule": "linear", "alpha_start": 1, "alpha_end": 0},
+    ],
+)
 def test_confmix_and_schedules_train_without_nan(tmp_path, extra):
     summary = train(tiny_config(epochs=3, **extra), tmp_path)
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
@@ -89,11 +99,16 @@ def test_confmix_and_schedules_train_without_nan(tmp_path, extra):
     assert summary["final"]["val_loss"] == summary["final"]["val_loss"]
 
 
-
 def test_schedule_and_confmix_config_errors():
     with pytest.raises(ConfigError, match=r"alpha_start.*required by alpha_schedule='exp'"):
         TrainConfig.from_dict({"method": "mixup", "alpha_schedule": "exp", "alpha_end": 1})
-    with pytest.raises(ConfigError, match=r"alpha_schedule applies to methods with an α \(mixup, manifold, .*\), not to 'erm'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"alpha_schedule applies to methods with an α \(mixup, manifold, .*\), not to 'erm'",
+    ):
         TrainConfig.from_dict({"alpha_schedule": "linear", "alpha_start": 0, "alpha_end": 1})
-    with pytest.raises(ConfigError, match="invalid value for alpha_schedule: 'cos'; valid values: constant, linear, exp"):
+    with pytest.raises(
+        ConfigError,
+        match="invalid value for alpha_schedule: 'cos'; valid values: constant, linear, exp",
+    ):
         TrainConfig.from_dict({"method": "mixup", "alpha_schedule": "cos"})

@@ -27,7 +27,10 @@ def test_ema_teacher_follows_the_formula_and_gets_no_gradients():
     # state_dict round trip into a fresh teacher
     other = EMATeacher(build_model("mlp", input_shape=(2,), num_classes=3))
     other.load_state_dict(teacher.state_dict())
-    assert all(torch.equal(a, b) for a, b in zip(other.module.parameters(), teacher.module.parameters(), strict=True))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(other.module.parameters(), teacher.module.parameters(), strict=True)
+    )
 
 
 def test_teacher_copies_no_mixer_hooks():

@@ -22,7 +22,9 @@ def test_train_writes_its_outputs(tmp_path, method):
     summary = train(TrainConfig.from_dict({**TINY_RUN, "method": method}), tmp_path)
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in lines] == [1, 2]
-    assert {"train_loss", "val_acc", "test_acc", "val_loss", "test_loss", "time_s", "lr"} <= set(lines[0])
+    assert {"train_loss", "val_acc", "test_acc", "val_loss", "test_loss", "time_s", "lr"} <= set(
+        lines[0]
+    )
     assert all(r["train_loss"] == r["train_loss"] for r in lines)  # not NaN
     saved = json.loads((tmp_path / "summary.json").read_text())
     assert saved == json.loads(json.dumps(summary))
@@ -38,9 +40,16 @@ def test_testing_only_at_improvements_reports_the_same_figures(tmp_path):
     every = train(TrainConfig.from_dict(config), tmp_path / "every")
     lean = train(TrainConfig.from_dict({**config, "test_every": "improvement"}), tmp_path / "lean")
     assert lean["best"] == every["best"] and lean["final"] == every["final"]
-    full = [json.loads(line) for line in (tmp_path / "every" / "metrics.jsonl").read_text().splitlines()]
-    lines = [json.loads(line) for line in (tmp_path / "lean" / "metrics.jsonl").read_text().splitlines()]
-    best_so_far = (1.0, float("inf"))  # (−accuracy, loss): validation's choice, ties to the lower loss
+    full = [
+        json.loads(line) for line in (tmp_path / "every" / "metrics.jsonl").read_text().splitlines()
+    ]
+    lines = [
+        json.loads(line) for line in (tmp_path / "lean" / "metrics.jsonl").read_text().splitlines()
+    ]
+    best_so_far = (
+        1.0,
+        float("inf"),
+    )  # (−accuracy, loss): validation's choice, ties to the lower loss
     for f, r in zip(full, lines, strict=True):
         assert r["val_acc"] == f["val_acc"]
         improved = (-r["val_acc"], r["val_loss"]) < best_so_far
@@ -52,20 +61,30 @@ def test_testing_only_at_improvements_reports_the_same_figures(tmp_path):
     assert any(r["test_acc"] is None for r in lines)
     end = train(TrainConfig.from_dict({**config, "test_every": "end"}), tmp_path / "end")
     assert end["best"] == every["best"] and end["final"] == every["final"]
-    tested = [r["epoch"] for r in map(json.loads, (tmp_path / "end" / "metrics.jsonl").read_text().splitlines())
-              if r["test_acc"] is not None]
+    tested = [
+        r["epoch"]
+        for r in map(json.loads, (tmp_path / "end" / "metrics.jsonl").read_text().splitlines())
+        if r["test_acc"] is not None
+    ]
     assert tested == sorted({every["best"]["epoch"], 6})
     # Resumed after its last epoch (killed before the summary), it tests best.pt's weights.
     state = checkpoint.load(tmp_path / "end" / "checkpoint.pt")
     assert all(r["test_acc"] is None for r in state["history"][:-1])
     (tmp_path / "end" / "summary.json").unlink()
-    again = train(TrainConfig.from_dict({**config, "test_every": "end"}), tmp_path / "end", resume=True)
+    again = train(
+        TrainConfig.from_dict({**config, "test_every": "end"}), tmp_path / "end", resume=True
+    )
     assert again["best"] == every["best"]
 
 
 @pytest.mark.slow
 def test_training_learns_the_toy_problem(tmp_path):
-    summary = train(TrainConfig.from_dict({**TINY_RUN, "method": "multimix", "epochs": 15, "lr": 3e-3, "train_size": 1000}), tmp_path)
+    summary = train(
+        TrainConfig.from_dict(
+            {**TINY_RUN, "method": "multimix", "epochs": 15, "lr": 3e-3, "train_size": 1000}
+        ),
+        tmp_path,
+    )
     assert summary["best"]["test_acc"] > 0.6  # 3 classes: chance is 1/3
 
 
@@ -79,8 +98,22 @@ def _state(path: Path) -> tuple[dict, list]:
 
 @pytest.mark.slow
 def test_sigkill_and_resume_gives_the_uninterrupted_result(tmp_path):
-    args = ["train", "--dataset", "toy", "--train-size", "2000", "--method", "multimix", "--epochs", "10",
-            "--batch-size", "20", "--threads", "1", "--quiet"]
+    args = [
+        "train",
+        "--dataset",
+        "toy",
+        "--train-size",
+        "2000",
+        "--method",
+        "multimix",
+        "--epochs",
+        "10",
+        "--batch-size",
+        "20",
+        "--threads",
+        "1",
+        "--quiet",
+    ]
     reference = tmp_path / "reference"
     assert cli(*args, "--out", str(reference)).returncode == 0
 
@@ -88,8 +121,11 @@ def test_sigkill_and_resume_gives_the_uninterrupted_result(tmp_path):
     kills = 0
     for min_epochs, delay in ((2, 0.15), (5, 0.05)):  # two kills, at different moments
         resume = ["--resume"] if (killed / "checkpoint.pt").exists() else []
-        proc = subprocess.Popen([sys.executable, "-m", "multimix.cli", *args, "--out", str(killed), *resume],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "multimix.cli", *args, "--out", str(killed), *resume],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         metrics = killed / "metrics.jsonl"
         deadline = time.time() + 120
         while time.time() < deadline and proc.poll() is None:

@@ -17,7 +17,9 @@ def test_run_tasks_returns_in_order_and_relays_logs(caplog):
     from multimix.train.workers import run_tasks
 
     done = []
-    assert run_tasks(math.sqrt, [(16,), (9,), (4,)], jobs=2, on_done=lambda i, r: done.append(i)) == [4.0, 3.0, 2.0]
+    assert run_tasks(
+        math.sqrt, [(16,), (9,), (4,)], jobs=2, on_done=lambda i, r: done.append(i)
+    ) == [4.0, 3.0, 2.0]
     assert sorted(done) == [0, 1, 2]
     with caplog.at_level(logging.INFO):
         run_tasks(logging.warning, [("from a worker: %s", "hello")], jobs=1)

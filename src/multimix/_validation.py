@@ -58,7 +58,9 @@ def check_tensor(x: object, name: str, *, min_dim: int = 1) -> Tensor:
     return x
 
 
-def check_same_batch(x: Tensor, targets: Tensor, x_name: str = "x", t_name: str = "targets") -> None:
+def check_same_batch(
+    x: Tensor, targets: Tensor, x_name: str = "x", t_name: str = "targets"
+) -> None:
     if x.shape[0] != targets.shape[0]:
         raise ValueError(
             f"{x_name} and {t_name} must have the same batch size, got {x.shape[0]} and {targets.shape[0]}"
@@ -84,7 +86,9 @@ def check_soft_targets(targets: Tensor, name: str = "targets", *, values: bool =
         if not bool(torch.isfinite(targets).all()):
             raise ValueError(f"{name} must be finite")
         if bool((targets < 0).any()):
-            raise ValueError(f"{name} must be non-negative, got a minimum of {targets.min().item():.4g}")
+            raise ValueError(
+                f"{name} must be non-negative, got a minimum of {targets.min().item():.4g}"
+            )
         sums = targets.float().sum(dim=1)
         worst = (sums - 1).abs().max().item()
         if worst > SIMPLEX_ATOL:

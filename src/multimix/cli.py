@@ -47,7 +47,12 @@ USER_ERRORS = (ConfigError, CheckpointError, DataFilesMissing, CorruptDataFile, 
 
 log = logging.getLogger("multimix")
 
-GROUP_TITLES = {"data": "data", "method": "method options", "training": "optimisation", "run": "running"}
+GROUP_TITLES = {
+    "data": "data",
+    "method": "method options",
+    "training": "optimisation",
+    "run": "running",
+}
 
 
 class _DeprecatedFlag(argparse.Action):
@@ -55,7 +60,9 @@ class _DeprecatedFlag(argparse.Action):
     one-line warning naming the new one follows once the options are valid (an invalid one gets the
     usual single error line)."""
 
-    def __init__(self, option_strings: list[str], dest: str, *, new_flag: str, **kwargs: Any) -> None:
+    def __init__(
+        self, option_strings: list[str], dest: str, *, new_flag: str, **kwargs: Any
+    ) -> None:
         super().__init__(option_strings, dest, **kwargs)
         self.new_flag = new_flag
 
@@ -95,15 +102,31 @@ def add_config_flags(parser: argparse.ArgumentParser, *, exclude: tuple[str, ...
             continue
         flag = "--" + f.name.replace("_", "-")
         meta = f.metadata
-        help_text = _flag_help(f.name, meta, f.default if f.default is not dataclasses.MISSING else None)
+        help_text = _flag_help(
+            f.name, meta, f.default if f.default is not dataclasses.MISSING else None
+        )
         group = groups[meta["group"]]
         if f.type in ("bool", bool):
-            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
+            group.add_argument(
+                flag,
+                dest=f.name,
+                action=argparse.BooleanOptionalAction,
+                default=argparse.SUPPRESS,
+                help=help_text,
+            )
         else:
-            group.add_argument(flag, dest=f.name, default=argparse.SUPPRESS, metavar=f.name.upper(), help=help_text)
+            group.add_argument(
+                flag, dest=f.name, default=argparse.SUPPRESS, metavar=f.name.upper(), help=help_text
+            )
         if f.name in old_names:
-            group.add_argument("--" + old_names[f.name], dest=old_names[f.name], action=_DeprecatedFlag, new_flag=flag,
-                               default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+            group.add_argument(
+                "--" + old_names[f.name],
+                dest=old_names[f.name],
+                action=_DeprecatedFlag,
+                new_flag=flag,
+                default=argparse.SUPPRESS,
+                help=argparse.SUPPRESS,
+            )
 
 
 def resolve_config(args: argparse.Namespace, base: dict[str, Any] | None = None) -> TrainConfig:
@@ -112,11 +135,17 @@ def resolve_config(args: argparse.Namespace, base: dict[str, Any] | None = None)
     from_file = TrainConfig.from_yaml(args.config) if args.config else {}
     keys = {*TrainConfig.keys(), *RENAMED_KEYS}
     given = {k: v for k, v in vars(args).items() if k in keys}
-    values = {**(base or {}), **{k.replace("-", "_"): v for k, v in renamed_keys_read(from_file).items()},
-              **renamed_keys_read(given)}
+    values = {
+        **(base or {}),
+        **{k.replace("-", "_"): v for k, v in renamed_keys_read(from_file).items()},
+        **renamed_keys_read(given),
+    }
     config = TrainConfig.from_dict(values, source="--config" if args.config else "option")
     # Said once the options are known to be valid (an invalid one gets the usual single error line).
-    for message in [*map(renamed_message, old_keys_in(from_file)), *getattr(args, "deprecated_flags", [])]:
+    for message in [
+        *map(renamed_message, old_keys_in(from_file)),
+        *getattr(args, "deprecated_flags", []),
+    ]:
         sys.stderr.write(f"multimix: warning: {message}\n")
     args.deprecated_flags = []  # said once, however often the options are resolved
     return config
@@ -144,9 +173,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     if _torchrun_rank() != 0:
         return 0  # rank 0 reports for every process
     best = summary["best"]
-    print(f"{config.dataset} / {config.model_name} / {config.method} (seed {config.seed}): "
-          f"test accuracy {100 * best['test_acc']:.2f}% at epoch {best['epoch']} (best validation "
-          f"{100 * best['val_acc']:.2f}%); final epoch {100 * summary['final']['test_acc']:.2f}%")
+    print(
+        f"{config.dataset} / {config.model_name} / {config.method} (seed {config.seed}): "
+        f"test accuracy {100 * best['test_acc']:.2f}% at epoch {best['epoch']} (best validation "
+        f"{100 * best['val_acc']:.2f}%); final epoch {100 * summary['final']['test_acc']:.2f}%"
+    )
     print(f"outputs in {out}/")
     return 0
 
@@ -155,7 +186,9 @@ def parse_methods(text: str) -> list[str]:
     methods = [m.strip() for m in text.split(",") if m.strip()]
     bad = [m for m in methods if m not in METHODS]
     if not methods or bad:
-        raise ConfigError(f"invalid value for --methods: {text!r}; valid methods: {', '.join(METHODS)}")
+        raise ConfigError(
+            f"invalid value for --methods: {text!r}; valid methods: {', '.join(METHODS)}"
+        )
     return methods
 
 
@@ -175,15 +208,25 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise ConfigError(f"invalid value for --jobs: {args.jobs}; expected an integer >= 1")
     base = resolve_config(args)
     if base.seed + args.seeds - 1 > MAX_SEED:
-        raise ConfigError(f"invalid value for --seeds: {args.seeds}; seeds {base.seed}..{base.seed + args.seeds - 1} "
-                          f"go past the largest seed, {MAX_SEED}")
+        raise ConfigError(
+            f"invalid value for --seeds: {args.seeds}; seeds {base.seed}..{base.seed + args.seeds - 1} "
+            f"go past the largest seed, {MAX_SEED}"
+        )
     seeds = list(range(base.seed, base.seed + args.seeds))
     out = args.out or Path("runs") / f"compare-{base.dataset}-{base.model_name}"
     args.continue_with = f"{shlex.join(['multimix', *args.argv])} (finished runs are reused, interrupted ones resumed)"
-    rows = run_comparison(base, methods=methods, seeds=seeds, out=out, jobs=args.jobs,
-                          progress=False if args.quiet else None)
-    title = (f"{base.dataset} / {base.model_name}, {base.epochs} epochs, seeds {seeds[0]}–{seeds[-1]} "
-             f"(test accuracy at the best validation epoch)")
+    rows = run_comparison(
+        base,
+        methods=methods,
+        seeds=seeds,
+        out=out,
+        jobs=args.jobs,
+        progress=False if args.quiet else None,
+    )
+    title = (
+        f"{base.dataset} / {base.model_name}, {base.epochs} epochs, seeds {seeds[0]}–{seeds[-1]} "
+        f"(test accuracy at the best validation epoch)"
+    )
     if args.evaluate:
         from multimix.evaluate import OOD_SETS
         from multimix.train.compare import plot_evaluation
@@ -191,24 +234,38 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
         for row in rows:
             result = evaluate_run(out / row["method"] / f"seed{row['seed']}")
-            row.update({k: result[k] for k in ("ece", "fgsm_acc", "pgd_acc", "alignment", "uniformity")})
+            row.update(
+                {k: result[k] for k in ("ece", "fgsm_acc", "pgd_acc", "alignment", "uniformity")}
+            )
             row["ood_auroc"] = sum(result[f"ood_{k}_auroc"] for k in OOD_SETS) / len(OOD_SETS)
             row["ood_fpr95"] = sum(result[f"ood_{k}_fpr95"] for k in OOD_SETS) / len(OOD_SETS)
-        plot_evaluation(out / "evaluation.png", rows, title=title + "; OOD: mean over " + ", ".join(OOD_SETS))
+        plot_evaluation(
+            out / "evaluation.png", rows, title=title + "; OOD: mean over " + ", ".join(OOD_SETS)
+        )
     table = format_table(aggregate(rows))
     write_csv(out / "results.csv", rows)
     checkpoint.write_text(out / "results.md", f"# {title}\n\n{table}\n")
     plot_results(out / "results.png", rows, title=title)
     print(title)
     print(table)
-    print(f"\nper-run results: {out / 'results.csv'}\nplot: {out / 'results.png'}"
-          + (f"\nevaluation: {out / 'evaluation.png'} (and eval.json in each run folder)" if args.evaluate else ""))
+    print(
+        f"\nper-run results: {out / 'results.csv'}\nplot: {out / 'results.png'}"
+        + (
+            f"\nevaluation: {out / 'evaluation.png'} (and eval.json in each run folder)"
+            if args.evaluate
+            else ""
+        )
+    )
     return 0
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:  # one line, exit 2 (argparse's own code), and where to look
-        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help' for the valid options)\n")
+    def error(
+        self, message: str
+    ) -> NoReturn:  # one line, exit 2 (argparse's own code), and where to look
+        self.exit(
+            2, f"{self.prog}: error: {message} (see '{self.prog} --help' for the valid options)\n"
+        )
 
 
 def cmd_plot_boundary(args: argparse.Namespace) -> int:
@@ -219,25 +276,49 @@ def cmd_plot_boundary(args: argparse.Namespace) -> int:
     methods = parse_methods(args.methods)
     base = resolve_config(args, base={"dataset": "spirals", "epochs": 100, "lr": 3e-3})
     if base.dataset not in ("spirals", "toy") or (base.dataset == "toy" and base.toy_dim != 2):
-        raise ConfigError(f"plot-boundary needs a 2-D dataset (spirals, or toy with toy_dim 2), got {base.dataset!r}")
+        raise ConfigError(
+            f"plot-boundary needs a 2-D dataset (spirals, or toy with toy_dim 2), got {base.dataset!r}"
+        )
     out = args.out or Path("runs") / f"boundary-{base.dataset}"
-    run_comparison(base, methods=methods, seeds=[base.seed], out=out, progress=None if not args.quiet else False)
+    run_comparison(
+        base,
+        methods=methods,
+        seeds=[base.seed],
+        out=out,
+        progress=None if not args.quiet else False,
+    )
     models = {}
     for method in methods:
         model, _ = model_from_checkpoint(out / method / f"seed{base.seed}" / "checkpoint.pt")
         models[method] = model
     x, y = load_splits(base).train.tensors
     path = out / "boundary.png"
-    plot_decision_boundaries(models, x, y, path, title=f"{base.dataset}: decision boundaries after {base.epochs} epochs "
-                             f"({base.model_name}, seed {base.seed})")
+    plot_decision_boundaries(
+        models,
+        x,
+        y,
+        path,
+        title=f"{base.dataset}: decision boundaries after {base.epochs} epochs "
+        f"({base.model_name}, seed {base.seed})",
+    )
     print(f"plot: {path}")
     return 0
 
 
 def add_output_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--quiet", action="store_true", help="no progress bar or progress lines: warnings, errors, results")
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress bar or progress lines: warnings, errors, results",
+    )
     # Also accepted after the command; SUPPRESS keeps an absent flag from undoing `multimix -v train`.
-    parser.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="a line for every epoch")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="a line for every epoch",
+    )
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -248,71 +329,152 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     ood = [o for o in args.ood.split(",") if o] if args.ood else []
     bad = [a for a in attacks if a not in ATTACKS]
     if bad:
-        raise ConfigError(f"invalid value for --attacks: {args.attacks!r}; valid attacks: {', '.join(ATTACKS)}")
+        raise ConfigError(
+            f"invalid value for --attacks: {args.attacks!r}; valid attacks: {', '.join(ATTACKS)}"
+        )
     bad = [o for o in ood if o not in OOD_SETS]
     if bad:
-        raise ConfigError(f"invalid value for --ood: {args.ood!r}; valid sets: {', '.join(OOD_SETS)}")
+        raise ConfigError(
+            f"invalid value for --ood: {args.ood!r}; valid sets: {', '.join(OOD_SETS)}"
+        )
     if args.eps is not None and not (args.eps >= 0 and args.eps != float("inf")):
-        raise ConfigError(f"invalid value for --eps: {args.eps}; expected a finite number >= 0 (input units)")
+        raise ConfigError(
+            f"invalid value for --eps: {args.eps}; expected a finite number >= 0 (input units)"
+        )
     if args.pgd_steps < 1:
-        raise ConfigError(f"invalid value for --pgd-steps: {args.pgd_steps}; expected an integer >= 1")
+        raise ConfigError(
+            f"invalid value for --pgd-steps: {args.pgd_steps}; expected an integer >= 1"
+        )
     if args.attack_examples < 1:
-        raise ConfigError(f"invalid value for --attack-examples: {args.attack_examples}; expected an integer >= 1")
+        raise ConfigError(
+            f"invalid value for --attack-examples: {args.attack_examples}; expected an integer >= 1"
+        )
     for run in args.runs:
         if not ((run / "best.pt").is_file() or (run / "checkpoint.pt").is_file()):
-            raise ConfigError(f"invalid run folder {str(run)!r}: it holds no best.pt or checkpoint.pt")
+            raise ConfigError(
+                f"invalid run folder {str(run)!r}: it holds no best.pt or checkpoint.pt"
+            )
     from tqdm.auto import tqdm
 
     show = not args.quiet and sys.stderr.isatty()
-    results = [evaluate_run(run, attacks=tuple(attacks), eps=args.eps, pgd_steps=args.pgd_steps, ood=tuple(ood),
-                            attack_examples=args.attack_examples)
-               for run in tqdm(args.runs, desc="evaluate", unit="run", disable=not show)]
+    results = [
+        evaluate_run(
+            run,
+            attacks=tuple(attacks),
+            eps=args.eps,
+            pgd_steps=args.pgd_steps,
+            ood=tuple(ood),
+            attack_examples=args.attack_examples,
+        )
+        for run in tqdm(args.runs, desc="evaluate", unit="run", disable=not show)
+    ]
     print(format_eval_table(results))
     print("\nper run: eval.json, reliability.png, embedding.png in each run folder")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="multimix", description="Embedding-space mixup: train and compare methods.")
+    parser = _Parser(
+        prog="multimix", description="Embedding-space mixup: train and compare methods."
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="a line for every epoch")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     from multimix.train.recipes import describe
 
-    recipes = ("Options marked 'the dataset's recipe' take, when not given, the settings chosen for the dataset on "
-               f"its validation split (benchmarks/results/recipes.md): {describe()}.")
+    recipes = (
+        "Options marked 'the dataset's recipe' take, when not given, the settings chosen for the dataset on "
+        f"its validation split (benchmarks/results/recipes.md): {describe()}."
+    )
     p_train = sub.add_parser("train", help="train one model with one method", epilog=recipes)
-    p_train.add_argument("--out", type=Path, help="output folder (default: runs/<dataset>-<model>-<method>-s<seed>)")
-    p_train.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint (its settings are read from it)")
+    p_train.add_argument(
+        "--out", type=Path, help="output folder (default: runs/<dataset>-<model>-<method>-s<seed>)"
+    )
+    p_train.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its checkpoint (its settings are read from it)",
+    )
     add_output_flags(p_train)
     add_config_flags(p_train)
     p_train.set_defaults(func=cmd_train)
 
-    p_cmp = sub.add_parser("compare", help="train several methods over several seeds and tabulate", epilog=recipes)
-    p_cmp.add_argument("--methods", default="erm,mixup,manifold,multimix", help=f"comma-separated, from {', '.join(METHODS)} (default: erm,mixup,manifold,multimix)")
-    p_cmp.add_argument("--seeds", type=int, default=3, help="number of seeds, starting at --seed (default: 3)")
-    p_cmp.add_argument("--jobs", type=int, default=1, help="runs trained at once, each in its own process (default: 1)")
-    p_cmp.add_argument("--out", type=Path, help="output folder (default: runs/compare-<dataset>-<model>)")
-    p_cmp.add_argument("--evaluate", action="store_true", help="also evaluate every run (as `multimix evaluate`, "
-                       "default settings) and add ECE, FGSM/PGD, OOD (mean over sets), alignment, uniformity")
+    p_cmp = sub.add_parser(
+        "compare", help="train several methods over several seeds and tabulate", epilog=recipes
+    )
+    p_cmp.add_argument(
+        "--methods",
+        default="erm,mixup,manifold,multimix",
+        help=f"comma-separated, from {', '.join(METHODS)} (default: erm,mixup,manifold,multimix)",
+    )
+    p_cmp.add_argument(
+        "--seeds", type=int, default=3, help="number of seeds, starting at --seed (default: 3)"
+    )
+    p_cmp.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="runs trained at once, each in its own process (default: 1)",
+    )
+    p_cmp.add_argument(
+        "--out", type=Path, help="output folder (default: runs/compare-<dataset>-<model>)"
+    )
+    p_cmp.add_argument(
+        "--evaluate",
+        action="store_true",
+        help="also evaluate every run (as `multimix evaluate`, "
+        "default settings) and add ECE, FGSM/PGD, OOD (mean over sets), alignment, uniformity",
+    )
     add_output_flags(p_cmp)
     add_config_flags(p_cmp, exclude=("method",))  # --methods says which
     p_cmp.set_defaults(func=cmd_compare)
 
-    p_eval = sub.add_parser("evaluate", help="calibration, FGSM/PGD robustness, OOD detection and embedding geometry of runs")
-    p_eval.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="run folders (their best.pt is evaluated)")
-    p_eval.add_argument("--attacks", default="fgsm,pgd", help="comma-separated, from fgsm, pgd; empty for none (default: fgsm,pgd)")
-    p_eval.add_argument("--eps", type=float, default=None, help="L∞ budget in input units (default per dataset: 0.1 for "
-                        "[0, 1] pixels, 8/255 of a pixel for CIFAR, 0.1 × the inputs' std otherwise)")
+    p_eval = sub.add_parser(
+        "evaluate",
+        help="calibration, FGSM/PGD robustness, OOD detection and embedding geometry of runs",
+    )
+    p_eval.add_argument(
+        "runs",
+        nargs="+",
+        type=Path,
+        metavar="RUN_DIR",
+        help="run folders (their best.pt is evaluated)",
+    )
+    p_eval.add_argument(
+        "--attacks",
+        default="fgsm,pgd",
+        help="comma-separated, from fgsm, pgd; empty for none (default: fgsm,pgd)",
+    )
+    p_eval.add_argument(
+        "--eps",
+        type=float,
+        default=None,
+        help="L∞ budget in input units (default per dataset: 0.1 for "
+        "[0, 1] pixels, 8/255 of a pixel for CIFAR, 0.1 × the inputs' std otherwise)",
+    )
     p_eval.add_argument("--pgd-steps", type=int, default=10, help="PGD steps (default: 10)")
-    p_eval.add_argument("--attack-examples", type=int, default=1000, help="first test examples attacked (default: 1000)")
-    p_eval.add_argument("--ood", default="gaussian,uniform,shuffled", help="comma-separated OOD sets, from gaussian, "
-                        "uniform, shuffled (default: all three)")
+    p_eval.add_argument(
+        "--attack-examples",
+        type=int,
+        default=1000,
+        help="first test examples attacked (default: 1000)",
+    )
+    p_eval.add_argument(
+        "--ood",
+        default="gaussian,uniform,shuffled",
+        help="comma-separated OOD sets, from gaussian, uniform, shuffled (default: all three)",
+    )
     add_output_flags(p_eval)
     p_eval.set_defaults(func=cmd_evaluate)
 
-    p_plot = sub.add_parser("plot-boundary", help="train on a 2-D problem and plot each method's decision boundary")
-    p_plot.add_argument("--methods", default="erm,mixup,manifold", help=f"comma-separated, from {', '.join(METHODS)}")
+    p_plot = sub.add_parser(
+        "plot-boundary", help="train on a 2-D problem and plot each method's decision boundary"
+    )
+    p_plot.add_argument(
+        "--methods",
+        default="erm,mixup,manifold",
+        help=f"comma-separated, from {', '.join(METHODS)}",
+    )
     p_plot.add_argument("--out", type=Path, help="output folder (default: runs/boundary-<dataset>)")
     add_output_flags(p_plot)
     add_config_flags(p_plot, exclude=("method",))
@@ -355,9 +517,18 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = argv
     rank = _torchrun_rank()
     if _torchrun_world() > 1 and args.command != "train":
-        parser.exit(2, f"multimix: error: under torchrun only `multimix train` runs (one process per device); "
-                       f"`multimix {args.command}` runs on its own (compare: --jobs N for runs in parallel)\n")
-    level = logging.DEBUG if args.verbose else logging.WARNING if getattr(args, "quiet", False) or rank else logging.INFO
+        parser.exit(
+            2,
+            f"multimix: error: under torchrun only `multimix train` runs (one process per device); "
+            f"`multimix {args.command}` runs on its own (compare: --jobs N for runs in parallel)\n",
+        )
+    level = (
+        logging.DEBUG
+        if args.verbose
+        else logging.WARNING
+        if getattr(args, "quiet", False) or rank
+        else logging.INFO
+    )
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
@@ -377,7 +548,11 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, Terminated) as exc:
         hint = getattr(args, "continue_with", None)
         code = 130 if isinstance(exc, KeyboardInterrupt) else 143
-        message = "multimix: interrupted" + (f"; to continue: {hint}" if hint else "") + "\n" if rank == 0 else None
+        message = (
+            "multimix: interrupted" + (f"; to continue: {hint}" if hint else "") + "\n"
+            if rank == 0
+            else None
+        )
     finally:
         signal.signal(signal.SIGTERM, previous)
     if message:

@@ -66,7 +66,10 @@ def _copy_without_hooks(model: nn.Module) -> nn.Module:
     saved = []
     for module in model.modules():
         saved.append((module, module._forward_hooks, module._forward_pre_hooks))
-        module._forward_hooks, module._forward_pre_hooks = type(module._forward_hooks)(), type(module._forward_pre_hooks)()
+        module._forward_hooks, module._forward_pre_hooks = (
+            type(module._forward_hooks)(),
+            type(module._forward_pre_hooks)(),
+        )
     try:
         return copy.deepcopy(model)
     finally:

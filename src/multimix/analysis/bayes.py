@@ -29,7 +29,10 @@ def _standard_error(indicator: Tensor) -> float:
 
 
 def bayes_error(
-    problem: GaussianMixtureProblem, *, n_samples: int = 200_000, generator: torch.Generator | None = None
+    problem: GaussianMixtureProblem,
+    *,
+    n_samples: int = 200_000,
+    generator: torch.Generator | None = None,
 ) -> tuple[float, float]:
     """Error rate of the exact Bayes classifier, ``(error, standard_error)``, on n_samples draws."""
     n_samples = check_int(n_samples, "n_samples")

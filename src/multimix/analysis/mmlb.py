@@ -43,7 +43,9 @@ def mmlb(
     x = problem.sample_class(labels, generator=generator)
     x_other = problem.sample_class(labels, generator=generator)
     lam = sample_beta(len(labels), alpha, generator=generator, dtype=torch.float64)[:, None]
-    wrong = (problem.bayes_predict(lam * x + (1 - lam) * x_other) != labels).double().view(k, per_class)
+    wrong = (
+        (problem.bayes_predict(lam * x + (1 - lam) * x_other) != labels).double().view(k, per_class)
+    )
     rate = wrong.mean(dim=1)  # per-class misclassification probability of same-class mixes
     var = wrong.var(dim=1) / per_class
     weight = 1.0 / k  # π_k² / Σ π_k² for the normalised value; π_k² = 1/K² otherwise

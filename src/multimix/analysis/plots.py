@@ -32,9 +32,15 @@ def plot_decision_boundaries(
     if x.dim() != 2 or x.shape[1] != 2:
         raise ValueError(f"x must be 2-D points (n, 2), got shape {tuple(x.shape)}")
     lo, hi = x.min(0).values - 0.2, x.max(0).values + 0.2
-    gx, gy = torch.meshgrid(torch.linspace(lo[0], hi[0], resolution), torch.linspace(lo[1], hi[1], resolution), indexing="xy")
+    gx, gy = torch.meshgrid(
+        torch.linspace(lo[0], hi[0], resolution),
+        torch.linspace(lo[1], hi[1], resolution),
+        indexing="xy",
+    )
     grid = torch.stack([gx.flatten(), gy.flatten()], dim=1)
-    fig, axes = plt.subplots(1, len(models), figsize=(3.2 * len(models), 3.3), dpi=120, squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(models), figsize=(3.2 * len(models), 3.3), dpi=120, squeeze=False
+    )
     for ax, (name, model) in zip(axes[0], models.items(), strict=True):
         model.eval()
         pred = model(grid).argmax(1).reshape(resolution, resolution)

@@ -16,12 +16,35 @@ from multimix.data.files import CorruptDataFile, DataFilesMissing
 from multimix.data.splits import Splits, make_splits, stratified_split
 from multimix.data.toy import GaussianMixtureProblem, spirals
 
-__all__ = ["DATASETS", "FILE_DATASETS", "DatasetInfo", "dataset_info", "check_files", "check_subset", "DataFilesMissing",
-           "CorruptDataFile", "Splits", "load_dataset", "stratified_split", "GaussianMixtureProblem", "spirals"]
+__all__ = [
+    "DATASETS",
+    "FILE_DATASETS",
+    "DatasetInfo",
+    "dataset_info",
+    "check_files",
+    "check_subset",
+    "DataFilesMissing",
+    "CorruptDataFile",
+    "Splits",
+    "load_dataset",
+    "stratified_split",
+    "GaussianMixtureProblem",
+    "spirals",
+]
 
 #: Dataset names as the CLI spells them.
-DATASETS = ("mnist1d", "mnist1d-shuffled", "digits", "toy", "spirals", "fashion-mnist", "mnist", "kmnist",
-            "cifar10", "cifar100")
+DATASETS = (
+    "mnist1d",
+    "mnist1d-shuffled",
+    "digits",
+    "toy",
+    "spirals",
+    "fashion-mnist",
+    "mnist",
+    "kmnist",
+    "cifar10",
+    "cifar100",
+)
 
 #: Datasets read from files (``data_dir``), not generated: they may be missing.
 FILE_DATASETS = ("fashion-mnist", "mnist", "kmnist", "cifar10", "cifar100")
@@ -43,8 +66,14 @@ class DatasetInfo:
     train_size: int | None
 
 
-def dataset_info(name: str, *, toy_classes: int = 3, toy_dim: int = 2, train_size: int = 1000,
-                 train_subset: int | None = None) -> DatasetInfo:
+def dataset_info(
+    name: str,
+    *,
+    toy_classes: int = 3,
+    toy_dim: int = 2,
+    train_size: int = 1000,
+    train_subset: int | None = None,
+) -> DatasetInfo:
     """The :class:`DatasetInfo` of the dataset :func:`load_dataset` would load with these arguments.
 
     ``train_size`` is then the size of the training set used: a ``train_subset`` when there is one,
@@ -60,10 +89,14 @@ def check_subset(name: str, train_subset: int | None, **kwargs: int) -> None:
     """Raise ValueError if ``train_subset`` asks for more examples than ``name``'s training set is known to hold."""
     full = _full_info(name, **kwargs).train_size
     if train_subset and full is not None and train_subset > full:
-        raise ValueError(f"train_subset must be at most the {full} training examples of {name}, got {train_subset}")
+        raise ValueError(
+            f"train_subset must be at most the {full} training examples of {name}, got {train_subset}"
+        )
 
 
-def _full_info(name: str, *, toy_classes: int = 3, toy_dim: int = 2, train_size: int = 1000) -> DatasetInfo:
+def _full_info(
+    name: str, *, toy_classes: int = 3, toy_dim: int = 2, train_size: int = 1000
+) -> DatasetInfo:
     if name not in DATASETS:
         raise ValueError(f"dataset must be one of {', '.join(DATASETS)}; got {name!r}")
     if name in ("mnist1d", "mnist1d-shuffled"):
@@ -75,7 +108,9 @@ def _full_info(name: str, *, toy_classes: int = 3, toy_dim: int = 2, train_size:
     if name == "spirals":
         return DatasetInfo((2,), 2, train_size)
     if name in idx_images.RELEASES:  # all three releases hold 60 000 training images
-        return DatasetInfo((1, idx_images.SIDE, idx_images.SIDE), idx_images.NUM_CLASSES, idx_images.TRAIN_SIZE)
+        return DatasetInfo(
+            (1, idx_images.SIDE, idx_images.SIDE), idx_images.NUM_CLASSES, idx_images.TRAIN_SIZE
+        )
     return DatasetInfo((3, 32, 32), cifar.SPECS[name].num_classes, None)
 
 
@@ -135,11 +170,15 @@ def load_dataset(
         xtr, ytr, xte, yte = digits.load()
         return make_splits(name, xtr, ytr, xte, yte, num_classes=10, **common)
     if name == "toy":
-        problem = GaussianMixtureProblem.random(toy_classes, toy_components, dim=toy_dim, seed=data_seed)
+        problem = GaussianMixtureProblem.random(
+            toy_classes, toy_components, dim=toy_dim, seed=data_seed
+        )
         g = torch.Generator().manual_seed(data_seed + 1)
         xtr, ytr = problem.sample(train_size, generator=g)
         xte, yte = problem.sample(test_size, generator=g)
-        return make_splits(name, xtr, ytr, xte, yte, num_classes=toy_classes, info={"problem": problem}, **common)
+        return make_splits(
+            name, xtr, ytr, xte, yte, num_classes=toy_classes, info={"problem": problem}, **common
+        )
     if name == "spirals":
         g = torch.Generator().manual_seed(data_seed)
         xtr, ytr = spirals(train_size, generator=g)
@@ -147,9 +186,24 @@ def load_dataset(
         return make_splits(name, xtr, ytr, xte, yte, num_classes=2, **common)
     if name in idx_images.RELEASES:
         xtr, ytr, xte, yte = idx_images.load(name, data_dir, download_if_missing=download)
-        return make_splits(name, xtr, ytr, xte, yte, num_classes=idx_images.NUM_CLASSES,
-                           augment=idx_images.RELEASES[name].augment, **common)
+        return make_splits(
+            name,
+            xtr,
+            ytr,
+            xte,
+            yte,
+            num_classes=idx_images.NUM_CLASSES,
+            augment=idx_images.RELEASES[name].augment,
+            **common,
+        )
     xtr, ytr, xte, yte = cifar.load(name, data_dir, download_if_missing=download)
     return make_splits(
-        name, xtr, ytr, xte, yte, num_classes=cifar.SPECS[name].num_classes, augment="crop-flip", **common
+        name,
+        xtr,
+        ytr,
+        xte,
+        yte,
+        num_classes=cifar.SPECS[name].num_classes,
+        augment="crop-flip",
+        **common,
     )

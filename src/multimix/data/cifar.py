@@ -113,7 +113,10 @@ def download(name: str, data_dir: str | Path) -> Path:
         archive = Path(tmp) / "archive.tar.gz"
         log.info("downloading %s", spec.url)
         try:
-            with urllib.request.urlopen(spec.url, timeout=60) as response, open(archive, "wb") as out:
+            with (
+                urllib.request.urlopen(spec.url, timeout=60) as response,
+                open(archive, "wb") as out,
+            ):
                 shutil.copyfileobj(response, out)
         except OSError as exc:
             raise CifarFilesMissing(f"could not download {spec.url}: {exc}") from exc
@@ -174,5 +177,7 @@ def load(
     (xtr, ytr), (xte, yte) = read_all(spec.train_files), read_all(spec.test_files)
     for labels, split in ((ytr, "train"), (yte, "test")):
         if int(labels.max()) >= spec.num_classes:
-            raise ValueError(f"{name} {split} labels reach {int(labels.max())}, expected < {spec.num_classes}")
+            raise ValueError(
+                f"{name} {split} labels reach {int(labels.max())}, expected < {spec.num_classes}"
+            )
     return (xtr.float() / 255 - mean) / std, ytr, (xte.float() / 255 - mean) / std, yte

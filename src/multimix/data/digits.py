@@ -20,7 +20,10 @@ def load() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     x = torch.as_tensor(bunch.data, dtype=torch.float32).reshape(-1, 1, 8, 8) / 16.0
     y = torch.as_tensor(bunch.target, dtype=torch.long)
     train, test = train_test_split(
-        torch.arange(len(y)).numpy(), test_size=TEST_FRACTION, random_state=SPLIT_SEED, stratify=y.numpy()
+        torch.arange(len(y)).numpy(),
+        test_size=TEST_FRACTION,
+        random_state=SPLIT_SEED,
+        stratify=y.numpy(),
     )
     train, test = torch.as_tensor(train), torch.as_tensor(test)
     return x[train], y[train], x[test], y[test]
@@ -34,5 +37,7 @@ def load_28x28() -> torch.Tensor:
     digits as out-of-distribution inputs where MNIST's files are not at hand (no downloads).
     """
     x = torch.as_tensor(load_digits().data, dtype=torch.float32).reshape(-1, 1, 8, 8) / 16.0
-    x = torch.nn.functional.interpolate(x, size=(20, 20), mode="bilinear", align_corners=False).clamp_(0, 1)
+    x = torch.nn.functional.interpolate(
+        x, size=(20, 20), mode="bilinear", align_corners=False
+    ).clamp_(0, 1)
     return torch.nn.functional.pad(x, (4, 4, 4, 4))

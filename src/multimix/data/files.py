@@ -44,7 +44,10 @@ def download(urls: Sequence[str], target: str | Path, *, md5: str, timeout: floa
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
         try:
             log.info("downloading %s", url)
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+            with (
+                os.fdopen(fd, "wb") as out,
+                urllib.request.urlopen(url, timeout=timeout) as response,
+            ):
                 shutil.copyfileobj(response, out)
             got = md5sum(tmp)
             if got != md5:

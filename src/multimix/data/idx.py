@@ -19,8 +19,14 @@ import numpy as np
 from multimix.data.files import CorruptDataFile
 
 #: IDX type byte -> NumPy dtype (big-endian where it matters).
-DTYPES: dict[int, np.dtype[Any]] = {0x08: np.dtype("u1"), 0x09: np.dtype("i1"), 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
-          0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+DTYPES: dict[int, np.dtype[Any]] = {
+    0x08: np.dtype("u1"),
+    0x09: np.dtype("i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
@@ -32,20 +38,28 @@ def read_idx(path: str | Path) -> np.ndarray:
         try:
             raw = gzip.decompress(raw)
         except (OSError, EOFError, zlib.error) as exc:
-            raise CorruptDataFile(f"{path} is not a readable gzip file ({exc}); truncated download?") from None
+            raise CorruptDataFile(
+                f"{path} is not a readable gzip file ({exc}); truncated download?"
+            ) from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in DTYPES or raw[3] == 0:
-        raise CorruptDataFile(f"{path} is not an IDX file: its magic number is {raw[:4].hex() or 'missing'}, "
-                              "expected 0000 followed by a type byte (08 for unsigned bytes) and a dimension count")
+        raise CorruptDataFile(
+            f"{path} is not an IDX file: its magic number is {raw[:4].hex() or 'missing'}, "
+            "expected 0000 followed by a type byte (08 for unsigned bytes) and a dimension count"
+        )
     ndim = raw[3]
     header = 4 + 4 * ndim
     if len(raw) < header:
-        raise CorruptDataFile(f"{path}: the IDX header announces {ndim} dimensions but the file ends before them")
+        raise CorruptDataFile(
+            f"{path}: the IDX header announces {ndim} dimensions but the file ends before them"
+        )
     shape = struct.unpack(f">{ndim}I", raw[4:header])
     dtype = DTYPES[raw[2]]
     expected = math.prod(shape) * dtype.itemsize
     if len(raw) - header != expected:
-        raise CorruptDataFile(f"{path} holds {len(raw) - header} bytes of values, expected {expected} for shape "
-                              f"{shape} of {dtype.name}; truncated or not this dataset's file?")
+        raise CorruptDataFile(
+            f"{path} holds {len(raw) - header} bytes of values, expected {expected} for shape "
+            f"{shape} of {dtype.name}; truncated or not this dataset's file?"
+        )
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
 
 
@@ -53,9 +67,18 @@ def write_idx(path: str | Path, array: np.ndarray, *, compress: bool | None = No
     """Write ``array`` as an IDX file; gzipped if ``compress`` (default: when the name ends in .gz)."""
     path = Path(path)
     array = np.asarray(array)
-    code = next((c for c, d in DTYPES.items() if (d.kind, d.itemsize) == (array.dtype.kind, array.dtype.itemsize)), None)
+    code = next(
+        (
+            c
+            for c, d in DTYPES.items()
+            if (d.kind, d.itemsize) == (array.dtype.kind, array.dtype.itemsize)
+        ),
+        None,
+    )
     if code is None:
-        raise ValueError(f"array must have one of the IDX dtypes {[d.name for d in DTYPES.values()]}, got {array.dtype}")
+        raise ValueError(
+            f"array must have one of the IDX dtypes {[d.name for d in DTYPES.values()]}, got {array.dtype}"
+        )
     data = bytes([0, 0, code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
     data += array.astype(DTYPES[code], copy=False).tobytes()
     if path.name.endswith(".gz") if compress is None else compress:

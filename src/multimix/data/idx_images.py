@@ -24,7 +24,12 @@ from multimix.data.files import CorruptDataFile, DataFilesMissing
 from multimix.data.idx import read_idx
 
 #: The four files of an IDX image release (each also found gzipped, with ``.gz``).
-FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
 NUM_CLASSES = 10
 TRAIN_SIZE, TEST_SIZE, SIDE = 60_000, 10_000, 28
 
@@ -44,28 +49,37 @@ class IdxRelease:
 #: The IDX image datasets, by the name the CLI uses, and where each is found.
 RELEASES = {
     "mnist": IdxRelease(
-        mirrors=("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"),
-        md5={"train-images-idx3-ubyte": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
-             "train-labels-idx1-ubyte": "d53e105ee54ea40749a09fcbcd1e9432",
-             "t10k-images-idx3-ubyte": "9fb629c4189551a2d022fa330f9573f3",
-             "t10k-labels-idx1-ubyte": "ec29112dd5afa0611ce80d1b7f02629c"},
+        mirrors=(
+            "https://ossci-datasets.s3.amazonaws.com/mnist/",
+            "http://yann.lecun.com/exdb/mnist/",
+        ),
+        md5={
+            "train-images-idx3-ubyte": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+            "train-labels-idx1-ubyte": "d53e105ee54ea40749a09fcbcd1e9432",
+            "t10k-images-idx3-ubyte": "9fb629c4189551a2d022fa330f9573f3",
+            "t10k-labels-idx1-ubyte": "ec29112dd5afa0611ce80d1b7f02629c",
+        },
     ),
     "fashion-mnist": IdxRelease(
         mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
-        md5={"train-images-idx3-ubyte": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
-             "train-labels-idx1-ubyte": "25c81989df183df01b3e8a0aad5dffbe",
-             "t10k-images-idx3-ubyte": "bef4ecab320f06d8554ea6380940ec79",
-             "t10k-labels-idx1-ubyte": "bb300cfdad3c16e7a12a480ee83cd310"},
+        md5={
+            "train-images-idx3-ubyte": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+            "train-labels-idx1-ubyte": "25c81989df183df01b3e8a0aad5dffbe",
+            "t10k-images-idx3-ubyte": "bef4ecab320f06d8554ea6380940ec79",
+            "t10k-labels-idx1-ubyte": "bb300cfdad3c16e7a12a480ee83cd310",
+        },
         system_dirs=("/usr/share/datasets/fashion-mnist",),
         package="dataset-fashion-mnist",
         augment="pad-crop-flip",  # clothes look the same mirrored; digits and kana do not
     ),
     "kmnist": IdxRelease(
         mirrors=("http://codh.rois.ac.jp/kmnist/dataset/kmnist/",),
-        md5={"train-images-idx3-ubyte": "bdb82020997e1d708af4cf47b453dcf7",
-             "train-labels-idx1-ubyte": "e144d726b3acfaa3e44228e80efcd344",
-             "t10k-images-idx3-ubyte": "5c965bf0a639b31b8f53240b1b52f4d7",
-             "t10k-labels-idx1-ubyte": "7320c461ea6c1c855c0b718fb2a4b134"},
+        md5={
+            "train-images-idx3-ubyte": "bdb82020997e1d708af4cf47b453dcf7",
+            "train-labels-idx1-ubyte": "e144d726b3acfaa3e44228e80efcd344",
+            "t10k-images-idx3-ubyte": "5c965bf0a639b31b8f53240b1b52f4d7",
+            "t10k-labels-idx1-ubyte": "7320c461ea6c1c855c0b718fb2a4b134",
+        },
     ),
 }
 
@@ -102,7 +116,9 @@ def check_files(name: str, data_dir: str | Path | None, *, download: bool = Fals
     """Raise :class:`DataFilesMissing` unless :func:`load` will find or may download the files. Reads nothing."""
     if download:
         if data_dir is None:
-            raise DataFilesMissing(f"--download needs --data-dir: the folder to download {name} into")
+            raise DataFilesMissing(
+                f"--download needs --data-dir: the folder to download {name} into"
+            )
         return
     find_files(name, data_dir)
 
@@ -114,7 +130,9 @@ def download(name: str, data_dir: str | Path) -> dict[str, Path]:
     for stem in FILES:
         target = folder / f"{stem}.gz"
         if not (target.is_file() and files.md5sum(target) == release.md5[stem]):
-            files.download([m + f"{stem}.gz" for m in release.mirrors], target, md5=release.md5[stem])
+            files.download(
+                [m + f"{stem}.gz" for m in release.mirrors], target, md5=release.md5[stem]
+            )
     return find_files(name, folder)
 
 
@@ -144,15 +162,23 @@ def load(
 def _pair(images_path: Path, labels_path: Path) -> tuple[Tensor, Tensor]:
     images, labels = read_idx(images_path), read_idx(labels_path)
     if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (SIDE, SIDE):
-        raise CorruptDataFile(f"{images_path} holds {images.dtype} values of shape {images.shape}, "
-                              f"expected unsigned bytes of shape (N, {SIDE}, {SIDE})")
+        raise CorruptDataFile(
+            f"{images_path} holds {images.dtype} values of shape {images.shape}, "
+            f"expected unsigned bytes of shape (N, {SIDE}, {SIDE})"
+        )
     if labels.dtype != np.uint8 or labels.ndim != 1:
-        raise CorruptDataFile(f"{labels_path} holds {labels.dtype} values of shape {labels.shape}, "
-                              "expected unsigned bytes of shape (N,)")
+        raise CorruptDataFile(
+            f"{labels_path} holds {labels.dtype} values of shape {labels.shape}, "
+            "expected unsigned bytes of shape (N,)"
+        )
     if len(labels) != len(images):
-        raise CorruptDataFile(f"{labels_path} holds {len(labels)} labels but {images_path} holds {len(images)} images")
+        raise CorruptDataFile(
+            f"{labels_path} holds {len(labels)} labels but {images_path} holds {len(images)} images"
+        )
     if len(labels) and labels.max() >= NUM_CLASSES:
-        raise CorruptDataFile(f"{labels_path} holds label {int(labels.max())}, expected labels in [0, {NUM_CLASSES})")
+        raise CorruptDataFile(
+            f"{labels_path} holds label {int(labels.max())}, expected labels in [0, {NUM_CLASSES})"
+        )
     x = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)
     return x, torch.from_numpy(labels.astype(np.int64))
 

@@ -28,7 +28,9 @@ def cache_dir() -> Path:
     return Path(os.environ.get("MULTIMIX_CACHE", Path.home() / ".cache" / "multimix"))
 
 
-def generate(*, shuffled: bool = False, num_samples: int = 5000, seed: int = 42) -> dict[str, np.ndarray]:
+def generate(
+    *, shuffled: bool = False, num_samples: int = 5000, seed: int = 42
+) -> dict[str, np.ndarray]:
     """Generate MNIST-1D arrays ``x, y, x_test, y_test`` (float32 / int64), cached on disk."""
     from mnist1d.data import get_dataset_args, make_dataset
 

@@ -52,7 +52,9 @@ def stratified_subset(y: Tensor, size: int, seed: int) -> Tensor:
     index = torch.arange(len(y)).numpy()
     counts = torch.bincount(y)
     # sklearn stratifies only when every class has 2 examples and the subset can hold one of each
-    stratify = y.numpy() if (counts[counts > 0] >= 2).all() and size >= int((counts > 0).sum()) else None
+    stratify = (
+        y.numpy() if (counts[counts > 0] >= 2).all() and size >= int((counts > 0).sum()) else None
+    )
     keep, _ = train_test_split(index, train_size=size, random_state=seed, stratify=stratify)
     return torch.as_tensor(keep).sort().values
 
@@ -81,8 +83,12 @@ def make_splits(
         if train_subset > len(y_train):
             # A dataset's known size is checked before any work (multimix.data.check_subset); files smaller
             # than their release (a user's own, a test's) reach here: they are used whole.
-            log.warning("%s: train_subset %d is more than its %d training examples; using all of them", name,
-                        train_subset, len(y_train))
+            log.warning(
+                "%s: train_subset %d is more than its %d training examples; using all of them",
+                name,
+                train_subset,
+                len(y_train),
+            )
         elif train_subset < len(y_train):
             subset = stratified_subset(y_train, train_subset, seed)
             x_train, y_train = x_train[subset], y_train[subset]

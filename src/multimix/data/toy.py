@@ -32,7 +32,9 @@ class GaussianMixtureProblem:
 
     def __init__(self, means: Tensor, sigma: float) -> None:
         if not isinstance(means, Tensor) or means.dim() != 3:
-            raise ValueError(f"means must be a (K, N, D) tensor, got {getattr(means, 'shape', type(means))}")
+            raise ValueError(
+                f"means must be a (K, N, D) tensor, got {getattr(means, 'shape', type(means))}"
+            )
         if means.shape[0] < 2:
             raise ValueError(f"means must hold at least 2 classes, got K={means.shape[0]}")
         if not float(sigma) > 0 or not math.isfinite(float(sigma)):
@@ -57,7 +59,9 @@ class GaussianMixtureProblem:
         check_int(dim, "dim")
         g = torch.Generator().manual_seed(int(seed))
         lo, hi = mean_range
-        means = lo + (hi - lo) * torch.rand(num_classes, components, dim, generator=g, dtype=torch.float64)
+        means = lo + (hi - lo) * torch.rand(
+            num_classes, components, dim, generator=g, dtype=torch.float64
+        )
         s_lo, s_hi = sigma_range
         sigma = s_lo + (s_hi - s_lo) * torch.rand((), generator=g, dtype=torch.float64).item()
         return cls(means, sigma)
@@ -94,7 +98,11 @@ class GaussianMixtureProblem:
         """log p(x | k) up to a constant shared by all classes, (n, K), computed in float64."""
         x = x.double()
         # Squared distances to every component: (n, K, N).
-        d2 = torch.cdist(x, self.means.reshape(-1, self.dim)).pow(2).reshape(len(x), self.num_classes, -1)
+        d2 = (
+            torch.cdist(x, self.means.reshape(-1, self.dim))
+            .pow(2)
+            .reshape(len(x), self.num_classes, -1)
+        )
         return torch.logsumexp(-d2 / (2 * self.sigma**2), dim=2) - math.log(self.components)
 
     def log_posterior(self, x: Tensor) -> Tensor:

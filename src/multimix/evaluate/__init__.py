@@ -13,5 +13,21 @@ from multimix.evaluate.embedding import alignment, embeddings, uniformity
 from multimix.evaluate.ood import OOD_SCORES, OOD_SETS, aupr, auroc, fpr_at_tpr, make_ood, ood_score
 from multimix.evaluate.robustness import fgsm, pgd, robust_accuracy
 
-__all__ = ["calibration", "expected_calibration_error", "reliability_diagram", "fgsm", "pgd", "robust_accuracy",
-           "auroc", "aupr", "fpr_at_tpr", "ood_score", "OOD_SCORES", "OOD_SETS", "make_ood", "alignment", "uniformity", "embeddings"]
+__all__ = [
+    "calibration",
+    "expected_calibration_error",
+    "reliability_diagram",
+    "fgsm",
+    "pgd",
+    "robust_accuracy",
+    "auroc",
+    "aupr",
+    "fpr_at_tpr",
+    "ood_score",
+    "OOD_SCORES",
+    "OOD_SETS",
+    "make_ood",
+    "alignment",
+    "uniformity",
+    "embeddings",
+]

@@ -11,11 +11,15 @@ from torch import Tensor
 
 def _check(probs: Tensor, labels: Tensor) -> None:
     if not isinstance(probs, Tensor) or probs.dim() != 2 or probs.shape[0] == 0:
-        raise ValueError(f"probs must be a (N, K) tensor of probabilities with N >= 1, got "
-                         f"{tuple(probs.shape) if isinstance(probs, Tensor) else type(probs).__name__}")
+        raise ValueError(
+            f"probs must be a (N, K) tensor of probabilities with N >= 1, got "
+            f"{tuple(probs.shape) if isinstance(probs, Tensor) else type(probs).__name__}"
+        )
     if not isinstance(labels, Tensor) or labels.shape != probs.shape[:1]:
-        raise ValueError(f"labels must be a (N,) tensor matching probs' {probs.shape[0]} rows, got "
-                         f"{tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__}")
+        raise ValueError(
+            f"labels must be a (N,) tensor matching probs' {probs.shape[0]} rows, got "
+            f"{tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__}"
+        )
 
 
 def _bins(probs: Tensor, labels: Tensor, bins: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -59,7 +63,9 @@ def calibration(probs: Tensor, labels: Tensor, *, bins: int = 15) -> dict[str, f
     }
 
 
-def reliability_diagram(probs: Tensor, labels: Tensor, path: str | Path, *, bins: int = 15, title: str = "") -> None:
+def reliability_diagram(
+    probs: Tensor, labels: Tensor, path: str | Path, *, bins: int = 15, title: str = ""
+) -> None:
     """Accuracy per confidence bin against the diagonal, the gap shaded, the ECE in the title; PNG, atomically."""
     import matplotlib
 
@@ -73,9 +79,23 @@ def reliability_diagram(probs: Tensor, labels: Tensor, path: str | Path, *, bins
     centres = ((torch.arange(bins) + 0.5) / bins).numpy()
     shown = count > 0
     fig, ax = plt.subplots(figsize=(4, 4), dpi=120)
-    ax.bar(centres[shown], acc[shown], width=1 / bins, edgecolor="black", color="#4C72B0", label="accuracy")
-    ax.bar(centres[shown], (conf - acc)[shown], bottom=acc[shown], width=1 / bins, color="#C44E52", alpha=0.4,
-           label="gap to confidence")
+    ax.bar(
+        centres[shown],
+        acc[shown],
+        width=1 / bins,
+        edgecolor="black",
+        color="#4C72B0",
+        label="accuracy",
+    )
+    ax.bar(
+        centres[shown],
+        (conf - acc)[shown],
+        bottom=acc[shown],
+        width=1 / bins,
+        color="#C44E52",
+        alpha=0.4,
+        label="gap to confidence",
+    )
     ax.plot([0, 1], [0, 1], "k--", lw=1)
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)

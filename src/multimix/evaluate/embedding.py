@@ -12,8 +12,10 @@ from multimix.mixers import find_module
 
 def _normalised(z: Tensor) -> Tensor:
     if not isinstance(z, Tensor) or z.dim() != 2 or z.shape[0] < 2:
-        raise ValueError(f"z must be (N, d) embeddings with N >= 2, got "
-                         f"{tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__}")
+        raise ValueError(
+            f"z must be (N, d) embeddings with N >= 2, got "
+            f"{tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__}"
+        )
     return F.normalize(z.float(), dim=1)
 
 
@@ -37,8 +39,9 @@ def uniformity(z: Tensor, *, t: float = 2.0) -> float:
 
 
 @torch.no_grad()
-def embeddings(model: nn.Module, x: Tensor, layer: str, *, batch_size: int = 1000,
-               return_logits: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+def embeddings(
+    model: nn.Module, x: Tensor, layer: str, *, batch_size: int = 1000, return_logits: bool = False
+) -> Tensor | tuple[Tensor, Tensor]:
     """The input of submodule ``layer`` (e.g. the classifier) for every example of x: (N, d), in eval mode.
 
     ``return_logits``: also the model's outputs (N, K) from the same forward passes.
@@ -46,13 +49,15 @@ def embeddings(model: nn.Module, x: Tensor, layer: str, *, batch_size: int = 100
     module = find_module(model, layer, argument="layer")
     captured: list[Tensor] = []
     outputs: list[Tensor] = []
-    handle = module.register_forward_pre_hook(lambda m, args: captured.append(args[0].detach().flatten(1).cpu()))
+    handle = module.register_forward_pre_hook(
+        lambda m, args: captured.append(args[0].detach().flatten(1).cpu())
+    )
     was_training = model.training
     model.eval()
     try:
         device = next(model.parameters()).device
         for start in range(0, len(x), batch_size):
-            out = model(x[start:start + batch_size].to(device))
+            out = model(x[start : start + batch_size].to(device))
             if return_logits:
                 outputs.append(out.detach().cpu())
     finally:

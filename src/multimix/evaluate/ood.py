@@ -36,7 +36,9 @@ def _arrays(in_scores: Scores, out_scores: Scores) -> tuple[np.ndarray, np.ndarr
     a = np.asarray(torch.as_tensor(in_scores).detach().cpu().double()).ravel()
     b = np.asarray(torch.as_tensor(out_scores).detach().cpu().double()).ravel()
     if a.size == 0 or b.size == 0:
-        raise ValueError(f"in_scores and out_scores must both be non-empty, got {a.size} and {b.size}")
+        raise ValueError(
+            f"in_scores and out_scores must both be non-empty, got {a.size} and {b.size}"
+        )
     return a, b
 
 
@@ -65,8 +67,6 @@ def fpr_at_tpr(in_scores: Scores, out_scores: Scores, tpr: float = 0.95) -> floa
     tprs = 1.0 - np.searchsorted(np.sort(a), thresholds, side="left") / a.size
     fprs = 1.0 - np.searchsorted(np.sort(b), thresholds, side="left") / b.size
     return float(fprs[tprs >= tpr - 1e-12].min())
-
-
 
 
 #: Out-of-distribution sets made from the test inputs themselves (another dataset can be added by the caller).

@@ -18,7 +18,12 @@ from torch import Tensor, nn
 
 
 def _check_eps(eps: float, name: str = "eps") -> float:
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps < 0:
+    if (
+        isinstance(eps, bool)
+        or not isinstance(eps, (int, float))
+        or not math.isfinite(eps)
+        or eps < 0
+    ):
         raise ValueError(f"{name} must be a finite number >= 0 (in input units), got {eps!r}")
     return float(eps)
 
@@ -52,7 +57,9 @@ def _project(x_adv: Tensor, x: Tensor, eps: float, clamp: tuple[float, float] | 
     return x_adv if clamp is None else x_adv.clamp(*clamp)
 
 
-def fgsm(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, clamp: tuple[float, float] | None = None) -> Tensor:
+def fgsm(
+    model: nn.Module, x: Tensor, y: Tensor, *, eps: float, clamp: tuple[float, float] | None = None
+) -> Tensor:
     """Fast gradient sign method (Goodfellow et al., 2015): ``x + eps · sign(∇ₓ CE(model(x), y))``.
 
     Args:
@@ -117,7 +124,7 @@ def robust_accuracy(
         raise ValueError(f"attack must be one of {', '.join(attacks)}, got {attack!r}")
     correct = 0
     for start in range(0, len(y), batch_size):
-        xb, yb = x[start:start + batch_size].to(device), y[start:start + batch_size].to(device)
+        xb, yb = x[start : start + batch_size].to(device), y[start : start + batch_size].to(device)
         adv = attacks[attack](model, xb, yb, eps=eps, **kwargs)
         with _frozen(model), torch.no_grad():
             correct += int((model(adv).argmax(1) == yb).sum())

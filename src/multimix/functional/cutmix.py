@@ -25,7 +25,9 @@ def _spatial_shape(shape: Sequence[int]) -> tuple[int, ...]:
         return tuple(shape[2:])
     if len(shape) in (2, 3):
         return (shape[-1],)
-    raise ValueError(f"cutmix needs inputs (b, C, H, W), (b, C, L) or (b, L); got shape {tuple(shape)}")
+    raise ValueError(
+        f"cutmix needs inputs (b, C, H, W), (b, C, L) or (b, L); got shape {tuple(shape)}"
+    )
 
 
 def sample_cutmix(
@@ -77,7 +79,9 @@ def sample_cutmix(
 def paste(x: Tensor, mask: Tensor, perm: Tensor) -> Tensor:
     """``x`` with each example's masked positions taken from its partner ``x[perm]`` (every channel)."""
     if x.shape[0] != perm.shape[0]:
-        raise ValueError(f"x has batch size {x.shape[0]} but the mixing parameters are for {perm.shape[0]}")
+        raise ValueError(
+            f"x has batch size {x.shape[0]} but the mixing parameters are for {perm.shape[0]}"
+        )
     if x.dim() in (3, 4):  # a channel axis between batch and positions
         mask = mask.unsqueeze(1)
     return torch.where(mask.to(x.device), x[perm.to(x.device)], x)
@@ -99,8 +103,9 @@ def cutmix(
     check_tensor(x, "x")
     check_soft_targets(targets)
     check_same_batch(x, targets)
-    mask, lam, perm = sample_cutmix(x.shape, alpha=alpha, per_sample=per_sample, generator=generator,
-                                    device=x.device)
+    mask, lam, perm = sample_cutmix(
+        x.shape, alpha=alpha, per_sample=per_sample, generator=generator, device=x.device
+    )
     return paste(x, mask, perm), mix_pairs(targets, lam, perm)
 
 

@@ -68,7 +68,9 @@ def sample_dense_multimix_weights(
     alpha = multimix_alpha(m) if alpha is None else alpha
     dev = _sampling_device(generator, device)
     if member_major and attention is not None:
-        raise ValueError("member_major=True draws without attention; weight by attention in the (n, m, r) layout")
+        raise ValueError(
+            "member_major=True draws without attention; weight by attention in the (n, m, r) layout"
+        )
     # Member-major storage, (m, n) and (m, n, r): mixing reads each member's indices and weights
     # contiguously, without a transposed copy; the (n, m) and (n, m, r) results are views of it.
     if m == b:
@@ -86,7 +88,9 @@ def sample_dense_multimix_weights(
     if attention is None:
         return members, lam
     if attention.shape != (b, r):
-        raise ValueError(f"attention must have shape (b, r) = ({b}, {r}), got {tuple(attention.shape)}")
+        raise ValueError(
+            f"attention must have shape (b, r) = ({b}, {r}), got {tuple(attention.shape)}"
+        )
     att = attention.detach().to(device=lam.device, dtype=lam.dtype)[members]  # (n, m, r)
     w = lam * att
     total = w.sum(dim=1, keepdim=True)
@@ -110,8 +114,9 @@ class _ClassMajorMix(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, idx: Tensor, w: Tensor, dtype: torch.dtype,
-                as_rows: bool = False) -> Tensor:
+    def forward(
+        ctx: Any, x: Tensor, idx: Tensor, w: Tensor, dtype: torch.dtype, as_rows: bool = False
+    ) -> Tensor:
         m, c = idx.shape
         b, d, r = x.shape
         flat_idx = idx.reshape(-1)
@@ -138,7 +143,9 @@ class _ClassMajorMix(torch.autograd.Function):
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None, None, None]:
         flat_idx, w = ctx.saved_tensors
         m, c, r = w.shape
-        if ctx.as_rows:  # (c·r, d) → (d, c, r); a view when the gradient is class-major too (the loss's)
+        if (
+            ctx.as_rows
+        ):  # (c·r, d) → (d, c, r); a view when the gradient is class-major too (the loss's)
             grad = grad.t().reshape(-1, c, r)
         d = grad.shape[0]
         rows = grad.permute(1, 0, 2)  # (c, d, r)
@@ -154,8 +161,14 @@ class _ClassMajorMix(torch.autograd.Function):
         return grad_x, None, None, None, None
 
 
-def dense_interpolate(members: Tensor, weights: Tensor, x: Tensor, *, chunk_size: int | None = None,
-                      class_major: bool | None = None) -> Tensor:
+def dense_interpolate(
+    members: Tensor,
+    weights: Tensor,
+    x: Tensor,
+    *,
+    chunk_size: int | None = None,
+    class_major: bool | None = None,
+) -> Tensor:
     """Mix per position: ``out[k, j] = Σ_i weights[k, i, j] · x[members[k, i], j]``.
 
     Args:
@@ -213,7 +226,9 @@ def dense_interpolate(members: Tensor, weights: Tensor, x: Tensor, *, chunk_size
         for start in range(0, n, chunk_size):
             idx, wc = members[start : start + chunk_size].t(), w[:, start : start + chunk_size]
             # B023: combine_members calls both lambdas before it returns, so they see this chunk's idx and wc.
-            out.append(combine_members(lambda i: xt.index_select(1, idx[i]).to(dtype), lambda i: wc[i], m))  # noqa: B023
+            out.append(
+                combine_members(lambda i: xt.index_select(1, idx[i]).to(dtype), lambda i: wc[i], m)  # noqa: B023
+            )
         mixed = out[0] if len(out) == 1 else torch.cat(out, dim=1)
         return mixed.to(x.dtype).permute(1, 2, 0)
     # Accumulate member by member: intermediates stay (chunk, r, d), never (chunk, m, r, d).
@@ -223,14 +238,26 @@ def dense_interpolate(members: Tensor, weights: Tensor, x: Tensor, *, chunk_size
         idx, wc = members[start : start + chunk_size].t(), w[:, start : start + chunk_size, :, None]
         c = idx.shape[1]
         # B023: combine_members calls both lambdas before it returns, so they see this chunk's idx, c and wc.
-        out.append(combine_members(lambda i: flat.index_select(0, idx[i]).view(c, rx, d).to(dtype),  # noqa: B023
-                                   lambda i: wc[i], m))  # noqa: B023
+        out.append(
+            combine_members(
+                lambda i: flat.index_select(0, idx[i]).view(c, rx, d).to(dtype),  # noqa: B023
+                lambda i: wc[i],  # noqa: B023
+                m,
+            )
+        )
     mixed = out[0] if len(out) == 1 else torch.cat(out)
     return mixed.to(x.dtype)
 
 
-def dense_interpolate_labels(members: Tensor, weights: Tensor, labels: Tensor, num_classes: int, *,
-                             dtype: torch.dtype = torch.float32, class_major: bool = False) -> Tensor:
+def dense_interpolate_labels(
+    members: Tensor,
+    weights: Tensor,
+    labels: Tensor,
+    num_classes: int,
+    *,
+    dtype: torch.dtype = torch.float32,
+    class_major: bool = False,
+) -> Tensor:
     """The per-position mixed targets of integer labels.
 
     ``out[k, j] = Σ_i weights[k, i, j] · e_{labels[members[k, i]]}``.
@@ -252,7 +279,9 @@ def dense_interpolate_labels(members: Tensor, weights: Tensor, labels: Tensor, n
     """
     n, m, r = weights.shape
     if labels.dim() != 1 or labels.is_floating_point():
-        raise ValueError(f"labels must be integer class indices of shape (b,), got {labels.dtype} {tuple(labels.shape)}")
+        raise ValueError(
+            f"labels must be integer class indices of shape (b,), got {labels.dtype} {tuple(labels.shape)}"
+        )
     member_labels = labels.take(members.to(labels.device))  # (n, m)
     w = weights.to(device=labels.device, dtype=dtype)
     if class_major:
@@ -263,8 +292,9 @@ def dense_interpolate_labels(members: Tensor, weights: Tensor, labels: Tensor, n
     return out.scatter_add_(2, member_labels[:, None, :].expand(n, r, m), w.transpose(1, 2))
 
 
-def dense_mix_logits_and_labels(logits: Tensor, members: Tensor, weights: Tensor, labels: Tensor,
-                                num_classes: int) -> tuple[Tensor, Tensor]:
+def dense_mix_logits_and_labels(
+    logits: Tensor, members: Tensor, weights: Tensor, labels: Tensor, num_classes: int
+) -> tuple[Tensor, Tensor]:
     """Dense MultiMix's mixing of per-position logits and integer labels, in one pass, class-major.
 
     The same values as ``dense_interpolate(members, weights, logits.transpose(1, 2), class_major=True)``
@@ -286,13 +316,17 @@ def dense_mix_logits_and_labels(logits: Tensor, members: Tensor, weights: Tensor
     """
     m, n, r = weights.shape
     if m > FUSED_MAX_M or members.shape != (m, n) or logits.dim() != 3 or logits.shape[2] != r:
-        raise ValueError(f"dense_mix_logits_and_labels needs member-major members (m, n), weights (m, n, r) "
-                         f"with m <= {FUSED_MAX_M}, and logits (b, K, r); got members {tuple(members.shape)}, "
-                         f"weights {tuple(weights.shape)}, logits {tuple(logits.shape)}")
+        raise ValueError(
+            f"dense_mix_logits_and_labels needs member-major members (m, n), weights (m, n, r) "
+            f"with m <= {FUSED_MAX_M}, and logits (b, K, r); got members {tuple(members.shape)}, "
+            f"weights {tuple(weights.shape)}, logits {tuple(logits.shape)}"
+        )
     # Function.apply is unannotated in torch; the result is forward's Tensor.
     mixed = _ClassMajorMix.apply(logits, members, weights, logits.dtype, True)  # type: ignore[no-untyped-call]
     targets = torch.zeros(num_classes, n * r, dtype=weights.dtype, device=labels.device)
-    targets.view(num_classes, n, r).scatter_add_(0, labels.take(members)[:, :, None].expand(m, n, r), weights)
+    targets.view(num_classes, n, r).scatter_add_(
+        0, labels.take(members)[:, :, None].expand(m, n, r), weights
+    )
     return mixed, targets.t()
 
 
@@ -318,12 +352,20 @@ def positions_of(z: Tensor, *, layout: str = "channels_first", prefix_tokens: in
     """
     check_layout(layout, prefix_tokens)
     if z.dim() < 3:
-        raise ValueError(f"a spatial embedding needs at least 3 dimensions, (b, d, *spatial) or (b, *positions, d); "
-                         f"got shape {tuple(z.shape)}")
-    rows = z.flatten(2).transpose(1, 2) if layout == "channels_first" else z.reshape(z.shape[0], -1, z.shape[-1])
+        raise ValueError(
+            f"a spatial embedding needs at least 3 dimensions, (b, d, *spatial) or (b, *positions, d); "
+            f"got shape {tuple(z.shape)}"
+        )
+    rows = (
+        z.flatten(2).transpose(1, 2)
+        if layout == "channels_first"
+        else z.reshape(z.shape[0], -1, z.shape[-1])
+    )
     if prefix_tokens >= rows.shape[1]:
-        raise ValueError(f"prefix_tokens={prefix_tokens} leaves no position of the {rows.shape[1]} in shape "
-                         f"{tuple(z.shape)} ({layout})")
+        raise ValueError(
+            f"prefix_tokens={prefix_tokens} leaves no position of the {rows.shape[1]} in shape "
+            f"{tuple(z.shape)} ({layout})"
+        )
     return rows[:, prefix_tokens:] if prefix_tokens else rows
 
 
@@ -367,7 +409,9 @@ def dense_multimix(
     b, r = zr.shape[:2]
     if attention is not None:
         if attention.numel() != b * r or attention.shape[0] != b:
-            raise ValueError(f"attention must hold {r} values per example (b, r), got shape {tuple(attention.shape)}")
+            raise ValueError(
+                f"attention must hold {r} values per example (b, r), got shape {tuple(attention.shape)}"
+            )
         if bool((attention < 0).any()):
             raise ValueError("attention must be non-negative")
         attention = attention.reshape(b, r)
@@ -410,9 +454,12 @@ def cam_attention(z: Tensor, weight: Tensor, targets: Tensor) -> Tensor:
         scores = torch.relu((zr * class_vec[:, :, None]).sum(dim=1))  # (b, r)
         total = scores.sum(dim=1, keepdim=True)
         uniform = torch.full_like(scores, 1.0 / scores.shape[1])
-        att = torch.where(total > 0, scores / total.clamp_min(torch.finfo(scores.dtype).tiny), uniform)
+        att = torch.where(
+            total > 0, scores / total.clamp_min(torch.finfo(scores.dtype).tiny), uniform
+        )
         return att.reshape(z.shape[0], *z.shape[2:])
 
 
-dense_multimix_weights = deprecated_alias(sample_dense_multimix_weights, "dense_multimix_weights",
-                                          where="multimix.functional")
+dense_multimix_weights = deprecated_alias(
+    sample_dense_multimix_weights, "dense_multimix_weights", where="multimix.functional"
+)

@@ -72,8 +72,11 @@ class MixTuples(NamedTuple):
 
     def to(self, device: torch.device | str) -> MixTuples:
         """The draw on another device (indices and weights; a no-op where they already are)."""
-        return MixTuples(self.indices.to(device, non_blocking=True), self.weights.to(device, non_blocking=True),
-                         self.batch_size)
+        return MixTuples(
+            self.indices.to(device, non_blocking=True),
+            self.weights.to(device, non_blocking=True),
+            self.batch_size,
+        )
 
 
 def sample_subsets(
@@ -97,11 +100,17 @@ def sample_subsets(
     dev = _sampling_device(generator, device)
     if m > _FLOYD_MAX_M:
         # The positions of the m largest of `population` uniforms form a uniform m-subset.
-        return torch.rand(n, population, generator=generator, device=dev).topk(m, dim=1, sorted=False).indices
+        return (
+            torch.rand(n, population, generator=generator, device=dev)
+            .topk(m, dim=1, sorted=False)
+            .indices
+        )
     return _floyd_by_member(n, population, m, generator, dev).t()
 
 
-def _floyd_by_member(n: int, population: int, m: int, generator: torch.Generator | None, dev: torch.device) -> Tensor:
+def _floyd_by_member(
+    n: int, population: int, m: int, generator: torch.Generator | None, dev: torch.device
+) -> Tensor:
     """:func:`sample_subsets`' draw for m <= 12, member-major: (m, n) storage, no validation."""
     # Floyd's algorithm, vectorised over rows: for j = population-m .. population-1 draw t
     # uniformly in [0, j] and take t, or j if t was already taken. Every m-subset is equally likely.
@@ -216,7 +225,9 @@ def sample_multimix_weights(
     """
     b = check_int(batch_size, "batch_size")
     dev = _sampling_device(generator, device)
-    weights = tuples_to_weights(sample_multimix_tuples(b, n=n, m=m, alpha=alpha, generator=generator, device=dev))
+    weights = tuples_to_weights(
+        sample_multimix_tuples(b, n=n, m=m, alpha=alpha, generator=generator, device=dev)
+    )
     if device is not None and torch.device(device) != dev:
         weights = weights.to(device, non_blocking=True)
     return weights
@@ -262,7 +273,9 @@ def interpolate_tuples(tuples: MixTuples, x: Tensor) -> Tensor:
         raise ValueError(f"these tuples mix a batch of {b}; got x with shape {tuple(x.shape)}")
     n, m = indices.shape
     if weights.shape != (n, m):
-        raise ValueError(f"tuples' weights must have the shape of its indices {(n, m)}, got {tuple(weights.shape)}")
+        raise ValueError(
+            f"tuples' weights must have the shape of its indices {(n, m)}, got {tuple(weights.shape)}"
+        )
     if m > _GATHER_MAX_M or m >= b:
         return interpolate(tuples_to_weights(tuples), x)
     flat = x.reshape(b, -1)
@@ -270,7 +283,9 @@ def interpolate_tuples(tuples: MixTuples, x: Tensor) -> Tensor:
     dtype = _accumulation_dtype(weights.dtype, x.dtype)
     w = weights.to(device=x.device, dtype=dtype)
     # index_select, not x[idx]: its backward is index_add_, much cheaper on CPU than index_put_.
-    mixed = combine_members(lambda j: flat.index_select(0, indices[:, j]).to(dtype), lambda j: w[:, j : j + 1], m)
+    mixed = combine_members(
+        lambda j: flat.index_select(0, indices[:, j]).to(dtype), lambda j: w[:, j : j + 1], m
+    )
     return mixed.to(x.dtype).reshape(n, *x.shape[1:])
 
 
@@ -279,7 +294,9 @@ def _accumulation_dtype(weights: torch.dtype, values: torch.dtype) -> torch.dtyp
     return torch.promote_types(weights, values)
 
 
-def combine_members(take: Callable[[int], Tensor], weight: Callable[[int], Tensor], m: int) -> Tensor:
+def combine_members(
+    take: Callable[[int], Tensor], weight: Callable[[int], Tensor], m: int
+) -> Tensor:
     """``Σ_j weight(j) · take(j)`` over m members, the weights of each mixed row summing to 1.
 
     For m = 2 it is one fused ``lerp``, ``take(1) + weight(0) · (take(0) − take(1))``: exact for
@@ -326,7 +343,9 @@ def multimix(
     check_tensor(z, "z")
     check_soft_targets(targets)  # rows of probabilities, as the mixers check
     check_same_batch(z, targets, "z")
-    tuples = sample_multimix_tuples(z.shape[0], n=n, m=m, alpha=alpha, generator=generator, device=z.device)
+    tuples = sample_multimix_tuples(
+        z.shape[0], n=n, m=m, alpha=alpha, generator=generator, device=z.device
+    )
     if targets.dtype != z.dtype or targets.device != z.device:
         return interpolate_tuples(tuples, z), interpolate_tuples(tuples, targets)
     # One pass for both: mixing [Z | Y] gives [Λ Z | Λ Y]. The concatenation copies only b rows.
@@ -335,6 +354,10 @@ def multimix(
     return mixed[:, : flat.shape[1]].reshape(-1, *z.shape[1:]), mixed[:, flat.shape[1] :]
 
 
-sample_tuples = deprecated_alias(sample_multimix_tuples, "sample_tuples", where="multimix.functional")
-multimix_weights = deprecated_alias(sample_multimix_weights, "multimix_weights", where="multimix.functional")
+sample_tuples = deprecated_alias(
+    sample_multimix_tuples, "sample_tuples", where="multimix.functional"
+)
+multimix_weights = deprecated_alias(
+    sample_multimix_weights, "multimix_weights", where="multimix.functional"
+)
 random_subsets = deprecated_alias(sample_subsets, "random_subsets", where="multimix.functional")

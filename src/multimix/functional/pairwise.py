@@ -53,7 +53,9 @@ def mix_pairs(x: Tensor, lam: Tensor, perm: Tensor) -> Tensor:
     ``lam`` is cast to x's dtype, so half-precision hidden states stay in half precision.
     """
     if x.shape[0] != perm.shape[0]:
-        raise ValueError(f"x has batch size {x.shape[0]} but the mixing parameters are for {perm.shape[0]}")
+        raise ValueError(
+            f"x has batch size {x.shape[0]} but the mixing parameters are for {perm.shape[0]}"
+        )
     weight = lam.to(device=x.device, dtype=x.dtype).reshape(-1, *([1] * (x.dim() - 1)))
     # lerp(a, b, w) = a + w (b - a): one fused op, and exact when lam is 0 or 1.
     return torch.lerp(x[perm.to(x.device)], x, weight)
@@ -83,7 +85,9 @@ def mixup(
     check_tensor(x, "x")
     check_soft_targets(targets)  # rows of probabilities, as the mixers check
     check_same_batch(x, targets)
-    lam, perm = sample_mixup(x.shape[0], alpha=alpha, per_sample=per_sample, generator=generator, device=x.device)
+    lam, perm = sample_mixup(
+        x.shape[0], alpha=alpha, per_sample=per_sample, generator=generator, device=x.device
+    )
     return mix_pairs(x, lam, perm), mix_pairs(targets, lam, perm)
 
 

@@ -8,7 +8,9 @@ from torch import Tensor
 from multimix._validation import check_alpha, check_int
 
 
-def _sampling_device(generator: torch.Generator | None, device: torch.device | str | None) -> torch.device:
+def _sampling_device(
+    generator: torch.Generator | None, device: torch.device | str | None
+) -> torch.device:
     """Where to draw: a generator only draws on its own device."""
     if generator is not None:
         return generator.device
@@ -30,9 +32,20 @@ def _log_gamma(concentration: Tensor, generator: torch.Generator | None) -> Tens
     """
     small = concentration < 1
     boosted = torch.where(small, concentration + 1, concentration)
-    log_g = torch._standard_gamma(boosted, generator=generator).log()  # private, but the only seedable gamma
-    u = torch.rand(concentration.shape, generator=generator, device=concentration.device, dtype=concentration.dtype)
-    return torch.where(small, log_g + u.log() / concentration.clamp_min(torch.finfo(concentration.dtype).tiny), log_g)
+    log_g = torch._standard_gamma(
+        boosted, generator=generator
+    ).log()  # private, but the only seedable gamma
+    u = torch.rand(
+        concentration.shape,
+        generator=generator,
+        device=concentration.device,
+        dtype=concentration.dtype,
+    )
+    return torch.where(
+        small,
+        log_g + u.log() / concentration.clamp_min(torch.finfo(concentration.dtype).tiny),
+        log_g,
+    )
 
 
 def sample_beta(
@@ -120,11 +133,15 @@ def sample_dirichlet(
         log_u = u.clamp_min_(torch.finfo(work).tiny).log_()
         w = log_u.div_(log_u.sum(dim=1, keepdim=True))
     elif alpha >= 1.0:
-        g = torch._standard_gamma(torch.full((n, m), alpha, device=dev, dtype=work), generator=generator)
+        g = torch._standard_gamma(
+            torch.full((n, m), alpha, device=dev, dtype=work), generator=generator
+        )
         w = g / g.sum(dim=1, keepdim=True)
     else:
         # Small α: normalise in log space so rows never become 0/0 (see _log_gamma).
-        w = torch.softmax(_log_gamma(torch.full((n, m), alpha, device=dev, dtype=work), generator), dim=1)
+        w = torch.softmax(
+            _log_gamma(torch.full((n, m), alpha, device=dev, dtype=work), generator), dim=1
+        )
     return w.to(dtype or torch.float32)
 
 
@@ -140,6 +157,8 @@ def sample_dirichlet_by_member(
     (m, n), each member's n weights contiguous, which is how mixing member by member reads them.
     For the default m = 2, α = 1 it is built that way (no transposed copy)."""
     if m == 2 and check_alpha(alpha) == 1.0:
-        u = torch.rand(check_int(n, "n"), generator=generator, device=_sampling_device(generator, device))
+        u = torch.rand(
+            check_int(n, "n"), generator=generator, device=_sampling_device(generator, device)
+        )
         return torch.stack([u, 1.0 - u])
     return sample_dirichlet(n, m, alpha, generator=generator, device=device).t()

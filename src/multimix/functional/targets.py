@@ -45,9 +45,13 @@ def one_hot(
         num_classes = labels.shape[1]
     else:
         if labels.dtype == torch.bool or labels.is_complex():
-            raise TypeError(f"labels must be integer class indices or float soft targets, got {labels.dtype}")
+            raise TypeError(
+                f"labels must be integer class indices or float soft targets, got {labels.dtype}"
+            )
         if labels.dim() != 1:
-            raise ValueError(f"integer labels must have shape (b,), got shape {tuple(labels.shape)}")
+            raise ValueError(
+                f"integer labels must have shape (b,), got shape {tuple(labels.shape)}"
+            )
         if num_classes is None:
             raise ValueError("num_classes is required when labels are integer class indices")
         if labels.device.type == "cpu":
@@ -55,13 +59,19 @@ def one_hot(
             low, high = int(low_t), int(high_t)
             if low < 0 or high >= num_classes:
                 bad = low if low < 0 else high
-                raise ValueError(f"labels must lie in [0, {num_classes}) for num_classes={num_classes}, got {bad}")
+                raise ValueError(
+                    f"labels must lie in [0, {num_classes}) for num_classes={num_classes}, got {bad}"
+                )
         # A scatter of ones into zeros, in the target dtype: two ops where one_hot + cast are more.
         # On a GPU it needs no check on the host (reading the labels back would wait for the device
         # at every step): a label out of range stops it with a device-side assertion, as torch's own
         # one_hot does there.
-        targets = torch.zeros(labels.shape[0], num_classes, dtype=dtype or torch.get_default_dtype(),
-                              device=labels.device)
+        targets = torch.zeros(
+            labels.shape[0],
+            num_classes,
+            dtype=dtype or torch.get_default_dtype(),
+            device=labels.device,
+        )
         targets = targets.scatter_(1, labels.long()[:, None], 1.0)
 
     return _smooth(targets, smoothing, num_classes)
@@ -115,7 +125,9 @@ def soft_cross_entropy(logits: Tensor, targets: Tensor, *, reduction: str = "mea
         # same sums run over dim 1 and vectorise across the N rows, forward and backward, best of all
         # when the logits are stored class-major (DenseMultiMix's on the CPU). Same values up to
         # rounding; a view, no copy of the logits. Measured: see class_major_is_faster.
-        loss = F.cross_entropy(logits.t().unsqueeze(0), targets.t().unsqueeze(0), reduction=reduction)
+        loss = F.cross_entropy(
+            logits.t().unsqueeze(0), targets.t().unsqueeze(0), reduction=reduction
+        )
         return loss.squeeze(0) if reduction == "none" else loss
     # torch's cross_entropy accepts class probabilities as targets (a fused log-softmax + dot).
     return F.cross_entropy(logits, targets, reduction=reduction)

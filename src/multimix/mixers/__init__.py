@@ -33,5 +33,15 @@ from multimix.mixers.pairwise import ConfMix, ManifoldMixup, Mixup
 # The values of the mixers' string options (attention=, scope=) are public, defined once (in dense
 # and multimix) for the mixers and the trainer's configuration alike. INPUT and WRAPPER_PREFIXES
 # (imported ``as`` themselves) stay importable from here as before, but are internal.
-__all__ = ["Mixup", "ManifoldMixup", "ConfMix", "CutMix", "MixupOrCutMix", "MultiMix", "DenseMultiMix", "find_module",
-           "ATTENTIONS", "SCOPES"]
+__all__ = [
+    "Mixup",
+    "ManifoldMixup",
+    "ConfMix",
+    "CutMix",
+    "MixupOrCutMix",
+    "MultiMix",
+    "DenseMultiMix",
+    "find_module",
+    "ATTENTIONS",
+    "SCOPES",
+]

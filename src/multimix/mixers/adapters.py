@@ -28,11 +28,15 @@ def check_inputs(x: object, name: str = "x") -> None:
     """``x`` is a non-empty batch-first tensor, or a non-empty mapping of tensors sharing their batch size."""
     if isinstance(x, Mapping):
         if not x:
-            raise ValueError(f"{name} is an empty mapping; expected tensors such as input_ids or pixel_values")
+            raise ValueError(
+                f"{name} is an empty mapping; expected tensors such as input_ids or pixel_values"
+            )
         sizes = {}
         for key, value in x.items():
             if not isinstance(value, Tensor):
-                raise TypeError(f"{name}[{key!r}] must be a torch.Tensor, got {type(value).__name__}")
+                raise TypeError(
+                    f"{name}[{key!r}] must be a torch.Tensor, got {type(value).__name__}"
+                )
             check_tensor(value, f"{name}[{key!r}]")
             sizes[key] = value.shape[0]
         if len(set(sizes.values())) > 1:
@@ -55,12 +59,16 @@ def logits_of(output: Any) -> Tensor:
     """The logits in whatever a model returned (tensor, ModelOutput/mapping/object with logits, tuple)."""
     if isinstance(output, Tensor):
         return output
-    logits = output.get("logits") if isinstance(output, Mapping) else getattr(output, "logits", None)
+    logits = (
+        output.get("logits") if isinstance(output, Mapping) else getattr(output, "logits", None)
+    )
     if logits is None and isinstance(output, (tuple, list)) and output:
         logits = output[0]
     if not isinstance(logits, Tensor):
-        raise TypeError(f"the model returned {type(output).__name__}; expected a Tensor of logits, an output with "
-                        "a `logits` field (a 🤗 ModelOutput), or a tuple whose first element is the logits")
+        raise TypeError(
+            f"the model returned {type(output).__name__}; expected a Tensor of logits, an output with "
+            "a `logits` field (a 🤗 ModelOutput), or a tuple whose first element is the logits"
+        )
     return logits
 
 
@@ -97,14 +105,30 @@ def map_first(output: Any, fn: Callable[[Tensor], Tensor], layer: str) -> Any:
         return fn(output)
     if isinstance(output, tuple) and output and isinstance(output[0], Tensor):
         return (fn(output[0]), *output[1:])
-    raise TypeError(f"layer {layer!r} returned {type(output).__name__}; only a Tensor, or a tuple whose first "
-                    "element is a Tensor, can be mixed")
+    raise TypeError(
+        f"layer {layer!r} returned {type(output).__name__}; only a Tensor, or a tuple whose first "
+        "element is a Tensor, can be mixed"
+    )
 
 
 def first_tensor(output: Any) -> Any:
     """A layer's output tensor, or the first element of a tuple output (anything else unchanged)."""
-    return output[0] if isinstance(output, tuple) and output and isinstance(output[0], Tensor) else output
+    return (
+        output[0]
+        if isinstance(output, tuple) and output and isinstance(output[0], Tensor)
+        else output
+    )
 
 
-__all__ = ["Inputs", "check_inputs", "batch_size", "batch_device", "logits_of", "call_model", "input_tensor",
-           "replace_input", "map_first", "first_tensor"]
+__all__ = [
+    "Inputs",
+    "check_inputs",
+    "batch_size",
+    "batch_device",
+    "logits_of",
+    "call_model",
+    "input_tensor",
+    "replace_input",
+    "map_first",
+    "first_tensor",
+]

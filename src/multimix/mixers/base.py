@@ -38,16 +38,22 @@ def find_module(model: nn.Module, name: str, *, argument: str = "name") -> nn.Mo
     before and after wrapping. An exact name always wins.
     """
     if not isinstance(name, str):
-        raise TypeError(f"{argument} must be a submodule name (str), got {type(name).__name__} {name!r}")
+        raise TypeError(
+            f"{argument} must be a submodule name (str), got {type(name).__name__} {name!r}"
+        )
     modules = dict(model.named_modules())
     if name and name in modules:
         return modules[name]
     for key, module in modules.items():
         if key and _strip_wrappers(key) == name:
             return module
-    names = dict.fromkeys(_strip_wrappers(k) for k in modules if k and k + "." not in WRAPPER_PREFIXES)
+    names = dict.fromkeys(
+        _strip_wrappers(k) for k in modules if k and k + "." not in WRAPPER_PREFIXES
+    )
     valid = ", ".join(repr(k) for k in names) or "(the model has no submodules)"
-    raise ValueError(f"{argument}={name!r} is not a submodule of {type(model).__name__}; valid names: {valid}")
+    raise ValueError(
+        f"{argument}={name!r} is not a submodule of {type(model).__name__}; valid names: {valid}"
+    )
 
 
 def _float_targets(targets: Tensor) -> Tensor:
@@ -57,7 +63,9 @@ def _float_targets(targets: Tensor) -> Tensor:
 
 def _no_autocast(device: torch.device) -> contextlib.AbstractContextManager[None]:
     """Switch autocast off for exact target arithmetic (mixing weights times labels)."""
-    if not torch.is_autocast_enabled(device.type):  # nothing to switch off (the usual case, and cheaper)
+    if not torch.is_autocast_enabled(
+        device.type
+    ):  # nothing to switch off (the usual case, and cheaper)
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, enabled=False)
 
@@ -81,7 +89,9 @@ class _Mixer(nn.Module):
         if num_classes is not None:
             num_classes = check_int(num_classes, "num_classes", low=1)
         if generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+            raise TypeError(
+                f"generator must be a torch.Generator or None, got {type(generator).__name__}"
+            )
         self.model = model
         self.num_classes = num_classes
         self.generator = generator
@@ -93,7 +103,9 @@ class _Mixer(nn.Module):
             self.host_generator = torch.Generator().manual_seed(generator.initial_seed())
         self._handles: list[RemovableHandle] = []
         self._armed: object | None = None  # parameters for the next hook call; None = pass through
-        self._decided: object | None = None  # the next step's host-side choice, when drawn ahead (decide())
+        self._decided: object | None = (
+            None  # the next step's host-side choice, when drawn ahead (decide())
+        )
 
     # -- public ------------------------------------------------------------------------------
 
@@ -114,22 +126,33 @@ class _Mixer(nn.Module):
         if y is not None:
             check_tensor(y, "y")
             if y.shape[0] != batch_size(x):
-                raise ValueError(f"x and y must have the same batch size, got {batch_size(x)} and {y.shape[0]}")
+                raise ValueError(
+                    f"x and y must have the same batch size, got {batch_size(x)} and {y.shape[0]}"
+                )
             device = batch_device(x)
             targets = _float_targets(one_hot(y, self.num_classes).to(device))
-            if not y.is_floating_point():  # (checked by one_hot) integer labels: mixers may mix them directly
+            if (
+                not y.is_floating_point()
+            ):  # (checked by one_hot) integer labels: mixers may mix them directly
                 labels = y.to(device=device, dtype=torch.long)
         if not self.model.training:
             return call_model(self.model, x), targets
         if targets is None:
-            raise ValueError("y is required in training mode: the mixer mixes inputs and targets together")
+            raise ValueError(
+                "y is required in training mode: the mixer mixes inputs and targets together"
+            )
         if getattr(self, "alpha", None) == 0:  # a schedule at α = 0: no mixing (λ ∈ {0, 1})
             return call_model(self.model, x), targets
         return self._mix_forward(x, targets, labels)
 
     def set_alpha(self, alpha: float) -> None:
         """Change the mixing strength, e.g. from a schedule each epoch; α = 0 turns mixing off."""
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha < 0:
+        if (
+            isinstance(alpha, bool)
+            or not isinstance(alpha, (int, float))
+            or not math.isfinite(alpha)
+            or alpha < 0
+        ):
             raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
         self.alpha = float(alpha)
 
@@ -173,7 +196,9 @@ class _Mixer(nn.Module):
 
     # -- for subclasses ----------------------------------------------------------------------
 
-    def _mix_forward(self, x: Inputs, targets: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor]:
+    def _mix_forward(
+        self, x: Inputs, targets: Tensor, labels: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
         """The training forward: ``(logits, mixed targets)``. ``targets`` (b, K) are float; ``labels``
         (b,) are the integer labels they were made from, or None when soft targets were given."""
         raise NotImplementedError
@@ -191,8 +216,10 @@ class _Mixer(nn.Module):
             hint = ""
             if any(name.startswith("_orig_mod") for name, _ in self.model.named_children()):
                 # dynamo does not guard on hooks (torch._dynamo.config.skip_nnmodule_hook_guards).
-                hint = ("; torch.compile reuses graphs traced before the mixer's hooks existed: create the mixer "
-                        "before the compiled model's first call, or call torch._dynamo.reset()")
+                hint = (
+                    "; torch.compile reuses graphs traced before the mixer's hooks existed: create the mixer "
+                    "before the compiled model's first call, or call torch._dynamo.reset()"
+                )
             raise RuntimeError(
                 f"submodule {layer!r} was not called during the model's forward, so nothing was mixed{hint}"
             )
@@ -203,11 +230,17 @@ class _Mixer(nn.Module):
         armed, self._armed = self._armed, None
         return armed
 
-    def _setup_teacher(self, teacher: nn.Module | None, distill_weight: float, temperature: float) -> None:
+    def _setup_teacher(
+        self, teacher: nn.Module | None, distill_weight: float, temperature: float
+    ) -> None:
         if teacher is not None and not isinstance(teacher, nn.Module):
-            raise TypeError(f"teacher must be an nn.Module (e.g. multimix.EMATeacher) or None, got {type(teacher).__name__}")
-        if isinstance(distill_weight, bool) or not isinstance(distill_weight, (int, float)) or not (
-            math.isfinite(distill_weight) and distill_weight >= 0
+            raise TypeError(
+                f"teacher must be an nn.Module (e.g. multimix.EMATeacher) or None, got {type(teacher).__name__}"
+            )
+        if (
+            isinstance(distill_weight, bool)
+            or not isinstance(distill_weight, (int, float))
+            or not (math.isfinite(distill_weight) and distill_weight >= 0)
         ):
             raise ValueError(f"distill_weight must be a finite number >= 0, got {distill_weight!r}")
         self.teacher = teacher

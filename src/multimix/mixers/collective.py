@@ -101,7 +101,11 @@ def gather_rows(rows: Tensor, sizes: list[int]) -> Tensor:
     if len(sizes) == 1:
         return rows
     longest = max(sizes)
-    padded = rows if rows.shape[0] == longest else torch.cat([rows, rows.new_zeros(longest - rows.shape[0], *rows.shape[1:])])
+    padded = (
+        rows
+        if rows.shape[0] == longest
+        else torch.cat([rows, rows.new_zeros(longest - rows.shape[0], *rows.shape[1:])])
+    )
     # Function.apply is unannotated in torch; the result is forward's Tensor.
     gathered = _GatherRows.apply(padded)  # type: ignore[no-untyped-call]
     if min(sizes) == longest:

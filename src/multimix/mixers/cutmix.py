@@ -48,11 +48,20 @@ class CutMix(_Mixer):
 
     def _cutmix(self, x: Inputs, targets: Tensor) -> tuple[Tensor, Tensor]:
         image = input_tensor(x)
-        mask, lam, perm = sample_cutmix(image.shape, alpha=self.alpha, per_sample=self.per_sample,
-                                        generator=self.generator, device=image.device)
-        return call_model(self.model, replace_input(x, paste(image, mask, perm))), mix_pairs(targets, lam, perm)
+        mask, lam, perm = sample_cutmix(
+            image.shape,
+            alpha=self.alpha,
+            per_sample=self.per_sample,
+            generator=self.generator,
+            device=image.device,
+        )
+        return call_model(self.model, replace_input(x, paste(image, mask, perm))), mix_pairs(
+            targets, lam, perm
+        )
 
-    def _mix_forward(self, x: Inputs, targets: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor]:
+    def _mix_forward(
+        self, x: Inputs, targets: Tensor, labels: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
         return self._cutmix(x, targets)
 
     def extra_repr(self) -> str:
@@ -85,8 +94,13 @@ class MixupOrCutMix(CutMix):
         num_classes: int | None = None,
         generator: torch.Generator | None = None,
     ) -> None:
-        super().__init__(model, alpha=cutmix_alpha, per_sample=per_sample, num_classes=num_classes,
-                         generator=generator)
+        super().__init__(
+            model,
+            alpha=cutmix_alpha,
+            per_sample=per_sample,
+            num_classes=num_classes,
+            generator=generator,
+        )
         self.mixup_alpha = check_alpha(mixup_alpha, "mixup_alpha")
         self.switch_prob = check_probability(switch_prob, "switch_prob")
 
@@ -95,19 +109,30 @@ class MixupOrCutMix(CutMix):
         self.mixup_alpha = self.alpha
 
     def _choose(self) -> str:
-        """"cutmix" with probability ``switch_prob``, else "mixup"."""
+        """ "cutmix" with probability ``switch_prob``, else "mixup"."""
         return "cutmix" if self._uniform() < self.switch_prob else "mixup"
 
-    def _mix_forward(self, x: Inputs, targets: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor]:
+    def _mix_forward(
+        self, x: Inputs, targets: Tensor, labels: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
         if self._choice() == "cutmix":
             return self._cutmix(x, targets)
-        lam, perm = sample_mixup(batch_size(x), alpha=self.mixup_alpha, per_sample=self.per_sample,
-                                 generator=self.generator, device=batch_device(x))
-        return call_model(self.model, replace_input(x, mix_pairs(input_tensor(x), lam, perm))), mix_pairs(targets, lam, perm)
+        lam, perm = sample_mixup(
+            batch_size(x),
+            alpha=self.mixup_alpha,
+            per_sample=self.per_sample,
+            generator=self.generator,
+            device=batch_device(x),
+        )
+        return call_model(
+            self.model, replace_input(x, mix_pairs(input_tensor(x), lam, perm))
+        ), mix_pairs(targets, lam, perm)
 
     def extra_repr(self) -> str:
-        return (f"mixup_alpha={self.mixup_alpha}, cutmix_alpha={self.alpha}, switch_prob={self.switch_prob}, "
-                f"per_sample={self.per_sample}")
+        return (
+            f"mixup_alpha={self.mixup_alpha}, cutmix_alpha={self.alpha}, switch_prob={self.switch_prob}, "
+            f"per_sample={self.per_sample}"
+        )
 
 
 __all__ = ["CutMix", "MixupOrCutMix"]

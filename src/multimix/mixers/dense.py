@@ -107,8 +107,19 @@ class DenseMultiMix(_MultiMixBase):
         generator: torch.Generator | None = None,
         scope: str = "local",
     ) -> None:
-        super().__init__(model, n=n, m=m, alpha=alpha, p=p, teacher=teacher, distill_weight=distill_weight,
-                         temperature=temperature, num_classes=num_classes, generator=generator, scope=scope)
+        super().__init__(
+            model,
+            n=n,
+            m=m,
+            alpha=alpha,
+            p=p,
+            teacher=teacher,
+            distill_weight=distill_weight,
+            temperature=temperature,
+            num_classes=num_classes,
+            generator=generator,
+            scope=scope,
+        )
         self.linear_shortcut = bool(linear_shortcut)
         check_layout(layout, prefix_tokens)
         self.layout, self.prefix_tokens = layout, prefix_tokens
@@ -122,7 +133,9 @@ class DenseMultiMix(_MultiMixBase):
         self._classifier_ref = (find_module(model, classifier, argument="classifier"),)
         weight = getattr(self._classifier_ref[0], "weight", None)
         if attention == "cam" and (not isinstance(weight, Tensor) or weight.dim() != 2):
-            raise ValueError(f"attention='cam' needs a classifier with a (K, d) weight; {classifier!r} has none")
+            raise ValueError(
+                f"attention='cam' needs a classifier with a (K, d) weight; {classifier!r} has none"
+            )
         self._result: tuple[Tensor, Tensor] | None = None
         self._stop_early = False
         self._handles.append(feature_module.register_forward_hook(self._mix_features))
@@ -131,13 +144,17 @@ class DenseMultiMix(_MultiMixBase):
         # instead of waiting for them), and a wrapper sees the logits that are trained on.
         self._handles.append(_unwrapped(model).register_forward_hook(self._output_mixed))
 
-    def _output_mixed(self, module: nn.Module, args: tuple[object, ...], output: object) -> Tensor | None:
+    def _output_mixed(
+        self, module: nn.Module, args: tuple[object, ...], output: object
+    ) -> Tensor | None:
         return None if self._result is None else self._result[0]
 
     def _mix_features(self, module: nn.Module, args: tuple[object, ...], z: object) -> None:
         if self._armed is None:
             return None
-        targets, probs, labels = cast(_Armed, self._take())  # what _mix_forward passed to _run_armed
+        targets, probs, labels = cast(
+            _Armed, self._take()
+        )  # what _mix_forward passed to _run_armed
         z = first_tensor(z)
         if not isinstance(z, Tensor) or z.dim() < 3:
             raise ValueError(
@@ -146,7 +163,9 @@ class DenseMultiMix(_MultiMixBase):
             )
         self._check_layout(z)
         if self._one_pass(z, labels, probs, targets.shape[1]):
-            self._result = self._mix_one_pass(z, cast(Tensor, labels))  # _one_pass: labels is not None
+            self._result = self._mix_one_pass(
+                z, cast(Tensor, labels)
+            )  # _one_pass: labels is not None
         else:
             self._result = self._mix(z, targets, probs, labels)
         if self._stop_early:
@@ -155,16 +174,26 @@ class DenseMultiMix(_MultiMixBase):
 
     def _mix_one_pass(self, z: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         """The CPU's one-pass path (see :meth:`_one_pass`): ``(logits (n·r, K), targets (n·r, K))``."""
-        classifier = cast(nn.Linear, self._classifier_ref[0])  # _one_pass checked: type(classifier) is nn.Linear
+        classifier = cast(
+            nn.Linear, self._classifier_ref[0]
+        )  # _one_pass checked: type(classifier) is nn.Linear
         rows = F.conv1d(z.flatten(2), classifier.weight[:, :, None], classifier.bias)  # (b, K, r)
         b, k, r = rows.shape
-        members, weights = sample_dense_multimix_weights(b, r, n=self.n, m=self._tuple_length(b),
-                                                         alpha=self._alpha_for(b), generator=self.generator,
-                                                         device=z.device, member_major=True)
+        members, weights = sample_dense_multimix_weights(
+            b,
+            r,
+            n=self.n,
+            m=self._tuple_length(b),
+            alpha=self._alpha_for(b),
+            generator=self.generator,
+            device=z.device,
+            member_major=True,
+        )
         return dense_mix_logits_and_labels(rows, members, weights, labels, k)
 
-    def _mix(self, z: Tensor, targets: Tensor, probs: Tensor | None,
-             labels: Tensor | None) -> tuple[Tensor, Tensor]:
+    def _mix(
+        self, z: Tensor, targets: Tensor, probs: Tensor | None, labels: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
         """The general path: every layout, attention, teacher, scope and device. ``(logits, targets)``."""
         zr = positions_of(z, layout=self.layout, prefix_tokens=self.prefix_tokens)  # (b, r, d)
         b, r, d = zr.shape
@@ -172,7 +201,9 @@ class DenseMultiMix(_MultiMixBase):
             att = pooled_attention(zr.transpose(1, 2))
         elif self.attention == "cam":
             # __init__ checked that attention="cam" has a classifier with a (K, d) weight tensor.
-            att = cam_attention(zr.transpose(1, 2), cast(Tensor, self._classifier_ref[0].weight), targets)
+            att = cam_attention(
+                zr.transpose(1, 2), cast(Tensor, self._classifier_ref[0].weight), targets
+            )
         else:
             att = None
         classifier = self._classifier_ref[0]
@@ -195,13 +226,20 @@ class DenseMultiMix(_MultiMixBase):
         # over the global batch and keeps its share of the n generated examples.
         sizes = self._global_sizes(b, z.device)
         if sizes is not None:
-            gathered_rows, att, gathered_targets, probs = collective.gather_packed([rows, att, targets, probs], sizes)
+            gathered_rows, att, gathered_targets, probs = collective.gather_packed(
+                [rows, att, targets, probs], sizes
+            )
             # gather_packed returns a tensor for each tensor given (None only for None).
             rows, targets = cast(Tensor, gathered_rows), cast(Tensor, gathered_targets)
         members, weights = sample_dense_multimix_weights(
-            rows.shape[0], r, n=self.n, m=self._tuple_length(rows.shape[0]), alpha=self._alpha_for(rows.shape[0]),
+            rows.shape[0],
+            r,
+            n=self.n,
+            m=self._tuple_length(rows.shape[0]),
+            alpha=self._alpha_for(rows.shape[0]),
             attention=att,
-            generator=self.generator, device=z.device,
+            generator=self.generator,
+            device=z.device,
         )
         if sizes is not None:
             mine = collective.share(self.n, *collective.world())
@@ -215,21 +253,36 @@ class DenseMultiMix(_MultiMixBase):
             # With few classes on the CPU, mix into class-major storage (K, ·): every elementwise step
             # then runs over n·r contiguous values instead of K at a time, and soft_cross_entropy
             # reads the (n·r, K) results' contiguous transpose directly.
-            logits = dense_interpolate(members, weights, rows, chunk_size=self.chunk_size,
-                                       class_major=class_major).reshape(-1, rows.shape[2])
+            logits = dense_interpolate(
+                members, weights, rows, chunk_size=self.chunk_size, class_major=class_major
+            ).reshape(-1, rows.shape[2])
         else:
-            mixed = dense_interpolate(members, weights, rows, chunk_size=self.chunk_size)  # (n, r, d)
+            mixed = dense_interpolate(
+                members, weights, rows, chunk_size=self.chunk_size
+            )  # (n, r, d)
             logits = classifier(mixed.reshape(-1, d))
         with _no_autocast(targets.device):
             if by_label:
                 # by_label: labels is not None.
-                mixed_targets = dense_interpolate_labels(members, weights, cast(Tensor, labels), k, dtype=targets.dtype,
-                                                         class_major=class_major)
+                mixed_targets = dense_interpolate_labels(
+                    members,
+                    weights,
+                    cast(Tensor, labels),
+                    k,
+                    dtype=targets.dtype,
+                    class_major=class_major,
+                )
             else:
-                mixed_targets = dense_interpolate(members, weights, targets, chunk_size=self.chunk_size,
-                                                  class_major=class_major)
-            mixed_probs = None if probs is None else dense_interpolate(members, weights, probs, chunk_size=self.chunk_size,
-                                                                       class_major=class_major)
+                mixed_targets = dense_interpolate(
+                    members, weights, targets, chunk_size=self.chunk_size, class_major=class_major
+                )
+            mixed_probs = (
+                None
+                if probs is None
+                else dense_interpolate(
+                    members, weights, probs, chunk_size=self.chunk_size, class_major=class_major
+                )
+            )
         return logits, self._add_distilled(mixed_targets, mixed_probs).reshape(-1, k)
 
     def _one_pass(self, z: Tensor, labels: Tensor | None, probs: Tensor | None, k: int) -> bool:
@@ -240,15 +293,29 @@ class DenseMultiMix(_MultiMixBase):
         fewer than 16 classes, integer labels, tuples of at most 8, no attention, no teacher, this
         process's own batch, intermediates within one chunk and no autocast."""
         classifier = self._classifier_ref[0]
-        if not (labels is not None and probs is None and self.attention == "none" and self.layout == "channels_first"
-                and not self.prefix_tokens and self.linear_shortcut and type(classifier) is nn.Linear
-                and z.device.type == "cpu" and labels.device.type == "cpu" and class_major_is_faster(k, z.device)
-                and not torch.is_autocast_enabled("cpu") and (self.scope == "local" or collective.world()[1] == 1)):
+        if not (
+            labels is not None
+            and probs is None
+            and self.attention == "none"
+            and self.layout == "channels_first"
+            and not self.prefix_tokens
+            and self.linear_shortcut
+            and type(classifier) is nn.Linear
+            and z.device.type == "cpu"
+            and labels.device.type == "cpu"
+            and class_major_is_faster(k, z.device)
+            and not torch.is_autocast_enabled("cpu")
+            and (self.scope == "local" or collective.world()[1] == 1)
+        ):
             return False
         b, r = z.shape[0], math.prod(z.shape[2:])
         m = self._tuple_length(b) or b
-        chunk = DENSE_CHUNK_ELEMENTS // ((m + 1) * r * k)  # as dense_interpolate's class-major chunks
-        return m <= FUSED_MAX_M and self.n <= (chunk if self.chunk_size is None else min(chunk, self.chunk_size))
+        chunk = DENSE_CHUNK_ELEMENTS // (
+            (m + 1) * r * k
+        )  # as dense_interpolate's class-major chunks
+        return m <= FUSED_MAX_M and self.n <= (
+            chunk if self.chunk_size is None else min(chunk, self.chunk_size)
+        )
 
     def _check_layout(self, z: Tensor) -> None:
         """A linear classifier's input size tells whether the features' channels are first or last."""
@@ -258,18 +325,28 @@ class DenseMultiMix(_MultiMixBase):
             return
         other = "channels_last" if self.layout == "channels_first" else "channels_first"
         fits = (z.shape[-1] if other == "channels_last" else z.shape[1]) == d
-        hint = f"; its {'last' if other == 'channels_last' else 'second'} axis has {d}: use layout={other!r}" if fits else ""
-        raise ValueError(f"the output of {self.features!r} has shape {tuple(z.shape)}: with layout={self.layout!r} "
-                         f"its channels are {channels}, but {self.classifier!r} takes {d} features{hint}")
+        hint = (
+            f"; its {'last' if other == 'channels_last' else 'second'} axis has {d}: use layout={other!r}"
+            if fits
+            else ""
+        )
+        raise ValueError(
+            f"the output of {self.features!r} has shape {tuple(z.shape)}: with layout={self.layout!r} "
+            f"its channels are {channels}, but {self.classifier!r} takes {d} features{hint}"
+        )
 
-    def _mix_forward(self, x: Inputs, targets: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor]:
+    def _mix_forward(
+        self, x: Inputs, targets: Tensor, labels: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
         probs = self._teacher_probs(x)
         if self._skip_batch(x):
             return call_model(self.model, x), self._add_distilled(targets, probs)
         # What follows the features is not needed: a plain model's forward ends at the features' hook.
         # A wrapper (DistributedDataParallel, torch.compile) must see its module's forward complete;
         # there the rest runs on the clean batch and its output is replaced by the mixed logits.
-        self._stop_early = _unwrapped(self.model) is self.model and not torch.compiler.is_compiling()
+        self._stop_early = (
+            _unwrapped(self.model) is self.model and not torch.compiler.is_compiling()
+        )
         try:
             self._run_armed(x, (targets, probs, labels), self.features)
         except _FeaturesMixed:

@@ -32,9 +32,21 @@ _Armed = tuple[MixTuples, list[int] | None, tuple[Tensor, Tensor | None]]
 class _MultiMixBase(_Mixer):
     """What MultiMix and Dense MultiMix share: n, m, α, p, the teacher, and the clean fallback."""
 
-    def __init__(self, model: nn.Module, *, n: int, m: int | None, alpha: float | None, p: float, teacher: nn.Module | None,
-                 distill_weight: float, temperature: float, num_classes: int | None,
-                 generator: torch.Generator | None, scope: str = "local") -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        n: int,
+        m: int | None,
+        alpha: float | None,
+        p: float,
+        teacher: nn.Module | None,
+        distill_weight: float,
+        temperature: float,
+        num_classes: int | None,
+        generator: torch.Generator | None,
+        scope: str = "local",
+    ) -> None:
         super().__init__(model, num_classes=num_classes, generator=generator)
         if scope not in SCOPES:
             raise ValueError(f"scope must be one of {', '.join(map(repr, SCOPES))}, got {scope!r}")
@@ -153,11 +165,24 @@ class MultiMix(_MultiMixBase):
         scope: str = "local",
         before: str | None = None,
     ) -> None:
-        super().__init__(model, n=n, m=m, alpha=alpha, p=p, teacher=teacher, distill_weight=distill_weight,
-                         temperature=temperature, num_classes=num_classes, generator=generator, scope=scope)
+        super().__init__(
+            model,
+            n=n,
+            m=m,
+            alpha=alpha,
+            p=p,
+            teacher=teacher,
+            distill_weight=distill_weight,
+            temperature=temperature,
+            num_classes=num_classes,
+            generator=generator,
+            scope=scope,
+        )
         self.keep_clean = bool(keep_clean)
         self.classifier = renamed_keyword("MultiMix", "before", "classifier", before, classifier)
-        module = find_module(model, self.classifier, argument="before" if before is not None else "classifier")
+        module = find_module(
+            model, self.classifier, argument="before" if before is not None else "classifier"
+        )
         # type(...) is, not isinstance: a subclass may override forward and break g(ΛZ) = Λ g(Z).
         self.linear_shortcut = bool(linear_shortcut) and type(module) is nn.Linear
         if self.linear_shortcut:
@@ -174,7 +199,9 @@ class MultiMix(_MultiMixBase):
                 f"{local} (batch-first embeddings)"
             )
         source: Tensor | None = rows
-        if sizes is not None:  # global scope: the rows, targets and teacher's probabilities in one gather
+        if (
+            sizes is not None
+        ):  # global scope: the rows, targets and teacher's probabilities in one gather
             source, *self._gathered = collective.gather_packed([rows, *extras], sizes)
         # gather_packed returns a tensor for each tensor given (None only for None): source is the rows'.
         mixed = interpolate_tuples(tuples, cast(Tensor, source))
@@ -185,24 +212,42 @@ class MultiMix(_MultiMixBase):
             return None
         tuples = cast(_Armed, self._take())  # what _mix_forward passed to _run_armed
         if not args or not isinstance(args[0], Tensor):
-            raise TypeError(f"submodule {self.classifier!r} must take a Tensor as its first argument to be mixed")
+            raise TypeError(
+                f"submodule {self.classifier!r} must take a Tensor as its first argument to be mixed"
+            )
         return (self._mix_rows(tuples, args[0], "input"), *args[1:])
 
-    def _mix_output(self, module: nn.Module, args: tuple[object, ...], output: Tensor) -> Tensor | None:
+    def _mix_output(
+        self, module: nn.Module, args: tuple[object, ...], output: Tensor
+    ) -> Tensor | None:
         if self._armed is None:
             return None
-        return self._mix_rows(cast(_Armed, self._take()), output, "output")  # what _mix_forward armed
+        return self._mix_rows(
+            cast(_Armed, self._take()), output, "output"
+        )  # what _mix_forward armed
 
-    def _mix_forward(self, x: Inputs, targets: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor]:
+    def _mix_forward(
+        self, x: Inputs, targets: Tensor, labels: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
         probs = self._teacher_probs(x)
         if self._skip_batch(x):
             return call_model(self.model, x), self._add_distilled(targets, probs)
         b = batch_size(x)
         sizes = self._global_sizes(b, batch_device(x))
-        total = b if sizes is None else sum(sizes)  # every process draws the same Λ over the global batch
-        tuples = self._my_rows(sample_multimix_tuples(total, n=self.n, m=self._tuple_length(total),
-                                                      alpha=self._alpha_for(total), generator=self.generator,
-                                                      device=batch_device(x)), sizes)
+        total = (
+            b if sizes is None else sum(sizes)
+        )  # every process draws the same Λ over the global batch
+        tuples = self._my_rows(
+            sample_multimix_tuples(
+                total,
+                n=self.n,
+                m=self._tuple_length(total),
+                alpha=self._alpha_for(total),
+                generator=self.generator,
+                device=batch_device(x),
+            ),
+            sizes,
+        )
         self._gathered = [targets, probs]  # global scope: replaced by every process's, in the hook
         try:
             logits = self._run_armed(x, (tuples, sizes, (targets, probs)), self.classifier)
@@ -211,8 +256,10 @@ class MultiMix(_MultiMixBase):
             self._gathered = None
         with _no_autocast(targets.device):
             # all_targets is a tensor: the targets, or their gather (a tensor for a tensor).
-            mixed = self._add_distilled(interpolate_tuples(tuples, cast(Tensor, all_targets)),
-                                        None if all_probs is None else interpolate_tuples(tuples, all_probs))
+            mixed = self._add_distilled(
+                interpolate_tuples(tuples, cast(Tensor, all_targets)),
+                None if all_probs is None else interpolate_tuples(tuples, all_probs),
+            )
         if self.keep_clean:
             mixed = torch.cat([self._add_distilled(targets, probs), mixed])
         if logits.shape[0] != mixed.shape[0]:

@@ -64,18 +64,28 @@ class ManifoldMixup(_Mixer):
     ) -> None:
         super().__init__(model, num_classes=num_classes, generator=generator)
         if isinstance(layers, str) or not isinstance(layers, Sequence) or len(layers) == 0:
-            raise ValueError(f"layers must be a non-empty list of submodule names (or 'input'), got {layers!r}")
+            raise ValueError(
+                f"layers must be a non-empty list of submodule names (or 'input'), got {layers!r}"
+            )
         if len(set(layers)) != len(layers):
             raise ValueError(f"layers must not repeat a name, got {list(layers)}")
         self.alpha = check_alpha(alpha)
         self.per_sample = bool(per_sample)
         self.layers = list(layers)
         # Resolve every name before registering anything, so a bad name leaves the model untouched.
-        modules = {name: find_module(model, name, argument="layers") for name in self.layers if name != INPUT}
+        modules = {
+            name: find_module(model, name, argument="layers")
+            for name in self.layers
+            if name != INPUT
+        }
         for name, module in modules.items():
-            self._handles.append(module.register_forward_hook(functools.partial(self._mix_output, name)))
+            self._handles.append(
+                module.register_forward_hook(functools.partial(self._mix_output, name))
+            )
 
-    def _mix_output(self, name: str, module: nn.Module, args: tuple[object, ...], output: object) -> Tensor | None:
+    def _mix_output(
+        self, name: str, module: nn.Module, args: tuple[object, ...], output: object
+    ) -> Tensor | None:
         # The armed payload is the _Armed tuple that _mix_forward passed to _run_armed.
         if self._armed is None or cast(_Armed, self._armed)[0] != name:
             return None
@@ -85,7 +95,10 @@ class ManifoldMixup(_Mixer):
     def _params(self, x: Inputs) -> tuple[Tensor, Tensor]:
         """(λ (b,), partner permutation (b,)) for this batch."""
         return sample_mixup(
-            batch_size(x), alpha=self.alpha, per_sample=self.per_sample, generator=self.generator,
+            batch_size(x),
+            alpha=self.alpha,
+            per_sample=self.per_sample,
+            generator=self.generator,
             device=batch_device(x),
         )
 
@@ -93,7 +106,9 @@ class ManifoldMixup(_Mixer):
         """The layer this step mixes at, uniform over ``layers``."""
         return self.layers[int(self._uniform() * len(self.layers)) % len(self.layers)]
 
-    def _mix_forward(self, x: Inputs, targets: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor]:
+    def _mix_forward(
+        self, x: Inputs, targets: Tensor, labels: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
         layer = cast(str, self._choice())  # a layer name: what _choose draws
         lam, perm = self._params(x)
         if layer == INPUT:
@@ -127,7 +142,12 @@ class Mixup(ManifoldMixup):
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__(
-            model, layers=[INPUT], alpha=alpha, per_sample=per_sample, num_classes=num_classes, generator=generator
+            model,
+            layers=[INPUT],
+            alpha=alpha,
+            per_sample=per_sample,
+            num_classes=num_classes,
+            generator=generator,
         )
 
 
@@ -156,8 +176,14 @@ class ConfMix(ManifoldMixup):
         num_classes: int | None = None,
         generator: torch.Generator | None = None,
     ) -> None:
-        super().__init__(model, layers=list(layers), alpha=1.0, per_sample=True, num_classes=num_classes,
-                         generator=generator)
+        super().__init__(
+            model,
+            layers=list(layers),
+            alpha=1.0,
+            per_sample=True,
+            num_classes=num_classes,
+            generator=generator,
+        )
         self.scale = check_alpha(scale, "scale")
 
     def _params(self, x: Inputs) -> tuple[Tensor, Tensor]:

@@ -20,8 +20,14 @@ from multimix.models.preactresnet import PreActResNet, PreActResNet18
 from multimix.models.vit import ViT
 
 #: Model names as the CLI spells them -> model classes.
-MODELS = {"mlp": MLP, "cnn1d": CNN1d, "convnet": ConvNet, "preactresnet8": PreActResNet,
-          "preactresnet18": PreActResNet18, "vit": ViT}
+MODELS = {
+    "mlp": MLP,
+    "cnn1d": CNN1d,
+    "convnet": ConvNet,
+    "preactresnet8": PreActResNet,
+    "preactresnet18": PreActResNet18,
+    "vit": ViT,
+}
 
 #: The model each dataset uses when none is named.
 DEFAULT_MODEL = {
@@ -37,7 +43,17 @@ DEFAULT_MODEL = {
     "cifar100": "preactresnet18",
 }
 
-__all__ = ["MODELS", "DEFAULT_MODEL", "build_model", "MLP", "CNN1d", "ConvNet", "PreActResNet", "PreActResNet18", "ViT"]
+__all__ = [
+    "MODELS",
+    "DEFAULT_MODEL",
+    "build_model",
+    "MLP",
+    "CNN1d",
+    "ConvNet",
+    "PreActResNet",
+    "PreActResNet18",
+    "ViT",
+]
 
 
 def build_model(name: str, *, input_shape: Sequence[int], num_classes: int) -> nn.Module:

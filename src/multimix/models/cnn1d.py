@@ -30,7 +30,9 @@ class CNN1d(nn.Module):
         in_ch = 1 if len(input_shape) == 1 else input_shape[0]
 
         def block(cin: int, cout: int, kernel: int, stride: int) -> nn.Sequential:
-            return nn.Sequential(nn.Conv1d(cin, cout, kernel, stride=stride, padding=kernel // 2), nn.ReLU())
+            return nn.Sequential(
+                nn.Conv1d(cin, cout, kernel, stride=stride, padding=kernel // 2), nn.ReLU()
+            )
 
         self.features = nn.Sequential(
             OrderedDict(

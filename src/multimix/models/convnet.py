@@ -24,7 +24,9 @@ class ConvNet(nn.Module):
     def __init__(self, input_shape: Sequence[int], num_classes: int):
         super().__init__()
         if len(input_shape) != 3:
-            raise ValueError(f"convnet needs image inputs (C, H, W), got input shape {tuple(input_shape)}")
+            raise ValueError(
+                f"convnet needs image inputs (C, H, W), got input shape {tuple(input_shape)}"
+            )
         c, h, w = input_shape
         self.conv1 = nn.Sequential(nn.Conv2d(c, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
         self.conv2 = nn.Sequential(nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))

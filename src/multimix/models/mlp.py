@@ -20,7 +20,13 @@ class MLP(nn.Module):
     feature_layer = None  # no spatial map: Dense MultiMix does not apply
     feature_layout = "channels_first"
 
-    def __init__(self, input_shape: Sequence[int], num_classes: int, *, hidden: Sequence[int] = (512, 512, 512)):
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        num_classes: int,
+        *,
+        hidden: Sequence[int] = (512, 512, 512),
+    ):
         super().__init__()
         self.flatten = nn.Flatten()
         width = math.prod(input_shape)

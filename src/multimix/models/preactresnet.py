@@ -54,15 +54,21 @@ class PreActResNet(nn.Module):
     layer2: nn.Sequential
     layer3: nn.Sequential
 
-    def __init__(self, input_shape: Sequence[int], num_classes: int, *, width: int = 32, blocks: int = 1):
+    def __init__(
+        self, input_shape: Sequence[int], num_classes: int, *, width: int = 32, blocks: int = 1
+    ):
         super().__init__()
         if len(input_shape) != 3:
-            raise ValueError(f"preactresnet8 needs image inputs (C, H, W), got input shape {tuple(input_shape)}")
+            raise ValueError(
+                f"preactresnet8 needs image inputs (C, H, W), got input shape {tuple(input_shape)}"
+            )
         self.conv1 = nn.Conv2d(input_shape[0], width, 3, padding=1, bias=False)
         cin = width
         for i, (mult, stride) in enumerate([(1, 1), (2, 2), (4, 2)], start=1):
             cout = width * mult
-            stage = [PreActBlock(cin, cout, stride)] + [PreActBlock(cout, cout, 1) for _ in range(blocks - 1)]
+            stage = [PreActBlock(cin, cout, stride)] + [
+                PreActBlock(cout, cout, 1) for _ in range(blocks - 1)
+            ]
             self.add_module(f"layer{i}", nn.Sequential(*stage))
             cin = cout
         self.final = nn.Sequential(nn.BatchNorm2d(cin), nn.ReLU())
@@ -92,12 +98,17 @@ class PreActResNet18(nn.Module):
     def __init__(self, input_shape: Sequence[int], num_classes: int, *, width: int = 64):
         super().__init__()
         if len(input_shape) != 3:
-            raise ValueError(f"preactresnet18 needs image inputs (C, H, W), got input shape {tuple(input_shape)}")
+            raise ValueError(
+                f"preactresnet18 needs image inputs (C, H, W), got input shape {tuple(input_shape)}"
+            )
         self.conv1 = nn.Conv2d(input_shape[0], width, 3, padding=1, bias=False)
         cin = width
         for i, (mult, stride) in enumerate([(1, 1), (2, 2), (4, 2), (8, 2)], start=1):
             cout = width * mult
-            self.add_module(f"layer{i}", nn.Sequential(PreActBlock(cin, cout, stride), PreActBlock(cout, cout, 1)))
+            self.add_module(
+                f"layer{i}",
+                nn.Sequential(PreActBlock(cin, cout, stride), PreActBlock(cout, cout, 1)),
+            )
             cin = cout
         self.final = nn.Sequential(nn.BatchNorm2d(cin), nn.ReLU())
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())

@@ -15,8 +15,19 @@ import torch
 from multimix._io import atomic_write, write_json, write_text
 from multimix.train.config import ConfigError, TrainConfig
 
-__all__ = ["atomic_write", "write_text", "write_json", "save", "load", "saved_config", "first_line",
-           "CheckpointError", "FORMAT", "VERSION", "READABLE_VERSIONS"]
+__all__ = [
+    "atomic_write",
+    "write_text",
+    "write_json",
+    "save",
+    "load",
+    "saved_config",
+    "first_line",
+    "CheckpointError",
+    "FORMAT",
+    "VERSION",
+    "READABLE_VERSIONS",
+]
 
 FORMAT = "multimix-checkpoint"
 #: The version written. Version 2 is the layout of :meth:`multimix.train.state.RunState.state_dict`.
@@ -52,7 +63,9 @@ def load(path: str | Path) -> dict[str, Any]:
             f"{path} is not a readable checkpoint ({first_line(exc)}); move it aside or delete it to start over"
         ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a multimix checkpoint; move it aside or delete it to start over")
+        raise CheckpointError(
+            f"{path} is not a multimix checkpoint; move it aside or delete it to start over"
+        )
     if state.get("version") not in READABLE_VERSIONS:
         raise CheckpointError(
             f"{path} has checkpoint version {state.get('version')!r}, this multimix reads "
@@ -67,7 +80,9 @@ def saved_config(state: dict[str, Any], path: str | Path) -> TrainConfig:
     read it (a key it does not know, a value it rejects): the file is at fault, not the user's options."""
     raw = state.get("config")
     if not isinstance(raw, dict):
-        raise CheckpointError(f"{path} holds no run configuration; move it aside or delete it to start over")
+        raise CheckpointError(
+            f"{path} holds no run configuration; move it aside or delete it to start over"
+        )
     try:
         return TrainConfig.from_dict(raw, source="saved")
     except ConfigError as exc:

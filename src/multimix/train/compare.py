@@ -30,12 +30,26 @@ from multimix.train.workers import run_tasks
 
 log = logging.getLogger(__name__)
 
-CSV_FIELDS = ["method", "seed", "best_epoch", "val_acc", "test_acc", "final_test_acc", "time_per_epoch_s"]
+CSV_FIELDS = [
+    "method",
+    "seed",
+    "best_epoch",
+    "val_acc",
+    "test_acc",
+    "final_test_acc",
+    "time_per_epoch_s",
+]
 
 #: Columns ``compare --evaluate`` adds (see :mod:`multimix.train.evaluation`): name, heading, scale.
-EVAL_COLUMNS = [("ece", "ECE (%)", 100), ("fgsm_acc", "FGSM acc (%)", 100), ("pgd_acc", "PGD acc (%)", 100),
-                ("ood_auroc", "OOD AUROC (%)", 100), ("ood_fpr95", "OOD FPR95 (%)", 100),
-                ("alignment", "alignment", 1), ("uniformity", "uniformity", 1)]
+EVAL_COLUMNS = [
+    ("ece", "ECE (%)", 100),
+    ("fgsm_acc", "FGSM acc (%)", 100),
+    ("pgd_acc", "PGD acc (%)", 100),
+    ("ood_auroc", "OOD AUROC (%)", 100),
+    ("ood_fpr95", "OOD FPR95 (%)", 100),
+    ("alignment", "alignment", 1),
+    ("uniformity", "uniformity", 1),
+]
 
 
 def _run_one(config_dict: dict[str, Any], out: str) -> dict[str, Any]:
@@ -53,7 +67,11 @@ def _run_one(config_dict: dict[str, Any], out: str) -> dict[str, Any]:
             try:
                 saved = checkpoint.saved_config(checkpoint.load(ckpt), ckpt)
                 diffs = config.differences(saved)
-                problem = f"{folder} was trained with other settings: {'; '.join(diffs)}" if diffs else None
+                problem = (
+                    f"{folder} was trained with other settings: {'; '.join(diffs)}"
+                    if diffs
+                    else None
+                )
             except CheckpointError as exc:
                 problem = str(exc)
             if problem:
@@ -95,9 +113,14 @@ def run_variants(
     worker processes that end with this one (:mod:`multimix.train.workers`).
     """
     out = Path(out)
-    if jobs > 1:  # share the cores: torch's default (all of them, per process) would oversubscribe them
+    if (
+        jobs > 1
+    ):  # share the cores: torch's default (all of them, per process) would oversubscribe them
         per_job = max(1, available_cpus() // jobs)
-        variants = {k: v if v.threads else dataclasses.replace(v, threads=per_job) for k, v in variants.items()}
+        variants = {
+            k: v if v.threads else dataclasses.replace(v, threads=per_job)
+            for k, v in variants.items()
+        }
     tasks = []
     for label, variant in variants.items():
         for seed in seeds:
@@ -115,10 +138,23 @@ def run_variants(
             label, config, _ = tasks[i]
             finished.append(i)
             bar.update(1)
-            how = "reused (finished earlier)" if summary.get("reused") else f"{summary['time_per_epoch_s']:.2f} s/epoch"
-            log.info("[%d/%d runs, %s] %s seed %d: test %.2f%% at epoch %d (val %.2f%%), %s", len(finished), len(tasks),
-                     _duration(time.monotonic() - started), label, config.seed, 100 * summary["best"]["test_acc"],
-                     summary["best"]["epoch"], 100 * summary["best"]["val_acc"], how)
+            how = (
+                "reused (finished earlier)"
+                if summary.get("reused")
+                else f"{summary['time_per_epoch_s']:.2f} s/epoch"
+            )
+            log.info(
+                "[%d/%d runs, %s] %s seed %d: test %.2f%% at epoch %d (val %.2f%%), %s",
+                len(finished),
+                len(tasks),
+                _duration(time.monotonic() - started),
+                label,
+                config.seed,
+                100 * summary["best"]["test_acc"],
+                summary["best"]["epoch"],
+                100 * summary["best"]["val_acc"],
+                how,
+            )
 
         args = [(config.to_dict(), str(run_out)) for _, config, run_out in tasks]
         if jobs <= 1:
@@ -131,15 +167,17 @@ def run_variants(
         bar.close()
     rows = []
     for (label, config, _), s in zip(tasks, summaries, strict=True):
-        rows.append({
-            "method": label,
-            "seed": config.seed,
-            "best_epoch": s["best"]["epoch"],
-            "val_acc": s["best"]["val_acc"],
-            "test_acc": s["best"]["test_acc"],
-            "final_test_acc": s["final"]["test_acc"],
-            "time_per_epoch_s": s["time_per_epoch_s"],
-        })
+        rows.append(
+            {
+                "method": label,
+                "seed": config.seed,
+                "best_epoch": s["best"]["epoch"],
+                "val_acc": s["best"]["val_acc"],
+                "test_acc": s["best"]["test_acc"],
+                "final_test_acc": s["final"]["test_acc"],
+                "time_per_epoch_s": s["time_per_epoch_s"],
+            }
+        )
     return rows
 
 
@@ -162,15 +200,17 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for method in methods:
         mine = [r for r in rows if r["method"] == method]
         t = statistics.mean(r["time_per_epoch_s"] for r in mine)
-        out.append({
-            "method": method,
-            "runs": len(mine),
-            "val_acc": _mean_std(mine, "val_acc"),
-            "test_acc": _mean_std(mine, "test_acc"),
-            "time_per_epoch_s": t,
-            "time_vs_erm": t / statistics.mean(erm_time) if erm_time else None,
-            **{key: _mean_std(mine, key) for key, _, _ in EVAL_COLUMNS if key in mine[0]},
-        })
+        out.append(
+            {
+                "method": method,
+                "runs": len(mine),
+                "val_acc": _mean_std(mine, "val_acc"),
+                "test_acc": _mean_std(mine, "test_acc"),
+                "time_per_epoch_s": t,
+                "time_vs_erm": t / statistics.mean(erm_time) if erm_time else None,
+                **{key: _mean_std(mine, key) for key, _, _ in EVAL_COLUMNS if key in mine[0]},
+            }
+        )
     return out
 
 
@@ -178,13 +218,16 @@ def format_table(summary: list[dict[str, Any]]) -> str:
     """A Markdown table: accuracy in % as mean ± std over seeds."""
     extra = [c for c in EVAL_COLUMNS if summary and c[0] in summary[0]]
     lines = [
-        "| method | runs | val acc (%) | test acc (%) | time / epoch | vs ERM |" + "".join(f" {h} |" for _, h, _ in extra),
+        "| method | runs | val acc (%) | test acc (%) | time / epoch | vs ERM |"
+        + "".join(f" {h} |" for _, h, _ in extra),
         "|---|---|---|---|---|---|" + "---|" * len(extra),
     ]
     for s in summary:
         ratio = f"{s['time_vs_erm']:.2f}×" if s["time_vs_erm"] is not None else "—"
-        cells = "".join(f" {k * s[key][0]:.{2 if k == 100 else 3}f} ± {k * s[key][1]:.{2 if k == 100 else 3}f} |"
-                        for key, _, k in extra)
+        cells = "".join(
+            f" {k * s[key][0]:.{2 if k == 100 else 3}f} ± {k * s[key][1]:.{2 if k == 100 else 3}f} |"
+            for key, _, k in extra
+        )
         lines.append(
             f"| {s['method']} | {s['runs']} | {100 * s['val_acc'][0]:.2f} ± {100 * s['val_acc'][1]:.2f} | "
             f"{100 * s['test_acc'][0]:.2f} ± {100 * s['test_acc'][1]:.2f} | {s['time_per_epoch_s']:.2f} s | {ratio} |"
@@ -195,7 +238,9 @@ def format_table(summary: list[dict[str, Any]]) -> str:
 
 def write_csv(path: str | Path, rows: list[dict[str, Any]]) -> None:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS + [k for k, _, _ in EVAL_COLUMNS if rows and k in rows[0]])
+    writer = csv.DictWriter(
+        buffer, fieldnames=CSV_FIELDS + [k for k, _, _ in EVAL_COLUMNS if rows and k in rows[0]]
+    )
     writer.writeheader()
     writer.writerows(rows)
     checkpoint.write_text(path, buffer.getvalue())
@@ -228,12 +273,29 @@ def plot_results(path: str | Path, rows: list[dict[str, Any]], *, title: str) ->
     for i, s in enumerate(summary):
         accs = [100 * r["test_acc"] for r in rows if r["method"] == s["method"]]
         values += accs
-        offsets = [0.12 * (j - (len(accs) - 1) / 2) / max(1, len(accs) - 1) for j in range(len(accs))]
-        ax.scatter([i - 0.15 + o for o in offsets], accs, s=18, color="#4C72B0", alpha=0.8, zorder=3,
-                   label="one seed" if i == 0 else None)
+        offsets = [
+            0.12 * (j - (len(accs) - 1) / 2) / max(1, len(accs) - 1) for j in range(len(accs))
+        ]
+        ax.scatter(
+            [i - 0.15 + o for o in offsets],
+            accs,
+            s=18,
+            color="#4C72B0",
+            alpha=0.8,
+            zorder=3,
+            label="one seed" if i == 0 else None,
+        )
         mean, std = 100 * s["test_acc"][0], 100 * s["test_acc"][1]
-        ax.errorbar([i + 0.15], [mean], yerr=[std], fmt="o", color="#C44E52", capsize=4, zorder=3,
-                    label="mean ± std" if i == 0 else None)
+        ax.errorbar(
+            [i + 0.15],
+            [mean],
+            yerr=[std],
+            fmt="o",
+            color="#C44E52",
+            capsize=4,
+            zorder=3,
+            label="mean ± std" if i == 0 else None,
+        )
         ax.annotate(f"{mean:.1f}", (i + 0.22, mean), fontsize=8, va="center")
     ax.set_ylim(*accuracy_axis(values))
     ax.set_xticks(range(len(names)), names)
@@ -256,7 +318,9 @@ def plot_evaluation(path: str | Path, rows: list[dict[str, Any]], *, title: str)
 
     columns = [c for c in EVAL_COLUMNS if rows and c[0] in rows[0]]
     methods = list(dict.fromkeys(r["method"] for r in rows))
-    fig, axes = plt.subplots(1, len(columns), figsize=(2.2 * len(columns) + 1, 3.2), dpi=120, squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(columns), figsize=(2.2 * len(columns) + 1, 3.2), dpi=120, squeeze=False
+    )
     for ax, (key, heading, scale) in zip(axes[0], columns, strict=True):
         for i, method in enumerate(methods):
             values = [scale * r[key] for r in rows if r["method"] == method]

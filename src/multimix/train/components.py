@@ -46,9 +46,15 @@ def model_from_checkpoint(path: str | Path) -> tuple[nn.Module, TrainConfig]:
     chosen on validation), in eval mode, for analysis and evaluation."""
     state = checkpoint.load(path)
     config = checkpoint.saved_config(state, path)
-    info = dataset_info(config.dataset, toy_classes=config.toy_classes, toy_dim=config.toy_dim,
-                        train_size=config.train_size)  # shapes only: no need to load the data
-    model = build_model(config.model_name, input_shape=info.input_shape, num_classes=info.num_classes)
+    info = dataset_info(
+        config.dataset,
+        toy_classes=config.toy_classes,
+        toy_dim=config.toy_dim,
+        train_size=config.train_size,
+    )  # shapes only: no need to load the data
+    model = build_model(
+        config.model_name, input_shape=info.input_shape, num_classes=info.num_classes
+    )
     model.load_state_dict(state["model"])
     return model.eval(), config
 
@@ -68,47 +74,79 @@ class Nets:
     eval: nn.Module
 
 
-def build_nets(config: TrainConfig, splits: Splits, world: distributed.Dist, device: torch.device) -> Nets:
+def build_nets(
+    config: TrainConfig, splits: Splits, world: distributed.Dist, device: torch.device
+) -> Nets:
     """The model, seeded alike on every process, on ``device``, and its wrappers."""
     torch.manual_seed(config.seed)  # the same initial weights on every rank
-    model = build_model(config.model_name, input_shape=splits.input_shape, num_classes=splits.num_classes).to(device)
+    model = build_model(
+        config.model_name, input_shape=splits.input_shape, num_classes=splits.num_classes
+    ).to(device)
     if config.channels_last:
         # Module.to takes memory_format at run time; torch's stubs do not list it.
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     model, net, eval_net = distributed.wrap_model(
-        model, world, device, sync_bn=config.sync_bn, compile=config.compile,
-        find_unused_parameters=get_method(config.method).unused_parameters)
+        model,
+        world,
+        device,
+        sync_bn=config.sync_bn,
+        compile=config.compile,
+        find_unused_parameters=get_method(config.method).unused_parameters,
+    )
     return Nets(model, net, eval_net)
 
 
-def make_generators(config: TrainConfig, world: distributed.Dist, device: torch.device) -> Generators:
+def make_generators(
+    config: TrainConfig, world: distributed.Dist, device: torch.device
+) -> Generators:
     """The run's generators, seeded from ``config.seed`` (see :class:`~multimix.train.state.Generators`)."""
     data = torch.Generator().manual_seed(config.seed)
-    augment = data if device.type == "cpu" else torch.Generator(device=device).manual_seed(config.seed)
+    augment = (
+        data if device.type == "cpu" else torch.Generator(device=device).manual_seed(config.seed)
+    )
     # Global scope: one Λ over the global batch, drawn alike on every rank; local scope: each rank its
     # own draws (rank 0 keeps the single-process stream).
     mix_seed = config.seed + 1 + (world.rank << 32 if config.mix_scope == "local" else 0)
-    return Generators(data=data, augment=augment, mix=torch.Generator(device=device).manual_seed(mix_seed))
+    return Generators(
+        data=data, augment=augment, mix=torch.Generator(device=device).manual_seed(mix_seed)
+    )
 
 
-def build_optimizer(config: TrainConfig, model: nn.Module, device: torch.device) -> torch.optim.Optimizer:
+def build_optimizer(
+    config: TrainConfig, model: nn.Module, device: torch.device
+) -> torch.optim.Optimizer:
     """Adam or SGD as ``config`` says. Under CUDA graphs the learning rate is a tensor the scheduler
     updates in place (a Python float would be frozen into the graph), and Adam keeps its step on the GPU."""
-    fused: dict[str, Any] = {"fused": True} if device.type == "cuda" else {}  # fused steps take the fp16 scaler's flag on device
+    fused: dict[str, Any] = (
+        {"fused": True} if device.type == "cuda" else {}
+    )  # fused steps take the fp16 scaler's flag on device
     lr = torch.tensor(config.lr, device=device) if config.cuda_graph else config.lr
     if config.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=config.weight_decay,
-                                capturable=config.cuda_graph, **fused)
-    return torch.optim.SGD(model.parameters(), lr=lr, momentum=config.momentum, weight_decay=config.weight_decay,
-                           nesterov=config.nesterov and config.momentum > 0, **fused)
+        return torch.optim.Adam(
+            model.parameters(),
+            lr=lr,
+            weight_decay=config.weight_decay,
+            capturable=config.cuda_graph,
+            **fused,
+        )
+    return torch.optim.SGD(
+        model.parameters(),
+        lr=lr,
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
+        nesterov=config.nesterov and config.momentum > 0,
+        **fused,
+    )
 
 
-def build_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer,
-                    total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+def build_scheduler(
+    config: TrainConfig, optimizer: torch.optim.Optimizer, total_steps: int
+) -> torch.optim.lr_scheduler.LRScheduler:
     """Cosine decay over every step of the run (stepped once per step), or a constant rate."""
     if config.scheduler == "cosine":
         return torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps)))
+            optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps))
+        )
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
 
 
@@ -127,29 +165,63 @@ class Run:
         if self.mixer is None or not self.method.mixes_at(config, epoch):
             return None
         if config.alpha_schedule != "constant":
-            assert config.alpha_start is not None and config.alpha_end is not None  # TrainConfig.validate's rule
-            schedule = make_schedule(config.alpha_schedule, start=config.alpha_start, end=config.alpha_end,
-                                     epochs=config.epochs, half_life=config.half_life)
+            assert (
+                config.alpha_start is not None and config.alpha_end is not None
+            )  # TrainConfig.validate's rule
+            schedule = make_schedule(
+                config.alpha_schedule,
+                start=config.alpha_start,
+                end=config.alpha_end,
+                epochs=config.epochs,
+                half_life=config.half_life,
+            )
             self.mixer.set_alpha(schedule(epoch - 1))  # from the 0-based epoch index
         return self.mixer
 
 
-def build_run(config: TrainConfig, splits: Splits, world: distributed.Dist, device: torch.device, *,
-              steps_per_epoch: int) -> Run:
+def build_run(
+    config: TrainConfig,
+    splits: Splits,
+    world: distributed.Dist,
+    device: torch.device,
+    *,
+    steps_per_epoch: int,
+) -> Run:
     """Model, generators, teacher, mixer and optimisation state of a new run (restore a checkpoint
     into ``run.state`` to continue one)."""
     nets = build_nets(config, splits, world, device)
     generators = make_generators(config, world, device)
-    teacher = None if config.teacher_momentum is None else EMATeacher(nets.model, momentum=config.teacher_momentum)
-    mixer = build_mixer(config, nets.model, splits.num_classes, generators.mix, teacher, wrapped=nets.train)
+    teacher = (
+        None
+        if config.teacher_momentum is None
+        else EMATeacher(nets.model, momentum=config.teacher_momentum)
+    )
+    mixer = build_mixer(
+        config, nets.model, splits.num_classes, generators.mix, teacher, wrapped=nets.train
+    )
     generators.mix_host = getattr(mixer, "host_generator", None)
     optimizer = build_optimizer(config, nets.model, device)
-    state = RunState(config=config, model=nets.model, optimizer=optimizer,
-                     scheduler=build_scheduler(config, optimizer, config.epochs * steps_per_epoch),
-                     scaler=torch.amp.GradScaler(device.type, enabled=config.amp == "fp16"),
-                     teacher=teacher, generators=generators, world=world)
+    state = RunState(
+        config=config,
+        model=nets.model,
+        optimizer=optimizer,
+        scheduler=build_scheduler(config, optimizer, config.epochs * steps_per_epoch),
+        scaler=torch.amp.GradScaler(device.type, enabled=config.amp == "fp16"),
+        teacher=teacher,
+        generators=generators,
+        world=world,
+    )
     return Run(state=state, nets=nets, mixer=mixer, method=get_method(config.method))
 
 
-__all__ = ["load_splits", "model_from_checkpoint", "Nets", "build_nets", "make_generators", "build_optimizer",
-           "build_scheduler", "Run", "build_run"]
+__all__ = [
+    "load_splits",
+    "model_from_checkpoint",
+    "Nets",
+    "build_nets",
+    "make_generators",
+    "build_optimizer",
+    "build_scheduler",
+    "Run",
+    "build_run",
+]

@@ -38,7 +38,9 @@ METHODS = tuple(METHOD_REGISTRY)
 GLOBAL_SCOPE_METHODS = tuple(m.name for m in METHOD_REGISTRY.values() if m.global_scope)
 #: α used when a method's α is not given (the registry's ``default_alpha``): Zhang et al. (mixup),
 #: Verma et al. (manifold). MultiMix and Dense MultiMix choose their own: 1 for pairs, 1/m for longer tuples.
-DEFAULT_ALPHA = {m.name: m.default_alpha for m in METHOD_REGISTRY.values() if m.default_alpha is not None}
+DEFAULT_ALPHA = {
+    m.name: m.default_alpha for m in METHOD_REGISTRY.values() if m.default_alpha is not None
+}
 
 #: Teacher momentum suggested when self-distillation is wanted (``--teacher-momentum``); chosen by ablation.
 DEFAULT_TEACHER_MOMENTUM = 0.99
@@ -107,7 +109,9 @@ Parser = Callable[[Any], Any]
 
 def _opt(parse: Parser) -> Parser:
     """``parse``, or None for None and 'none'."""
-    return lambda text: None if text is None or (isinstance(text, str) and text.lower() == "none") else parse(text)
+    return lambda text: (
+        None if text is None or (isinstance(text, str) and text.lower() == "none") else parse(text)
+    )
 
 
 def _str(text: Any) -> str:
@@ -116,8 +120,13 @@ def _str(text: Any) -> str:
     return text
 
 
-def _field(default: Any, help: str, parse: Parser, choices: tuple[str, ...] | None = None,
-           group: str = "training") -> Any:
+def _field(
+    default: Any,
+    help: str,
+    parse: Parser,
+    choices: tuple[str, ...] | None = None,
+    group: str = "training",
+) -> Any:
     """A TrainConfig field: its default, ``--help`` text, parser, valid values and help group."""
     meta = {"help": help, "parse": parse, "choices": choices, "group": group}
     if isinstance(default, list):
@@ -131,14 +140,22 @@ class TrainConfig:
 
     # what to train
     dataset: str = _field("mnist1d", "dataset", _str, DATASETS, "data")
-    model: str | None = _field(None, "model (default: the dataset's reference model)", _opt(_str), tuple(MODELS), "data")
+    model: str | None = _field(
+        None, "model (default: the dataset's reference model)", _opt(_str), tuple(MODELS), "data"
+    )
     method: str = _field("erm", "training method", _str, METHODS, "method")
     # optimisation
     epochs: int = _field(None, "number of epochs (default: the dataset's recipe)", _parse_int)
-    batch_size: int = _field(None, "training batch size, global under torchrun (default: the dataset's recipe)",
-                             _parse_int)
-    lr: float = _field(None, "learning rate, peak with the cosine schedule (default: the dataset's recipe)",
-                       _parse_float)
+    batch_size: int = _field(
+        None,
+        "training batch size, global under torchrun (default: the dataset's recipe)",
+        _parse_int,
+    )
+    lr: float = _field(
+        None,
+        "learning rate, peak with the cosine schedule (default: the dataset's recipe)",
+        _parse_float,
+    )
     optimizer: str = _field(None, "optimizer (default: the dataset's recipe)", _str, OPTIMIZERS)
     weight_decay: float = _field(None, "weight decay (default: the dataset's recipe)", _parse_float)
     momentum: float = _field(0.9, "SGD momentum (0: plain SGD)", _parse_float)
@@ -146,69 +163,200 @@ class TrainConfig:
     scheduler: str = _field("cosine", "learning-rate schedule over all steps", _str, SCHEDULERS)
     seed: int = _field(0, "training seed: initialisation, data order, mixing", _parse_int)
     # data
-    data_seed: int = _field(0, "seed of the validation split (and of toy/spirals data)", _parse_int, group="data")
-    val_fraction: float = _field(0.1, "fraction of train held out for validation", _parse_float, group="data")
-    data_dir: str | None = _field(None, "folder of the dataset files (CIFAR binaries; IDX files, in it or in <folder>/<dataset>)", _opt(_str), group="data")
-    download: bool = _field(False, "download the dataset files (MD5-checked) into --data-dir if missing", _parse_bool, group="data")
+    data_seed: int = _field(
+        0, "seed of the validation split (and of toy/spirals data)", _parse_int, group="data"
+    )
+    val_fraction: float = _field(
+        0.1, "fraction of train held out for validation", _parse_float, group="data"
+    )
+    data_dir: str | None = _field(
+        None,
+        "folder of the dataset files (CIFAR binaries; IDX files, in it or in <folder>/<dataset>)",
+        _opt(_str),
+        group="data",
+    )
+    download: bool = _field(
+        False,
+        "download the dataset files (MD5-checked) into --data-dir if missing",
+        _parse_bool,
+        group="data",
+    )
     toy_classes: int = _field(3, "toy: number of classes K", _parse_int, group="data")
     toy_components: int = _field(3, "toy: Gaussians per class N", _parse_int, group="data")
     toy_dim: int = _field(2, "toy: input dimension D", _parse_int, group="data")
-    train_size: int = _field(1000, "toy/spirals: training examples (before the validation split)", _parse_int, group="data")
-    train_subset: int | None = _field(None, "train on a stratified subset of N training examples (before the validation "
-                                      "split; chosen by --data-seed, the test set stays whole); 'all' or 0: the whole "
-                                      "training set (default: the dataset's recipe, which subsets the real-image sets "
-                                      "so that a CPU run takes minutes)", _opt(_parse_subset), group="data")
+    train_size: int = _field(
+        1000,
+        "toy/spirals: training examples (before the validation split)",
+        _parse_int,
+        group="data",
+    )
+    train_subset: int | None = _field(
+        None,
+        "train on a stratified subset of N training examples (before the validation "
+        "split; chosen by --data-seed, the test set stays whole); 'all' or 0: the whole "
+        "training set (default: the dataset's recipe, which subsets the real-image sets "
+        "so that a CPU run takes minutes)",
+        _opt(_parse_subset),
+        group="data",
+    )
     # method options
-    alpha: float | None = _field(None, "mixing strength α (default per method: manifold 2; multimix methods 1 for pairs, 1/m for longer tuples; others 1; mixup-cutmix: mixup's)", _opt(_parse_float), group="method")
-    per_sample: bool = _field(False, "one λ (one box) per pair instead of per batch", _parse_bool, group="method")
-    cutmix_alpha: float = _field(1.0, "CutMix's α (--alpha is mixup's)", _parse_float, group="method")
-    switch_prob: float = _field(0.5, "probability that a batch uses CutMix rather than mixup", _parse_float, group="method")
-    label_smoothing: float = _field(0.0, "targets (1 − ε)·one-hot + ε/K before any mixing", _parse_float, group="method")
+    alpha: float | None = _field(
+        None,
+        "mixing strength α (default per method: manifold 2; multimix methods 1 for pairs, 1/m for longer tuples; others 1; mixup-cutmix: mixup's)",
+        _opt(_parse_float),
+        group="method",
+    )
+    per_sample: bool = _field(
+        False, "one λ (one box) per pair instead of per batch", _parse_bool, group="method"
+    )
+    cutmix_alpha: float = _field(
+        1.0, "CutMix's α (--alpha is mixup's)", _parse_float, group="method"
+    )
+    switch_prob: float = _field(
+        0.5, "probability that a batch uses CutMix rather than mixup", _parse_float, group="method"
+    )
+    label_smoothing: float = _field(
+        0.0, "targets (1 − ε)·one-hot + ε/K before any mixing", _parse_float, group="method"
+    )
     # _field returns dataclasses.field(...), which copies a list default per instance (RUF009 cannot see it).
-    layers: list[str] | None = _field(None, "comma-separated layer names (default: manifold: the model's; confmix: input)", _parse_list, group="method")  # noqa: RUF009
-    mix_rows: int = _field(1000, "generated (mixed) examples per batch, n (formerly --n)", _parse_int, group="method")
-    tuple_size: int | None = _field(2, "batch members each generated example mixes, m ('all' for the whole batch; formerly --m)", _parse_optional_int, group="method")
-    mix_prob: float = _field(1.0, "probability that a batch is mixed, p (formerly --p)", _parse_float, group="method")
+    layers: list[str] | None = _field(  # noqa: RUF009
+        None,
+        "comma-separated layer names (default: manifold: the model's; confmix: input)",
+        _parse_list,
+        group="method",
+    )
+    mix_rows: int = _field(
+        1000, "generated (mixed) examples per batch, n (formerly --n)", _parse_int, group="method"
+    )
+    tuple_size: int | None = _field(
+        2,
+        "batch members each generated example mixes, m ('all' for the whole batch; formerly --m)",
+        _parse_optional_int,
+        group="method",
+    )
+    mix_prob: float = _field(
+        1.0, "probability that a batch is mixed, p (formerly --p)", _parse_float, group="method"
+    )
     keep_clean: bool = _field(False, "also train on the clean rows", _parse_bool, group="method")
-    alpha_schedule: str = _field("constant", "α over epochs: constant (--alpha), or linear/exp from --alpha-start to --alpha-end", _str, SCHEDULES, "method")
-    alpha_start: float | None = _field(None, "α at epoch 0 for linear/exp schedules (0 = no mixing)", _opt(_parse_float), group="method")
-    alpha_end: float | None = _field(None, "α reached (linear) or approached (exp) for linear/exp schedules", _opt(_parse_float), group="method")
-    half_life: float = _field(25.0, "exp schedule: epochs for α to close half its remaining gap", _parse_float, group="method")
-    confmix_scale: float = _field(1.0, "multiplies the per-example α (0.5 = '½ ConfMix')", _parse_float, group="method")
-    confmix_warmup: int = _field(5, "epochs of ERM before mixing starts", _parse_int, group="method")
+    alpha_schedule: str = _field(
+        "constant",
+        "α over epochs: constant (--alpha), or linear/exp from --alpha-start to --alpha-end",
+        _str,
+        SCHEDULES,
+        "method",
+    )
+    alpha_start: float | None = _field(
+        None,
+        "α at epoch 0 for linear/exp schedules (0 = no mixing)",
+        _opt(_parse_float),
+        group="method",
+    )
+    alpha_end: float | None = _field(
+        None,
+        "α reached (linear) or approached (exp) for linear/exp schedules",
+        _opt(_parse_float),
+        group="method",
+    )
+    half_life: float = _field(
+        25.0,
+        "exp schedule: epochs for α to close half its remaining gap",
+        _parse_float,
+        group="method",
+    )
+    confmix_scale: float = _field(
+        1.0, "multiplies the per-example α (0.5 = '½ ConfMix')", _parse_float, group="method"
+    )
+    confmix_warmup: int = _field(
+        5, "epochs of ERM before mixing starts", _parse_int, group="method"
+    )
     attention: str = _field("none", "attention over positions", _str, ATTENTIONS, "method")
-    mix_scope: str = _field("local", "under torchrun: 'local' mixes each process's share of the batch "
-                            "(n and m per process, the paper's multi-GPU setting); 'global' mixes the whole global "
-                            "batch (n in total; results do not depend on the number of processes)", _str, MIX_SCOPES,
-                            "method")
-    teacher_momentum: float | None = _field(None, "EMA teacher momentum for self-distilled targets (none: no teacher)", _opt(_parse_float), group="method")
-    distill_weight: float = _field(1.0, "weight w of the distilled loss (with a teacher)", _parse_float, group="method")
-    temperature: float = _field(1.0, "temperature of the teacher's softmax", _parse_float, group="method")
+    mix_scope: str = _field(
+        "local",
+        "under torchrun: 'local' mixes each process's share of the batch "
+        "(n and m per process, the paper's multi-GPU setting); 'global' mixes the whole global "
+        "batch (n in total; results do not depend on the number of processes)",
+        _str,
+        MIX_SCOPES,
+        "method",
+    )
+    teacher_momentum: float | None = _field(
+        None,
+        "EMA teacher momentum for self-distilled targets (none: no teacher)",
+        _opt(_parse_float),
+        group="method",
+    )
+    distill_weight: float = _field(
+        1.0, "weight w of the distilled loss (with a teacher)", _parse_float, group="method"
+    )
+    temperature: float = _field(
+        1.0, "temperature of the teacher's softmax", _parse_float, group="method"
+    )
     # running
     device: str = _field("cpu", "torch device", _str, group="run")
-    threads: int | None = _field(None, "CPU threads for torch (default: torch's choice)", _opt(_parse_int), group="run")
-    eval_batch_size: int = _field(256, "evaluation batch size (256 is fastest for the image models on a CPU: at "
-                                  "1000, activations outgrow the caches and evaluation takes twice as long)",
-                                  _parse_int, group="run")
-    test_every: str = _field("epoch", "when to evaluate the test set: every epoch; 'improvement': at epochs whose "
-                             "validation accuracy is the best so far and at the last; 'end': once after training, "
-                             "on the weights chosen on validation and on the last ones. All three report the same "
-                             "best- and final-epoch test figures; the others leave the other epochs' test figures "
-                             "empty, at a fraction of the cost where the test set is large", _str, TEST_EVERY, "run")
-    tensorboard: bool = _field(False, "write TensorBoard events into <out>/tensorboard (pip install tensorboard)", _parse_bool, group="run")
-    amp: str = _field("none", "automatic mixed precision: bf16 (CUDA or CPU) or fp16 (CUDA, with a gradient scaler); "
-                      "mixing weights and targets stay float32", _str, AMP, "run")
-    channels_last: bool = _field(False, "image models: NHWC memory layout (faster convolutions on recent GPUs)",
-                                 _parse_bool, group="run")
-    compile: bool = _field(False, "torch.compile the model (the first steps are slow while it compiles)",
-                           _parse_bool, group="run")
-    cuda_graph: bool = _field(False, "CUDA, one process: capture the training step in CUDA graphs and replay them (one "
-                              "launch per step instead of hundreds; for small models and batches, whose steps wait on "
-                              "the host); one graph per host-side choice (manifold's layer, CutMix or mixup, MultiMix's "
-                              "p) and per α", _parse_bool, group="run")
-    sync_bn: bool = _field(False, "under torchrun on CUDA: SyncBatchNorm, so that batch-norm statistics are those of "
-                           "the global batch rather than of each process's share (results then do not depend on the "
-                           "number of processes; costs one all-reduce per BN layer)", _parse_bool, group="run")
+    threads: int | None = _field(
+        None, "CPU threads for torch (default: torch's choice)", _opt(_parse_int), group="run"
+    )
+    eval_batch_size: int = _field(
+        256,
+        "evaluation batch size (256 is fastest for the image models on a CPU: at "
+        "1000, activations outgrow the caches and evaluation takes twice as long)",
+        _parse_int,
+        group="run",
+    )
+    test_every: str = _field(
+        "epoch",
+        "when to evaluate the test set: every epoch; 'improvement': at epochs whose "
+        "validation accuracy is the best so far and at the last; 'end': once after training, "
+        "on the weights chosen on validation and on the last ones. All three report the same "
+        "best- and final-epoch test figures; the others leave the other epochs' test figures "
+        "empty, at a fraction of the cost where the test set is large",
+        _str,
+        TEST_EVERY,
+        "run",
+    )
+    tensorboard: bool = _field(
+        False,
+        "write TensorBoard events into <out>/tensorboard (pip install tensorboard)",
+        _parse_bool,
+        group="run",
+    )
+    amp: str = _field(
+        "none",
+        "automatic mixed precision: bf16 (CUDA or CPU) or fp16 (CUDA, with a gradient scaler); "
+        "mixing weights and targets stay float32",
+        _str,
+        AMP,
+        "run",
+    )
+    channels_last: bool = _field(
+        False,
+        "image models: NHWC memory layout (faster convolutions on recent GPUs)",
+        _parse_bool,
+        group="run",
+    )
+    compile: bool = _field(
+        False,
+        "torch.compile the model (the first steps are slow while it compiles)",
+        _parse_bool,
+        group="run",
+    )
+    cuda_graph: bool = _field(
+        False,
+        "CUDA, one process: capture the training step in CUDA graphs and replay them (one "
+        "launch per step instead of hundreds; for small models and batches, whose steps wait on "
+        "the host); one graph per host-side choice (manifold's layer, CutMix or mixup, MultiMix's "
+        "p) and per α",
+        _parse_bool,
+        group="run",
+    )
+    sync_bn: bool = _field(
+        False,
+        "under torchrun on CUDA: SyncBatchNorm, so that batch-norm statistics are those of "
+        "the global batch rather than of each process's share (results then do not depend on the "
+        "number of processes; costs one all-reduce per BN layer)",
+        _parse_bool,
+        group="run",
+    )
 
     def __post_init__(self) -> None:
         # Options left unset take the dataset's recipe; the resolved values are what is recorded.
@@ -235,12 +383,16 @@ class TrainConfig:
         for raw_key, raw in renamed_keys_read(values).items():
             key = str(raw_key).replace("-", "_")
             if key not in known:
-                raise ConfigError(f"unknown {source} key {raw_key!r}; valid keys: {', '.join(known)}")
+                raise ConfigError(
+                    f"unknown {source} key {raw_key!r}; valid keys: {', '.join(known)}"
+                )
             f = known[key]
             try:
                 value = f.metadata["parse"](raw)
             except (TypeError, ValueError):
-                raise ConfigError(f"invalid value for {key}: {raw!r} ({f.metadata['help']})") from None
+                raise ConfigError(
+                    f"invalid value for {key}: {raw!r} ({f.metadata['help']})"
+                ) from None
             parsed[key] = value
         config = cls(**parsed)
         config.validate()
@@ -258,13 +410,17 @@ class TrainConfig:
             raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            where = (
+                f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            )
             what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
             raise ConfigError(f"config file {path} is not valid YAML{where}: {what}") from None
         if data is None:
             return {}
         if not isinstance(data, dict):
-            raise ConfigError(f"config file {path} must hold a mapping of keys to values, got {type(data).__name__}")
+            raise ConfigError(
+                f"config file {path} must hold a mapping of keys to values, got {type(data).__name__}"
+            )
         return data
 
     # -- checks -----------------------------------------------------------------------------
@@ -275,7 +431,9 @@ class TrainConfig:
             choices = f.metadata["choices"]
             value = getattr(self, f.name)
             if choices and value is not None and value not in choices:
-                raise ConfigError(f"invalid value for {f.name}: {value!r}; valid values: {', '.join(choices)}")
+                raise ConfigError(
+                    f"invalid value for {f.name}: {value!r}; valid values: {', '.join(choices)}"
+                )
         self._check_values()
         self._check_method_rules()
 
@@ -285,30 +443,79 @@ class TrainConfig:
 
     def _check_values(self) -> None:
         need = self._need
-        for key in ("epochs", "batch_size", "mix_rows", "eval_batch_size", "toy_components", "toy_dim", "train_size"):
+        for key in (
+            "epochs",
+            "batch_size",
+            "mix_rows",
+            "eval_batch_size",
+            "toy_components",
+            "toy_dim",
+            "train_size",
+        ):
             need(getattr(self, key) >= 1, key, "an integer >= 1")
         need(self.toy_classes >= 2, "toy_classes", "an integer >= 2")
-        need(self.train_subset is None or self.train_subset >= 0, "train_subset", "an integer >= 1, or 'all'")
-        for key in ("seed", "data_seed"):  # every RNG they seed (torch, NumPy, scikit-learn) takes these
+        need(
+            self.train_subset is None or self.train_subset >= 0,
+            "train_subset",
+            "an integer >= 1, or 'all'",
+        )
+        for key in (
+            "seed",
+            "data_seed",
+        ):  # every RNG they seed (torch, NumPy, scikit-learn) takes these
             need(0 <= getattr(self, key) <= MAX_SEED, key, f"an integer in [0, {MAX_SEED}]")
-        need(self.tuple_size is None or self.tuple_size >= 1, "tuple_size", "an integer >= 1 or 'all'")
+        need(
+            self.tuple_size is None or self.tuple_size >= 1,
+            "tuple_size",
+            "an integer >= 1 or 'all'",
+        )
         need(math.isfinite(self.lr) and self.lr > 0, "lr", "a finite number > 0")
-        need(math.isfinite(self.weight_decay) and self.weight_decay >= 0, "weight_decay", "a number >= 0")
+        need(
+            math.isfinite(self.weight_decay) and self.weight_decay >= 0,
+            "weight_decay",
+            "a number >= 0",
+        )
         need(0 <= self.momentum < 1, "momentum", "a number in [0, 1)")
         need(0 < self.val_fraction < 1, "val_fraction", "a number in (0, 1)")
         need(0 <= self.mix_prob <= 1, "mix_prob", "a number in [0, 1]")
         need(0 <= self.switch_prob <= 1, "switch_prob", "a number in [0, 1]")
-        need(math.isfinite(self.cutmix_alpha) and self.cutmix_alpha > 0, "cutmix_alpha", "a finite number > 0")
+        need(
+            math.isfinite(self.cutmix_alpha) and self.cutmix_alpha > 0,
+            "cutmix_alpha",
+            "a finite number > 0",
+        )
         need(0 <= self.label_smoothing < 1, "label_smoothing", "a number in [0, 1)")
-        need(self.alpha is None or (math.isfinite(self.alpha) and self.alpha > 0), "alpha", "a finite number > 0")
+        need(
+            self.alpha is None or (math.isfinite(self.alpha) and self.alpha > 0),
+            "alpha",
+            "a finite number > 0",
+        )
         need(self.threads is None or self.threads >= 1, "threads", "an integer >= 1")
-        need(self.teacher_momentum is None or 0 <= self.teacher_momentum <= 1, "teacher_momentum", "a number in [0, 1]")
-        need(math.isfinite(self.distill_weight) and self.distill_weight >= 0, "distill_weight", "a number >= 0")
-        need(math.isfinite(self.temperature) and self.temperature > 0, "temperature", "a number > 0")
-        need(self.half_life > 0 and math.isfinite(self.half_life), "half_life", "a finite number > 0")
-        need(math.isfinite(self.confmix_scale) and self.confmix_scale > 0, "confmix_scale", "a finite number > 0")
+        need(
+            self.teacher_momentum is None or 0 <= self.teacher_momentum <= 1,
+            "teacher_momentum",
+            "a number in [0, 1]",
+        )
+        need(
+            math.isfinite(self.distill_weight) and self.distill_weight >= 0,
+            "distill_weight",
+            "a number >= 0",
+        )
+        need(
+            math.isfinite(self.temperature) and self.temperature > 0, "temperature", "a number > 0"
+        )
+        need(
+            self.half_life > 0 and math.isfinite(self.half_life), "half_life", "a finite number > 0"
+        )
+        need(
+            math.isfinite(self.confmix_scale) and self.confmix_scale > 0,
+            "confmix_scale",
+            "a finite number > 0",
+        )
         need(self.confmix_warmup >= 0, "confmix_warmup", "an integer >= 0")
-        need(self.layers is None or len(self.layers) > 0, "layers", "a non-empty list of layer names")
+        need(
+            self.layers is None or len(self.layers) > 0, "layers", "a non-empty list of layer names"
+        )
 
     def _check_method_rules(self) -> None:
         """The options that only some methods take, as the method registry says."""
@@ -316,18 +523,27 @@ class TrainConfig:
         if self.alpha_schedule != "constant":
             if not method.has_alpha:
                 with_alpha = [m.name for m in METHOD_REGISTRY.values() if m.has_alpha]
-                raise ConfigError(f"alpha_schedule applies to methods with an α ({', '.join(with_alpha)}), "
-                                  f"not to {self.method!r}")
+                raise ConfigError(
+                    f"alpha_schedule applies to methods with an α ({', '.join(with_alpha)}), "
+                    f"not to {self.method!r}"
+                )
             for key in ("alpha_start", "alpha_end"):
                 value = getattr(self, key)
-                self._need(value is not None and math.isfinite(value) and value >= 0, key,
-                           f"a number >= 0 (required by alpha_schedule={self.alpha_schedule!r})")
+                self._need(
+                    value is not None and math.isfinite(value) and value >= 0,
+                    key,
+                    f"a number >= 0 (required by alpha_schedule={self.alpha_schedule!r})",
+                )
         if self.teacher_momentum is not None and not method.teacher:
             teachers = [m.name for m in METHOD_REGISTRY.values() if m.teacher]
-            raise ConfigError(f"teacher_momentum applies to {' and '.join(teachers)}, not to method {self.method!r}")
+            raise ConfigError(
+                f"teacher_momentum applies to {' and '.join(teachers)}, not to method {self.method!r}"
+            )
         if self.mix_scope != "local" and not method.global_scope:
-            raise ConfigError(f"invalid value for mix_scope: {self.mix_scope!r}; global scope applies to "
-                              f"{' and '.join(GLOBAL_SCOPE_METHODS)}, not to method {self.method!r}")
+            raise ConfigError(
+                f"invalid value for mix_scope: {self.mix_scope!r}; global scope applies to "
+                f"{' and '.join(GLOBAL_SCOPE_METHODS)}, not to method {self.method!r}"
+            )
 
     # -- renamed keys, still read -----------------------------------------------------------
 
@@ -364,8 +580,18 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     #: Keys that do not change what a run computes, so a run may be resumed with other values.
-    RUNTIME_KEYS = ("device", "threads", "eval_batch_size", "test_every", "data_dir", "download", "tensorboard", "channels_last",
-                    "compile", "cuda_graph")
+    RUNTIME_KEYS = (
+        "device",
+        "threads",
+        "eval_batch_size",
+        "test_every",
+        "data_dir",
+        "download",
+        "tensorboard",
+        "channels_last",
+        "compile",
+        "cuda_graph",
+    )
 
     def differences(self, other: TrainConfig) -> list[str]:
         """Keys (other than runtime ones) whose values differ, as 'key: mine vs other'."""
@@ -391,8 +617,10 @@ def renamed_keys_read(values: dict[str, Any]) -> dict[str, Any]:
         if key in RENAMED_KEYS:
             new = RENAMED_KEYS[key]
             if new in values or new.replace("_", "-") in values:
-                raise ConfigError(f"{key} and {new} given together ({key}, --{key}, is the old name of {new}, "
-                                  f"--{new.replace('_', '-')}); give {new} alone")
+                raise ConfigError(
+                    f"{key} and {new} given together ({key}, --{key}, is the old name of {new}, "
+                    f"--{new.replace('_', '-')}); give {new} alone"
+                )
             raw_key = new
         out[raw_key] = value
     return out
@@ -422,6 +650,22 @@ def _init_reading_renamed_keys(self: TrainConfig, *args: Any, **kwargs: Any) -> 
 TrainConfig.__init__ = _init_reading_renamed_keys  # type: ignore[method-assign]
 
 
-__all__ = ["TrainConfig", "ConfigError", "METHODS", "ATTENTIONS", "MIX_SCOPES", "OPTIMIZERS", "SCHEDULERS", "AMP",
-           "TEST_EVERY", "GLOBAL_SCOPE_METHODS", "DEFAULT_ALPHA", "DEFAULT_TEACHER_MOMENTUM", "MAX_SEED", "RENAMED_KEYS",
-           "old_keys_in", "renamed_keys_read", "renamed_message"]
+__all__ = [
+    "TrainConfig",
+    "ConfigError",
+    "METHODS",
+    "ATTENTIONS",
+    "MIX_SCOPES",
+    "OPTIMIZERS",
+    "SCHEDULERS",
+    "AMP",
+    "TEST_EVERY",
+    "GLOBAL_SCOPE_METHODS",
+    "DEFAULT_ALPHA",
+    "DEFAULT_TEACHER_MOMENTUM",
+    "MAX_SEED",
+    "RENAMED_KEYS",
+    "old_keys_in",
+    "renamed_keys_read",
+    "renamed_message",
+]

@@ -68,10 +68,15 @@ def from_environment() -> Dist | None:
         return None
     missing = [v for v in TORCHRUN_VARIABLES if v not in os.environ]
     if missing:
-        raise RuntimeError(f"incomplete torchrun environment: {', '.join(missing)} not set; start the run with "
-                           "torchrun (e.g. torchrun --standalone --nproc_per_node 2 --no-python multimix train ...)")
-    return Dist(rank=int(os.environ["RANK"]), world_size=int(os.environ["WORLD_SIZE"]),
-                local_rank=int(os.environ["LOCAL_RANK"]))
+        raise RuntimeError(
+            f"incomplete torchrun environment: {', '.join(missing)} not set; start the run with "
+            "torchrun (e.g. torchrun --standalone --nproc_per_node 2 --no-python multimix train ...)"
+        )
+    return Dist(
+        rank=int(os.environ["RANK"]),
+        world_size=int(os.environ["WORLD_SIZE"]),
+        local_rank=int(os.environ["LOCAL_RANK"]),
+    )
 
 
 def rank_device(device: str, d: Dist) -> torch.device:
@@ -125,8 +130,15 @@ def _release_group_holders() -> None:
     gc.collect()
 
 
-def wrap_model(model: nn.Module, d: Dist, device: torch.device, *, sync_bn: bool, compile: bool,
-               find_unused_parameters: bool) -> tuple[nn.Module, nn.Module, nn.Module]:
+def wrap_model(
+    model: nn.Module,
+    d: Dist,
+    device: torch.device,
+    *,
+    sync_bn: bool,
+    compile: bool,
+    find_unused_parameters: bool,
+) -> tuple[nn.Module, nn.Module, nn.Module]:
     """``(model, net, eval_net)``: the model (with SyncBatchNorm if asked, under torchrun), what a
     training step calls (it in ``DistributedDataParallel`` under torchrun, compiled if asked) and
     what evaluation calls (outside DDP, whose forward expects every rank to take part, while each
@@ -135,8 +147,11 @@ def wrap_model(model: nn.Module, d: Dist, device: torch.device, *, sync_bn: bool
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     net = model
     if d.world_size > 1:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None,
-                                                  find_unused_parameters=find_unused_parameters)
+        net = nn.parallel.DistributedDataParallel(
+            model,
+            device_ids=[device] if device.type == "cuda" else None,
+            find_unused_parameters=find_unused_parameters,
+        )
     if compile:
         # dynamo does not guard on module hooks: a graph traced for an earlier run in this process (a
         # model of the same class, without a mixer's hooks) would be reused, and nothing mixed.
@@ -196,6 +211,17 @@ def barrier(d: Dist) -> None:
         dist.barrier()
 
 
-__all__ = ["Dist", "from_environment", "rank_device", "process_group", "wrap_model", "share", "rank", "world_size",
-           "all_reduce_sum",
-           "broadcast_object", "all_gather_objects", "barrier"]
+__all__ = [
+    "Dist",
+    "from_environment",
+    "rank_device",
+    "process_group",
+    "wrap_model",
+    "share",
+    "rank",
+    "world_size",
+    "all_reduce_sum",
+    "broadcast_object",
+    "all_gather_objects",
+    "barrier",
+]

@@ -56,6 +56,8 @@ def _files_found(name: str, data_dir: str | None) -> bool:
     except DataFilesMissing:
         return False
     return True
+
+
 ATTACKS = ("fgsm", "pgd")
 
 
@@ -82,13 +84,25 @@ def evaluate_run(
     run = Path(run)
     weights = run / "best.pt" if (run / "best.pt").is_file() else run / "checkpoint.pt"
     if not weights.is_file():
-        raise CheckpointError(f"{run} holds no trained model (best.pt or checkpoint.pt); is it a run folder?")
+        raise CheckpointError(
+            f"{run} holds no trained model (best.pt or checkpoint.pt); is it a run folder?"
+        )
     bad = [a for a in attacks if a not in ATTACKS] + [o for o in ood if o not in OOD_SETS]
     if bad:
-        raise ConfigError(f"unknown attack or OOD set {bad}; attacks: {', '.join(ATTACKS)}; OOD sets: {', '.join(OOD_SETS)}")
+        raise ConfigError(
+            f"unknown attack or OOD set {bad}; attacks: {', '.join(ATTACKS)}; OOD sets: {', '.join(OOD_SETS)}"
+        )
     with RunLock(run):  # not while a run trains into it
-        return _evaluate(run, weights, attacks=attacks, eps=eps, pgd_steps=pgd_steps, ood=ood,
-                         attack_examples=attack_examples, seed=seed)
+        return _evaluate(
+            run,
+            weights,
+            attacks=attacks,
+            eps=eps,
+            pgd_steps=pgd_steps,
+            ood=ood,
+            attack_examples=attack_examples,
+            seed=seed,
+        )
 
 
 def _evaluate(
@@ -106,47 +120,71 @@ def _evaluate(
     model, config = model_from_checkpoint(weights)
     splits = load_splits(config)
     x, y = splits.test.tensors
-    bs = config.eval_batch_size  # the run's evaluation batch: on a CPU, larger ones outgrow the caches
+    bs = (
+        config.eval_batch_size
+    )  # the run's evaluation batch: on a CPU, larger ones outgrow the caches
     # One pass gives the classifier's inputs (embedding geometry) and the logits (everything else).
     # A class attribute, a str, of every model (multimix.models); typed as nn.Module's __getattr__ says.
     classifier = cast(str, model.classifier_layer)
     z, logits = embeddings(model, x, classifier, batch_size=bs, return_logits=True)
     probs = torch.softmax(logits.float(), 1)
-    result: dict[str, Any] = {"run": str(run), "weights": weights.name, "test_acc": float((logits.argmax(1) == y).float().mean())}
+    result: dict[str, Any] = {
+        "run": str(run),
+        "weights": weights.name,
+        "test_acc": float((logits.argmax(1) == y).float().mean()),
+    }
     result.update(calibration(probs, y))
-    reliability_diagram(probs, y, run / "reliability.png", title=f"{config.dataset} {config.method} s{config.seed}")
+    reliability_diagram(
+        probs, y, run / "reliability.png", title=f"{config.dataset} {config.method} s{config.seed}"
+    )
 
     budget, clamp = default_eps(config.dataset, x)
     budget = budget if eps is None else eps
     result["eps"] = budget
     xa, ya = x[:attack_examples], y[:attack_examples]
     for attack in attacks:
-        extra: dict[str, Any] = {"steps": pgd_steps, "generator": torch.Generator().manual_seed(seed)} if attack == "pgd" else {}
-        result[f"{attack}_acc"] = robust_accuracy(model, xa, ya, attack=attack, eps=budget, clamp=clamp, batch_size=bs,
-                                                  **extra)
+        extra: dict[str, Any] = (
+            {"steps": pgd_steps, "generator": torch.Generator().manual_seed(seed)}
+            if attack == "pgd"
+            else {}
+        )
+        result[f"{attack}_acc"] = robust_accuracy(
+            model, xa, ya, attack=attack, eps=budget, clamp=clamp, batch_size=bs, **extra
+        )
 
     g = torch.Generator().manual_seed(seed)
     inside = ood_score(logits, "msp")
     out_sets = {kind: make_ood(x, kind, generator=g) for kind in ood}
     other = OTHER_DATASET.get(config.dataset)
-    if other is not None and _files_found(other, config.data_dir):  # a real dataset of the same shape
+    if other is not None and _files_found(
+        other, config.data_dir
+    ):  # a real dataset of the same shape
         out_sets[other] = idx_images.load(other, config.data_dir)[2]
     elif other == "mnist":  # no MNIST files: scikit-learn's handwritten digits, framed as MNIST's
         out_sets["digits"] = digits.load_28x28()
     for kind, x_out in out_sets.items():
         with torch.no_grad():
-            out_logits = torch.cat([model(x_out[i:i + bs]) for i in range(0, len(x_out), bs)])
+            out_logits = torch.cat([model(x_out[i : i + bs]) for i in range(0, len(x_out), bs)])
         outside = ood_score(out_logits, "msp")
         result[f"ood_{kind}_auroc"] = auroc(inside, outside)
         result[f"ood_{kind}_fpr95"] = fpr_at_tpr(inside, outside, 0.95)
 
     result["alignment"], result["uniformity"] = alignment(z, y), uniformity(z)
-    _plot_embedding(z, y, run / "embedding.png", title=f"{config.dataset} {config.method} s{config.seed}: classifier inputs")
+    _plot_embedding(
+        z,
+        y,
+        run / "embedding.png",
+        title=f"{config.dataset} {config.method} s{config.seed}: classifier inputs",
+    )
     result["seconds"] = time.perf_counter() - start
     write_json(run / "eval.json", result)
     if config.tensorboard:  # the run logs to TensorBoard: the evaluation goes beside its curves
         board = tensorboard_writer(run)
-        epoch = json.loads((run / "summary.json").read_text())["best"]["epoch"] if (run / "summary.json").is_file() else 0
+        epoch = (
+            json.loads((run / "summary.json").read_text())["best"]["epoch"]
+            if (run / "summary.json").is_file()
+            else 0
+        )
         for key, value in result.items():
             if isinstance(value, float):
                 board.add_scalar(f"eval/{key}", value, epoch)
@@ -155,7 +193,9 @@ def _evaluate(
     return result
 
 
-def _plot_embedding(z: torch.Tensor, y: torch.Tensor, path: Path, *, title: str, tsne_points: int = 500) -> None:
+def _plot_embedding(
+    z: torch.Tensor, y: torch.Tensor, path: Path, *, title: str, tsne_points: int = 500
+) -> None:
     """PCA of all embeddings and t-SNE of the first ``tsne_points`` (t-SNE is quadratic), coloured by class."""
     import matplotlib
 
@@ -177,7 +217,9 @@ def _plot_embedding(z: torch.Tensor, y: torch.Tensor, path: Path, *, title: str,
         ax.set_title(name, fontsize=8)
         ax.set_xticks([])
         ax.set_yticks([])
-    axes[0][-1].legend(*scatter.legend_elements(), fontsize=6, title="class", title_fontsize=7, loc="best")
+    axes[0][-1].legend(
+        *scatter.legend_elements(), fontsize=6, title="class", title_fontsize=7, loc="best"
+    )
     fig.suptitle(title, fontsize=8)
     fig.tight_layout()
     atomic_write(path, lambda f: fig.savefig(f, format="png"))
@@ -187,10 +229,16 @@ def _plot_embedding(z: torch.Tensor, y: torch.Tensor, path: Path, *, title: str,
 def format_eval_table(results: list[dict[str, Any]]) -> str:
     """A Markdown table, one row per run: accuracy, calibration, robustness, OOD and geometry."""
     # Runs may differ in their metrics (a real OOD set only where its files are found): a column per metric seen.
-    keys = list(dict.fromkeys(k for r in results for k in r if k not in ("run", "weights", "seconds", "eps")))
+    keys = list(
+        dict.fromkeys(
+            k for r in results for k in r if k not in ("run", "weights", "seconds", "eps")
+        )
+    )
     lines = ["| run | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
     for r in results:
-        lines.append(f"| {r['run']} | " + " | ".join(f"{r[k]:.4f}" if k in r else "—" for k in keys) + " |")
+        lines.append(
+            f"| {r['run']} | " + " | ".join(f"{r[k]:.4f}" if k in r else "—" for k in keys) + " |"
+        )
     return "\n".join(lines)
 
 

@@ -37,8 +37,16 @@ def select_best(history: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: TensorDataset, num_classes: int, *, batch_size: int, device: torch.device,
-             amp: str = "none", channels_last: bool = False) -> dict[str, float]:
+def evaluate(
+    model: nn.Module,
+    data: TensorDataset,
+    num_classes: int,
+    *,
+    batch_size: int,
+    device: torch.device,
+    amp: str = "none",
+    channels_last: bool = False,
+) -> dict[str, float]:
     """Mean cross-entropy and accuracy of ``model`` on ``data``.
 
     Under torchrun each process evaluates its contiguous share and the sums are added across
@@ -73,16 +81,38 @@ class Evaluator:
         device: where to evaluate.
     """
 
-    def __init__(self, *, net: nn.Module, model: nn.Module, splits: Splits, config: TrainConfig,
-                 device: torch.device) -> None:
-        self.net, self.model, self.splits, self.config, self.device = net, model, splits, config, device
+    def __init__(
+        self,
+        *,
+        net: nn.Module,
+        model: nn.Module,
+        splits: Splits,
+        config: TrainConfig,
+        device: torch.device,
+    ) -> None:
+        self.net, self.model, self.splits, self.config, self.device = (
+            net,
+            model,
+            splits,
+            config,
+            device,
+        )
         self.policy = config.test_every
-        self.best_weights: dict[str, Tensor] | None = None  # "end": the best-validation weights so far, on the host
+        self.best_weights: dict[str, Tensor] | None = (
+            None  # "end": the best-validation weights so far, on the host
+        )
 
     def measure(self, data: TensorDataset) -> dict[str, float]:
         c = self.config
-        return evaluate(self.net, data, self.splits.num_classes, batch_size=c.eval_batch_size, device=self.device,
-                        amp=c.amp, channels_last=c.channels_last)
+        return evaluate(
+            self.net,
+            data,
+            self.splits.num_classes,
+            batch_size=c.eval_batch_size,
+            device=self.device,
+            amp=c.amp,
+            channels_last=c.channels_last,
+        )
 
     def after_epoch(self, epoch: int, history: list[dict[str, Any]]) -> Figures:
         """Validation (and, if the policy says so, test) loss and accuracy after epoch ``epoch``;
@@ -90,15 +120,26 @@ class Evaluator:
         val = self.measure(self.splits.val)
         record = {"epoch": epoch, "val_loss": val["loss"], "val_acc": val["acc"]}
         improved = select_best([*history, record]) is record
-        needed = (self.policy == "epoch" or epoch == self.config.epochs
-                  or (self.policy == "improvement" and improved))
+        needed = (
+            self.policy == "epoch"
+            or epoch == self.config.epochs
+            or (self.policy == "improvement" and improved)
+        )
         if improved and self.policy == "end":  # tested after the last epoch (finish)
-            self.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+            self.best_weights = {
+                k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()
+            }
         test = self.measure(self.splits.test) if needed else {"loss": None, "acc": None}
-        return {"val_loss": val["loss"], "val_acc": val["acc"], "test_loss": test["loss"], "test_acc": test["acc"]}
+        return {
+            "val_loss": val["loss"],
+            "val_acc": val["acc"],
+            "test_loss": test["loss"],
+            "test_acc": test["acc"],
+        }
 
-    def finish(self, history: list[dict[str, Any]],
-               read_best_weights: Callable[[], dict[str, Tensor]]) -> tuple[dict[str, Any], bool]:
+    def finish(
+        self, history: list[dict[str, Any]], read_best_weights: Callable[[], dict[str, Tensor]]
+    ) -> tuple[dict[str, Any], bool]:
         """The best-validation epoch's record with its test figures: measured now if the policy left them
         out, on its weights (``read_best_weights`` reads them where this process did not keep them:
         a resumed run's ``best.pt``), the model's own weights restored after. Returns the record and

@@ -48,8 +48,15 @@ class GraphedStep:
     one (the trainer's batches all do); ``key`` is any hashable summary of the host's decisions.
     """
 
-    def __init__(self, step: Callable[[Tensor], Tensor], *, generators: Sequence[torch.Generator],
-                 device: torch.device, warmup: int = 3, keep: int = 8) -> None:
+    def __init__(
+        self,
+        step: Callable[[Tensor], Tensor],
+        *,
+        generators: Sequence[torch.Generator],
+        device: torch.device,
+        warmup: int = 3,
+        keep: int = 8,
+    ) -> None:
         if device.type != "cuda":
             raise ValueError(f"device must be a CUDA device for CUDA graphs, got {device}")
         self.step = step
@@ -90,9 +97,13 @@ class GraphedStep:
             with torch.cuda.graph(graph):
                 loss = self.step(static_batch)
         except RuntimeError as exc:
-            raise RuntimeError(f"the training step could not be captured in a CUDA graph ({str(exc).splitlines()[0]}); "
-                               "train without --cuda-graph") from exc
-        log.debug("captured a CUDA graph of the training step for %r (%d kept)", key, len(self.graphs) + 1)
+            raise RuntimeError(
+                f"the training step could not be captured in a CUDA graph ({str(exc).splitlines()[0]}); "
+                "train without --cuda-graph"
+            ) from exc
+        log.debug(
+            "captured a CUDA graph of the training step for %r (%d kept)", key, len(self.graphs) + 1
+        )
         self.graphs[key] = (graph, static_batch, loss)
         return self.graphs[key]
 

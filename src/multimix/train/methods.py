@@ -71,7 +71,16 @@ class BuildContext:
 Builder = Callable[[BuildContext], "Mixer | None"]
 
 #: Options of the MultiMix methods (both share them).
-_MULTIMIX_OPTIONS = ("alpha", "mix_rows", "tuple_size", "mix_prob", "mix_scope", "teacher_momentum", "distill_weight", "temperature")
+_MULTIMIX_OPTIONS = (
+    "alpha",
+    "mix_rows",
+    "tuple_size",
+    "mix_prob",
+    "mix_scope",
+    "teacher_momentum",
+    "distill_weight",
+    "temperature",
+)
 
 
 @dataclass(frozen=True)
@@ -118,7 +127,9 @@ class Method:
         values: dict[str, Any] = {"alpha": self.alpha(config)}
         if self.alpha_by_tuple and values["alpha"] is None:
             # the tuple length drawn: m, or the whole batch (a batch shorter than m mixes all of it)
-            values["alpha"] = multimix_alpha(rows if config.tuple_size is None else min(config.tuple_size, rows))
+            values["alpha"] = multimix_alpha(
+                rows if config.tuple_size is None else min(config.tuple_size, rows)
+            )
         if self.default_layers is not None:
             values["layers"] = self.layers(config, model)
         return values
@@ -145,53 +156,100 @@ def _pairwise_alpha(name: str, config: TrainConfig) -> float:
 
 
 def _mixup(c: BuildContext) -> Mixer:
-    return Mixup(c.call, alpha=_pairwise_alpha("mixup", c.config), per_sample=c.config.per_sample,
-                 num_classes=c.num_classes, generator=c.generator)
+    return Mixup(
+        c.call,
+        alpha=_pairwise_alpha("mixup", c.config),
+        per_sample=c.config.per_sample,
+        num_classes=c.num_classes,
+        generator=c.generator,
+    )
 
 
 def _manifold(c: BuildContext) -> Mixer:
-    return ManifoldMixup(c.call, layers=METHODS["manifold"].layers(c.config, c.model),
-                         alpha=_pairwise_alpha("manifold", c.config), per_sample=c.config.per_sample,
-                         num_classes=c.num_classes, generator=c.generator)
+    return ManifoldMixup(
+        c.call,
+        layers=METHODS["manifold"].layers(c.config, c.model),
+        alpha=_pairwise_alpha("manifold", c.config),
+        per_sample=c.config.per_sample,
+        num_classes=c.num_classes,
+        generator=c.generator,
+    )
 
 
 def _cutmix(c: BuildContext) -> Mixer:
-    return CutMix(c.call, alpha=_pairwise_alpha("cutmix", c.config), per_sample=c.config.per_sample,
-                  num_classes=c.num_classes, generator=c.generator)
+    return CutMix(
+        c.call,
+        alpha=_pairwise_alpha("cutmix", c.config),
+        per_sample=c.config.per_sample,
+        num_classes=c.num_classes,
+        generator=c.generator,
+    )
 
 
 def _mixup_cutmix(c: BuildContext) -> Mixer:
-    return MixupOrCutMix(c.call, mixup_alpha=_pairwise_alpha("mixup-cutmix", c.config),
-                         cutmix_alpha=c.config.cutmix_alpha, switch_prob=c.config.switch_prob,
-                         per_sample=c.config.per_sample, num_classes=c.num_classes, generator=c.generator)
+    return MixupOrCutMix(
+        c.call,
+        mixup_alpha=_pairwise_alpha("mixup-cutmix", c.config),
+        cutmix_alpha=c.config.cutmix_alpha,
+        switch_prob=c.config.switch_prob,
+        per_sample=c.config.per_sample,
+        num_classes=c.num_classes,
+        generator=c.generator,
+    )
 
 
 def _confmix(c: BuildContext) -> Mixer:
-    return ConfMix(c.call, layers=METHODS["confmix"].layers(c.config, c.model), scale=c.config.confmix_scale,
-                   num_classes=c.num_classes, generator=c.generator)
+    return ConfMix(
+        c.call,
+        layers=METHODS["confmix"].layers(c.config, c.model),
+        scale=c.config.confmix_scale,
+        num_classes=c.num_classes,
+        generator=c.generator,
+    )
 
 
 def _multimix_args(c: BuildContext) -> dict[str, Any]:
     """What MultiMix and Dense MultiMix share."""
     config = c.config
-    return dict(n=config.mix_rows, m=config.tuple_size, alpha=config.alpha, p=config.mix_prob, scope=config.mix_scope,
-                teacher=c.teacher, distill_weight=config.distill_weight, temperature=config.temperature,
-                num_classes=c.num_classes, generator=c.generator)
+    return dict(
+        n=config.mix_rows,
+        m=config.tuple_size,
+        alpha=config.alpha,
+        p=config.mix_prob,
+        scope=config.mix_scope,
+        teacher=c.teacher,
+        distill_weight=config.distill_weight,
+        temperature=config.temperature,
+        num_classes=c.num_classes,
+        generator=c.generator,
+    )
 
 
 def _multimix(c: BuildContext) -> Mixer:
-    return MultiMix(c.call, classifier=_declared(c.model, "classifier_layer"), keep_clean=c.config.keep_clean,
-                    **_multimix_args(c))
+    return MultiMix(
+        c.call,
+        classifier=_declared(c.model, "classifier_layer"),
+        keep_clean=c.config.keep_clean,
+        **_multimix_args(c),
+    )
 
 
 def _dense_multimix(c: BuildContext) -> Mixer:
     features = _declared(c.model, "feature_layer")
     if features is None:
-        raise ConfigError(f"dense-multimix needs a model with a spatial embedding; {c.config.model_name} has none "
-                          "(use cnn1d, preactresnet8, preactresnet18 or vit)")
-    return DenseMultiMix(c.call, features=features, classifier=_declared(c.model, "classifier_layer"),
-                         attention=c.config.attention, layout=_declared(c.model, "feature_layout"),
-                         prefix_tokens=_declared(c.model, "feature_prefix_tokens") or 0, **_multimix_args(c))
+        raise ConfigError(
+            f"dense-multimix needs a model with a spatial embedding; {c.config.model_name} has none "
+            "(use cnn1d, preactresnet8, preactresnet18 or vit)"
+        )
+    return DenseMultiMix(
+        c.call,
+        features=features,
+        classifier=_declared(c.model, "classifier_layer"),
+        attention=c.config.attention,
+        layout=_declared(c.model, "feature_layout"),
+        prefix_tokens=_declared(c.model, "feature_prefix_tokens") or 0,
+        **_multimix_args(c),
+    )
 
 
 def _declared(model: nn.Module, attribute: str) -> Any:
@@ -208,25 +266,71 @@ def _model_layers(model: nn.Module) -> list[str]:
 _PAIRWISE = ("alpha", "per_sample")
 
 #: Every method, by name, in the order ``--help`` lists them.
-METHODS: dict[str, Method] = {m.name: m for m in (
-    Method("erm", "empirical risk minimisation: no mixing (the baseline)", _erm, has_alpha=False),
-    Method("mixup", "input mixup: pairs of inputs and targets, λ ~ Beta(α, α)", _mixup, _PAIRWISE,
-           default_alpha=1.0),
-    Method("manifold", "manifold mixup: pairs mixed at a layer drawn from --layers", _manifold,
-           (*_PAIRWISE, "layers"), default_alpha=2.0, default_layers=_model_layers),
-    Method("multimix", "MultiMix: n interpolations of m-tuples of the batch at the classifier's input", _multimix,
-           (*_MULTIMIX_OPTIONS, "keep_clean"), teacher=True, global_scope=True, alpha_by_tuple=True),
-    Method("dense-multimix", "Dense MultiMix: MultiMix per position of the spatial embedding", _dense_multimix,
-           (*_MULTIMIX_OPTIONS, "attention"), teacher=True, global_scope=True, unused_parameters=True,
-           alpha_by_tuple=True),
-    Method("confmix", "ConfMix: pairwise mixup with a per-example α from the model's confidence", _confmix,
-           ("layers", "confmix_scale", "confmix_warmup"), has_alpha=False, warmup_key="confmix_warmup",
-           default_layers=lambda model: ["input"]),
-    Method("cutmix", "CutMix: a box of the partner pasted (a segment for 1-D inputs)", _cutmix, _PAIRWISE,
-           default_alpha=1.0),
-    Method("mixup-cutmix", "timm's switch: CutMix with probability --switch-prob, else input mixup",
-           _mixup_cutmix, (*_PAIRWISE, "cutmix_alpha", "switch_prob"), default_alpha=1.0),
-)}
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Method(
+            "erm", "empirical risk minimisation: no mixing (the baseline)", _erm, has_alpha=False
+        ),
+        Method(
+            "mixup",
+            "input mixup: pairs of inputs and targets, λ ~ Beta(α, α)",
+            _mixup,
+            _PAIRWISE,
+            default_alpha=1.0,
+        ),
+        Method(
+            "manifold",
+            "manifold mixup: pairs mixed at a layer drawn from --layers",
+            _manifold,
+            (*_PAIRWISE, "layers"),
+            default_alpha=2.0,
+            default_layers=_model_layers,
+        ),
+        Method(
+            "multimix",
+            "MultiMix: n interpolations of m-tuples of the batch at the classifier's input",
+            _multimix,
+            (*_MULTIMIX_OPTIONS, "keep_clean"),
+            teacher=True,
+            global_scope=True,
+            alpha_by_tuple=True,
+        ),
+        Method(
+            "dense-multimix",
+            "Dense MultiMix: MultiMix per position of the spatial embedding",
+            _dense_multimix,
+            (*_MULTIMIX_OPTIONS, "attention"),
+            teacher=True,
+            global_scope=True,
+            unused_parameters=True,
+            alpha_by_tuple=True,
+        ),
+        Method(
+            "confmix",
+            "ConfMix: pairwise mixup with a per-example α from the model's confidence",
+            _confmix,
+            ("layers", "confmix_scale", "confmix_warmup"),
+            has_alpha=False,
+            warmup_key="confmix_warmup",
+            default_layers=lambda model: ["input"],
+        ),
+        Method(
+            "cutmix",
+            "CutMix: a box of the partner pasted (a segment for 1-D inputs)",
+            _cutmix,
+            _PAIRWISE,
+            default_alpha=1.0,
+        ),
+        Method(
+            "mixup-cutmix",
+            "timm's switch: CutMix with probability --switch-prob, else input mixup",
+            _mixup_cutmix,
+            (*_PAIRWISE, "cutmix_alpha", "switch_prob"),
+            default_alpha=1.0,
+        ),
+    )
+}
 
 
 def get_method(name: str) -> Method:
@@ -256,8 +360,19 @@ def build_mixer(
     ``wrapped``: what the mixer calls, when not ``model`` itself: ``model`` in
     ``DistributedDataParallel`` and/or compiled (it keeps the layer names; ``model`` says which they are).
     """
-    context = BuildContext(config, model, model if wrapped is None else wrapped, num_classes, generator, teacher)
+    context = BuildContext(
+        config, model, model if wrapped is None else wrapped, num_classes, generator, teacher
+    )
     return get_method(config.method).build(context)
 
 
-__all__ = ["Method", "Mixer", "BuildContext", "Builder", "METHODS", "get_method", "methods_with", "build_mixer"]
+__all__ = [
+    "Method",
+    "Mixer",
+    "BuildContext",
+    "Builder",
+    "METHODS",
+    "get_method",
+    "methods_with",
+    "build_mixer",
+]

@@ -33,36 +33,79 @@ class Recipe:
 RECIPE_KEYS = ("epochs", "batch_size", "optimizer", "lr", "weight_decay", "train_subset")
 
 #: Datasets with no recipe chosen on validation yet get the library's generic settings.
-GENERIC = Recipe(30, 100, "adam", 1e-3, 0.0, "no recipe chosen on validation yet: the generic settings")
+GENERIC = Recipe(
+    30, 100, "adam", 1e-3, 0.0, "no recipe chosen on validation yet: the generic settings"
+)
 
 #: Chosen by ``python benchmarks/recipes.py`` (grid lr {1e-3, 3e-3, 1e-2} × epochs {30, 100}, Adam,
 #: batch 100, ERM and manifold mixup, 2 seeds, validation accuracy): benchmarks/results/recipes.md.
 #: Validation accuracy (%) of ERM / manifold mixup at the chosen setting, mean of 2 seeds, in each reason.
 RECIPES: dict[str, Recipe] = {
-    "mnist1d": Recipe(100, 100, "adam", 1e-2, 0.0,
-                      "best pair mean, 94.4 / 99.1 (next: lr 3e-3, 92.5 / 95.5); at the grid's corner, as "
-                      "configs/demo.yaml, also tuned on validation"),
-    "mnist1d-shuffled": Recipe(100, 100, "adam", 1e-2, 0.0,
-                               "best pair mean, 59.1 / 59.0; at the grid's corner: this harder task may want "
-                               "longer training still"),
-    "digits": Recipe(100, 100, "adam", 3e-3, 0.0, "best pair mean, 97.2 / 98.6 (30 epochs: mixing lags ERM)"),
-    "toy": Recipe(30, 100, "adam", 1e-3, 0.0,
-                  "every cell within 1 point (81.0 pair mean at best): the shortest, lowest-lr of the ties"),
-    "spirals": Recipe(100, 100, "adam", 1e-3, 0.0,
-                      "best pair mean, 100 / 99 (30 epochs: manifold mixup 92)"),
+    "mnist1d": Recipe(
+        100,
+        100,
+        "adam",
+        1e-2,
+        0.0,
+        "best pair mean, 94.4 / 99.1 (next: lr 3e-3, 92.5 / 95.5); at the grid's corner, as "
+        "configs/demo.yaml, also tuned on validation",
+    ),
+    "mnist1d-shuffled": Recipe(
+        100,
+        100,
+        "adam",
+        1e-2,
+        0.0,
+        "best pair mean, 59.1 / 59.0; at the grid's corner: this harder task may want "
+        "longer training still",
+    ),
+    "digits": Recipe(
+        100, 100, "adam", 3e-3, 0.0, "best pair mean, 97.2 / 98.6 (30 epochs: mixing lags ERM)"
+    ),
+    "toy": Recipe(
+        30,
+        100,
+        "adam",
+        1e-3,
+        0.0,
+        "every cell within 1 point (81.0 pair mean at best): the shortest, lowest-lr of the ties",
+    ),
+    "spirals": Recipe(
+        100, 100, "adam", 1e-3, 0.0, "best pair mean, 100 / 99 (30 epochs: manifold mixup 92)"
+    ),
     # Real images, on a stratified subset so that a run on two CPU cores takes minutes (the full sets: pass
     # --train-subset all, and choose epochs for them). benchmarks/results/recipes_images.md: grid lr {1e-3, 3e-3,
     # 1e-2} × epochs {10, 20, 40}, the same protocol otherwise.
-    "fashion-mnist": Recipe(40, 100, "adam", 1e-2, 0.0,
-                            "best pair mean on 6000 training examples, 92.5 / 92.3 (20 epochs at best 90.7 / 89.7: "
-                            "manifold mixup trails ERM there); the grid's corner, so it may want more epochs still",
-                            train_subset=6000),
-    "mnist": Recipe(40, 100, "adam", 1e-2, 0.0,
-                    "Fashion-MNIST's recipe (same images, same model), not chosen on MNIST's own validation split: "
-                    "its files are not available offline where the recipes were chosen", train_subset=6000),
-    "kmnist": Recipe(40, 100, "adam", 1e-2, 0.0,
-                     "Fashion-MNIST's recipe (same images, same model), not chosen on KMNIST's own validation split: "
-                     "its files are not available offline where the recipes were chosen", train_subset=6000),
+    "fashion-mnist": Recipe(
+        40,
+        100,
+        "adam",
+        1e-2,
+        0.0,
+        "best pair mean on 6000 training examples, 92.5 / 92.3 (20 epochs at best 90.7 / 89.7: "
+        "manifold mixup trails ERM there); the grid's corner, so it may want more epochs still",
+        train_subset=6000,
+    ),
+    "mnist": Recipe(
+        40,
+        100,
+        "adam",
+        1e-2,
+        0.0,
+        "Fashion-MNIST's recipe (same images, same model), not chosen on MNIST's own validation split: "
+        "its files are not available offline where the recipes were chosen",
+        train_subset=6000,
+    ),
+    "kmnist": Recipe(
+        40,
+        100,
+        "adam",
+        1e-2,
+        0.0,
+        "Fashion-MNIST's recipe (same images, same model), not chosen on KMNIST's own validation split: "
+        "its files are not available offline where the recipes were chosen",
+        train_subset=6000,
+    ),
 }
 
 
@@ -73,11 +116,16 @@ def recipe_for(dataset: str) -> Recipe:
 
 def describe() -> str:
     """One line per dataset with a recipe, for ``--help`` and the README."""
-    lines = [f"{name}: {r.epochs} epochs, batch {r.batch_size}, {r.optimizer} lr {r.lr:g}, weight decay "
-             f"{r.weight_decay:g}" + ("" if r.train_subset is None else f", {r.train_subset} training examples")
-             for name, r in RECIPES.items()]
-    lines.append(f"other datasets: {GENERIC.epochs} epochs, batch {GENERIC.batch_size}, {GENERIC.optimizer} lr "
-                 f"{GENERIC.lr:g}, weight decay {GENERIC.weight_decay:g}")
+    lines = [
+        f"{name}: {r.epochs} epochs, batch {r.batch_size}, {r.optimizer} lr {r.lr:g}, weight decay "
+        f"{r.weight_decay:g}"
+        + ("" if r.train_subset is None else f", {r.train_subset} training examples")
+        for name, r in RECIPES.items()
+    ]
+    lines.append(
+        f"other datasets: {GENERIC.epochs} epochs, batch {GENERIC.batch_size}, {GENERIC.optimizer} lr "
+        f"{GENERIC.lr:g}, weight decay {GENERIC.weight_decay:g}"
+    )
     return "; ".join(lines)
 
 

@@ -16,7 +16,9 @@ from tqdm.auto import tqdm
 
 from multimix.train.config import ConfigError, TrainConfig
 
-log = logging.getLogger("multimix.train.trainer")  # the name users filter on, kept from when the loop logged
+log = logging.getLogger(
+    "multimix.train.trainer"
+)  # the name users filter on, kept from when the loop logged
 
 
 class Reporter(Protocol):
@@ -39,10 +41,12 @@ class NullReporter:
 
 def epoch_line(config: TrainConfig, record: dict[str, Any]) -> str:
     """One epoch in a line: dataset, method, seed, epoch, loss, validation (and test) accuracy, time."""
-    return (f"{config.dataset} {config.method} s{config.seed}: epoch {record['epoch']}/{config.epochs} · "
-            f"train loss {record['train_loss']:.3f} · val {100 * record['val_acc']:.1f}% · "
-            + (f"test {100 * record['test_acc']:.1f}% · " if record["test_acc"] is not None else "")
-            + f"{record['time_s']:.2f} s")
+    return (
+        f"{config.dataset} {config.method} s{config.seed}: epoch {record['epoch']}/{config.epochs} · "
+        f"train loss {record['train_loss']:.3f} · val {100 * record['val_acc']:.1f}% · "
+        + (f"test {100 * record['test_acc']:.1f}% · " if record["test_acc"] is not None else "")
+        + f"{record['time_s']:.2f} s"
+    )
 
 
 class ProgressReporter:
@@ -53,8 +57,14 @@ class ProgressReporter:
         self.config = config
         self.show_bar = show_bar
         self.log_every = max(1, config.epochs // 10)
-        self.bar = tqdm(total=config.epochs, initial=initial, desc=f"{config.method} s{config.seed}", unit="epoch",
-                        disable=not show_bar, leave=False)
+        self.bar = tqdm(
+            total=config.epochs,
+            initial=initial,
+            desc=f"{config.method} s{config.seed}",
+            unit="epoch",
+            disable=not show_bar,
+            leave=False,
+        )
 
     def epoch(self, record: dict[str, Any]) -> None:
         self.bar.update(1)
@@ -72,8 +82,10 @@ def tensorboard_writer(out: Path, *, purge_step: int | None = None) -> Any:
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        raise ConfigError("--tensorboard needs the tensorboard package: pip install tensorboard "
-                          "(or multimix[tensorboard])") from None
+        raise ConfigError(
+            "--tensorboard needs the tensorboard package: pip install tensorboard "
+            "(or multimix[tensorboard])"
+        ) from None
     return SummaryWriter(str(out / "tensorboard"), purge_step=purge_step)
 
 
@@ -109,7 +121,9 @@ class Reporters:
             reporter.close()
 
 
-def make_reporter(config: TrainConfig, out: Path, *, main: bool, progress: bool | None, initial: int) -> Reporter:
+def make_reporter(
+    config: TrainConfig, out: Path, *, main: bool, progress: bool | None, initial: int
+) -> Reporter:
     """What rank 0 shows: a bar (``progress``; None: only on a terminal) or log lines, and TensorBoard if
     asked; a :class:`NullReporter` on the other ranks. ``initial``: epochs already done (a resumed run)."""
     if not main:
@@ -121,5 +135,13 @@ def make_reporter(config: TrainConfig, out: Path, *, main: bool, progress: bool 
     return Reporters(*reporters)
 
 
-__all__ = ["Reporter", "NullReporter", "ProgressReporter", "TensorBoardReporter", "Reporters", "make_reporter",
-           "tensorboard_writer", "epoch_line"]
+__all__ = [
+    "Reporter",
+    "NullReporter",
+    "ProgressReporter",
+    "TensorBoardReporter",
+    "Reporters",
+    "make_reporter",
+    "tensorboard_writer",
+    "epoch_line",
+]

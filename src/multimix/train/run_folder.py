@@ -50,7 +50,9 @@ class RunFolder:
 
     # -- opening --------------------------------------------------------------------------
 
-    def open(self, config: TrainConfig, *, resume: bool, stack: contextlib.ExitStack) -> dict[str, Any] | None:
+    def open(
+        self, config: TrainConfig, *, resume: bool, stack: contextlib.ExitStack
+    ) -> dict[str, Any] | None:
         """Lock the folder for the lifetime of ``stack`` and read the checkpoint to continue from (None
         for a new run). Rank 0 does both; every rank learns the outcome, so an error there ends every
         process with the same message instead of leaving them waiting."""
@@ -76,33 +78,47 @@ class RunFolder:
         if not ckpt_path.exists():
             if not resume:
                 return None
-            started = (" (a run started there but stopped before its first epoch ended)"
-                       if (out / "config.yaml").exists() else "")
-            raise ConfigError(f"nothing to resume in {out}: it holds no checkpoint.pt{started}; "
-                              "to start a new run there, leave out --resume")
+            started = (
+                " (a run started there but stopped before its first epoch ended)"
+                if (out / "config.yaml").exists()
+                else ""
+            )
+            raise ConfigError(
+                f"nothing to resume in {out}: it holds no checkpoint.pt{started}; "
+                "to start a new run there, leave out --resume"
+            )
         if not resume:
-            raise ConfigError(f"{out} already holds a run (checkpoint.pt); pass --resume to continue it, "
-                              "or choose another --out")
+            raise ConfigError(
+                f"{out} already holds a run (checkpoint.pt); pass --resume to continue it, "
+                "or choose another --out"
+            )
         state = checkpoint.load(ckpt_path)
         saved = checkpoint.saved_config(state, ckpt_path)
         if config.epochs != saved.epochs:
-            why = ("its cosine learning-rate schedule spans all its epochs" if saved.scheduler == "cosine"
-                   else "the number of epochs is part of what defines a run")
+            why = (
+                "its cosine learning-rate schedule spans all its epochs"
+                if saved.scheduler == "cosine"
+                else "the number of epochs is part of what defines a run"
+            )
             raise ConfigError(
                 f"cannot resume {out} with epochs {config.epochs}: it was started for {saved.epochs} epochs, and "
                 f"{why}, so a run stretched to {config.epochs} would not be the run asked for. To train for "
-                f"{config.epochs} epochs, start a new run (same options, --epochs {config.epochs}, another --out)")
+                f"{config.epochs} epochs, start a new run (same options, --epochs {config.epochs}, another --out)"
+            )
         if diffs := config.differences(saved):
             raise CheckpointError(
                 f"{ckpt_path} belongs to a run with other settings (given vs saved): {'; '.join(diffs)}. "
                 "A run resumes with the settings it started with: give --resume and --out alone, "
-                "or start a new run in another --out")
+                "or start a new run in another --out"
+            )
         return state
 
     def mismatch(self, exc: BaseException) -> CheckpointError:
         """The error for a checkpoint whose contents do not fit the run built from its configuration."""
-        return CheckpointError(f"{self.checkpoint_path} does not match this run ({checkpoint.first_line(exc, 300)}); "
-                               "move it aside or delete it to start over")
+        return CheckpointError(
+            f"{self.checkpoint_path} does not match this run ({checkpoint.first_line(exc, 300)}); "
+            "move it aside or delete it to start over"
+        )
 
     # -- writing ----------------------------------------------------------------------------
 
@@ -110,7 +126,9 @@ class RunFolder:
         """``config.yaml``: the run's configuration, as the values it uses."""
         if self.writes:
             self.path.mkdir(parents=True, exist_ok=True)
-            checkpoint.write_text(self.path / "config.yaml", yaml.safe_dump(values, sort_keys=False))
+            checkpoint.write_text(
+                self.path / "config.yaml", yaml.safe_dump(values, sort_keys=False)
+            )
 
     def save_epoch(self, state: dict[str, Any], *, improved: bool) -> None:
         """After an epoch: ``best.pt`` if the epoch is the best on validation so far, then the checkpoint
@@ -118,16 +136,24 @@ class RunFolder:
         if not self.writes:
             return
         if improved:
-            checkpoint.save(self.path / "best.pt", {"config": state["config"], "model": state["model"],
-                                                    "epoch": len(state["history"])})
+            checkpoint.save(
+                self.path / "best.pt",
+                {
+                    "config": state["config"],
+                    "model": state["model"],
+                    "epoch": len(state["history"]),
+                },
+            )
         checkpoint.save(self.checkpoint_path, state)
         self.write_metrics(state["history"])
 
     def write_metrics(self, history: list[dict[str, Any]]) -> None:
         """``metrics.jsonl``: one line per epoch of ``history``."""
         if self.writes:
-            checkpoint.write_text(self.path / "metrics.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n"
-                                                                       for r in history))
+            checkpoint.write_text(
+                self.path / "metrics.jsonl",
+                "".join(json.dumps(r, sort_keys=True) + "\n" for r in history),
+            )
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         """``summary.json``: the run's final figures; written last, it marks the run finished."""

@@ -57,10 +57,14 @@ class RunLock:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
         except OSError as exc:
-            raise ConfigError(f"invalid value for {self.argument}: cannot write into {self.folder} ({exc.strerror})") from None
+            raise ConfigError(
+                f"invalid value for {self.argument}: cannot write into {self.folder} ({exc.strerror})"
+            ) from None
         try:
             if not _HAVE_FLOCK:
-                log.warning("this platform has no flock: %s is not protected from a second run", self.folder)
+                log.warning(
+                    "this platform has no flock: %s is not protected from a second run", self.folder
+                )
             else:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -72,16 +76,25 @@ class RunLock:
         os.ftruncate(fd, 0)
         os.write(fd, _whoami().encode())
         self._fd = fd
-        for tmp in self.folder.glob(".*.tmp"):  # left by a writer killed mid-write; we are the only writer now
+        for tmp in self.folder.glob(
+            ".*.tmp"
+        ):  # left by a writer killed mid-write; we are the only writer now
             tmp.unlink(missing_ok=True)
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         if self._fd is None:
             return
-        if exc_type is not None and self._created and [p.name for p in self.folder.iterdir()] == [LOCK_NAME]:
+        if (
+            exc_type is not None
+            and self._created
+            and [p.name for p in self.folder.iterdir()] == [LOCK_NAME]
+        ):
             (self.folder / LOCK_NAME).unlink(missing_ok=True)  # nothing of this run to keep
             self.folder.rmdir()
         os.close(self._fd)  # closing releases the lock
@@ -107,13 +120,17 @@ def _make_folder(folder: Path, argument: str) -> bool:
             problem = "a part of that path is a file"
         except OSError as exc:
             problem = exc.strerror or type(exc).__name__
-    raise ConfigError(f"invalid value for {argument}: {str(folder)!r} cannot be used as a run folder ({problem})")
+    raise ConfigError(
+        f"invalid value for {argument}: {str(folder)!r} cannot be used as a run folder ({problem})"
+    )
 
 
 def _whoami() -> str:
     started = time.strftime("%Y-%m-%d %H:%M:%S")
     program = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
-    program = "multimix" if program in ("cli.py", "__main__.py") else program  # python -m multimix.cli
+    program = (
+        "multimix" if program in ("cli.py", "__main__.py") else program
+    )  # python -m multimix.cli
     command = shlex.join([program, *sys.argv[1:]])
     return f"process {os.getpid()} on {socket.gethostname()} (started {started}: {command})"
 

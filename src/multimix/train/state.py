@@ -65,9 +65,18 @@ class RunState:
         world: this process's place in the process group.
     """
 
-    def __init__(self, *, config: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
-                 scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler,
-                 teacher: EMATeacher | None, generators: Generators, world: distributed.Dist) -> None:
+    def __init__(
+        self,
+        *,
+        config: TrainConfig,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+        scaler: torch.amp.GradScaler,
+        teacher: EMATeacher | None,
+        generators: Generators,
+        world: distributed.Dist,
+    ) -> None:
         self.config = config
         self.model = model
         self.optimizer = optimizer
@@ -88,7 +97,9 @@ class RunState:
         every process calls it; the run folder writes rank 0's."""
         gens = self.generators
         mix = distributed.all_gather_objects(gens.mix.get_state(), self.world)
-        host = distributed.all_gather_objects(None if gens.mix_host is None else gens.mix_host.get_state(), self.world)
+        host = distributed.all_gather_objects(
+            None if gens.mix_host is None else gens.mix_host.get_state(), self.world
+        )
         return {
             "config": self.config.to_dict(),
             "world_size": self.world.world_size,
@@ -116,9 +127,11 @@ class RunState:
         """
         state = upgrade(state)
         if state["world_size"] != self.world.world_size:
-            raise ConfigError(f"it was trained with {state['world_size']} process(es), and each process's mixing "
-                              f"draws are part of its state; resume it with the command that started it "
-                              f"({state['world_size']} process(es))")
+            raise ConfigError(
+                f"it was trained with {state['world_size']} process(es), and each process's mixing "
+                f"draws are part of its state; resume it with the command that started it "
+                f"({state['world_size']} process(es))"
+            )
         lr_form = self.optimizer.param_groups[0]["lr"]
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -154,8 +167,13 @@ def upgrade(state: dict[str, Any]) -> dict[str, Any]:
     rng["mix"] = rng.pop("mix_ranks", [rng["mix"]])
     rng["mix_host"] = rng.pop("mix_host_ranks", None)
     rng.setdefault("augment", None)
-    return {**state, "rng": rng, "world_size": state.get("world_size", 1), "scaler": state.get("scaler", {}),
-            "version": STATE_VERSION}
+    return {
+        **state,
+        "rng": rng,
+        "world_size": state.get("world_size", 1),
+        "scaler": state.get("scaler", {}),
+        "version": STATE_VERSION,
+    }
 
 
 def _hold_lr_as(optimizer: torch.optim.Optimizer, like: float | Tensor) -> None:
@@ -165,7 +183,9 @@ def _hold_lr_as(optimizer: torch.optim.Optimizer, like: float | Tensor) -> None:
         for key in ("lr", "initial_lr"):
             if key in group:
                 value = float(group[key])
-                group[key] = torch.tensor(value, device=like.device) if isinstance(like, Tensor) else value
+                group[key] = (
+                    torch.tensor(value, device=like.device) if isinstance(like, Tensor) else value
+                )
 
 
 __all__ = ["RunState", "Generators", "STATE_VERSION", "upgrade"]

@@ -27,8 +27,9 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
     return n // batch_size if n >= batch_size else 1
 
 
-def epoch_batches(n: int, batch_size: int, generator: torch.Generator,
-                  device: torch.device | None = None) -> Iterator[Tensor]:
+def epoch_batches(
+    n: int, batch_size: int, generator: torch.Generator, device: torch.device | None = None
+) -> Iterator[Tensor]:
     """The global batches of one epoch: index tensors into the training set, in a seeded random order.
 
     The last partial batch is dropped when there is at least one full batch (mixup and batch norm
@@ -38,20 +39,26 @@ def epoch_batches(n: int, batch_size: int, generator: torch.Generator,
     """
     perm = torch.randperm(n, generator=generator)
     if device is not None and device.type == "cuda":
-        perm = perm.pin_memory().to(device, non_blocking=True)  # pinned: the copy does not wait for the GPU
+        perm = perm.pin_memory().to(
+            device, non_blocking=True
+        )  # pinned: the copy does not wait for the GPU
     if n < batch_size:
         torch.randperm(n, generator=generator)
         yield perm
         return
     yield from perm[: n - n % batch_size].split(batch_size)
-    torch.randperm(n, generator=generator)  # RandomSampler's trailing draw (its num_samples % n tail)
+    torch.randperm(
+        n, generator=generator
+    )  # RandomSampler's trailing draw (its num_samples % n tail)
 
 
 def autocast(device: torch.device, amp: str, *, cache: bool = True) -> torch.autocast:
     """Autocast to ``amp`` ("bf16", "fp16") on ``device``; disabled for "none". ``cache=False``
     under CUDA graphs: autocast's cache of cast weights would outlive the capture."""
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
-    return torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype is not None, cache_enabled=cache)
+    return torch.autocast(
+        device_type=device.type, dtype=dtype, enabled=dtype is not None, cache_enabled=cache
+    )
 
 
 def to_layout(x: Tensor, channels_last: bool) -> Tensor:
@@ -68,7 +75,9 @@ def global_mean_loss(logits: Tensor, targets: Tensor, world_size: int) -> Tensor
     """
     if world_size == 1:
         return soft_cross_entropy(logits, targets)
-    rows = distributed.all_reduce_sum(torch.full((), float(logits.shape[0]), device=logits.device))  # no copy
+    rows = distributed.all_reduce_sum(
+        torch.full((), float(logits.shape[0]), device=logits.device)
+    )  # no copy
     return soft_cross_entropy(logits, targets, reduction="sum") * (world_size / rows)
 
 
@@ -83,8 +92,13 @@ class TrainData:
     augment: Callable[..., Tensor] | None = None
 
     @classmethod
-    def on(cls, splits_train: torch.utils.data.TensorDataset, num_classes: int, augment: str | None,
-           device: torch.device) -> TrainData:
+    def on(
+        cls,
+        splits_train: torch.utils.data.TensorDataset,
+        num_classes: int,
+        augment: str | None,
+        device: torch.device,
+    ) -> TrainData:
         x, y = (t.to(device) for t in splits_train.tensors)
         return cls(x, y, num_classes, AUGMENTATIONS[augment] if augment else None)
 
@@ -101,14 +115,26 @@ class TrainStep:
         device: the training device.
     """
 
-    def __init__(self, state: RunState, *, net: nn.Module, data: TrainData, config: TrainConfig,
-                 device: torch.device) -> None:
+    def __init__(
+        self,
+        state: RunState,
+        *,
+        net: nn.Module,
+        data: TrainData,
+        config: TrainConfig,
+        device: torch.device,
+    ) -> None:
         self.state, self.net, self.data, self.config, self.device = state, net, data, config, device
         self.world_size = state.world.world_size
-        self._mixer: Mixer | None = None  # the mixer of the step under way (read inside a capture too)
+        self._mixer: Mixer | None = (
+            None  # the mixer of the step under way (read inside a capture too)
+        )
         gens = state.generators
-        self._graphed = (GraphedStep(self._step, generators=[gens.mix, gens.augment], device=device)
-                         if config.cuda_graph else None)
+        self._graphed = (
+            GraphedStep(self._step, generators=[gens.mix, gens.augment], device=device)
+            if config.cuda_graph
+            else None
+        )
 
     def __call__(self, batch: Tensor, mixer: Mixer | None) -> Tensor:
         self._mixer = mixer
@@ -123,7 +149,9 @@ class TrainStep:
     def _step(self, batch: Tensor) -> Tensor:
         config, data, state, mixer = self.config, self.data, self.state, self._mixer
         x, y = data.x[batch], data.y[batch]
-        if data.augment is not None:  # drawn for the global batch, so the draws do not depend on the ranks
+        if (
+            data.augment is not None
+        ):  # drawn for the global batch, so the draws do not depend on the ranks
             x = data.augment(x, generator=state.generators.augment)
         mine = distributed.share(len(batch), state.world.rank, self.world_size)
         x, y = to_layout(x[mine], config.channels_last), y[mine]
@@ -141,15 +169,37 @@ class TrainStep:
         return loss.detach()
 
 
-def train_epoch(step: TrainStep, mixer: Mixer | None, data: TrainData, *, batch_size: int,
-                generator: torch.Generator, device: torch.device, world_size: int) -> float:
+def train_epoch(
+    step: TrainStep,
+    mixer: Mixer | None,
+    data: TrainData,
+    *,
+    batch_size: int,
+    generator: torch.Generator,
+    device: torch.device,
+    world_size: int,
+) -> float:
     """One epoch of steps; the mean loss over its steps and the processes (one host sync, at the end)."""
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)  # on the device: no sync per step
+    loss_sum = torch.zeros(
+        (), dtype=torch.float64, device=device
+    )  # on the device: no sync per step
     for batch in epoch_batches(len(data.y), batch_size, generator, device):
         loss_sum += step(batch, mixer)
     # Each rank's loss is weighted so that the ranks' losses average to the global batch's mean.
-    return distributed.all_reduce_sum(loss_sum).item() / world_size / steps_per_epoch(len(data.y), batch_size)
+    return (
+        distributed.all_reduce_sum(loss_sum).item()
+        / world_size
+        / steps_per_epoch(len(data.y), batch_size)
+    )
 
 
-__all__ = ["steps_per_epoch", "epoch_batches", "autocast", "to_layout", "global_mean_loss", "TrainData",
-           "TrainStep", "train_epoch"]
+__all__ = [
+    "steps_per_epoch",
+    "epoch_batches",
+    "autocast",
+    "to_layout",
+    "global_mean_loss",
+    "TrainData",
+    "TrainStep",
+    "train_epoch",
+]

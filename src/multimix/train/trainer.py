@@ -42,7 +42,9 @@ from multimix.train.step import TrainData, TrainStep, epoch_batches, steps_per_e
 log = logging.getLogger(__name__)
 
 
-def train(config: TrainConfig, out: str | Path, *, resume: bool = False, progress: bool | None = None) -> dict[str, Any]:
+def train(
+    config: TrainConfig, out: str | Path, *, resume: bool = False, progress: bool | None = None
+) -> dict[str, Any]:
     """Train as ``config`` says, writing into ``out``; returns the summary (also in summary.json).
 
     Args:
@@ -67,35 +69,62 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, progres
         return _train(config, folder, saved, progress=progress)
 
 
-def _train(config: TrainConfig, folder: RunFolder, saved: dict[str, Any] | None, *,
-           progress: bool | None) -> dict[str, Any]:
+def _train(
+    config: TrainConfig, folder: RunFolder, saved: dict[str, Any] | None, *, progress: bool | None
+) -> dict[str, Any]:
     world = folder.world
     if config.threads:
         torch.set_num_threads(config.threads)
     device = distributed.rank_device(config.device, world)
     splits = load_splits(config)
     data = TrainData.on(splits.train, splits.num_classes, splits.augment, device)
-    run = build_run(config, splits, world, device, steps_per_epoch=steps_per_epoch(len(data.y), config.batch_size))
+    run = build_run(
+        config,
+        splits,
+        world,
+        device,
+        steps_per_epoch=steps_per_epoch(len(data.y), config.batch_size),
+    )
     state = run.state
     _restore(run, saved, folder)
     folder.write_config(_config_record(config, run, splits, world))
 
     step = TrainStep(state, net=run.nets.train, data=data, config=config, device=device)
-    evaluator = Evaluator(net=run.nets.eval, model=run.nets.model, splits=splits, config=config, device=device)
-    reporter = make_reporter(config, folder.path, main=world.is_main, progress=progress, initial=state.epoch)
+    evaluator = Evaluator(
+        net=run.nets.eval, model=run.nets.model, splits=splits, config=config, device=device
+    )
+    reporter = make_reporter(
+        config, folder.path, main=world.is_main, progress=progress, initial=state.epoch
+    )
     for epoch in range(state.epoch + 1, config.epochs + 1):
         run.nets.train.train()
         mixer = run.mixer_at(epoch)  # its α from the schedule; None during an ERM warm-up
         start = time.perf_counter()
-        train_loss = train_epoch(step, mixer, data, batch_size=config.batch_size, generator=state.generators.data,
-                                 device=device, world_size=world.world_size)
+        train_loss = train_epoch(
+            step,
+            mixer,
+            data,
+            batch_size=config.batch_size,
+            generator=state.generators.data,
+            device=device,
+            world_size=world.world_size,
+        )
         train_time = time.perf_counter() - start
         figures = evaluator.after_epoch(epoch, state.history)
-        state.history.append({"epoch": epoch, "train_loss": train_loss, **figures,
-                              "lr": float(state.optimizer.param_groups[0]["lr"]),
-                              "alpha": getattr(mixer, "alpha", None), "time_s": train_time})
+        state.history.append(
+            {
+                "epoch": epoch,
+                "train_loss": train_loss,
+                **figures,
+                "lr": float(state.optimizer.param_groups[0]["lr"]),
+                "alpha": getattr(mixer, "alpha", None),
+                "time_s": train_time,
+            }
+        )
         improved = select_best(state.history) is state.history[-1]
-        folder.save_epoch(state.state_dict(), improved=improved)  # a collective: every rank takes part
+        folder.save_epoch(
+            state.state_dict(), improved=improved
+        )  # a collective: every rank takes part
         # No rank starts the next epoch before rank 0 has saved this one: a kill then loses no more
         # than the epoch under way, on every rank alike.
         distributed.barrier(world)
@@ -109,8 +138,14 @@ def _train(config: TrainConfig, folder: RunFolder, saved: dict[str, Any] | None,
         folder.write_metrics(state.history)
     summary = _summary(config, world, state.history, best)
     folder.write_summary(summary)
-    log.debug("%s %s s%d: test accuracy %.2f%% at epoch %d (best validation accuracy)", config.dataset,
-              config.method, config.seed, 100 * best["test_acc"], best["epoch"])
+    log.debug(
+        "%s %s s%d: test accuracy %.2f%% at epoch %d (best validation accuracy)",
+        config.dataset,
+        config.method,
+        config.seed,
+        100 * best["test_acc"],
+        best["epoch"],
+    )
     return summary
 
 
@@ -118,33 +153,58 @@ def _restore(run: Run, saved: dict[str, Any] | None, folder: RunFolder) -> None:
     """Continue from the checkpoint ``saved`` (None: a new run), and say which it is."""
     config, world = run.state.config, folder.world
     if saved is None:
-        log.info("%s %s s%d: training %s for %d epochs into %s%s", config.dataset, config.method, config.seed,
-                 config.model_name, config.epochs, folder.path,
-                 f" with {world.world_size} processes" if world.world_size > 1 else "")
+        log.info(
+            "%s %s s%d: training %s for %d epochs into %s%s",
+            config.dataset,
+            config.method,
+            config.seed,
+            config.model_name,
+            config.epochs,
+            folder.path,
+            f" with {world.world_size} processes" if world.world_size > 1 else "",
+        )
         return
     try:
         run.state.load_state_dict(saved)
     except ConfigError as exc:  # another number of processes: the user's command to fix
-        raise ConfigError(f"cannot resume {folder.path} with {world.world_size} process(es): {exc}") from None
+        raise ConfigError(
+            f"cannot resume {folder.path} with {world.world_size} process(es): {exc}"
+        ) from None
     except (KeyError, RuntimeError, ValueError) as exc:  # the file's contents do not fit this run
         raise folder.mismatch(exc) from None
-    log.info("%s %s s%d: resuming %s after epoch %d of %d", config.dataset, config.method, config.seed, folder.path,
-             run.state.epoch, config.epochs)
+    log.info(
+        "%s %s s%d: resuming %s after epoch %d of %d",
+        config.dataset,
+        config.method,
+        config.seed,
+        folder.path,
+        run.state.epoch,
+        config.epochs,
+    )
 
 
-def _config_record(config: TrainConfig, run: Run, splits: Splits, world: distributed.Dist) -> dict[str, Any]:
+def _config_record(
+    config: TrainConfig, run: Run, splits: Splits, world: distributed.Dist
+) -> dict[str, Any]:
     """``config.yaml``'s contents: the configuration with the values the run uses where a default was
     resolved (the model's name, α, the layers mixed at)."""
     rows = min(config.batch_size, len(splits.train))  # one draw's rows: the batch, ...
     if config.mix_scope == "local":  # ... or rank 0's share of it
         mine = distributed.share(rows, 0, world.world_size)
         rows = mine.stop - mine.start
-    return {**config.to_dict(), "model": config.model_name,
-            **run.method.values_used(config, run.nets.model, rows=rows)}
+    return {
+        **config.to_dict(),
+        "model": config.model_name,
+        **run.method.values_used(config, run.nets.model, rows=rows),
+    }
 
 
-def _summary(config: TrainConfig, world: distributed.Dist, history: list[dict[str, Any]],
-             best: dict[str, Any]) -> dict[str, Any]:
+def _summary(
+    config: TrainConfig,
+    world: distributed.Dist,
+    history: list[dict[str, Any]],
+    best: dict[str, Any],
+) -> dict[str, Any]:
     keys = ("epoch", "val_acc", "test_acc", "val_loss", "test_loss")
     return {
         "dataset": config.dataset,
@@ -159,5 +219,14 @@ def _summary(config: TrainConfig, world: distributed.Dist, history: list[dict[st
     }
 
 
-__all__ = ["train", "evaluate", "select_best", "build_mixer", "load_splits", "model_from_checkpoint",
-           "epoch_batches", "steps_per_epoch", "tensorboard_writer"]
+__all__ = [
+    "train",
+    "evaluate",
+    "select_best",
+    "build_mixer",
+    "load_splits",
+    "model_from_checkpoint",
+    "epoch_batches",
+    "steps_per_epoch",
+    "tensorboard_writer",
+]

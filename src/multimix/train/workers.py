@@ -121,7 +121,9 @@ def _worker(
         channel.send(result)
     except Exception as exc:  # the result or the exception does not pickle: send what can be said
         text = result[2] if result[0] == "error" else traceback.format_exc()
-        channel.send(("error", RuntimeError(f"the worker could not send its result back ({exc})"), text))
+        channel.send(
+            ("error", RuntimeError(f"the worker could not send its result back ({exc})"), text)
+        )
 
 
 def run_tasks(
@@ -138,10 +140,14 @@ def run_tasks(
     The first task to raise stops the others; its exception is re-raised here, with the worker's
     traceback as its cause.
     """
-    ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch or thread state
+    ctx = multiprocessing.get_context(
+        "spawn"
+    )  # a fresh interpreter: no forked torch or thread state
     level = logging.getLogger().getEffectiveLevel()
     results: dict[int, Any] = {}
-    running: dict[int, tuple[BaseProcess, Connection[Any, Any]]] = {}  # task index -> (process, connection)
+    running: dict[
+        int, tuple[BaseProcess, Connection[Any, Any]]
+    ] = {}  # task index -> (process, connection)
     pending = list(range(len(tasks)))
     try:
         while pending or running:
@@ -164,8 +170,10 @@ def run_tasks(
                     message = conn.recv()
                 except EOFError:
                     process.join()
-                    raise WorkerDied(f"task {i}: its worker process ended with exit code {process.exitcode} "
-                                     "without a result (killed, or out of memory?)") from None
+                    raise WorkerDied(
+                        f"task {i}: its worker process ended with exit code {process.exitcode} "
+                        "without a result (killed, or out of memory?)"
+                    ) from None
                 if message[0] == "log":
                     record = message[1]
                     logging.getLogger(record.name).handle(record)
