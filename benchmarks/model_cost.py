@@ -29,13 +29,16 @@ CASES = [  # (label, registry name, keyword arguments, input shape)
     ("vit (d=64, depth 4)", "vit", {}, (1, 28, 28)),
     ("preactresnet18", "preactresnet18", {}, (1, 28, 28)),
 ]
-STEPS_PER_EPOCH = 540  # 54 000 images / batch 100
+FASHION_TRAIN = 54_000  # Fashion-MNIST training images after the validation split
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--batch", type=int, default=100, help="training batch size of the timed steps"
+    )
     parser.add_argument(
         "--out", type=Path, default=Path(__file__).resolve().parent / "results" / "model_cost.md"
     )
@@ -54,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
             model.eval()(torch.zeros(1, *shape))
         model.train()
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-        x, y = torch.rand(100, *shape), one_hot(torch.randint(10, (100,)), 10)
+        x, y = torch.rand(args.batch, *shape), one_hot(torch.randint(10, (args.batch,)), 10)
 
         def step(model=model, opt=opt, x=x, y=y):
             loss = soft_cross_entropy(model(x), y)
@@ -65,18 +68,20 @@ def main(argv: list[str] | None = None) -> None:
         steps[label] = step
         rows.append((label, sum(p.numel() for p in model.parameters()), counter.get_total_flops()))
     seconds = interleaved(steps, device, args.rounds)
+    steps_per_epoch = FASHION_TRAIN // args.batch
     lines = [
-        f"# Reference models on 28×28 inputs (CPU, {args.threads} threads, batch 100, Adam)",
+        f"# Reference models on 28×28 inputs (CPU, {args.threads} threads, batch {args.batch}, Adam)",
         "",
-        f"`python benchmarks/model_cost.py --rounds {args.rounds} --threads {args.threads}`",
+        f"`python benchmarks/model_cost.py --rounds {args.rounds} --threads {args.threads} --batch {args.batch}`",
         "",
-        "| model | parameters | forward MFLOPs / image | s / step | s / Fashion-MNIST epoch (540 steps) |",
+        "| model | parameters | forward MFLOPs / image | s / step "
+        f"| s / Fashion-MNIST epoch ({steps_per_epoch} steps) |",
         "|---|---|---|---|---|",
     ]
     for label, params, flops in rows:
         s = seconds[label]
         lines.append(
-            f"| {label} | {params:,} | {flops / 1e6:.1f} | {s:.3f} | {s * STEPS_PER_EPOCH:.0f} |"
+            f"| {label} | {params:,} | {flops / 1e6:.1f} | {s:.3f} | {s * steps_per_epoch:.0f} |"
         )
     text = "\n".join(lines) + "\n"
     print(text)

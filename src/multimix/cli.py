@@ -562,7 +562,9 @@ def main(argv: list[str] | None = None) -> int:
     # Freed now, while the interpreter is whole: freed during its finalisation, the group's gloo
     # threads can abort the process ("terminate called without an active exception"). Said first:
     # freeing a group whose collective was cut short can wait for it until torchrun kills the rank.
-    gc.collect()
+    # One process holds no group, and a full collection there only delays the error line.
+    if _torchrun_world() > 1:
+        gc.collect()
     parser.exit(code)
 
 
