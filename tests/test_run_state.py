@@ -8,6 +8,7 @@ import copy
 import pytest
 import torch
 
+from conftest import tiny_config
 from multimix.train import checkpoint
 from multimix.train.components import build_run, load_splits
 from multimix.train.config import ConfigError, TrainConfig
@@ -18,19 +19,9 @@ from multimix.train.step import TrainData, TrainStep, steps_per_epoch, train_epo
 CPU = torch.device("cpu")
 
 
-def _config(**overrides) -> TrainConfig:
-    values = dict(
-        dataset="toy",
-        method="multimix",
-        epochs=3,
-        batch_size=50,
-        mix_rows=64,
-        threads=1,
-        teacher_momentum=0.9,
-        train_size=300,
-        **overrides,
-    )
-    return TrainConfig.from_dict(values)
+def _config() -> TrainConfig:
+    """A MultiMix run with a teacher: every part of the state (generators, teacher) is exercised."""
+    return tiny_config(method="multimix", epochs=3, mix_rows=64, teacher_momentum=0.9)
 
 
 def _built(config: TrainConfig):
