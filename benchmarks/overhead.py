@@ -130,9 +130,8 @@ def make_step(
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     model.train()
     net = model
-    if (
-        compile_model
-    ):  # the trainer's --compile: hooks placed first, then the mixer calls the compiled module
+    # The trainer's --compile: hooks placed first, then the mixer calls the compiled module
+    if compile_model:
         # Several models of one class are compiled here, some with the mixers' hooks and some without:
         # dynamo must guard on hooks, or it reuses a graph traced without them (no mixing).
         torch._dynamo.config.skip_nnmodule_hook_guards = False

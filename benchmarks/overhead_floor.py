@@ -60,9 +60,8 @@ def make_step(method: str, n: int = 1000, seed: int = 0):
             logits, targets = mixer(x, y)
         else:
             logits, targets = model(x), MF.one_hot(y, K)
-            if (
-                method != "ERM"
-            ):  # (K, b·spread) class-major storage seen as (b·spread, K) rows, as Dense's
+            # (K, b·spread) class-major storage seen as (b·spread, K) rows, as Dense's
+            if method != "ERM":
                 logits = logits.t()[:, :, None].expand(K, B, spread).reshape(K, -1).t()
                 targets = targets.t()[:, :, None].expand(K, B, spread).reshape(K, -1).t()
         loss = soft_cross_entropy(logits, targets)

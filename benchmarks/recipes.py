@@ -153,9 +153,8 @@ def main() -> None:
             f"time without evaluation: {run_time}.",
             "",
         ]
-        write_text(
-            args.out, "\n".join(lines) + "\n"
-        )  # after every dataset: a partial table survives
+        # After every dataset: a partial table survives
+        write_text(args.out, "\n".join(lines) + "\n")
         print("\n".join(lines[-len(cells) - 6 :]), flush=True)
 
 

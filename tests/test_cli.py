@@ -220,9 +220,8 @@ def test_outputs_get_the_permissions_of_a_plain_write(tmp_path):
     target = tmp_path / "shared.txt"
     target.write_text("old")
     target.chmod(0o664)
-    checkpoint.write_text(
-        target, "new"
-    )  # replacing a file keeps its mode, as writing into it would
+    # Replacing a file keeps its mode, as writing into it would
+    checkpoint.write_text(target, "new")
     assert stat.S_IMODE(target.stat().st_mode) == 0o664 and target.read_text() == "new"
 
 
@@ -252,9 +251,8 @@ def test_damaged_checkpoints(tmp_path, damage):
         else "written by another version of multimix"
     )
     assert expected in line and "move it aside" in line
-    assert (
-        "option_of_a_later_version" not in line or "unknown saved key" in line
-    )  # the file is blamed, not a flag
+    # The file is blamed, not a flag
+    assert "option_of_a_later_version" not in line or "unknown saved key" in line
     # compare keeps the README's promise: a run it cannot continue is moved aside and trained again.
     again = cli(*argv)
     assert again.returncode == 0, again.stderr
@@ -498,9 +496,8 @@ def test_help_shows_each_default_once():
         assert (action.help or "").count("default") <= 1, action.help
     text = sub.format_help()
     assert "(default: 0)" in text and "==SUPPRESS==" not in text  # --seed
-    assert (
-        "(default: the dataset's recipe)" in text and "other datasets:" in text
-    )  # the recipes, listed
+    # The recipes, listed
+    assert "(default: the dataset's recipe)" in text and "other datasets:" in text
 
 
 def test_accuracy_axis_never_magnifies_noise():

@@ -74,9 +74,8 @@ def test_mixers_under_autocast_keep_float32_targets_and_mix(method, amp):
         logits, targets = mixer(x, y)
     assert logits.device.type == targets.device.type == "cuda"
     assert targets.dtype == torch.float32 and logits.dtype == amp
-    rows = {"multimix": 1000, "dense-multimix": 1000 * 64}.get(
-        method, 64
-    )  # dense: 8×8 positions each
+    # Dense: 8×8 positions each
+    rows = {"multimix": 1000, "dense-multimix": 1000 * 64}.get(method, 64)
     assert logits.shape[0] == targets.shape[0] == rows
     assert torch.allclose(targets.sum(1), torch.ones(rows, device=DEV), atol=1e-5)
     soft_cross_entropy(logits.float(), targets).backward()
@@ -94,9 +93,8 @@ def test_mixers_work_with_channels_last(method):
     logits, targets = mixer(x, y)
     logits2, targets2 = eager_mixer(x2, y2)
     assert torch.equal(targets, targets2)  # same draws whatever the memory layout
-    assert torch.allclose(
-        logits, logits2, atol=5e-3, rtol=5e-3
-    )  # TF32 convolutions: ~1e-3 relative
+    # TF32 convolutions: ~1e-3 relative
+    assert torch.allclose(logits, logits2, atol=5e-3, rtol=5e-3)
 
 
 @pytest.mark.parametrize("method", ["mixup", "multimix", "dense-multimix"])
@@ -116,9 +114,8 @@ def test_compiled_model_mixes_as_the_eager_one(method):
         logits_c, targets_c = compiled_mixer(x, y)
     assert torch.equal(targets, targets_c)
     assert logits_c.shape == logits.shape
-    assert torch.allclose(
-        logits, logits_c, atol=5e-3, rtol=5e-3
-    )  # TF32 and fused kernels: ~1e-3 relative
+    # TF32 and fused kernels: ~1e-3 relative
+    assert torch.allclose(logits, logits_c, atol=5e-3, rtol=5e-3)
 
 
 def test_mixing_draws_are_deterministic_on_cuda():
@@ -180,12 +177,10 @@ def test_training_with_amp_channels_last_and_compile(tmp_path, amp):
     )
     assert summary["best"]["val_acc"] > 0.3  # it learned (chance: 0.1)
     state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
-    assert all(
-        t.device.type == "cuda" for t in state["model"].values()
-    )  # loadable with map_location too
-    assert ("scale" in state["scaler"]) == (
-        amp == "fp16"
-    )  # the fp16 gradient scaler's state is resumable
+    # Loadable with map_location too
+    assert all(t.device.type == "cuda" for t in state["model"].values())
+    # The fp16 gradient scaler's state is resumable
+    assert ("scale" in state["scaler"]) == (amp == "fp16")
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["processes"] == 1
 
 

@@ -49,10 +49,11 @@ def test_offline_dataset_shapes_determinism_and_disjoint_splits(name):
     n_train, n_val = len(a.train), len(a.val)
     assert abs(n_val / (n_train + n_val) - 0.1) < 0.01
     assert rows(a.train).isdisjoint(rows(a.val))
+    # Continuous samples
     assert rows(a.train).isdisjoint(rows(a.test)) or name in (
         "toy",
         "spirals",
-    )  # continuous samples
+    )
     # Stratified: class proportions of val follow train's.
     p_train = torch.bincount(a.train.tensors[1], minlength=a.num_classes) / n_train
     p_val = torch.bincount(a.val.tensors[1], minlength=a.num_classes) / n_val
@@ -241,9 +242,8 @@ def test_named_augmentations():
         assert out.shape == x.shape
         nonzero = out[out > 0]
         diffs = out[:, :, :, 1:] - out[:, :, :, :-1]
-        assert bool(
-            ((diffs == 1) | (out[:, :, :, 1:] == 0) | (out[:, :, :, :-1] == 0)).all()
-        )  # never reversed
+        # Never reversed
+        assert bool(((diffs == 1) | (out[:, :, :, 1:] == 0) | (out[:, :, :, :-1] == 0)).all())
         assert set(nonzero.tolist()) <= set(x.flatten().tolist())
     flips = [AUGMENTATIONS["pad-crop-flip"](x, generator=g) for _ in range(20)]
     assert any(bool(((f[:, :, :, 1:] - f[:, :, :, :-1]) == -1).any()) for f in flips)
@@ -258,9 +258,8 @@ def test_a_training_subset_is_stratified_seeded_and_leaves_the_test_set_whole():
     )
     counts = torch.bincount(torch.cat([part.train.tensors[1], part.val.tensors[1]]), minlength=10)
     whole = torch.bincount(torch.cat([full.train.tensors[1], full.val.tensors[1]]), minlength=10)
-    assert (
-        (counts - 400 * whole / whole.sum()).abs() <= 1
-    ).all()  # stratified: the full set's class shares
+    # Stratified: the full set's class shares
+    assert ((counts - 400 * whole / whole.sum()).abs() <= 1).all()
     again = load_dataset("digits", data_seed=0, train_subset=400)
     other = load_dataset("digits", data_seed=1, train_subset=400)
     assert torch.equal(again.train.tensors[0], part.train.tensors[0])

@@ -170,10 +170,11 @@ def test_one_pass_mixing_of_logits_and_labels_is_the_general_mixing(m):
     )
     assert torch.equal(mixed, want) and torch.allclose(targets, want_targets)
     cotangent = torch.randn(n * r, k, dtype=torch.float64, generator=gen(3))
+    # Row-major and class-major gradients
     for grad_out in (
         cotangent,
         cotangent.t().contiguous().t(),
-    ):  # row-major and class-major gradients
+    ):
         (got_grad,) = torch.autograd.grad(mixed, logits, grad_out, retain_graph=True)
         (want_grad,) = torch.autograd.grad(want, logits, grad_out, retain_graph=True)
         assert torch.allclose(got_grad, want_grad)
@@ -215,9 +216,8 @@ def test_attention_maps():
     y = MF.one_hot(torch.tensor([0, 1, 2, 0]), 3)
     c = MF.cam_attention(z, weight, y)
     expected = torch.relu(torch.einsum("bdr,bd->br", z, weight[[0, 1, 2, 0]]))
-    assert bool(
-        (expected.sum(1) > 0).all()
-    )  # every row has a positive score (the all-zero case is below)
+    # Every row has a positive score (the all-zero case is below)
+    assert bool((expected.sum(1) > 0).all())
     expected = expected / expected.sum(1, keepdim=True)
     assert torch.allclose(c, expected, atol=1e-6)
     assert torch.allclose(
@@ -251,9 +251,8 @@ def test_dense_mixer_on_reference_models(name, shape, attention):
         generator=gen(0),
     ) as mixer:
         logits, targets = mixer(x, y)
-        r = (
-            10 if name == "cnn1d" else 4
-        )  # positions: 40/4 along a sequence, 2×2 in a map, 4 patches of a ViT
+        # Positions: 40/4 along a sequence, 2×2 in a map, 4 patches of a ViT
+        r = 10 if name == "cnn1d" else 4
         assert logits.shape == (20 * r, 4) and targets.shape == (20 * r, 4)
         assert torch.allclose(targets.sum(1), torch.ones(20 * r), atol=1e-5)
         soft_cross_entropy(logits, targets).backward()
@@ -420,9 +419,8 @@ def test_channels_last_layout_and_prefix_tokens_are_the_same_mixing():
     last = MF.dense_multimix(
         tokens, y, n=10, m=2, layout="channels_last", generator=torch.Generator().manual_seed(1)
     )
-    with_cls = torch.cat(
-        [torch.randn(4, 1, 8, generator=g), tokens], dim=1
-    )  # a class token in front
+    # A class token in front
+    with_cls = torch.cat([torch.randn(4, 1, 8, generator=g), tokens], dim=1)
     cls = MF.dense_multimix(
         with_cls,
         y,
@@ -469,9 +467,8 @@ def test_dense_multimix_on_a_vit_s_tokens():
             num_classes=3,
         )
         logits, targets = mixer({"pixel_values": x}, y)
-        assert (
-            logits.shape == targets.shape == (8 * 16, 3)
-        )  # 16 patch tokens, the class token left out
+        # 16 patch tokens, the class token left out
+        assert logits.shape == targets.shape == (8 * 16, 3)
         soft_cross_entropy(logits, targets).backward()
         mixer.close()
     wrong = DenseMultiMix(

@@ -99,9 +99,8 @@ def test_two_processes_end_with_the_weights_of_one(tmp_path):
     assert two.returncode == 0, two.stderr
     assert max_difference(weights(tmp_path / "one"), weights(tmp_path / "two")) < 1e-5
     for a, b in zip(read_metrics(tmp_path / "one"), read_metrics(tmp_path / "two"), strict=True):
-        assert a["val_acc"] == pytest.approx(
-            b["val_acc"], abs=1e-3
-        )  # at most a tie-break among 400
+        # At most a tie-break among 400
+        assert a["val_acc"] == pytest.approx(b["val_acc"], abs=1e-3)
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
     assert json.loads((tmp_path / "two" / "summary.json").read_text())["processes"] == 2
     assert two.stdout.count("test accuracy") == 1  # rank 0 reports for both

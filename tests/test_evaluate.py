@@ -91,9 +91,8 @@ def test_attacks_leave_the_model_as_it_was_and_pgd_stays_in_the_box():
         model, x, y, eps=eps, steps=5, clamp=(0.0, 1.0), generator=torch.Generator().manual_seed(0)
     )
     assert model.training
-    assert all(
-        torch.equal(v, model.state_dict()[k]) for k, v in before.items()
-    )  # BN statistics included
+    # BN statistics included
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
     assert all(torch.equal(p.grad, torch.full_like(p, 0.5)) for p in model.parameters())
     for adv in (adv_f, adv_p, adv_r):
         assert (
@@ -136,12 +135,10 @@ def test_auroc_is_the_pairwise_fraction_and_fpr95_counts_ties():
     assert 0 <= aupr(a, b) <= 1 and aupr(a + 100, b) == pytest.approx(1.0)
     inside = torch.tensor([1, 2, 2, 3, 3, 3, 4, 4, 4, 4.0])
     outside = torch.tensor([0, 1, 1, 2, 2, 3, 3, 3, 3, 4.0])
-    assert fpr_at_tpr(inside, outside, 0.95) == pytest.approx(
-        0.9
-    )  # only threshold 1 keeps TPR >= 95%: 9/10 out pass
-    assert fpr_at_tpr(inside, outside, 0.9) == pytest.approx(
-        0.7
-    )  # threshold 2 keeps 90%: 7/10 out pass
+    # Only threshold 1 keeps TPR >= 95%: 9/10 out pass
+    assert fpr_at_tpr(inside, outside, 0.95) == pytest.approx(0.9)
+    # Threshold 2 keeps 90%: 7/10 out pass
+    assert fpr_at_tpr(inside, outside, 0.9) == pytest.approx(0.7)
     logits = torch.tensor([[2.0, 0.0], [0.0, 0.0]])
     assert torch.allclose(ood_score(logits, "msp"), torch.tensor([1 / (1 + math.exp(-2)), 0.5]))
     assert torch.allclose(ood_score(logits, "energy"), torch.logsumexp(logits, 1))
@@ -205,9 +202,8 @@ def test_multimix_evaluate_end_to_end(tmp_path, capsys):
     result = json.loads((run / "eval.json").read_text())
     assert f"| {run} |" in printed and result["weights"] == "best.pt"
     summary = json.loads((run / "summary.json").read_text())
-    assert result["test_acc"] == pytest.approx(
-        summary["best"]["test_acc"]
-    )  # the epoch chosen on validation
+    # The epoch chosen on validation
+    assert result["test_acc"] == pytest.approx(summary["best"]["test_acc"])
     assert (
         0 <= result["pgd_acc"] <= result["fgsm_acc"] + 0.05
         and result["fgsm_acc"] <= result["test_acc"] + 0.05
@@ -375,9 +371,8 @@ def test_without_mnist_files_scikit_learn_digits_are_the_real_ood_set(tmp_path):
 
     framed = digits.load_28x28()
     assert framed.shape == (1797, 1, 28, 28) and framed.min() >= 0 and framed.max() <= 1
-    assert (
-        framed[:, :, :4].abs().sum() == 0 and framed[:, :, :, -4:].abs().sum() == 0
-    )  # MNIST's empty frame
+    # MNIST's empty frame
+    assert framed[:, :, :4].abs().sum() == 0 and framed[:, :, :, -4:].abs().sum() == 0
     assert framed[:, :, 4:24, 4:24].mean() > 0.1  # the digit fills the 20×20 box
     data = tmp_path / "data"
     write_idx_release(data / "fashion-mnist", n_train=200, n_test=50, seed=0)

@@ -329,17 +329,15 @@ def test_soft_cross_entropy_is_linear_in_targets():
     )
 
 
-@pytest.mark.parametrize(
-    "k", [1, 3, 10, 15, 16, 40]
-)  # the CPU's class-major path is taken for k < 16
+# The CPU's class-major path is taken for k < 16
+@pytest.mark.parametrize("k", [1, 3, 10, 15, 16, 40])
 @pytest.mark.parametrize("layout", ["rows", "class_major"])
 def test_soft_cross_entropy_is_cross_entropy_for_any_class_count_and_layout(k, layout):
     n = 37
     logits = torch.randn(n, k, generator=gen(k), dtype=torch.float64)
     if layout == "class_major":
-        logits = (
-            logits.t().contiguous().t()
-        )  # (n, k) seen through a transpose, as DenseMultiMix returns it
+        # (n, k) seen through a transpose, as DenseMultiMix returns it
+        logits = logits.t().contiguous().t()
     logits.requires_grad_(True)
     targets = torch.softmax(torch.randn(n, k, generator=gen(k + 1), dtype=torch.float64), 1) * 1.5
     for reduction in ("mean", "sum", "none"):

@@ -64,9 +64,8 @@ def test_multimix_before_the_vit_classifier(vit):
         num_classes=K,
         generator=torch.Generator().manual_seed(0),
     )
-    logits, targets = mixer(
-        {"pixel_values": x}, y
-    )  # keyword inputs, a ModelOutput back: logits only
+    # Keyword inputs, a ModelOutput back: logits only
+    logits, targets = mixer({"pixel_values": x}, y)
     assert logits.shape == (40, K) and targets.shape == (40, K)
     soft_cross_entropy(logits, targets).backward()
     assert vit.vit.embeddings.patch_embeddings.projection.weight.grad.abs().sum() > 0
@@ -123,9 +122,8 @@ def test_bert_on_a_dict_of_token_ids(bert):
     logits, targets = mixer(batch, y)
     assert logits.shape == (30, K)
     soft_cross_entropy(logits, targets).backward()
-    assert (
-        bert.bert.embeddings.word_embeddings.weight.grad.abs().sum() > 0
-    )  # gradients reach the embeddings
+    # Gradients reach the embeddings
+    assert bert.bert.embeddings.word_embeddings.weight.grad.abs().sum() > 0
     manifold = ManifoldMixup(bert, layers=["bert.embeddings"], num_classes=K, generator=g)
     assert manifold(batch, y)[0].shape == (5, K)
     with pytest.raises(
@@ -218,9 +216,8 @@ def test_tuple_outputs_of_layers_and_models():
     lam, perm = sample_mixup(5, alpha=2.0, generator=g)
     torch.testing.assert_close(logits, model.head(mix_pairs(model.block.lin(x), lam, perm)))
     model.eval()
-    assert torch.equal(
-        mixer(x, y)[0], model.head(model.block.lin(x))
-    )  # the logits out of the tuple
+    # The logits out of the tuple
+    assert torch.equal(mixer(x, y)[0], model.head(model.block.lin(x)))
 
 
 def test_timm_models():

@@ -81,12 +81,13 @@ def test_the_warmup_belongs_to_the_method():
         ({"method": "multimix"}, 100, 1.0, None),
         ({"method": "multimix", "tuple_size": 4}, 100, 0.25, None),
         ({"method": "dense-multimix", "tuple_size": "all"}, 50, 1 / 50, None),
+        # A batch shorter than m mixes all of it
         (
             {"method": "multimix", "tuple_size": 8},
             5,
             1 / 5,
             None,
-        ),  # a batch shorter than m mixes all of it
+        ),
         ({"method": "erm"}, 100, None, None),
     ],
 )

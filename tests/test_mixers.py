@@ -229,9 +229,8 @@ def test_integer_labels_mix_as_their_one_hot_rows(cls, m):
 
     with make() as by_label, make() as by_row:
         logits, targets = by_label(x, y)
-        soft_logits, soft_targets = by_row(
-            x, one_hot(y, 5)
-        )  # soft targets: the one-hot rows are mixed
+        # Soft targets: the one-hot rows are mixed
+        soft_logits, soft_targets = by_row(x, one_hot(y, 5))
     assert torch.equal(logits, soft_logits)
     assert torch.allclose(targets, soft_targets, atol=1e-6)
     assert torch.allclose(targets.sum(1), torch.ones(len(targets)), atol=1e-6)
@@ -244,9 +243,8 @@ def test_integer_labels_mix_as_their_one_hot_rows(cls, m):
     if cls == "DenseMultiMix":
         with make() as mixer:
             assert mixer._one_pass(torch.zeros(9, 64, 10), y, None, 5)
-            assert not mixer._one_pass(
-                torch.zeros(9, 64, 10), None, None, 5
-            )  # soft targets: the general path
+            # Soft targets: the general path
+            assert not mixer._one_pass(torch.zeros(9, 64, 10), None, None, 5)
 
 
 def test_soft_targets_accepted(mlp):
@@ -367,9 +365,8 @@ def test_host_choices_drawn_ahead_are_the_ones_forward_would_draw(kind, mlp):
     and that forward uses it: the same run with and without drawing ahead."""
     from multimix import MixupOrCutMix
 
-    model = (
-        nn.Sequential(nn.Flatten(), mlp) if kind == "mixup-cutmix" else mlp
-    )  # CutMix pastes image boxes
+    # CutMix pastes image boxes
+    model = nn.Sequential(nn.Flatten(), mlp) if kind == "mixup-cutmix" else mlp
 
     def make():
         gen = torch.Generator().manual_seed(5)
@@ -400,6 +397,5 @@ def test_host_choices_drawn_ahead_are_the_ones_forward_would_draw(kind, mlp):
             used.append("clean" if t2.shape[0] == 6 else "mix")
     assert chosen == used and len(set(chosen)) > 1
     plain.close(), ahead.close()
-    assert (
-        MultiMix(mlp, classifier="fc", num_classes=4).decide() is None
-    )  # p = 1: no choice to make
+    # p = 1: no choice to make
+    assert MultiMix(mlp, classifier="fc", num_classes=4).decide() is None

@@ -38,13 +38,11 @@ def test_model_layers_and_every_mixer(name):
         h.remove()
         z = captured["z"]
         assert z.dim() >= 3 and model.feature_layout in ("channels_first", "channels_last")
-        rows = positions_of(
-            z, layout=model.feature_layout
-        )  # (b, r, d): the classifier applies to each row
+        # (b, r, d): the classifier applies to each row
+        rows = positions_of(z, layout=model.feature_layout)
         per_position = model.fc(rows)
-        if (
-            model.feature_layout == "channels_first"
-        ):  # pooled by a mean: classifying each position and averaging agree
+        # Pooled by a mean: classifying each position and averaging agree
+        if model.feature_layout == "channels_first":
             assert torch.allclose(per_position.mean(1), logits, atol=1e-4)
         else:  # a ViT classifies its class token, the first position
             assert (

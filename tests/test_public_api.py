@@ -62,9 +62,8 @@ def test_multimix_alpha_is_one_for_pairs_and_one_over_m_beyond():
         MF.multimix_alpha(0)
 
 
-@pytest.mark.parametrize(
-    "m", [None, 5]
-)  # None: every default (m = 2); 5: the α rule for longer tuples
+# None: every default (m = 2); 5: the α rule for longer tuples
+@pytest.mark.parametrize("m", [None, 5])
 def test_functional_multimix_defaults_draw_what_the_mixer_draws(m):
     torch.manual_seed(0)
     model = nn.Sequential(OrderedDict(fc=nn.Linear(6, 4)))
@@ -232,9 +231,8 @@ def test_no_module_imports_another_packages_private_names():
             ):
                 continue
             target = node.module.split(".")[1]
-            if target.startswith(
-                "_"
-            ):  # multimix._validation, _io, _deprecation: shared helpers, public names
+            # multimix._validation, _io, _deprecation: shared helpers, public names
+            if target.startswith("_"):
                 target = ""
             for alias in node.names:
                 if alias.name.startswith("_") and target and target != _package(path):

@@ -62,11 +62,12 @@ def test_a_flag_wins_over_the_recipe(tmp_path, toy_recipe):
     )
     saved = recorded(tmp_path / "run")
     assert (saved["epochs"], saved["lr"]) == (1, 0.01)
+    # The rest: recipe
     assert (saved["optimizer"], saved["batch_size"], saved["weight_decay"]) == (
         "sgd",
         50,
         1e-4,
-    )  # the rest: recipe
+    )
 
 
 def test_a_config_file_wins_over_the_recipe(tmp_path, toy_recipe):
@@ -85,9 +86,8 @@ def test_resuming_uses_the_recorded_values_not_a_recipe_changed_since(
     out = tmp_path / "run"
     assert main(["train", *RUN, "--out", str(out)]) == 0
     monkeypatch.setitem(recipes.RECIPES, "toy", Recipe(5, 20, "adam", 0.3, 0.0, "changed since"))
-    assert (
-        main(["train", "--out", str(out), "--resume", "--quiet"]) == 0
-    )  # no "other settings" error
+    # No "other settings" error
+    assert main(["train", "--out", str(out), "--resume", "--quiet"]) == 0
     saved = recorded(out)
     assert {k: saved[k] for k in RECIPE_KEYS} == {k: getattr(TOY, k) for k in RECIPE_KEYS}
 

@@ -52,9 +52,8 @@ def test_an_improving_epoch_writes_best_then_checkpoint_then_metrics(tmp_path, c
     folder.save_epoch(_state(config, 1), improved=True)
     folder.save_epoch(_state(config, 2), improved=False)
     assert writes == ["best.pt", "checkpoint.pt", "metrics.jsonl", "checkpoint.pt", "metrics.jsonl"]
-    assert (
-        checkpoint.load(tmp_path / "best.pt")["epoch"] == 1
-    )  # not overwritten by the epoch that did not improve
+    # Not overwritten by the epoch that did not improve
+    assert checkpoint.load(tmp_path / "best.pt")["epoch"] == 1
     assert torch.equal(
         checkpoint.load(tmp_path / "checkpoint.pt")["model"]["w"], torch.full((2,), 2.0)
     )

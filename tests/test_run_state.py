@@ -69,14 +69,12 @@ def test_a_state_saved_and_loaded_into_a_fresh_run_is_equal_and_continues_alike(
     run, data = _built(config)
     _epoch(run, data)
     saved = run.state.state_dict()
-    checkpoint.save(
-        tmp_path / "checkpoint.pt", saved
-    )  # through the file, as a resumed run reads it
+    # Through the file, as a resumed run reads it
+    checkpoint.save(tmp_path / "checkpoint.pt", saved)
 
     fresh, fresh_data = _built(config)
-    assert not _equal(
-        fresh.state.state_dict()["model"], saved["model"]
-    )  # a fresh run starts elsewhere
+    # A fresh run starts elsewhere
+    assert not _equal(fresh.state.state_dict()["model"], saved["model"])
     fresh.state.load_state_dict(checkpoint.load(tmp_path / "checkpoint.pt"))
     assert _equal(fresh.state.state_dict(), run.state.state_dict())
     assert fresh.state.epoch == 1
@@ -101,9 +99,8 @@ def test_the_checkpoint_keys_are_those_documented():
         "rng",
     }
     assert set(state["rng"]) == {"torch", "data", "augment", "mix", "mix_host"}
-    assert (
-        state["rng"]["augment"] is None and state["rng"]["mix_host"] is None
-    )  # the CPU draws them elsewhere
+    # The CPU draws them elsewhere
+    assert state["rng"]["augment"] is None and state["rng"]["mix_host"] is None
     assert len(state["rng"]["mix"]) == state["world_size"] == 1
     assert TrainConfig.from_dict(state["config"], source="saved") == run.state.config
 

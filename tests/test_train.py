@@ -46,10 +46,11 @@ def test_testing_only_at_improvements_reports_the_same_figures(tmp_path):
     lines = [
         json.loads(line) for line in (tmp_path / "lean" / "metrics.jsonl").read_text().splitlines()
     ]
+    # (−accuracy, loss): validation's choice, ties to the lower loss
     best_so_far = (
         1.0,
         float("inf"),
-    )  # (−accuracy, loss): validation's choice, ties to the lower loss
+    )
     for f, r in zip(full, lines, strict=True):
         assert r["val_acc"] == f["val_acc"]
         improved = (-r["val_acc"], r["val_loss"]) < best_so_far

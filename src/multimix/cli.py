@@ -260,9 +260,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(
-        self, message: str
-    ) -> NoReturn:  # one line, exit 2 (argparse's own code), and where to look
+    # One line, exit 2 (argparse's own code), and where to look
+    def error(self, message: str) -> NoReturn:
         self.exit(
             2, f"{self.prog}: error: {message} (see '{self.prog} --help' for the valid options)\n"
         )
@@ -386,6 +385,15 @@ def build_parser() -> argparse.ArgumentParser:
         "Options marked 'the dataset's recipe' take, when not given, the settings chosen for the dataset on "
         f"its validation split (benchmarks/results/recipes.md): {describe()}."
     )
+    _add_train(sub, recipes)
+    _add_compare(sub, recipes)
+    _add_evaluate(sub)
+    _add_plot_boundary(sub)
+    return parser
+
+
+# The subcommands' parsers; ``sub`` is build_parser's subparsers action.
+def _add_train(sub: argparse._SubParsersAction[_Parser], recipes: str) -> None:
     p_train = sub.add_parser("train", help="train one model with one method", epilog=recipes)
     p_train.add_argument(
         "--out", type=Path, help="output folder (default: runs/<dataset>-<model>-<method>-s<seed>)"
@@ -399,6 +407,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_flags(p_train)
     p_train.set_defaults(func=cmd_train)
 
+
+def _add_compare(sub: argparse._SubParsersAction[_Parser], recipes: str) -> None:
     p_cmp = sub.add_parser(
         "compare", help="train several methods over several seeds and tabulate", epilog=recipes
     )
@@ -429,6 +439,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_flags(p_cmp, exclude=("method",))  # --methods says which
     p_cmp.set_defaults(func=cmd_compare)
 
+
+def _add_evaluate(sub: argparse._SubParsersAction[_Parser]) -> None:
     p_eval = sub.add_parser(
         "evaluate",
         help="calibration, FGSM/PGD robustness, OOD detection and embedding geometry of runs",
@@ -467,6 +479,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_output_flags(p_eval)
     p_eval.set_defaults(func=cmd_evaluate)
 
+
+def _add_plot_boundary(sub: argparse._SubParsersAction[_Parser]) -> None:
     p_plot = sub.add_parser(
         "plot-boundary", help="train on a 2-D problem and plot each method's decision boundary"
     )
@@ -479,7 +493,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_output_flags(p_plot)
     add_config_flags(p_plot, exclude=("method",))
     p_plot.set_defaults(func=cmd_plot_boundary)
-    return parser
 
 
 class Terminated(BaseException):

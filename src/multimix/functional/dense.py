@@ -143,9 +143,8 @@ class _ClassMajorMix(torch.autograd.Function):
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None, None, None]:
         flat_idx, w = ctx.saved_tensors
         m, c, r = w.shape
-        if (
-            ctx.as_rows
-        ):  # (c·r, d) → (d, c, r); a view when the gradient is class-major too (the loss's)
+        # (c·r, d) → (d, c, r); a view when the gradient is class-major too (the loss's)
+        if ctx.as_rows:
             grad = grad.t().reshape(-1, c, r)
         d = grad.shape[0]
         rows = grad.permute(1, 0, 2)  # (c, d, r)

@@ -32,9 +32,8 @@ def _log_gamma(concentration: Tensor, generator: torch.Generator | None) -> Tens
     """
     small = concentration < 1
     boosted = torch.where(small, concentration + 1, concentration)
-    log_g = torch._standard_gamma(
-        boosted, generator=generator
-    ).log()  # private, but the only seedable gamma
+    # Private, but the only seedable gamma
+    log_g = torch._standard_gamma(boosted, generator=generator).log()
     u = torch.rand(
         concentration.shape,
         generator=generator,

@@ -63,9 +63,8 @@ def _float_targets(targets: Tensor) -> Tensor:
 
 def _no_autocast(device: torch.device) -> contextlib.AbstractContextManager[None]:
     """Switch autocast off for exact target arithmetic (mixing weights times labels)."""
-    if not torch.is_autocast_enabled(
-        device.type
-    ):  # nothing to switch off (the usual case, and cheaper)
+    # Nothing to switch off (the usual case, and cheaper)
+    if not torch.is_autocast_enabled(device.type):
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, enabled=False)
 
@@ -131,9 +130,8 @@ class _Mixer(nn.Module):
                 )
             device = batch_device(x)
             targets = _float_targets(one_hot(y, self.num_classes).to(device))
-            if (
-                not y.is_floating_point()
-            ):  # (checked by one_hot) integer labels: mixers may mix them directly
+            # (checked by one_hot) integer labels: mixers may mix them directly
+            if not y.is_floating_point():
                 labels = y.to(device=device, dtype=torch.long)
         if not self.model.training:
             return call_model(self.model, x), targets

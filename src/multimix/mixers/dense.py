@@ -152,9 +152,8 @@ class DenseMultiMix(_MultiMixBase):
     def _mix_features(self, module: nn.Module, args: tuple[object, ...], z: object) -> None:
         if self._armed is None:
             return None
-        targets, probs, labels = cast(
-            _Armed, self._take()
-        )  # what _mix_forward passed to _run_armed
+        # What _mix_forward passed to _run_armed
+        targets, probs, labels = cast(_Armed, self._take())
         z = first_tensor(z)
         if not isinstance(z, Tensor) or z.dim() < 3:
             raise ValueError(
@@ -163,9 +162,8 @@ class DenseMultiMix(_MultiMixBase):
             )
         self._check_layout(z)
         if self._one_pass(z, labels, probs, targets.shape[1]):
-            self._result = self._mix_one_pass(
-                z, cast(Tensor, labels)
-            )  # _one_pass: labels is not None
+            # _one_pass: labels is not None
+            self._result = self._mix_one_pass(z, cast(Tensor, labels))
         else:
             self._result = self._mix(z, targets, probs, labels)
         if self._stop_early:
@@ -174,9 +172,8 @@ class DenseMultiMix(_MultiMixBase):
 
     def _mix_one_pass(self, z: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         """The CPU's one-pass path (see :meth:`_one_pass`): ``(logits (n·r, K), targets (n·r, K))``."""
-        classifier = cast(
-            nn.Linear, self._classifier_ref[0]
-        )  # _one_pass checked: type(classifier) is nn.Linear
+        # _one_pass checked: type(classifier) is nn.Linear
+        classifier = cast(nn.Linear, self._classifier_ref[0])
         rows = F.conv1d(z.flatten(2), classifier.weight[:, :, None], classifier.bias)  # (b, K, r)
         b, k, r = rows.shape
         members, weights = sample_dense_multimix_weights(
@@ -257,9 +254,8 @@ class DenseMultiMix(_MultiMixBase):
                 members, weights, rows, chunk_size=self.chunk_size, class_major=class_major
             ).reshape(-1, rows.shape[2])
         else:
-            mixed = dense_interpolate(
-                members, weights, rows, chunk_size=self.chunk_size
-            )  # (n, r, d)
+            # (n, r, d)
+            mixed = dense_interpolate(members, weights, rows, chunk_size=self.chunk_size)
             logits = classifier(mixed.reshape(-1, d))
         with _no_autocast(targets.device):
             if by_label:
@@ -310,9 +306,8 @@ class DenseMultiMix(_MultiMixBase):
             return False
         b, r = z.shape[0], math.prod(z.shape[2:])
         m = self._tuple_length(b) or b
-        chunk = DENSE_CHUNK_ELEMENTS // (
-            (m + 1) * r * k
-        )  # as dense_interpolate's class-major chunks
+        # As dense_interpolate's class-major chunks
+        chunk = DENSE_CHUNK_ELEMENTS // ((m + 1) * r * k)
         return m <= FUSED_MAX_M and self.n <= (
             chunk if self.chunk_size is None else min(chunk, self.chunk_size)
         )

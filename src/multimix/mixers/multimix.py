@@ -199,9 +199,8 @@ class MultiMix(_MultiMixBase):
                 f"{local} (batch-first embeddings)"
             )
         source: Tensor | None = rows
-        if (
-            sizes is not None
-        ):  # global scope: the rows, targets and teacher's probabilities in one gather
+        # Global scope: the rows, targets and teacher's probabilities in one gather
+        if sizes is not None:
             source, *self._gathered = collective.gather_packed([rows, *extras], sizes)
         # gather_packed returns a tensor for each tensor given (None only for None): source is the rows'.
         mixed = interpolate_tuples(tuples, cast(Tensor, source))
@@ -222,9 +221,8 @@ class MultiMix(_MultiMixBase):
     ) -> Tensor | None:
         if self._armed is None:
             return None
-        return self._mix_rows(
-            cast(_Armed, self._take()), output, "output"
-        )  # what _mix_forward armed
+        # What _mix_forward armed
+        return self._mix_rows(cast(_Armed, self._take()), output, "output")
 
     def _mix_forward(
         self, x: Inputs, targets: Tensor, labels: Tensor | None
@@ -234,9 +232,8 @@ class MultiMix(_MultiMixBase):
             return call_model(self.model, x), self._add_distilled(targets, probs)
         b = batch_size(x)
         sizes = self._global_sizes(b, batch_device(x))
-        total = (
-            b if sizes is None else sum(sizes)
-        )  # every process draws the same Λ over the global batch
+        # Every process draws the same Λ over the global batch
+        total = b if sizes is None else sum(sizes)
         tuples = self._my_rows(
             sample_multimix_tuples(
                 total,

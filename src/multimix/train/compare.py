@@ -113,9 +113,34 @@ def run_variants(
     worker processes that end with this one (:mod:`multimix.train.workers`).
     """
     out = Path(out)
-    if (
-        jobs > 1
-    ):  # share the cores: torch's default (all of them, per process) would oversubscribe them
+    tasks = _tasks(variants, seeds=seeds, out=out, jobs=jobs)
+    for variant in variants.values():  # a bad layer name fails now, not in the tenth run
+        check_runnable(variant)
+    with RunLock(out):
+        show_bar = sys.stderr.isatty() if progress is None else progress
+        done = _Progress(tasks, show_bar=show_bar)
+        args = [(config.to_dict(), str(run_out)) for _, config, run_out in tasks]
+        if jobs <= 1:
+            summaries = []
+            for i, task in enumerate(args):
+                summaries.append(_run_one(*task))
+                done(i, summaries[-1])
+        else:
+            summaries = run_tasks(_run_one, args, jobs=jobs, on_done=done)
+        done.close()
+    return [_row(label, config, s) for (label, config, _), s in zip(tasks, summaries, strict=True)]
+
+
+#: One run of a comparison: its label, configuration and folder.
+Task = tuple[str, TrainConfig, Path]
+
+
+def _tasks(
+    variants: dict[str, TrainConfig], *, seeds: list[int], out: Path, jobs: int
+) -> list[Task]:
+    """Every (label, seed) run, validated; with ``jobs > 1`` each shares the cores (torch's default,
+    all of them per process, would oversubscribe them)."""
+    if jobs > 1:
         per_job = max(1, available_cpus() // jobs)
         variants = {
             k: v if v.threads else dataclasses.replace(v, threads=per_job)
@@ -127,58 +152,56 @@ def run_variants(
             config = dataclasses.replace(variant, seed=seed)
             config.validate()
             tasks.append((label, config, out / label / f"seed{seed}"))
-    for variant in variants.values():  # a bad layer name fails now, not in the tenth run
-        check_runnable(variant)
-    with RunLock(out):
-        show_bar = sys.stderr.isatty() if progress is None else progress
-        bar = tqdm(total=len(tasks), desc="runs", unit="run", disable=not show_bar)
-        started, finished = time.monotonic(), []
+    return tasks
 
-        def done(i: int, summary: dict[str, Any]) -> None:
-            label, config, _ = tasks[i]
-            finished.append(i)
-            bar.update(1)
-            how = (
-                "reused (finished earlier)"
-                if summary.get("reused")
-                else f"{summary['time_per_epoch_s']:.2f} s/epoch"
-            )
-            log.info(
-                "[%d/%d runs, %s] %s seed %d: test %.2f%% at epoch %d (val %.2f%%), %s",
-                len(finished),
-                len(tasks),
-                _duration(time.monotonic() - started),
-                label,
-                config.seed,
-                100 * summary["best"]["test_acc"],
-                summary["best"]["epoch"],
-                100 * summary["best"]["val_acc"],
-                how,
-            )
 
-        args = [(config.to_dict(), str(run_out)) for _, config, run_out in tasks]
-        if jobs <= 1:
-            summaries = []
-            for i, task in enumerate(args):
-                summaries.append(_run_one(*task))
-                done(i, summaries[-1])
-        else:
-            summaries = run_tasks(_run_one, args, jobs=jobs, on_done=done)
-        bar.close()
-    rows = []
-    for (label, config, _), s in zip(tasks, summaries, strict=True):
-        rows.append(
-            {
-                "method": label,
-                "seed": config.seed,
-                "best_epoch": s["best"]["epoch"],
-                "val_acc": s["best"]["val_acc"],
-                "test_acc": s["best"]["test_acc"],
-                "final_test_acc": s["final"]["test_acc"],
-                "time_per_epoch_s": s["time_per_epoch_s"],
-            }
+class _Progress:
+    """Called as each run finishes: a bar over the runs, and a log line with its result."""
+
+    def __init__(self, tasks: list[Task], *, show_bar: bool) -> None:
+        self.tasks = tasks
+        self.bar = tqdm(total=len(tasks), desc="runs", unit="run", disable=not show_bar)
+        self.started = time.monotonic()
+        self.finished = 0
+
+    def __call__(self, i: int, summary: dict[str, Any]) -> None:
+        label, config, _ = self.tasks[i]
+        self.finished += 1
+        self.bar.update(1)
+        how = (
+            "reused (finished earlier)"
+            if summary.get("reused")
+            else f"{summary['time_per_epoch_s']:.2f} s/epoch"
         )
-    return rows
+        best = summary["best"]
+        log.info(
+            "[%d/%d runs, %s] %s seed %d: test %.2f%% at epoch %d (val %.2f%%), %s",
+            self.finished,
+            len(self.tasks),
+            _duration(time.monotonic() - self.started),
+            label,
+            config.seed,
+            100 * best["test_acc"],
+            best["epoch"],
+            100 * best["val_acc"],
+            how,
+        )
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _row(label: str, config: TrainConfig, summary: dict[str, Any]) -> dict[str, Any]:
+    """A run's row of the results table (:data:`CSV_FIELDS`)."""
+    return {
+        "method": label,
+        "seed": config.seed,
+        "best_epoch": summary["best"]["epoch"],
+        "val_acc": summary["best"]["val_acc"],
+        "test_acc": summary["best"]["test_acc"],
+        "final_test_acc": summary["final"]["test_acc"],
+        "time_per_epoch_s": summary["time_per_epoch_s"],
+    }
 
 
 def _duration(seconds: float) -> str:

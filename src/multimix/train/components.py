@@ -46,12 +46,13 @@ def model_from_checkpoint(path: str | Path) -> tuple[nn.Module, TrainConfig]:
     chosen on validation), in eval mode, for analysis and evaluation."""
     state = checkpoint.load(path)
     config = checkpoint.saved_config(state, path)
+    # Shapes only: no need to load the data
     info = dataset_info(
         config.dataset,
         toy_classes=config.toy_classes,
         toy_dim=config.toy_dim,
         train_size=config.train_size,
-    )  # shapes only: no need to load the data
+    )
     model = build_model(
         config.model_name, input_shape=info.input_shape, num_classes=info.num_classes
     )
@@ -117,9 +118,8 @@ def build_optimizer(
 ) -> torch.optim.Optimizer:
     """Adam or SGD as ``config`` says. Under CUDA graphs the learning rate is a tensor the scheduler
     updates in place (a Python float would be frozen into the graph), and Adam keeps its step on the GPU."""
-    fused: dict[str, Any] = (
-        {"fused": True} if device.type == "cuda" else {}
-    )  # fused steps take the fp16 scaler's flag on device
+    # Fused steps take the fp16 scaler's flag on device
+    fused: dict[str, Any] = {"fused": True} if device.type == "cuda" else {}
     lr = torch.tensor(config.lr, device=device) if config.cuda_graph else config.lr
     if config.optimizer == "adam":
         return torch.optim.Adam(
@@ -165,9 +165,8 @@ class Run:
         if self.mixer is None or not self.method.mixes_at(config, epoch):
             return None
         if config.alpha_schedule != "constant":
-            assert (
-                config.alpha_start is not None and config.alpha_end is not None
-            )  # TrainConfig.validate's rule
+            # TrainConfig.validate's rule
+            assert config.alpha_start is not None and config.alpha_end is not None
             schedule = make_schedule(
                 config.alpha_schedule,
                 start=config.alpha_start,

@@ -459,10 +459,11 @@ class TrainConfig:
             "train_subset",
             "an integer >= 1, or 'all'",
         )
+        # Every RNG they seed (torch, NumPy, scikit-learn) takes these
         for key in (
             "seed",
             "data_seed",
-        ):  # every RNG they seed (torch, NumPy, scikit-learn) takes these
+        ):
             need(0 <= getattr(self, key) <= MAX_SEED, key, f"an integer in [0, {MAX_SEED}]")
         need(
             self.tuple_size is None or self.tuple_size >= 1,

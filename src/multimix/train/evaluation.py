@@ -39,6 +39,7 @@ from multimix.evaluate import (
 )
 from multimix.train.checkpoint import CheckpointError
 from multimix.train.components import load_splits, model_from_checkpoint
+from multimix.train.config import TrainConfig
 from multimix.train.errors import ConfigError
 from multimix.train.reporting import tensorboard_writer
 from multimix.train.runlock import RunLock
@@ -120,77 +121,83 @@ def _evaluate(
     model, config = model_from_checkpoint(weights)
     splits = load_splits(config)
     x, y = splits.test.tensors
-    bs = (
-        config.eval_batch_size
-    )  # the run's evaluation batch: on a CPU, larger ones outgrow the caches
+    # The run's evaluation batch: on a CPU, larger ones outgrow the caches.
+    bs = config.eval_batch_size
     # One pass gives the classifier's inputs (embedding geometry) and the logits (everything else).
     # A class attribute, a str, of every model (multimix.models); typed as nn.Module's __getattr__ says.
     classifier = cast(str, model.classifier_layer)
     z, logits = embeddings(model, x, classifier, batch_size=bs, return_logits=True)
     probs = torch.softmax(logits.float(), 1)
+    name = f"{config.dataset} {config.method} s{config.seed}"
     result: dict[str, Any] = {
         "run": str(run),
         "weights": weights.name,
         "test_acc": float((logits.argmax(1) == y).float().mean()),
     }
     result.update(calibration(probs, y))
-    reliability_diagram(
-        probs, y, run / "reliability.png", title=f"{config.dataset} {config.method} s{config.seed}"
-    )
-
+    reliability_diagram(probs, y, run / "reliability.png", title=name)
     budget, clamp = default_eps(config.dataset, x)
-    budget = budget if eps is None else eps
-    result["eps"] = budget
+    result["eps"] = budget if eps is None else eps
     xa, ya = x[:attack_examples], y[:attack_examples]
     for attack in attacks:
-        extra: dict[str, Any] = (
-            {"steps": pgd_steps, "generator": torch.Generator().manual_seed(seed)}
-            if attack == "pgd"
-            else {}
-        )
+        extra: dict[str, Any] = {}
+        if attack == "pgd":
+            extra = {"steps": pgd_steps, "generator": torch.Generator().manual_seed(seed)}
         result[f"{attack}_acc"] = robust_accuracy(
-            model, xa, ya, attack=attack, eps=budget, clamp=clamp, batch_size=bs, **extra
+            model, xa, ya, attack=attack, eps=result["eps"], clamp=clamp, batch_size=bs, **extra
         )
+    result.update(_ood_detection(model, logits, x, config, ood, batch_size=bs, seed=seed))
+    result["alignment"], result["uniformity"] = alignment(z, y), uniformity(z)
+    _plot_embedding(z, y, run / "embedding.png", title=f"{name}: classifier inputs")
+    result["seconds"] = time.perf_counter() - start
+    write_json(run / "eval.json", result)
+    if config.tensorboard:  # the run logs to TensorBoard: the evaluation goes beside its curves
+        _to_tensorboard(run, result)
+    log.info("%s: evaluated in %.1f s", run, result["seconds"])
+    return result
 
+
+def _ood_detection(
+    model: torch.nn.Module,
+    logits: torch.Tensor,
+    x: torch.Tensor,
+    config: TrainConfig,
+    ood: Sequence[str],
+    *,
+    batch_size: int,
+    seed: int,
+) -> dict[str, float]:
+    """AUROC and FPR at 95 % TPR of the maximum softmax probability, test set against each OOD set."""
     g = torch.Generator().manual_seed(seed)
     inside = ood_score(logits, "msp")
     out_sets = {kind: make_ood(x, kind, generator=g) for kind in ood}
     other = OTHER_DATASET.get(config.dataset)
-    if other is not None and _files_found(
-        other, config.data_dir
-    ):  # a real dataset of the same shape
+    # A real dataset of the same shape
+    if other is not None and _files_found(other, config.data_dir):
         out_sets[other] = idx_images.load(other, config.data_dir)[2]
     elif other == "mnist":  # no MNIST files: scikit-learn's handwritten digits, framed as MNIST's
         out_sets["digits"] = digits.load_28x28()
+    result: dict[str, float] = {}
     for kind, x_out in out_sets.items():
         with torch.no_grad():
-            out_logits = torch.cat([model(x_out[i : i + bs]) for i in range(0, len(x_out), bs)])
+            out_logits = torch.cat(
+                [model(x_out[i : i + batch_size]) for i in range(0, len(x_out), batch_size)]
+            )
         outside = ood_score(out_logits, "msp")
         result[f"ood_{kind}_auroc"] = auroc(inside, outside)
         result[f"ood_{kind}_fpr95"] = fpr_at_tpr(inside, outside, 0.95)
-
-    result["alignment"], result["uniformity"] = alignment(z, y), uniformity(z)
-    _plot_embedding(
-        z,
-        y,
-        run / "embedding.png",
-        title=f"{config.dataset} {config.method} s{config.seed}: classifier inputs",
-    )
-    result["seconds"] = time.perf_counter() - start
-    write_json(run / "eval.json", result)
-    if config.tensorboard:  # the run logs to TensorBoard: the evaluation goes beside its curves
-        board = tensorboard_writer(run)
-        epoch = (
-            json.loads((run / "summary.json").read_text())["best"]["epoch"]
-            if (run / "summary.json").is_file()
-            else 0
-        )
-        for key, value in result.items():
-            if isinstance(value, float):
-                board.add_scalar(f"eval/{key}", value, epoch)
-        board.close()
-    log.info("%s: evaluated in %.1f s", run, result["seconds"])
     return result
+
+
+def _to_tensorboard(run: Path, result: dict[str, Any]) -> None:
+    """Every number of ``result`` as ``eval/<key>`` at the run's chosen epoch."""
+    board = tensorboard_writer(run)
+    summary = run / "summary.json"
+    epoch = json.loads(summary.read_text())["best"]["epoch"] if summary.is_file() else 0
+    for key, value in result.items():
+        if isinstance(value, float):
+            board.add_scalar(f"eval/{key}", value, epoch)
+    board.close()
 
 
 def _plot_embedding(

@@ -16,9 +16,8 @@ from tqdm.auto import tqdm
 
 from multimix.train.config import ConfigError, TrainConfig
 
-log = logging.getLogger(
-    "multimix.train.trainer"
-)  # the name users filter on, kept from when the loop logged
+# The name users filter on, kept from when the loop logged
+log = logging.getLogger("multimix.train.trainer")
 
 
 class Reporter(Protocol):

@@ -76,9 +76,8 @@ class RunLock:
         os.ftruncate(fd, 0)
         os.write(fd, _whoami().encode())
         self._fd = fd
-        for tmp in self.folder.glob(
-            ".*.tmp"
-        ):  # left by a writer killed mid-write; we are the only writer now
+        # Left by a writer killed mid-write; we are the only writer now
+        for tmp in self.folder.glob(".*.tmp"):
             tmp.unlink(missing_ok=True)
         return self
 
@@ -128,9 +127,8 @@ def _make_folder(folder: Path, argument: str) -> bool:
 def _whoami() -> str:
     started = time.strftime("%Y-%m-%d %H:%M:%S")
     program = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
-    program = (
-        "multimix" if program in ("cli.py", "__main__.py") else program
-    )  # python -m multimix.cli
+    # python -m multimix.cli
+    program = "multimix" if program in ("cli.py", "__main__.py") else program
     command = shlex.join([program, *sys.argv[1:]])
     return f"process {os.getpid()} on {socket.gethostname()} (started {started}: {command})"
 

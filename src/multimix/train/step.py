@@ -39,17 +39,15 @@ def epoch_batches(
     """
     perm = torch.randperm(n, generator=generator)
     if device is not None and device.type == "cuda":
-        perm = perm.pin_memory().to(
-            device, non_blocking=True
-        )  # pinned: the copy does not wait for the GPU
+        # Pinned: the copy does not wait for the GPU
+        perm = perm.pin_memory().to(device, non_blocking=True)
     if n < batch_size:
         torch.randperm(n, generator=generator)
         yield perm
         return
     yield from perm[: n - n % batch_size].split(batch_size)
-    torch.randperm(
-        n, generator=generator
-    )  # RandomSampler's trailing draw (its num_samples % n tail)
+    # RandomSampler's trailing draw (its num_samples % n tail)
+    torch.randperm(n, generator=generator)
 
 
 def autocast(device: torch.device, amp: str, *, cache: bool = True) -> torch.autocast:
@@ -75,9 +73,8 @@ def global_mean_loss(logits: Tensor, targets: Tensor, world_size: int) -> Tensor
     """
     if world_size == 1:
         return soft_cross_entropy(logits, targets)
-    rows = distributed.all_reduce_sum(
-        torch.full((), float(logits.shape[0]), device=logits.device)
-    )  # no copy
+    # No copy
+    rows = distributed.all_reduce_sum(torch.full((), float(logits.shape[0]), device=logits.device))
     return soft_cross_entropy(logits, targets, reduction="sum") * (world_size / rows)
 
 
@@ -149,9 +146,8 @@ class TrainStep:
     def _step(self, batch: Tensor) -> Tensor:
         config, data, state, mixer = self.config, self.data, self.state, self._mixer
         x, y = data.x[batch], data.y[batch]
-        if (
-            data.augment is not None
-        ):  # drawn for the global batch, so the draws do not depend on the ranks
+        # Drawn for the global batch, so the draws do not depend on the ranks
+        if data.augment is not None:
             x = data.augment(x, generator=state.generators.augment)
         mine = distributed.share(len(batch), state.world.rank, self.world_size)
         x, y = to_layout(x[mine], config.channels_last), y[mine]
@@ -180,9 +176,8 @@ def train_epoch(
     world_size: int,
 ) -> float:
     """One epoch of steps; the mean loss over its steps and the processes (one host sync, at the end)."""
-    loss_sum = torch.zeros(
-        (), dtype=torch.float64, device=device
-    )  # on the device: no sync per step
+    # On the device: no sync per step
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     for batch in epoch_batches(len(data.y), batch_size, generator, device):
         loss_sum += step(batch, mixer)
     # Each rank's loss is weighted so that the ranks' losses average to the global batch's mean.

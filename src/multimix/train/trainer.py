@@ -122,9 +122,8 @@ def _train(
             }
         )
         improved = select_best(state.history) is state.history[-1]
-        folder.save_epoch(
-            state.state_dict(), improved=improved
-        )  # a collective: every rank takes part
+        # A collective: every rank takes part
+        folder.save_epoch(state.state_dict(), improved=improved)
         # No rank starts the next epoch before rank 0 has saved this one: a kill then loses no more
         # than the epoch under way, on every rank alike.
         distributed.barrier(world)

@@ -140,9 +140,8 @@ def run_tasks(
     The first task to raise stops the others; its exception is re-raised here, with the worker's
     traceback as its cause.
     """
-    ctx = multiprocessing.get_context(
-        "spawn"
-    )  # a fresh interpreter: no forked torch or thread state
+    # A fresh interpreter: no forked torch or thread state
+    ctx = multiprocessing.get_context("spawn")
     level = logging.getLogger().getEffectiveLevel()
     results: dict[int, Any] = {}
     running: dict[
