@@ -14,7 +14,7 @@ from multimix.train.components import build_run, load_splits
 from multimix.train.config import ConfigError, TrainConfig
 from multimix.train.distributed import Dist
 from multimix.train.state import STATE_VERSION, upgrade
-from multimix.train.step import TrainData, TrainStep, steps_per_epoch, train_epoch
+from multimix.train.step import TrainData, TrainStep, steps_per_epoch
 
 CPU = torch.device("cpu")
 
@@ -35,15 +35,7 @@ def _built(config: TrainConfig):
 
 def _epoch(run, data) -> float:
     step = TrainStep(run.state, net=run.nets.train, data=data, config=run.state.config, device=CPU)
-    loss = train_epoch(
-        step,
-        run.mixer_at(run.state.epoch + 1),
-        data,
-        batch_size=run.state.config.batch_size,
-        generator=run.state.generators.data,
-        device=CPU,
-        world_size=1,
-    )
+    loss = step.epoch(run.mixer_at(run.state.epoch + 1))
     run.state.history.append({"epoch": run.state.epoch + 1, "train_loss": loss})
     return loss
 

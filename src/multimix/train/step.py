@@ -143,6 +143,18 @@ class TrainStep:
         self.state.scheduler.step()
         return loss
 
+    def epoch(self, mixer: Mixer | None) -> float:
+        """One epoch of steps in the seeded order of ``state.generators.data``; the mean loss over its
+        steps and the processes (one host sync, at the end)."""
+        n, batch_size = len(self.data.y), self.config.batch_size
+        # On the device: no sync per step
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        for batch in epoch_batches(n, batch_size, self.state.generators.data, self.device):
+            loss_sum += self(batch, mixer)
+        # Each rank's loss is weighted so that the ranks' losses average to the global batch's mean.
+        total = distributed.all_reduce_sum(loss_sum).item()
+        return total / self.world_size / steps_per_epoch(n, batch_size)
+
     def _step(self, batch: Tensor) -> Tensor:
         config, data, state, mixer = self.config, self.data, self.state, self._mixer
         x, y = data.x[batch], data.y[batch]
@@ -165,29 +177,6 @@ class TrainStep:
         return loss.detach()
 
 
-def train_epoch(
-    step: TrainStep,
-    mixer: Mixer | None,
-    data: TrainData,
-    *,
-    batch_size: int,
-    generator: torch.Generator,
-    device: torch.device,
-    world_size: int,
-) -> float:
-    """One epoch of steps; the mean loss over its steps and the processes (one host sync, at the end)."""
-    # On the device: no sync per step
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    for batch in epoch_batches(len(data.y), batch_size, generator, device):
-        loss_sum += step(batch, mixer)
-    # Each rank's loss is weighted so that the ranks' losses average to the global batch's mean.
-    return (
-        distributed.all_reduce_sum(loss_sum).item()
-        / world_size
-        / steps_per_epoch(len(data.y), batch_size)
-    )
-
-
 __all__ = [
     "steps_per_epoch",
     "epoch_batches",
@@ -196,5 +185,4 @@ __all__ = [
     "global_mean_loss",
     "TrainData",
     "TrainStep",
-    "train_epoch",
 ]

@@ -37,7 +37,7 @@ from multimix.train.methods import build_mixer
 from multimix.train.preflight import check_runnable
 from multimix.train.reporting import make_reporter, tensorboard_writer
 from multimix.train.run_folder import RunFolder
-from multimix.train.step import TrainData, TrainStep, epoch_batches, steps_per_epoch, train_epoch
+from multimix.train.step import TrainData, TrainStep, epoch_batches, steps_per_epoch
 
 log = logging.getLogger(__name__)
 
@@ -100,34 +100,20 @@ def _train(
         run.nets.train.train()
         mixer = run.mixer_at(epoch)  # its α from the schedule; None during an ERM warm-up
         start = time.perf_counter()
-        train_loss = train_epoch(
-            step,
-            mixer,
-            data,
-            batch_size=config.batch_size,
-            generator=state.generators.data,
-            device=device,
-            world_size=world.world_size,
-        )
-        train_time = time.perf_counter() - start
-        figures = evaluator.after_epoch(epoch, state.history)
-        state.history.append(
-            {
-                "epoch": epoch,
-                "train_loss": train_loss,
-                **figures,
-                "lr": float(state.optimizer.param_groups[0]["lr"]),
-                "alpha": getattr(mixer, "alpha", None),
-                "time_s": train_time,
-            }
-        )
-        improved = select_best(state.history) is state.history[-1]
-        # A collective: every rank takes part
-        folder.save_epoch(state.state_dict(), improved=improved)
+        record: dict[str, Any] = {"epoch": epoch, "train_loss": step.epoch(mixer)}
+        record["time_s"] = time.perf_counter() - start  # training alone, not the evaluation
+        record |= evaluator.after_epoch(epoch, state.history)
+        record |= {
+            "lr": float(state.optimizer.param_groups[0]["lr"]),
+            "alpha": getattr(mixer, "alpha", None),
+        }
+        state.history.append(record)
+        improved = select_best(state.history) is record
+        folder.save_epoch(state.state_dict(), improved=improved)  # state_dict: a collective
         # No rank starts the next epoch before rank 0 has saved this one: a kill then loses no more
         # than the epoch under way, on every rank alike.
         distributed.barrier(world)
-        reporter.epoch(state.history[-1])
+        reporter.epoch(record)
     reporter.close()
     if run.mixer is not None:
         run.mixer.close()
@@ -137,14 +123,6 @@ def _train(
         folder.write_metrics(state.history)
     summary = _summary(config, world, state.history, best)
     folder.write_summary(summary)
-    log.debug(
-        "%s %s s%d: test accuracy %.2f%% at epoch %d (best validation accuracy)",
-        config.dataset,
-        config.method,
-        config.seed,
-        100 * best["test_acc"],
-        best["epoch"],
-    )
     return summary
 
 
