@@ -30,6 +30,7 @@ import torch
 
 from multimix.data import Splits
 from multimix.train import distributed
+from multimix.train.checkpoint import CheckpointError
 from multimix.train.components import Run, build_run, load_splits, model_from_checkpoint
 from multimix.train.config import ConfigError, TrainConfig
 from multimix.train.evaluator import Evaluator, evaluate, select_best
@@ -147,6 +148,8 @@ def _restore(run: Run, saved: dict[str, Any] | None, folder: RunFolder) -> None:
         raise ConfigError(
             f"cannot resume {folder.path} with {world.world_size} process(es): {exc}"
         ) from None
+    except CheckpointError:  # already says what does not fit (e.g. other data files)
+        raise
     except (KeyError, RuntimeError, ValueError) as exc:  # the file's contents do not fit this run
         raise folder.mismatch(exc) from None
     log.info(
