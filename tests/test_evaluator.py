@@ -106,6 +106,6 @@ def test_progress_lines_come_every_tenth_of_the_run_without_a_bar(caplog):
 def test_other_ranks_report_nothing(tmp_path):
     config = TrainConfig.from_dict({"dataset": "toy", "tensorboard": True})
     assert isinstance(
-        make_reporter(config, tmp_path, main=False, progress=True, initial=0), NullReporter
+        make_reporter(config, tmp_path, main=False, progress=True, history=[]), NullReporter
     )
     assert list(tmp_path.iterdir()) == []

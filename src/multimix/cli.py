@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import gc
 import logging
 import os
@@ -36,14 +37,21 @@ from multimix.train.config import (
     renamed_keys_read,
     renamed_message,
 )
-from multimix.train.errors import ConfigError
+from multimix.train.errors import ConfigError, RunDiverged
 from multimix.train.methods import METHODS as METHOD_REGISTRY
 from multimix.train.methods import methods_with
 from multimix.train.runlock import FolderInUse
 from multimix.train.workers import WorkerDied
 
 #: Errors whose message says everything: one line on stderr, exit code 2, no traceback.
-USER_ERRORS = (ConfigError, CheckpointError, DataFilesMissing, CorruptDataFile, FolderInUse)
+USER_ERRORS = (
+    ConfigError,
+    CheckpointError,
+    DataFilesMissing,
+    CorruptDataFile,
+    FolderInUse,
+    RunDiverged,
+)
 
 log = logging.getLogger("multimix")
 
@@ -169,6 +177,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     args.continue_with = f"multimix train --out {shlex.quote(str(out))} --resume"
     if _torchrun_world() > 1:
         args.continue_with = f"the same torchrun command, with {args.continue_with}"
+    args.run_out = out  # before its first checkpoint, a run is continued by its own command again
     summary = train(config, out, resume=args.resume, progress=False if args.quiet else None)
     if _torchrun_rank() != 0:
         return 0  # rank 0 reports for every process
@@ -195,6 +204,7 @@ def parse_methods(text: str) -> list[str]:
 def cmd_compare(args: argparse.Namespace) -> int:
     from multimix.train.compare import (
         aggregate,
+        diverged,
         format_table,
         plot_results,
         run_comparison,
@@ -233,6 +243,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         from multimix.train.evaluation import evaluate_run
 
         for row in rows:
+            if diverged(row):  # no result to evaluate
+                continue
             result = evaluate_run(out / row["method"] / f"seed{row['seed']}")
             row.update(
                 {k: result[k] for k in ("ece", "fgsm_acc", "pgd_acc", "alignment", "uniformity")}
@@ -248,6 +260,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
     plot_results(out / "results.png", rows, title=title)
     print(title)
     print(table)
+    if lost := [r for r in rows if diverged(r)]:
+        runs = ", ".join(f"{r['method']} seed {r['seed']} (epoch {r['diverged']})" for r in lost)
+        sys.stderr.write(
+            f"multimix: warning: {len(lost)} of {len(rows)} runs diverged and have no figures: "
+            f"{runs}; their methods' cells say so (each run's summary.json records it)\n"
+        )
     print(
         f"\nper-run results: {out / 'results.csv'}\nplot: {out / 'results.png'}"
         + (
@@ -523,6 +541,47 @@ def _torchrun_world() -> int:
     return int(os.environ.get("WORLD_SIZE", "1") or 1)
 
 
+#: errno values that more space (or a higher limit) cures: the disk, the quota, the file-size limit.
+_NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_NO_PERMISSION = {errno.EACCES, errno.EPERM, errno.EROFS}
+
+
+def _continue_hint(args: argparse.Namespace) -> str | None:
+    """How to continue the command that stopped, as it stands now (None: nothing to say)."""
+    out = getattr(args, "run_out", None)
+    if out is not None and not (out / "checkpoint.pt").is_file():
+        command = shlex.join(["multimix", *args.argv])
+        return "the same torchrun command" if _torchrun_world() > 1 else command
+    return getattr(args, "continue_with", None)
+
+
+def _machine_fault(exc: OSError | UnicodeError, args: argparse.Namespace) -> str:
+    """One line for a fault of the machine rather than of the options: what, where, what to do.
+
+    Files are written atomically (:func:`multimix._io.atomic_write`): whatever file was being written
+    keeps its previous version, so the command can be run again once the cause is gone.
+    """
+    hint = _continue_hint(args)
+    again = f"continue with: {hint}" if hint else "run the command again"
+    if isinstance(exc, UnicodeError):
+        encoding = sys.getfilesystemencoding()
+        return (
+            f"a file name cannot be written in this system's encoding ({encoding}: {exc}); "
+            "choose names in that encoding, or run under a UTF-8 locale (e.g. LC_ALL=C.UTF-8)"
+        )
+    where = f"{exc.filename}: " if exc.filename is not None else ""
+    what = f"{where}{exc.strerror or exc} [errno {exc.errno}]"
+    if exc.errno in _NO_SPACE:
+        return (
+            f"{what}; nothing written is lost: free some space (or raise the limit), then {again}"
+        )
+    if exc.errno in _NO_PERMISSION:
+        return f"{what}; give this user the right to write there (or choose another folder), then {again}"
+    if exc.errno == errno.ENAMETOOLONG:
+        return f"{what}; choose a shorter name"
+    return f"{what}; {again} once that is fixed"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -556,10 +615,13 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as exc:
         # Under torchrun every rank meets the same bad option or folder: rank 0 says it once.
         code, message = 2, f"multimix: error: {exc}\n" if rank == 0 else None
+    except (OSError, UnicodeError) as exc:  # the machine's fault (disk, quota, permission, name)
+        # Only the process that met it knows (under torchrun, rank 0 writes): it says so itself.
+        code, message = 2, f"multimix: error: {_machine_fault(exc, args)}\n"
     except WorkerDied as exc:  # not the user's input, but nothing a traceback would explain either
         code, message = 1, f"multimix: error: {exc}\n"
     except (KeyboardInterrupt, Terminated) as exc:
-        hint = getattr(args, "continue_with", None)
+        hint = _continue_hint(args)
         code = 130 if isinstance(exc, KeyboardInterrupt) else 143
         message = (
             "multimix: interrupted" + (f"; to continue: {hint}" if hint else "") + "\n"

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from multimix.train import checkpoint
 from multimix.train.checkpoint import CheckpointError
 from multimix.train.config import TrainConfig
+from multimix.train.errors import RunDiverged
 from multimix.train.preflight import available_cpus, check_runnable
 from multimix.train.runlock import RunLock
 from multimix.train.trainer import train
@@ -38,6 +39,7 @@ CSV_FIELDS = [
     "test_acc",
     "final_test_acc",
     "time_per_epoch_s",
+    "diverged",  # the epoch a run diverged in (its other figures empty); empty for a finished run
 ]
 
 #: Columns ``compare --evaluate`` adds (see :mod:`multimix.train.evaluation`): name, heading, scale.
@@ -78,9 +80,40 @@ def _run_one(config_dict: dict[str, Any], out: str) -> dict[str, Any]:
                 stale = folder.with_name(f"{folder.name}.stale-{time.strftime('%Y%m%d-%H%M%S')}")
                 folder.rename(stale)
                 log.warning("%s. Moved to %s; training it again", problem, stale.name)
-            elif (folder / "summary.json").exists():
-                return {**json.loads((folder / "summary.json").read_text()), "reused": True}
-    return train(config, folder, resume=ckpt.exists(), progress=False)
+            elif (summary := _finished_summary(folder / "summary.json")) is not None:
+                return {**summary, "reused": True}
+    try:
+        return train(config, folder, resume=ckpt.exists(), progress=False)
+    except RunDiverged as exc:  # a finding about the method, not a failure of the comparison
+        log.debug("%s", exc)  # said in one line as the comparison's progress (_Progress)
+        return exc.summary
+
+
+def _finished_summary(path: Path) -> dict[str, Any] | None:
+    """The summary of a finished run (or of one that diverged), or None where there is none to trust:
+    no file, or one cut short or damaged, in which case the run is finished again from its checkpoint
+    (which rewrites the summary)."""
+    if not path.exists():
+        return None
+    try:
+        summary = json.loads(path.read_text())
+        if not isinstance(summary, dict) or not (
+            "diverged" in summary or {"best", "final", "time_per_epoch_s"} <= summary.keys()
+        ):
+            raise ValueError("not a run's summary")
+    except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        log.warning(
+            "%s is unreadable (%s); finishing the run again from its checkpoint",
+            path,
+            checkpoint.first_line(exc),
+        )
+        return None
+    return summary
+
+
+def diverged(summary: dict[str, Any]) -> bool:
+    """Whether a run's summary (or a results row) is of a run that diverged."""
+    return bool(summary.get("diverged"))
 
 
 def run_comparison(
@@ -168,6 +201,22 @@ class _Progress:
         label, config, _ = self.tasks[i]
         self.finished += 1
         self.bar.update(1)
+        if diverged(summary):
+            what = summary["diverged"]
+            log.warning(
+                "[%d/%d runs, %s] %s seed %d: diverged (training loss %s in epoch %d, lr %g): "
+                "no result%s",
+                self.finished,
+                len(self.tasks),
+                _duration(time.monotonic() - self.started),
+                label,
+                config.seed,
+                what["train_loss"],
+                what["epoch"],
+                what["lr"],
+                " (found so earlier)" if summary.get("reused") else "",
+            )
+            return
         how = (
             "reused (finished earlier)"
             if summary.get("reused")
@@ -192,7 +241,15 @@ class _Progress:
 
 
 def _row(label: str, config: TrainConfig, summary: dict[str, Any]) -> dict[str, Any]:
-    """A run's row of the results table (:data:`CSV_FIELDS`)."""
+    """A run's row of the results table (:data:`CSV_FIELDS`); a run that diverged has no figures,
+    only the epoch it diverged in."""
+    if diverged(summary):
+        return {
+            "method": label,
+            "seed": config.seed,
+            **dict.fromkeys(CSV_FIELDS[2:-1]),
+            "diverged": summary["diverged"]["epoch"],
+        }
     return {
         "method": label,
         "seed": config.seed,
@@ -201,6 +258,7 @@ def _row(label: str, config: TrainConfig, summary: dict[str, Any]) -> dict[str, 
         "test_acc": summary["best"]["test_acc"],
         "final_test_acc": summary["final"]["test_acc"],
         "time_per_epoch_s": summary["time_per_epoch_s"],
+        "diverged": None,
     }
 
 
@@ -216,22 +274,29 @@ def _mean_std(runs: list[dict[str, Any]], key: str) -> tuple[float, float]:
 
 
 def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean and standard deviation per method, in the order methods first appear."""
+    """Mean and standard deviation per method, in the order methods first appear.
+
+    A method with a run that diverged gets no figures (None): the mean of the runs that survived would
+    flatter it. ``diverged`` counts those runs; the time per epoch is over the finished ones.
+    """
     methods = list(dict.fromkeys(r["method"] for r in rows))
-    erm_time = [r["time_per_epoch_s"] for r in rows if r["method"] == "erm"]
+    finished = [r for r in rows if not diverged(r)]
+    erm_time = [r["time_per_epoch_s"] for r in finished if r["method"] == "erm"]
+    evaluated = [key for key, _, _ in EVAL_COLUMNS if any(key in r for r in finished)]
     out = []
     for method in methods:
         mine = [r for r in rows if r["method"] == method]
-        t = statistics.mean(r["time_per_epoch_s"] for r in mine)
+        done = [r for r in mine if not diverged(r)]
+        t = statistics.mean(r["time_per_epoch_s"] for r in done) if done else None
+        figures = ["val_acc", "test_acc", *evaluated]
         out.append(
             {
                 "method": method,
                 "runs": len(mine),
-                "val_acc": _mean_std(mine, "val_acc"),
-                "test_acc": _mean_std(mine, "test_acc"),
+                "diverged": len(mine) - len(done),
+                **{k: _mean_std(mine, k) if len(done) == len(mine) else None for k in figures},
                 "time_per_epoch_s": t,
-                "time_vs_erm": t / statistics.mean(erm_time) if erm_time else None,
-                **{key: _mean_std(mine, key) for key, _, _ in EVAL_COLUMNS if key in mine[0]},
+                "time_vs_erm": t / statistics.mean(erm_time) if erm_time and t else None,
             }
         )
     return out
@@ -239,7 +304,7 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def format_table(summary: list[dict[str, Any]]) -> str:
     """A Markdown table: accuracy in % as mean ± std over seeds."""
-    extra = [c for c in EVAL_COLUMNS if summary and c[0] in summary[0]]
+    extra = [c for c in EVAL_COLUMNS if any(c[0] in s for s in summary)]
     lines = [
         "| method | runs | val acc (%) | test acc (%) | time / epoch | vs ERM |"
         + "".join(f" {h} |" for _, h, _ in extra),
@@ -247,22 +312,27 @@ def format_table(summary: list[dict[str, Any]]) -> str:
     ]
     for s in summary:
         ratio = f"{s['time_vs_erm']:.2f}×" if s["time_vs_erm"] is not None else "—"
-        cells = "".join(
-            f" {k * s[key][0]:.{2 if k == 100 else 3}f} ± {k * s[key][1]:.{2 if k == 100 else 3}f} |"
-            for key, _, k in extra
-        )
-        lines.append(
-            f"| {s['method']} | {s['runs']} | {100 * s['val_acc'][0]:.2f} ± {100 * s['val_acc'][1]:.2f} | "
-            f"{100 * s['test_acc'][0]:.2f} ± {100 * s['test_acc'][1]:.2f} | {s['time_per_epoch_s']:.2f} s | {ratio} |"
-            + cells
-        )
+        time_cell = f"{s['time_per_epoch_s']:.2f} s" if s["time_per_epoch_s"] is not None else "—"
+        columns = [("val_acc", 100), ("test_acc", 100), *((key, k) for key, _, k in extra)]
+        cells = " | ".join(_cell(s, key, k) for key, k in columns[:2])
+        more = "".join(f" {_cell(s, key, k)} |" for key, k in columns[2:])
+        lines.append(f"| {s['method']} | {s['runs']} | {cells} | {time_cell} | {ratio} |" + more)
     return "\n".join(lines)
+
+
+def _cell(s: dict[str, Any], key: str, scale: int) -> str:
+    """``key``'s mean ± std in method summary ``s``, or why there is no number."""
+    if s.get("diverged"):
+        return f"diverged ({s['diverged']} of {s['runs']} runs)"
+    digits = 2 if scale == 100 else 3
+    mean, std = s[key]
+    return f"{scale * mean:.{digits}f} ± {scale * std:.{digits}f}"
 
 
 def write_csv(path: str | Path, rows: list[dict[str, Any]]) -> None:
     buffer = io.StringIO()
     writer = csv.DictWriter(
-        buffer, fieldnames=CSV_FIELDS + [k for k, _, _ in EVAL_COLUMNS if rows and k in rows[0]]
+        buffer, fieldnames=CSV_FIELDS + [k for k, _, _ in EVAL_COLUMNS if any(k in r for r in rows)]
     )
     writer.writeheader()
     writer.writerows(rows)
@@ -290,11 +360,14 @@ def plot_results(path: str | Path, rows: list[dict[str, Any]], *, title: str) ->
     import matplotlib.pyplot as plt
 
     summary = aggregate(rows)
-    names = [s["method"] for s in summary]
+    names = [
+        s["method"] + (f"\n(diverged: {s['diverged']} of {s['runs']})" if s["diverged"] else "")
+        for s in summary
+    ]
     fig, ax = plt.subplots(figsize=(1.3 * len(names) + 2.5, 3.8), dpi=120)
     values = []
     for i, s in enumerate(summary):
-        accs = [100 * r["test_acc"] for r in rows if r["method"] == s["method"]]
+        accs = [100 * r["test_acc"] for r in rows if r["method"] == s["method"] and not diverged(r)]
         values += accs
         offsets = [
             0.12 * (j - (len(accs) - 1) / 2) / max(1, len(accs) - 1) for j in range(len(accs))
@@ -308,6 +381,8 @@ def plot_results(path: str | Path, rows: list[dict[str, Any]], *, title: str) ->
             zorder=3,
             label="one seed" if i == 0 else None,
         )
+        if s["test_acc"] is None:  # a run diverged: its seeds that finished are shown, no mean
+            continue
         mean, std = 100 * s["test_acc"][0], 100 * s["test_acc"][1]
         ax.errorbar(
             [i + 0.15],
@@ -320,7 +395,7 @@ def plot_results(path: str | Path, rows: list[dict[str, Any]], *, title: str) ->
             label="mean ± std" if i == 0 else None,
         )
         ax.annotate(f"{mean:.1f}", (i + 0.22, mean), fontsize=8, va="center")
-    ax.set_ylim(*accuracy_axis(values))
+    ax.set_ylim(*(accuracy_axis(values) if values else (0.0, 100.0)))
     ax.set_xticks(range(len(names)), names)
     ax.set_xlim(-0.6, len(names) - 0.4)
     ax.set_ylabel("test accuracy (%)")
@@ -339,8 +414,9 @@ def plot_evaluation(path: str | Path, rows: list[dict[str, Any]], *, title: str)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    columns = [c for c in EVAL_COLUMNS if rows and c[0] in rows[0]]
     methods = list(dict.fromkeys(r["method"] for r in rows))
+    rows = [r for r in rows if not diverged(r)]  # no figures to show
+    columns = [c for c in EVAL_COLUMNS if any(c[0] in r for r in rows)]
     fig, axes = plt.subplots(
         1, len(columns), figsize=(2.2 * len(columns) + 1, 3.2), dpi=120, squeeze=False
     )
@@ -348,7 +424,8 @@ def plot_evaluation(path: str | Path, rows: list[dict[str, Any]], *, title: str)
         for i, method in enumerate(methods):
             values = [scale * r[key] for r in rows if r["method"] == method]
             ax.scatter([i] * len(values), values, s=12, color="#4C72B0", alpha=0.8)
-            ax.scatter([i], [statistics.mean(values)], marker="_", s=300, color="#C44E52")
+            if values:
+                ax.scatter([i], [statistics.mean(values)], marker="_", s=300, color="#C44E52")
         ax.set_xticks(range(len(methods)), methods, rotation=45, ha="right", fontsize=7)
         ax.set_title(heading, fontsize=8)
         ax.grid(axis="y", alpha=0.3)

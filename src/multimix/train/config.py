@@ -46,6 +46,8 @@ DEFAULT_ALPHA = {
 DEFAULT_TEACHER_MOMENTUM = 0.99
 
 #: Largest seed: every generator a seed reaches (torch, NumPy, scikit-learn) accepts [0, 2**31 - 1].
+#: The largest finite float32: float options beyond it overflow in training.
+FLOAT32_MAX = 3.4028234663852886e38
 MAX_SEED = 2**31 - 1
 
 #: Keys renamed for clarity: old name -> new name. The old names are still read (from the CLI, a
@@ -443,6 +445,16 @@ class TrainConfig:
 
     def _check_values(self) -> None:
         need = self._need
+        # Every float option ends up in float32 arithmetic (a weight update, a Beta draw, a scale): a
+        # value beyond float32's range overflows there, deep in torch, instead of here.
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.type in ("float", "float | None") and value is not None:
+                need(
+                    math.isfinite(value) and abs(value) <= FLOAT32_MAX,
+                    f.name,
+                    f"a finite number within float32's range (magnitude at most {FLOAT32_MAX:.4g})",
+                )
         for key in (
             "epochs",
             "batch_size",

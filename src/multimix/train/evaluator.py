@@ -15,6 +15,7 @@ other kind: calibration, attacks and OOD detection of a finished run.)
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -32,8 +33,14 @@ Figures = dict[str, Any]
 
 
 def select_best(history: list[dict[str, Any]]) -> dict[str, Any]:
-    """The epoch with the highest validation accuracy (ties: lower validation loss, then earlier)."""
-    return min(history, key=lambda r: (-r["val_acc"], r["val_loss"], r["epoch"]))
+    """The epoch with the highest validation accuracy (ties: lower validation loss, then earlier).
+    A validation loss that is not a finite number (inf where a prediction gave a label probability
+    0, None as read back from JSON) ranks last among the ties."""
+    return min(history, key=lambda r: (-r["val_acc"], _finite_or_inf(r["val_loss"]), r["epoch"]))
+
+
+def _finite_or_inf(value: float | None) -> float:
+    return value if value is not None and math.isfinite(value) else math.inf
 
 
 @torch.no_grad()

@@ -90,10 +90,13 @@ def tensorboard_writer(out: Path, *, purge_step: int | None = None) -> Any:
 
 class TensorBoardReporter:
     """Every number of each epoch's record as a scalar ``train/<key>`` at step = epoch. Resuming purges
-    events logged after the checkpoint's epoch, so the curves show the run that counts."""
+    events logged after the checkpoint's epoch, so the curves show the run that counts, and logs that
+    epoch (``last``, its record) again: a kill between the checkpoint and its events loses none."""
 
-    def __init__(self, out: Path, *, initial: int) -> None:
-        self.writer = tensorboard_writer(out, purge_step=initial + 1)
+    def __init__(self, out: Path, *, initial: int, last: dict[str, Any] | None = None) -> None:
+        self.writer = tensorboard_writer(out, purge_step=initial if last else initial + 1)
+        if last:
+            self.epoch(last)
 
     def epoch(self, record: dict[str, Any]) -> None:
         for key, value in record.items():
@@ -121,16 +124,24 @@ class Reporters:
 
 
 def make_reporter(
-    config: TrainConfig, out: Path, *, main: bool, progress: bool | None, initial: int
+    config: TrainConfig,
+    out: Path,
+    *,
+    main: bool,
+    progress: bool | None,
+    history: list[dict[str, Any]],
 ) -> Reporter:
     """What rank 0 shows: a bar (``progress``; None: only on a terminal) or log lines, and TensorBoard if
-    asked; a :class:`NullReporter` on the other ranks. ``initial``: epochs already done (a resumed run)."""
+    asked; a :class:`NullReporter` on the other ranks. ``history``: the epochs already done (a resumed
+    run's), whose last is logged to TensorBoard again."""
     if not main:
         return NullReporter()
     show_bar = sys.stderr.isatty() if progress is None else progress
+    initial = len(history)
     reporters: list[Reporter] = [ProgressReporter(config, show_bar=show_bar, initial=initial)]
     if config.tensorboard:
-        reporters.append(TensorBoardReporter(out, initial=initial))
+        last = history[-1] if history else None
+        reporters.append(TensorBoardReporter(out, initial=initial, last=last))
     return Reporters(*reporters)
 
 

@@ -19,13 +19,13 @@ rank 0 reads is broadcast to them.
 from __future__ import annotations
 
 import contextlib
-import json
 from pathlib import Path
 from typing import Any
 
 import yaml
 from torch import Tensor
 
+from multimix._io import to_json
 from multimix.train import checkpoint, distributed
 from multimix.train.checkpoint import CheckpointError
 from multimix.train.config import ConfigError, TrainConfig
@@ -152,7 +152,7 @@ class RunFolder:
         if self.writes:
             checkpoint.write_text(
                 self.path / "metrics.jsonl",
-                "".join(json.dumps(r, sort_keys=True) + "\n" for r in history),
+                "".join(to_json(r) + "\n" for r in history),
             )
 
     def write_summary(self, summary: dict[str, Any]) -> None:

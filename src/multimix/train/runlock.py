@@ -47,6 +47,8 @@ class RunLock:
 
     def __init__(self, folder: str | Path, *, argument: str = "out") -> None:
         self.folder = Path(folder)
+        #: What named the folder, for messages: an option's key ("out": its flag is --out) or a
+        #: positional argument's metavar in capitals ("RUN_DIR"), which has no other to choose.
         self.argument = argument
         self._fd: int | None = None
         self._created = False
@@ -70,11 +72,13 @@ class RunLock:
         except BlockingIOError:
             holder = os.read(fd, 4096).decode(errors="replace").strip() or "another process"
             os.close(fd)
+            other = f", or choose another --{self.argument}" if self.argument.islower() else ""
             raise FolderInUse(
-                f"{self.folder} is in use by {holder}; wait for it to finish, or choose another --{self.argument}"
+                f"{self.folder} is in use by {holder}; wait for it to finish{other}"
             ) from None
         os.ftruncate(fd, 0)
-        os.write(fd, _whoami().encode())
+        # A command line in a non-UTF-8 locale may hold undecodable bytes (as surrogates)
+        os.write(fd, _whoami().encode(errors="backslashreplace"))
         self._fd = fd
         # Left by a writer killed mid-write; we are the only writer now
         for tmp in self.folder.glob(".*.tmp"):
@@ -105,7 +109,9 @@ def _make_folder(folder: Path, argument: str) -> bool:
     if folder.is_dir():
         return False
     problem = None
-    if folder.exists():
+    if folder.is_symlink() and not folder.exists():
+        problem = f"it is a symbolic link to {os.readlink(folder)}, which does not exist"
+    elif folder.exists():
         problem = "it is a file, not a folder"
     else:
         try:
@@ -114,14 +120,24 @@ def _make_folder(folder: Path, argument: str) -> bool:
         except FileExistsError:
             if folder.is_dir():  # created by someone else meanwhile
                 return False
-            problem = "a part of that path is a file"
+            problem = _blocking_part(folder)
         except NotADirectoryError:
-            problem = "a part of that path is a file"
+            problem = _blocking_part(folder)
         except OSError as exc:
             problem = exc.strerror or type(exc).__name__
     raise ConfigError(
         f"invalid value for {argument}: {str(folder)!r} cannot be used as a run folder ({problem})"
     )
+
+
+def _blocking_part(folder: Path) -> str:
+    """Why ``folder`` cannot be made: the first part of its path that is a file or a dangling link."""
+    for part in [*reversed(folder.parents), folder]:
+        if part.is_symlink() and not part.exists():
+            return f"{part} is a symbolic link to {os.readlink(part)}, which does not exist"
+        if part.exists() and not part.is_dir():
+            return f"{part} is a file, not a folder"
+    return "a part of that path is not a folder"
 
 
 def _whoami() -> str:

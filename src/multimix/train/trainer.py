@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from multimix.train import distributed
 from multimix.train.checkpoint import CheckpointError
 from multimix.train.components import Run, build_run, load_splits, model_from_checkpoint
 from multimix.train.config import ConfigError, TrainConfig
+from multimix.train.errors import RunDiverged
 from multimix.train.evaluator import Evaluator, evaluate, select_best
 from multimix.train.methods import build_mixer
 from multimix.train.preflight import check_runnable
@@ -89,13 +91,17 @@ def _train(
     state = run.state
     _restore(run, saved, folder)
     folder.write_config(_config_record(config, run, splits, world))
+    # Derived from the checkpoint, rewritten from it: a kill between the checkpoint and its metrics
+    # line (or a finished run's summary) loses nothing.
+    if saved is not None:
+        folder.write_metrics(state.history)
 
     step = TrainStep(state, net=run.nets.train, data=data, config=config, device=device)
     evaluator = Evaluator(
         net=run.nets.eval, model=run.nets.model, splits=splits, config=config, device=device
     )
     reporter = make_reporter(
-        config, folder.path, main=world.is_main, progress=progress, initial=state.epoch
+        config, folder.path, main=world.is_main, progress=progress, history=state.history
     )
     for epoch in range(state.epoch + 1, config.epochs + 1):
         run.nets.train.train()
@@ -103,6 +109,9 @@ def _train(
         start = time.perf_counter()
         record: dict[str, Any] = {"epoch": epoch, "train_loss": step.epoch(mixer)}
         record["time_s"] = time.perf_counter() - start  # training alone, not the evaluation
+        if not math.isfinite(record["train_loss"]):  # the same on every rank: an all-reduced mean
+            reporter.close()
+            raise _diverged(config, folder, state.history, record)
         record |= evaluator.after_epoch(epoch, state.history)
         record |= {
             "lr": float(state.optimizer.param_groups[0]["lr"]),
@@ -163,6 +172,38 @@ def _restore(run: Run, saved: dict[str, Any] | None, folder: RunFolder) -> None:
     )
 
 
+def _diverged(
+    config: TrainConfig,
+    folder: RunFolder,
+    history: list[dict[str, Any]],
+    record: dict[str, Any],
+) -> RunDiverged:
+    """The error for a run whose epoch ``record`` ended with a loss that is not finite, once its
+    ``summary.json`` records the divergence. The checkpoint of the last finite epoch is kept."""
+    epoch, loss = record["epoch"], record["train_loss"]
+    summary = {
+        **_identity(config, folder.world),
+        "diverged": {"epoch": epoch, "train_loss": str(loss), "lr": config.lr},
+        "completed_epochs": len(history),
+        "final": None,
+        "best": None,
+    }
+    folder.write_summary(summary)
+    kept = (
+        f"the checkpoint of epoch {len(history)} is kept in {folder.path}"
+        if history
+        else f"no epoch ended with a finite loss, so {folder.path} holds no checkpoint"
+    )
+    return RunDiverged(
+        f"the run diverged: its training loss was {loss} in epoch {epoch} of {config.epochs} "
+        f"(method {config.method}, optimizer {config.optimizer}, lr {config.lr:g}); {kept}. "
+        "Its figures are not a result: start a new run (another --out) with a lower --lr"
+        + (" or --amp none" if config.amp == "fp16" else ""),
+        epoch=epoch,
+        summary=summary,
+    )
+
+
 def _config_record(
     config: TrainConfig, run: Run, splits: Splits, world: distributed.Dist
 ) -> dict[str, Any]:
@@ -179,6 +220,18 @@ def _config_record(
     }
 
 
+def _identity(config: TrainConfig, world: distributed.Dist) -> dict[str, Any]:
+    """What run a summary is of."""
+    return {
+        "dataset": config.dataset,
+        "model": config.model_name,
+        "method": config.method,
+        "seed": config.seed,
+        "epochs": config.epochs,
+        "processes": world.world_size,
+    }
+
+
 def _summary(
     config: TrainConfig,
     world: distributed.Dist,
@@ -187,12 +240,7 @@ def _summary(
 ) -> dict[str, Any]:
     keys = ("epoch", "val_acc", "test_acc", "val_loss", "test_loss")
     return {
-        "dataset": config.dataset,
-        "model": config.model_name,
-        "method": config.method,
-        "seed": config.seed,
-        "epochs": config.epochs,
-        "processes": world.world_size,
+        **_identity(config, world),
         "final": {k: history[-1][k] for k in keys},
         "best": {k: best[k] for k in keys},
         "time_per_epoch_s": sum(r["time_s"] for r in history) / len(history),
