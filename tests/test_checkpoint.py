@@ -27,7 +27,7 @@ def test_corrupt_and_mismatched_checkpoints_give_clear_errors(tmp_path):
     (tmp_path / "checkpoint.pt").write_bytes(data[: len(data) // 2])
     with pytest.raises(
         CheckpointError,
-        match=r"is not a readable checkpoint .*move it aside or delete it to start over",
+        match=r"is damaged: cut short, or its zip structure is broken .*move it aside or delete it to start over",
     ):
         train(config, tmp_path, resume=True)
     # A pickle that would run code when loaded is refused, and the code never runs.
@@ -38,7 +38,7 @@ def test_corrupt_and_mismatched_checkpoints_give_clear_errors(tmp_path):
         checkpoint.load(evil)
     assert not marker.exists()
     result = cli("train", "--out", str(tmp_path), "--resume")
-    assert result.returncode == 2 and "not a readable checkpoint" in result.stderr
+    assert result.returncode == 2 and "is damaged: cut short" in result.stderr
     assert "Traceback" not in result.stderr
 
 
