@@ -92,7 +92,10 @@ def test_release_files_are_checked_against_each_other(tmp_path):
     ):
         idx_images.load("mnist", tmp_path)
     write_idx(tmp_path / "t10k-labels-idx1-ubyte", np.full(20, 10, dtype=np.uint8))
-    with pytest.raises(CorruptDataFile, match=r"holds label 10, expected labels in \[0, 10\)"):
+    with pytest.raises(
+        CorruptDataFile,
+        match=r"holds label 10 \(record 0, counting from 0\), expected labels in \[0, 10\)",
+    ):
         idx_images.load("mnist", tmp_path)
     write_idx(tmp_path / "t10k-images-idx3-ubyte", np.zeros((20, 32, 32), dtype=np.uint8))
     with pytest.raises(

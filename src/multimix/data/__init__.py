@@ -7,13 +7,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TypedDict
+from typing import Any, TypedDict
 
 import torch
 
-from multimix.data import cifar, digits, idx_images, mnist1d
-from multimix.data.files import CorruptDataFile, DataFilesMissing
-from multimix.data.splits import Splits, make_splits, stratified_split
+from multimix.data import cifar, digits, fingerprint, idx_images, mnist1d
+from multimix.data.files import CorruptDataFile, DataFilesMissing, FileSummary
+from multimix.data.splits import Splits, make_splits, split_indices, stratified_split
 from multimix.data.toy import GaussianMixtureProblem, spirals
 
 __all__ = [
@@ -23,10 +23,14 @@ __all__ = [
     "dataset_info",
     "check_files",
     "check_subset",
+    "summarise_files",
+    "data_fingerprint",
     "DataFilesMissing",
     "CorruptDataFile",
+    "FileSummary",
     "Splits",
     "load_dataset",
+    "split_indices",
     "stratified_split",
     "GaussianMixtureProblem",
     "spirals",
@@ -121,6 +125,40 @@ def check_files(name: str, data_dir: str | None = None, *, download: bool = Fals
         cifar.check_files(name, data_dir, download=download)
     elif name in idx_images.RELEASES:
         idx_images.check_files(name, data_dir, download=download)
+
+
+def summarise_files(name: str, data_dir: str | None = None) -> FileSummary | None:
+    """What ``name``'s files hold (the training labels, the test set's size), read without their
+    pixels and checked as :func:`load_dataset` checks them; None for a generated dataset.
+
+    Raises :class:`DataFilesMissing` if the files are not found, :class:`CorruptDataFile` naming the
+    file (and record) at fault: a bad header, a size that does not fit it, an empty set, a label out
+    of range, fewer labels than images.
+    """
+    if name in cifar.SPECS:
+        if data_dir is None:
+            cifar.check_files(name, data_dir)  # raises, saying --data-dir is needed
+        assert data_dir is not None
+        return cifar.summarise(name, data_dir)
+    if name in idx_images.RELEASES:
+        return idx_images.summarise(name, data_dir)
+    return None
+
+
+def data_fingerprint(name: str, data_dir: str | None, splits: Splits) -> dict[str, Any]:
+    """What identifies the data of ``splits`` (loaded by :func:`load_dataset` with ``name`` and
+    ``data_dir``): its files' contents, or a generated set's tensors (:mod:`multimix.data.fingerprint`)."""
+    if name in cifar.SPECS:
+        assert data_dir is not None  # load_dataset needs it
+        spec = cifar.SPECS[name]
+        folder = cifar.find_folder(name, data_dir)
+        files = {f: folder / f for f in spec.train_files + spec.test_files}
+        return fingerprint.of_files(name, data_dir, files)
+    if name in idx_images.RELEASES:
+        return fingerprint.of_files(name, data_dir, idx_images.find_files(name, data_dir))
+    return fingerprint.of_tensors(
+        name, {"train": splits.train, "val": splits.val, "test": splits.test}
+    )
 
 
 class _SplitArguments(TypedDict):

@@ -9,7 +9,10 @@ import shutil
 import tempfile
 import urllib.request
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +23,28 @@ class DataFilesMissing(FileNotFoundError):
 
 class CorruptDataFile(ValueError):
     """A dataset file is not in the format it should be in; the message names the file and the fault."""
+
+
+@dataclass(frozen=True)
+class FileSummary:
+    """What a dataset's files hold, read without their pixels (headers, sizes, label bytes): enough to
+    check a run's counts before any work.
+
+    Attributes:
+        train_labels: the training set's labels, int64 of shape (N,), in file order.
+        test_size: examples in the test files.
+        train_source: the training labels' file(s), as an error message names them.
+    """
+
+    train_labels: np.ndarray
+    test_size: int
+    train_source: str
+
+
+def first_bad_label(labels: np.ndarray, num_classes: int) -> int | None:
+    """The index of the first label outside [0, num_classes), or None when all are in range."""
+    bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
+    return int(bad[0]) if bad.size else None
 
 
 def md5sum(path: str | Path) -> str:
@@ -63,4 +88,11 @@ def download(urls: Sequence[str], target: str | Path, *, md5: str, timeout: floa
     raise DataFilesMissing(f"could not download {target.name} ({'; '.join(failures)})")
 
 
-__all__ = ["DataFilesMissing", "CorruptDataFile", "md5sum", "download"]
+__all__ = [
+    "DataFilesMissing",
+    "CorruptDataFile",
+    "FileSummary",
+    "first_bad_label",
+    "md5sum",
+    "download",
+]

@@ -41,6 +41,50 @@ def read_idx(path: str | Path) -> np.ndarray:
             raise CorruptDataFile(
                 f"{path} is not a readable gzip file ({exc}); truncated download?"
             ) from None
+    dtype, shape = _parse_header(path, raw)
+    header = 4 + 4 * len(shape)
+    expected = math.prod(shape) * dtype.itemsize
+    if len(raw) - header != expected:
+        raise CorruptDataFile(
+            f"{path} holds {len(raw) - header} bytes of values, expected {expected} for shape "
+            f"{shape} of {dtype.name}; truncated or not this dataset's file?"
+        )
+    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
+
+
+def read_idx_header(path: str | Path) -> tuple[np.dtype[Any], tuple[int, ...]]:
+    """The dtype and shape an IDX file announces, read from its first bytes only (a gzipped file is
+    decompressed no further than its header): what the file holds, known without reading it.
+
+    A plain file's size is checked against the header too; a gzipped one's values are checked when it
+    is read (:func:`read_idx`).
+    """
+    path, gzipped = Path(path), False
+    try:
+        with path.open("rb") as f:
+            gzipped = f.read(2) == _GZIP_MAGIC
+        opener = gzip.open if gzipped else open
+        with opener(path, "rb") as f:
+            head = f.read(4)
+            head += f.read(4 * head[3]) if len(head) == 4 else b""
+    except (OSError, EOFError, zlib.error) as exc:
+        raise CorruptDataFile(
+            f"{path} is not a readable {'gzip' if gzipped else 'IDX'} file ({exc}); truncated download?"
+        ) from None
+    dtype, shape = _parse_header(path, head)
+    if not gzipped:
+        expected = 4 + 4 * len(shape) + math.prod(shape) * dtype.itemsize
+        size = path.stat().st_size
+        if size != expected:
+            raise CorruptDataFile(
+                f"{path} is {size} bytes, expected {expected} for its header's shape {shape} of "
+                f"{dtype.name}; truncated or not this dataset's file?"
+            )
+    return dtype, shape
+
+
+def _parse_header(path: Path, raw: bytes) -> tuple[np.dtype[Any], tuple[int, ...]]:
+    """The dtype and shape of the IDX header at the start of ``raw`` (CorruptDataFile naming ``path``)."""
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in DTYPES or raw[3] == 0:
         raise CorruptDataFile(
             f"{path} is not an IDX file: its magic number is {raw[:4].hex() or 'missing'}, "
@@ -52,15 +96,7 @@ def read_idx(path: str | Path) -> np.ndarray:
         raise CorruptDataFile(
             f"{path}: the IDX header announces {ndim} dimensions but the file ends before them"
         )
-    shape = struct.unpack(f">{ndim}I", raw[4:header])
-    dtype = DTYPES[raw[2]]
-    expected = math.prod(shape) * dtype.itemsize
-    if len(raw) - header != expected:
-        raise CorruptDataFile(
-            f"{path} holds {len(raw) - header} bytes of values, expected {expected} for shape "
-            f"{shape} of {dtype.name}; truncated or not this dataset's file?"
-        )
-    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
+    return DTYPES[raw[2]], tuple(struct.unpack(f">{ndim}I", raw[4:header]))
 
 
 def write_idx(path: str | Path, array: np.ndarray, *, compress: bool | None = None) -> None:
@@ -86,4 +122,4 @@ def write_idx(path: str | Path, array: np.ndarray, *, compress: bool | None = No
     path.write_bytes(data)
 
 
-__all__ = ["read_idx", "write_idx", "DTYPES"]
+__all__ = ["read_idx", "read_idx_header", "write_idx", "DTYPES"]

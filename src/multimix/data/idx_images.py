@@ -20,8 +20,8 @@ import torch
 from torch import Tensor
 
 from multimix.data import files
-from multimix.data.files import CorruptDataFile, DataFilesMissing
-from multimix.data.idx import read_idx
+from multimix.data.files import CorruptDataFile, DataFilesMissing, FileSummary, first_bad_label
+from multimix.data.idx import read_idx, read_idx_header
 
 #: The four files of an IDX image release (each also found gzipped, with ``.gz``).
 FILES = (
@@ -142,7 +142,7 @@ def load(
     """Return ``(x_train (60000, 1, 28, 28), y_train, x_test (10000, 1, 28, 28), y_test)``.
 
     Pixels float32 in [0, 1], labels int64 in [0, 10). Files are validated before use: IDX header,
-    image shape, label range, and as many labels as images.
+    image shape, label range, as many labels as images, and at least one image in each set.
     """
     if name not in RELEASES:
         raise ValueError(f"name must be one of {sorted(RELEASES)}, got {name!r}")
@@ -159,28 +159,86 @@ def load(
     return x_train, y_train, x_test, y_test
 
 
+def summarise(name: str, data_dir: str | Path | None) -> FileSummary:
+    """What ``name``'s files hold, from their IDX headers and label files alone (a few kilobytes even
+    for the full releases, where the images are ~50 MB): the same checks :func:`load` makes on them,
+    before any work. Raises :class:`DataFilesMissing` or :class:`CorruptDataFile` naming the file."""
+    paths = find_files(name, data_dir)
+    labels = {}
+    for split in ("train", "t10k"):
+        images_path = paths[f"{split}-images-idx3-ubyte"]
+        labels_path = paths[f"{split}-labels-idx1-ubyte"]
+        dtype, shape = read_idx_header(images_path)
+        _check_images(images_path, dtype, shape)
+        dtype, count = read_idx_header(labels_path)
+        _check_labels_shape(labels_path, dtype, count)
+        _check_counts(images_path, shape[0], labels_path, count[0])
+        labels[split] = _labels(labels_path)
+    return FileSummary(
+        train_labels=labels["train"].astype(np.int64),
+        test_size=len(labels["t10k"]),
+        train_source=str(paths["train-labels-idx1-ubyte"]),
+    )
+
+
 def _pair(images_path: Path, labels_path: Path) -> tuple[Tensor, Tensor]:
-    images, labels = read_idx(images_path), read_idx(labels_path)
-    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (SIDE, SIDE):
-        raise CorruptDataFile(
-            f"{images_path} holds {images.dtype} values of shape {images.shape}, "
-            f"expected unsigned bytes of shape (N, {SIDE}, {SIDE})"
-        )
-    if labels.dtype != np.uint8 or labels.ndim != 1:
-        raise CorruptDataFile(
-            f"{labels_path} holds {labels.dtype} values of shape {labels.shape}, "
-            "expected unsigned bytes of shape (N,)"
-        )
-    if len(labels) != len(images):
-        raise CorruptDataFile(
-            f"{labels_path} holds {len(labels)} labels but {images_path} holds {len(images)} images"
-        )
-    if len(labels) and labels.max() >= NUM_CLASSES:
-        raise CorruptDataFile(
-            f"{labels_path} holds label {int(labels.max())}, expected labels in [0, {NUM_CLASSES})"
-        )
+    images = read_idx(images_path)
+    _check_images(images_path, images.dtype, images.shape)
+    labels = _labels(labels_path)
+    _check_counts(images_path, len(images), labels_path, len(labels))
     x = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)
     return x, torch.from_numpy(labels.astype(np.int64))
 
 
-__all__ = ["RELEASES", "FILES", "folders", "find_files", "check_files", "download", "load"]
+def _check_images(path: Path, dtype: np.dtype, shape: tuple[int, ...]) -> None:
+    if dtype != np.uint8 or len(shape) != 3 or shape[1:] != (SIDE, SIDE):
+        raise CorruptDataFile(
+            f"{path} holds {dtype} values of shape {shape}, "
+            f"expected unsigned bytes of shape (N, {SIDE}, {SIDE})"
+        )
+    if shape[0] == 0:
+        # An empty set would fail later, far from its cause (an empty split, a division by zero)
+        role = "training" if path.name.startswith("train") else "test"
+        raise CorruptDataFile(
+            f"{path} holds no images (its IDX header announces shape {shape}), and the {role} set "
+            f"needs at least one: put the release's {role} files in --data-dir"
+        )
+
+
+def _check_labels_shape(path: Path, dtype: np.dtype, shape: tuple[int, ...]) -> None:
+    if dtype != np.uint8 or len(shape) != 1:
+        raise CorruptDataFile(
+            f"{path} holds {dtype} values of shape {shape}, expected unsigned bytes of shape (N,)"
+        )
+
+
+def _check_counts(images_path: Path, images: int, labels_path: Path, labels: int) -> None:
+    if labels != images:
+        raise CorruptDataFile(
+            f"{labels_path} holds {labels} labels but {images_path} holds {images} images"
+        )
+
+
+def _labels(path: Path) -> np.ndarray:
+    """The labels of an IDX label file, each checked to be a class."""
+    labels = read_idx(path)
+    _check_labels_shape(path, labels.dtype, labels.shape)
+    bad = first_bad_label(labels, NUM_CLASSES)
+    if bad is not None:
+        raise CorruptDataFile(
+            f"{path} holds label {int(labels[bad])} (record {bad}, counting from 0), expected labels "
+            f"in [0, {NUM_CLASSES}); not this dataset's file?"
+        )
+    return labels
+
+
+__all__ = [
+    "RELEASES",
+    "FILES",
+    "folders",
+    "find_files",
+    "check_files",
+    "download",
+    "load",
+    "summarise",
+]

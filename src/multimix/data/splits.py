@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,12 +38,17 @@ class Splits:
 
 
 def stratified_split(y: Tensor, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
-    """Indices ``(keep, held_out)`` with ``held_out`` a stratified ``fraction`` of ``range(len(y))``."""
+    """Indices ``(keep, held_out)`` with ``held_out`` a stratified ``fraction`` of ``range(len(y))``.
+
+    Stratified where it can be: every class present has 2 examples and each part has room for one of
+    each class; a plain random split otherwise (:func:`class_counts_of_split` tells which classes a
+    part then lacks).
+    """
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"val_fraction must be in (0, 1), got {fraction!r}")
+    n_held = math.ceil(fraction * len(y))  # as scikit-learn rounds
     index = torch.arange(len(y)).numpy()
-    counts = torch.bincount(y)
-    stratify = y.numpy() if (counts[counts > 0] >= 2).all() else None  # sklearn needs 2 per class
+    stratify = y.numpy() if _stratifiable(y, n_held, len(y) - n_held) else None
     keep, held = train_test_split(index, test_size=fraction, random_state=seed, stratify=stratify)
     return torch.as_tensor(keep).sort().values, torch.as_tensor(held).sort().values
 
@@ -50,13 +56,41 @@ def stratified_split(y: Tensor, fraction: float, seed: int) -> tuple[Tensor, Ten
 def stratified_subset(y: Tensor, size: int, seed: int) -> Tensor:
     """Sorted indices of a stratified subset of ``size`` examples of ``range(len(y))`` (1 <= size < len(y))."""
     index = torch.arange(len(y)).numpy()
-    counts = torch.bincount(y)
-    # sklearn stratifies only when every class has 2 examples and the subset can hold one of each
-    stratify = (
-        y.numpy() if (counts[counts > 0] >= 2).all() and size >= int((counts > 0).sum()) else None
-    )
+    stratify = y.numpy() if _stratifiable(y, size, len(y) - size) else None
     keep, _ = train_test_split(index, train_size=size, random_state=seed, stratify=stratify)
     return torch.as_tensor(keep).sort().values
+
+
+def _stratifiable(y: Tensor, *part_sizes: int) -> bool:
+    """Whether scikit-learn can stratify ``y`` into parts of these sizes: every class present has 2
+    examples and every part room for one of each class (it raises otherwise)."""
+    counts = torch.bincount(y)
+    present = counts[counts > 0]
+    return bool((present >= 2).all()) and min(part_sizes) >= len(present)
+
+
+def split_indices(
+    y: Tensor, *, val_fraction: float, seed: int, train_subset: int | None = None
+) -> tuple[Tensor, Tensor]:
+    """Indices into ``y`` of the training and validation parts :func:`make_splits` makes: a stratified
+    ``train_subset`` first (when it is less than ``len(y)``), then the stratified validation split."""
+    index = torch.arange(len(y))
+    if train_subset and train_subset < len(y):
+        index = index[stratified_subset(y, train_subset, seed)]
+    keep, held = stratified_split(y[index], val_fraction, seed)
+    return index[keep], index[held]
+
+
+def class_counts_of_split(
+    y: Tensor, num_classes: int, *, val_fraction: float, seed: int, train_subset: int | None = None
+) -> tuple[Tensor, Tensor]:
+    """Examples of each class, int64 of shape (num_classes,), in the training and in the validation
+    part of :func:`split_indices`: what a check before any work needs to know of the split."""
+    keep, held = split_indices(y, val_fraction=val_fraction, seed=seed, train_subset=train_subset)
+    return (
+        torch.bincount(y[keep], minlength=num_classes),
+        torch.bincount(y[held], minlength=num_classes),
+    )
 
 
 def make_splits(
@@ -79,20 +113,18 @@ def make_splits(
     ``seed`` (None or 0: all of them; more than there are: all, with a warning); the validation split
     is then carved from the subset.
     """
-    if train_subset:
-        if train_subset > len(y_train):
-            # A dataset's known size is checked before any work (multimix.data.check_subset); files smaller
-            # than their release (a user's own, a test's) reach here: they are used whole.
-            log.warning(
-                "%s: train_subset %d is more than its %d training examples; using all of them",
-                name,
-                train_subset,
-                len(y_train),
-            )
-        elif train_subset < len(y_train):
-            subset = stratified_subset(y_train, train_subset, seed)
-            x_train, y_train = x_train[subset], y_train[subset]
-    keep, held = stratified_split(y_train, val_fraction, seed)
+    if train_subset and train_subset > len(y_train):
+        # A dataset's known size is checked before any work (multimix.data.check_subset); files smaller
+        # than their release (a user's own, a test's) reach here: they are used whole.
+        log.warning(
+            "%s: train_subset %d is more than its %d training examples; using all of them",
+            name,
+            train_subset,
+            len(y_train),
+        )
+    keep, held = split_indices(
+        y_train, val_fraction=val_fraction, seed=seed, train_subset=train_subset
+    )
     x_train, y_train = x_train.float(), y_train.long()
     return Splits(
         name=name,

@@ -14,8 +14,17 @@ import math
 import os
 
 import torch
+from torch import Tensor
 
-from multimix.data import check_files, check_subset, dataset_info
+from multimix.data import (
+    DataFilesMissing,
+    FileSummary,
+    check_files,
+    check_subset,
+    dataset_info,
+    summarise_files,
+)
+from multimix.data.splits import class_counts_of_split
 from multimix.models import build_model
 from multimix.train import distributed
 from multimix.train.checkpoint import first_line
@@ -41,9 +50,12 @@ def check_runnable(config: TrainConfig) -> None:
     info = dataset_info(config.dataset, train_subset=config.train_subset, **sizes)
     _check_gpu_path(config, device, info.input_shape)
     _check_processes(config, device)
-    if info.train_size is not None:
-        _check_split(config, info.train_size, info.num_classes)
     check_files(config.dataset, config.data_dir, download=config.download)
+    files = _summarise_files(config)
+    if files is not None:
+        check_split_of_files(config, files, info.num_classes)
+    elif info.train_size is not None:
+        _check_split(config, info.train_size, info.num_classes)
     _check_model_and_method(config, info.input_shape, info.num_classes)
     if config.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise ConfigError(
@@ -157,6 +169,17 @@ def _check_threads(threads: int | None) -> None:
         )
 
 
+def _summarise_files(config: TrainConfig) -> FileSummary | None:
+    """What the dataset's files hold (None: a generated dataset, or files still to be downloaded,
+    whose official counts pass :func:`_check_split`)."""
+    try:
+        return summarise_files(config.dataset, config.data_dir)
+    except DataFilesMissing:
+        if config.download:
+            return None
+        raise
+
+
 def _check_split(config: TrainConfig, n: int, k: int) -> None:
     # The stratified split needs every class in both parts: at least k examples in each.
     n_val = math.ceil(config.val_fraction * n)
@@ -171,6 +194,65 @@ def _check_split(config: TrainConfig, n: int, k: int) -> None:
             f"examples into {n - n_val} for training and {n_val} for validation, and each part needs at least "
             f"{k} (one per class)"
         )
+
+
+def check_split_of_files(config: TrainConfig, files: FileSummary, k: int) -> None:
+    """Raise :class:`ConfigError` unless the validation split of the files' real training labels puts
+    every class in both parts, naming the classes short, their counts, and a ``--val-fraction`` that
+    works with these files where one does (the split is the run's own: same seed, same subset)."""
+    y = torch.from_numpy(files.train_labels)
+    n = len(y)
+    subset = config.train_subset if config.train_subset and config.train_subset < n else None
+    train, val = class_counts_of_split(
+        y, k, val_fraction=config.val_fraction, seed=config.data_seed, train_subset=subset
+    )
+    short = [c for c in range(k) if train[c] == 0 or val[c] == 0]
+    if not short:
+        return
+    in_files = torch.bincount(y, minlength=k)
+    described = "; ".join(
+        f"class {c}: {int(in_files[c])} in the files, {int(train[c])} for training and "
+        f"{int(val[c])} for validation"
+        for c in short[:3]
+    ) + ("; ..." if len(short) > 3 else "")
+    key, value = ("train_subset", subset) if subset else ("val_fraction", config.val_fraction)
+    used = f"{n}" if subset is None else f"a subset of {subset} of the {n}"
+    raise ConfigError(
+        f"invalid value for {key}: {value}; splitting {used} training examples of "
+        f"{files.train_source} with val_fraction {config.val_fraction} leaves {len(short)} of the "
+        f"{k} classes without an example for training or for validation, and each part needs one "
+        f"of every class ({described}): {_what_to_do(config, y, k, in_files, short, subset)}"
+    )
+
+
+def _what_to_do(
+    config: TrainConfig, y: Tensor, k: int, in_files: Tensor, short: list[int], subset: int | None
+) -> str:
+    """The advice for a split that leaves classes ``short``: files with more of a class that cannot be
+    split (fewer than 2 examples), else a --val-fraction found to work, else a larger subset."""
+    too_few = [c for c in short if in_files[c] < 2]
+    if too_few:
+        listed = ", ".join(f"class {c} has {int(in_files[c])}" for c in too_few[:3])
+        return (
+            f"every class needs at least 2 examples in the training file(s) ({listed}); use files "
+            "with more examples of each class"
+        )
+    # The split's own code on the real labels: cheap (milliseconds per try), and exact where a rule
+    # of thumb about scikit-learn's rounding would not be.
+    for percent in range(5, 100, 5):
+        fraction = percent / 100
+        train, val = class_counts_of_split(
+            y, k, val_fraction=fraction, seed=config.data_seed, train_subset=subset
+        )
+        if bool((train > 0).all()) and bool((val > 0).all()):
+            larger = ", or a larger --train-subset" if subset else ""
+            return (
+                f"use --val-fraction {fraction}, which puts every class in both parts with these "
+                f"files{larger}"
+            )
+    if subset:
+        return f"use a larger --train-subset, or 'all' for the whole {len(y)}"
+    return "use files with more examples of each class"
 
 
 def _check_model_and_method(config: TrainConfig, input_shape: tuple[int, ...], k: int) -> None:
@@ -199,4 +281,4 @@ def _check_model_and_method(config: TrainConfig, input_shape: tuple[int, ...], k
         mixer.close()
 
 
-__all__ = ["check_runnable", "check_device", "available_cpus"]
+__all__ = ["check_runnable", "check_device", "available_cpus", "check_split_of_files"]
