@@ -1,5 +1,6 @@
-"""Damaged weight files (train/checkpoint.py's verification): each is refused with one line naming the
-file and what to do.
+"""Damaged, mismatched and diverged weight files (train/checkpoint.py's verification, components.py's
+trained_model, train/evaluation.py): each is refused with one line naming the file and what to do, and
+``multimix evaluate`` says which weights it measured.
 
 The damage is done to the bytes on disk, as a failing disk, a bad copy or a cosmic ray would: one bit
 flipped in the middle of a weight's data (which torch.load alone reads back without a complaint), the
@@ -8,6 +9,7 @@ file cut short, emptied, or replaced by random bytes.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import zipfile
@@ -212,3 +214,171 @@ def test_evaluate_refuses_a_damaged_best_pt_in_one_line(run, capsys, damage):
     code, err, _ = evaluate(run, capsys)
     assert_one_line(code, err, str(path), "training the run again")
     assert not (run / "eval.json").exists()
+
+
+# -- dangling, unreadable ------------------------------------------------------------------------------
+
+
+def test_evaluate_refuses_a_dangling_best_pt_link_rather_than_measuring_another_epoch(run, capsys):
+    (run / "best.pt").unlink()
+    (run / "best.pt").symlink_to(run / "moved" / "best.pt")
+    code, err, _ = evaluate(run, capsys)
+    assert_one_line(code, err, f"{run / 'best.pt'} is a symbolic link to", "which does not exist")
+
+
+@pytest.mark.skipif(
+    hasattr(os, "geteuid") and os.geteuid() == 0, reason="root reads any file whatever its mode"
+)
+def test_evaluate_refuses_an_unreadable_best_pt_in_one_line(run, capsys):
+    (run / "best.pt").chmod(0)
+    try:
+        code, err, _ = evaluate(run, capsys)
+    finally:
+        (run / "best.pt").chmod(0o644)
+    assert_one_line(code, err, f"{run / 'best.pt'} cannot be read", "Permission")
+
+
+def test_a_file_that_cannot_be_opened_is_named_with_its_error(run, capsys, monkeypatch):
+    """What chmod 000 gives a user other than root (who reads any file), whatever user runs the tests."""
+    real_open = Path.open
+
+    def refuse(self, *args, **kwargs):
+        if self.name == "best.pt":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", refuse)
+    code, err, _ = evaluate(run, capsys)
+    assert_one_line(code, err, f"{run / 'best.pt'} cannot be read (PermissionError")
+
+
+def test_a_folder_named_best_pt_is_refused(run, capsys):
+    (run / "best.pt").unlink()
+    (run / "best.pt").mkdir()
+    code, err, _ = evaluate(run, capsys)
+    assert_one_line(code, err, f"{run / 'best.pt'} is a folder")
+
+
+# -- 2. weights that do not fit the model ----------------------------------------------------------
+
+
+def _rewrite_weights(path: Path, change) -> None:
+    """Rewrite ``path`` through checkpoint.save (so its checksums hold) with its weights changed."""
+    state = checkpoint.load(path)
+    state["model"] = change(dict(state["model"]))
+    checkpoint.save(path, {k: v for k, v in state.items() if k not in ("format", "version")})
+
+
+def _rename_first(w):
+    key = next(iter(w))
+    return {("renamed." + k if k == key else k): v for k, v in w.items()}
+
+
+def _reshape_first_matrix(w):
+    key = next(k for k, v in w.items() if v.dim() == 2)
+    return {**w, key: torch.zeros(w[key].shape[0] + 1, w[key].shape[1])}
+
+
+@pytest.mark.parametrize(
+    ("change", "fragments"),
+    [
+        (_rename_first, ["1 weight(s) missing, the first", "1 unexpected, the first 'renamed."]),
+        (lambda w: dict(list(w.items())[1:]), ["1 weight(s) missing, the first"]),
+        (
+            lambda w: {**w, "extra.weight": torch.zeros(2)},
+            ["1 unexpected, the first 'extra.weight'"],
+        ),
+        (_reshape_first_matrix, ["1 of another shape, the first", "where the model has"]),
+        (lambda w: {k: v.tolist() for k, v in w.items()}, ["holds no model weights"]),
+    ],
+    ids=["renamed", "missing", "unexpected", "reshaped", "not-tensors"],
+)
+def test_weights_that_do_not_fit_the_model_are_named(run, capsys, change, fragments):
+    from multimix.train.components import model_from_checkpoint
+
+    path = run / "best.pt"
+    _rewrite_weights(path, change)
+    with pytest.raises(CheckpointError) as exc:
+        model_from_checkpoint(path)
+    assert str(exc.value).startswith(str(path)) and "\n" not in str(exc.value)
+    for fragment in fragments:
+        assert fragment in str(exc.value)
+    code, err, _ = evaluate(run, capsys)
+    assert_one_line(code, err, str(path), *fragments)
+
+
+def test_a_checkpoint_without_weights_is_named(run):
+    from multimix.train.components import model_from_checkpoint
+
+    state = checkpoint.load(run / "checkpoint.pt")
+    del state["model"]
+    checkpoint.save(run / "checkpoint.pt", state)
+    with pytest.raises(
+        CheckpointError, match=r"holds no model weights \(its 'model' entry is NoneType"
+    ):
+        model_from_checkpoint(run / "checkpoint.pt")
+
+
+# -- 3. a diverged run -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_evaluate_says_a_diverged_run_has_nothing_to_evaluate(run, capsys, value):
+    def poison(w):
+        key = next(k for k, v in w.items() if v.dim() == 2)
+        bad = w[key].clone()
+        bad[0, 0] = value
+        return {**w, key: bad}
+
+    _rewrite_weights(run / "best.pt", poison)
+    code, err, _ = evaluate(run, capsys)
+    assert_one_line(
+        code,
+        err,
+        f"{run}: the model's outputs on the test set are not finite",
+        "best.pt (epoch",
+        "the run diverged; nothing to evaluate",
+    )
+    assert not (run / "eval.json").exists()
+
+
+# -- 4. which weights were measured --------------------------------------------------------------
+
+
+@pytest.mark.slow  # two evaluations (a t-SNE each)
+def test_evaluate_says_which_weights_it_measured(run, capsys):
+    best_epoch = json.loads((run / "summary.json").read_text())["best"]["epoch"]
+    code, _, out = evaluate(run, capsys)
+    result = json.loads((run / "eval.json").read_text())
+    assert code == 0 and result["weights"] == f"best.pt (epoch {best_epoch})"
+    assert result["weights_epoch"] == best_epoch
+    assert f"| {run} | best.pt (epoch {best_epoch}) |" in out
+
+    # A run without best.pt (killed before its first improvement, or best.pt deleted): the last epoch.
+    (run / "best.pt").unlink()
+    code, _, out = evaluate(run, capsys)
+    result = json.loads((run / "eval.json").read_text())
+    assert code == 0 and result["weights"] == "checkpoint.pt (last epoch 2; no best.pt)"
+    assert result["weights_epoch"] == 2
+    assert f"| {run} | checkpoint.pt (last epoch 2; no best.pt) |" in out
+
+
+def test_trained_model_tells_the_epoch_of_its_weights(run):
+    from multimix.train.components import trained_model
+
+    best_epoch = json.loads((run / "summary.json").read_text())["best"]["epoch"]
+    assert trained_model(run / "best.pt").epoch == best_epoch
+    last = trained_model(run / "checkpoint.pt")
+    assert last.epoch == 2 and not last.model.training
+
+
+@pytest.mark.slow  # a CLI process
+def test_the_cli_subprocess_shows_no_traceback_for_a_diverged_run(run):
+    """The same one line from a fresh process (nothing of pytest's in-process setup)."""
+    _rewrite_weights(
+        run / "best.pt", lambda w: {k: torch.full_like(v, float("nan")) for k, v in w.items()}
+    )
+    result = cli("evaluate", str(run), "--attacks", "", "--ood", "gaussian", "--quiet")
+    err = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(err) == 1 and "Traceback" not in result.stderr
+    assert "the run diverged" in err[0]

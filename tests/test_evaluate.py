@@ -200,8 +200,10 @@ def test_multimix_evaluate_end_to_end(tmp_path, capsys):
     )
     printed = capsys.readouterr().out
     result = json.loads((run / "eval.json").read_text())
-    assert f"| {run} |" in printed and result["weights"] == "best.pt"
     summary = json.loads((run / "summary.json").read_text())
+    # Which weights were measured: best.pt, at the epoch chosen on validation (tests/test_corruption.py)
+    assert result["weights"] == f"best.pt (epoch {summary['best']['epoch']})"
+    assert f"| {run} | {result['weights']} |" in printed
     # The epoch chosen on validation
     assert result["test_acc"] == pytest.approx(summary["best"]["test_acc"])
     assert (
@@ -413,4 +415,5 @@ def test_eval_table_has_a_column_for_every_metric_seen():
             {"run": "b", "test_acc": 0.75, "ood_mnist_auroc": 0.9},
         ]
     )
-    assert "| a | 0.5000 | — |" in table and "| b | 0.7500 | 0.9000 |" in table
+    assert "| a | — | 0.5000 | — |" in table and "| b | — | 0.7500 | 0.9000 |" in table
+    assert "| run | weights | test_acc | ood_mnist_auroc |" in table

@@ -116,6 +116,10 @@ def load(path: str | Path) -> dict[str, Any]:
             f"{path} is a symbolic link to {path.readlink()}, which does not exist; "
             "restore what it points to, or remove the link"
         )
+    if path.exists() and not path.is_file():
+        raise CheckpointError(
+            f"{path} is a folder (or another kind of non-file), not a checkpoint; {what_to_do(path)}"
+        )
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
     verify(path)

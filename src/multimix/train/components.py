@@ -20,6 +20,7 @@ from multimix.models import build_model
 from multimix.schedules import make_schedule
 from multimix.teacher import EMATeacher
 from multimix.train import checkpoint, distributed
+from multimix.train.checkpoint import CheckpointError
 from multimix.train.config import TrainConfig
 from multimix.train.methods import Method, Mixer, build_mixer, get_method
 from multimix.train.state import Generators, RunState
@@ -41,9 +42,26 @@ def load_splits(config: TrainConfig) -> Splits:
     )
 
 
-def model_from_checkpoint(path: str | Path) -> tuple[nn.Module, TrainConfig]:
+@dataclass
+class TrainedModel:
+    """A run's trained model as rebuilt from one of its weight files.
+
+    Attributes:
+        model: the model, on the CPU, in eval mode.
+        config: the run's configuration, as saved with the weights.
+        epoch: the epoch (1-based) whose weights these are: ``best.pt``'s chosen epoch, or the last
+            epoch ``checkpoint.pt`` saved; None where the file does not say.
+    """
+
+    model: nn.Module
+    config: TrainConfig
+    epoch: int | None
+
+
+def trained_model(path: str | Path) -> TrainedModel:
     """Rebuild the trained model of a run from ``checkpoint.pt`` (last epoch) or ``best.pt`` (the epoch
-    chosen on validation), in eval mode, for analysis and evaluation."""
+    chosen on validation), after checking the file (:func:`multimix.train.checkpoint.load`) and that its
+    weights fit the model its configuration describes (else a CheckpointError naming the file)."""
     state = checkpoint.load(path)
     config = checkpoint.saved_config(state, path)
     # Shapes only: no need to load the data
@@ -56,8 +74,53 @@ def model_from_checkpoint(path: str | Path) -> tuple[nn.Module, TrainConfig]:
     model = build_model(
         config.model_name, input_shape=info.input_shape, num_classes=info.num_classes
     )
-    model.load_state_dict(state["model"])
-    return model.eval(), config
+    _load_weights(model, state.get("model"), path, config)
+    epoch = state.get("epoch")
+    history = state.get("history")
+    # best.pt says its epoch; checkpoint.pt holds one history record per epoch trained
+    if not isinstance(epoch, int) and isinstance(history, list):
+        epoch = len(history)
+    return TrainedModel(model.eval(), config, epoch if isinstance(epoch, int) else None)
+
+
+def model_from_checkpoint(path: str | Path) -> tuple[nn.Module, TrainConfig]:
+    """The model (in eval mode) and configuration of :func:`trained_model`, for analysis and evaluation."""
+    trained = trained_model(path)
+    return trained.model, trained.config
+
+
+def _load_weights(model: nn.Module, weights: object, path: str | Path, config: TrainConfig) -> None:
+    """Load ``weights`` into ``model``, or a CheckpointError naming ``path`` and the first thing that does
+    not fit: a missing or unexpected key, a tensor of another shape (load_state_dict's own error is a
+    RuntimeError listing them all over many lines)."""
+    what = f"the {config.model_name} model its configuration describes for dataset {config.dataset}"
+    if not isinstance(weights, dict) or not all(
+        isinstance(v, torch.Tensor) for v in weights.values()
+    ):
+        raise CheckpointError(
+            f"{path} holds no model weights (its 'model' entry is {type(weights).__name__}, expected "
+            f"a dict of tensors); {checkpoint.what_to_do(path)}"
+        )
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in weights]
+    unexpected = [k for k in weights if k not in expected]
+    reshaped = [k for k in expected if k in weights and weights[k].shape != expected[k].shape]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} weight(s) missing, the first {missing[0]!r}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected, the first {unexpected[0]!r}")
+    if reshaped:
+        key = reshaped[0]
+        problems.append(
+            f"{len(reshaped)} of another shape, the first {key!r}: {list(weights[key].shape)} "
+            f"where the model has {list(expected[key].shape)}"
+        )
+    if problems:
+        raise CheckpointError(
+            f"{path}: its weights do not fit {what}: {'; '.join(problems)}; {checkpoint.what_to_do(path)}"
+        )
+    model.load_state_dict(weights)
 
 
 @dataclass
@@ -216,6 +279,8 @@ def build_run(
 __all__ = [
     "load_splits",
     "model_from_checkpoint",
+    "trained_model",
+    "TrainedModel",
     "Nets",
     "build_nets",
     "make_generators",

@@ -1,5 +1,6 @@
 """Evaluate a finished run: calibration, FGSM/PGD robustness, OOD detection and embedding geometry of
-the weights chosen on validation (``best.pt``), written to ``eval.json`` and two plots in the run folder.
+the weights chosen on validation (``best.pt``; in a run without one, the last epoch's, ``checkpoint.pt``),
+written to ``eval.json`` (whose ``weights`` says which file and epoch) and two plots in the run folder.
 
 Attack budgets are in input units. Defaults per dataset (``default_eps``): images with pixels in
 [0, 1] (digits, MNIST, KMNIST, Fashion-MNIST) ε = 0.1 and inputs clipped to [0, 1], as in the MNIST
@@ -38,7 +39,7 @@ from multimix.evaluate import (
     uniformity,
 )
 from multimix.train.checkpoint import CheckpointError
-from multimix.train.components import load_splits, model_from_checkpoint
+from multimix.train.components import load_splits, trained_model
 from multimix.train.config import TrainConfig
 from multimix.train.errors import ConfigError
 from multimix.train.reporting import tensorboard_writer
@@ -83,11 +84,7 @@ def evaluate_run(
 ) -> dict[str, Any]:
     """Evaluate the run in folder ``run``; returns the metrics (also in ``run/eval.json``)."""
     run = Path(run)
-    weights = run / "best.pt" if (run / "best.pt").is_file() else run / "checkpoint.pt"
-    if not weights.is_file():
-        raise CheckpointError(
-            f"{run} holds no trained model (best.pt or checkpoint.pt); is it a run folder?"
-        )
+    weights = _weights_file(run)
     bad = [a for a in attacks if a not in ATTACKS] + [o for o in ood if o not in OOD_SETS]
     if bad:
         raise ConfigError(
@@ -106,6 +103,49 @@ def evaluate_run(
         )
 
 
+class NonFiniteOutputs(CheckpointError):
+    """The weights give non-finite outputs (NaN or inf): there is nothing to measure."""
+
+
+def _weights_file(run: Path) -> Path:
+    """``best.pt`` wherever the run has one, else ``checkpoint.pt``.
+
+    A ``best.pt`` that is damaged, unreadable or a dangling link is refused when loaded, not passed over
+    for ``checkpoint.pt``: the last epoch's weights are another model than the one asked for.
+    """
+    for name in ("best.pt", "checkpoint.pt"):
+        if (run / name).exists() or (run / name).is_symlink():
+            return run / name
+    raise CheckpointError(
+        f"{run} holds no trained model (best.pt or checkpoint.pt); is it a run folder?"
+    )
+
+
+def _describe_weights(weights: Path, epoch: int | None) -> str:
+    """Which weights are measured, for eval.json and the table: "best.pt (epoch 3)", or
+    "checkpoint.pt (last epoch 5; no best.pt)" in a run killed before its first improvement."""
+    if weights.name == "best.pt":
+        return "best.pt" if epoch is None else f"best.pt (epoch {epoch})"
+    last = "last epoch" if epoch is None else f"last epoch {epoch}"
+    return f"{weights.name} ({last}; no best.pt)"
+
+
+def _check_finite(
+    run: Path, weights: str, model: torch.nn.Module, z: torch.Tensor, logits: torch.Tensor
+) -> None:
+    """NonFiniteOutputs if the test set's logits or embeddings hold a NaN or inf: every metric after this
+    would be NaN or fail deep inside scikit-learn (PCA, t-SNE)."""
+    bad = int((~torch.isfinite(logits)).sum()) + int((~torch.isfinite(z)).sum())
+    if bad == 0:
+        return
+    params = sum(int((~torch.isfinite(p)).sum()) for p in model.state_dict().values())
+    raise NonFiniteOutputs(
+        f"{run}: the model's outputs on the test set are not finite ({bad} NaN/inf values in its "
+        f"logits and embeddings; {params} non-finite numbers in the weights of {weights}): "
+        "the run diverged; nothing to evaluate. Train it again, e.g. with a lower --lr"
+    )
+
+
 def _evaluate(
     run: Path,
     weights: Path,
@@ -118,7 +158,9 @@ def _evaluate(
     seed: int,
 ) -> dict[str, Any]:
     start = time.perf_counter()
-    model, config = model_from_checkpoint(weights)
+    trained = trained_model(weights)
+    model, config = trained.model, trained.config
+    which = _describe_weights(weights, trained.epoch)
     splits = load_splits(config)
     x, y = splits.test.tensors
     # The run's evaluation batch: on a CPU, larger ones outgrow the caches.
@@ -127,11 +169,13 @@ def _evaluate(
     # A class attribute, a str, of every model (multimix.models); typed as nn.Module's __getattr__ says.
     classifier = cast(str, model.classifier_layer)
     z, logits = embeddings(model, x, classifier, batch_size=bs, return_logits=True)
+    _check_finite(run, which, model, z, logits)
     probs = torch.softmax(logits.float(), 1)
     name = f"{config.dataset} {config.method} s{config.seed}"
     result: dict[str, Any] = {
         "run": str(run),
-        "weights": weights.name,
+        "weights": which,
+        "weights_epoch": trained.epoch,
         "test_acc": float((logits.argmax(1) == y).float().mean()),
     }
     result.update(calibration(probs, y))
@@ -152,7 +196,7 @@ def _evaluate(
     result["seconds"] = time.perf_counter() - start
     write_json(run / "eval.json", result)
     if config.tensorboard:  # the run logs to TensorBoard: the evaluation goes beside its curves
-        _to_tensorboard(run, result)
+        _to_tensorboard(run, result, trained.epoch)
     log.info("%s: evaluated in %.1f s", run, result["seconds"])
     return result
 
@@ -189,11 +233,13 @@ def _ood_detection(
     return result
 
 
-def _to_tensorboard(run: Path, result: dict[str, Any]) -> None:
-    """Every number of ``result`` as ``eval/<key>`` at the run's chosen epoch."""
+def _to_tensorboard(run: Path, result: dict[str, Any], epoch: int | None) -> None:
+    """Every number of ``result`` as ``eval/<key>`` at ``epoch``, the epoch of the weights measured
+    (where the file does not say: the run's chosen epoch from summary.json, else 0)."""
     board = tensorboard_writer(run)
     summary = run / "summary.json"
-    epoch = json.loads(summary.read_text())["best"]["epoch"] if summary.is_file() else 0
+    if epoch is None:
+        epoch = json.loads(summary.read_text())["best"]["epoch"] if summary.is_file() else 0
     for key, value in result.items():
         if isinstance(value, float):
             board.add_scalar(f"eval/{key}", value, epoch)
@@ -234,19 +280,19 @@ def _plot_embedding(
 
 
 def format_eval_table(results: list[dict[str, Any]]) -> str:
-    """A Markdown table, one row per run: accuracy, calibration, robustness, OOD and geometry."""
+    """A Markdown table, one row per run: the weights measured (file and epoch), accuracy, calibration,
+    robustness, OOD and geometry."""
     # Runs may differ in their metrics (a real OOD set only where its files are found): a column per metric seen.
-    keys = list(
-        dict.fromkeys(
-            k for r in results for k in r if k not in ("run", "weights", "seconds", "eps")
-        )
-    )
-    lines = ["| run | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    skip = ("run", "weights", "weights_epoch", "seconds", "eps")
+    keys = list(dict.fromkeys(k for r in results for k in r if k not in skip))
+    lines = ["| run | weights | " + " | ".join(keys) + " |", "|---" * (len(keys) + 2) + "|"]
     for r in results:
         lines.append(
-            f"| {r['run']} | " + " | ".join(f"{r[k]:.4f}" if k in r else "—" for k in keys) + " |"
+            f"| {r['run']} | {r.get('weights', '—')} | "
+            + " | ".join(f"{r[k]:.4f}" if k in r else "—" for k in keys)
+            + " |"
         )
     return "\n".join(lines)
 
 
-__all__ = ["evaluate_run", "default_eps", "format_eval_table", "ATTACKS"]
+__all__ = ["evaluate_run", "default_eps", "format_eval_table", "ATTACKS", "NonFiniteOutputs"]
