@@ -279,8 +279,10 @@ def test_dense_mixer_classifies_each_mixed_position():
 
 
 def test_what_follows_the_features_runs_only_under_a_wrapper():
-    # A plain model's forward ends at the features (the pooled head's output would not be used); a
-    # wrapper (here DataParallel, as DistributedDataParallel) completes it and gets the mixed logits.
+    # A plain model's forward ends at the features (the pooled head's output would not be used),
+    # except the mixer's first, which runs to the end once to check that the features are called
+    # once; a wrapper (here DataParallel, as DistributedDataParallel) completes every forward and
+    # gets the mixed logits.
     torch.manual_seed(0)
     model = build_model("cnn1d", input_shape=(40,), num_classes=4)
     calls = []
@@ -290,16 +292,20 @@ def test_what_follows_the_features_runs_only_under_a_wrapper():
         model, features="features", classifier="fc", n=6, num_classes=4, generator=gen(3)
     )
     logits, _ = plain(x, y)
-    assert calls == []
+    assert calls == [1]
+    plain(x, y)
+    assert calls == [1]
     plain.close()
     wrapper = torch.nn.DataParallel(model)
     wrapped = DenseMultiMix(
         wrapper, features="features", classifier="fc", n=6, num_classes=4, generator=gen(3)
     )
     same, _ = wrapped(x, y)
-    assert calls == [1] and torch.equal(same, logits)
+    assert calls == [1, 1] and torch.equal(same, logits)
+    wrapped(x, y)
+    assert calls == [1, 1, 1]
     wrapped.eval()
-    assert calls == [1] and torch.equal(wrapped(x)[0], model(x)) and calls == [1, 1, 1]
+    assert torch.equal(wrapped(x)[0], model(x)) and calls == [1, 1, 1, 1, 1]
 
 
 @pytest.mark.parametrize("dense", [False, True])

@@ -13,7 +13,14 @@ from multimix._validation import check_alpha, check_int, check_tensor
 from multimix.functional import (
     one_hot,
 )
-from multimix.mixers.adapters import Inputs, batch_device, batch_size, call_model, check_inputs
+from multimix.mixers.adapters import (
+    Inputs,
+    batch_device,
+    batch_size,
+    call_model,
+    check_inputs,
+    first_tensor,
+)
 
 #: The name that means the model's input itself in ``layers=`` (mixup at the input).
 INPUT = "input"
@@ -56,6 +63,91 @@ def find_module(model: nn.Module, name: str, *, argument: str = "name") -> nn.Mo
     )
 
 
+class _MixedCall:
+    """What the hooked layer's mixing call leaves for the layer's later calls in the same forward.
+
+    A layer called twice in one forward is mixed on its first call only. A later call on the mixed
+    stream (``block(block(x))``, a weight-shared layer applied in sequence) is consistent: everything
+    after the mixing sees the mixed rows. A later call on the clean stream (two views through one
+    head, ``fc(h) + fc(g(h))``) is not: part of the output would be unmixed while the targets are
+    mixed, and with n ≠ b rows the shapes would not even match. :meth:`_Mixer._called_again` tells
+    the two apart (see :func:`_on_mixed_stream`) and refuses the second kind.
+    """
+
+    __slots__ = ("calls", "clean", "clean_rows", "layer", "mixed", "node", "rows", "sequential")
+
+    def __init__(
+        self, layer: str, clean: Tensor | None, mixed: Tensor | None, *, sequential: bool
+    ) -> None:
+        self.layer, self.calls, self.sequential = layer, 1, sequential
+        self.clean_rows = _rows(clean)
+        self.rows = _rows(mixed)
+        # Under torch.compile the hook is traced: keep no tensor, read no autograd node.
+        tracing = torch.compiler.is_compiling()
+        self.clean = None if tracing else clean
+        self.mixed = None if tracing else mixed
+        self.node = None if tracing or mixed is None else mixed.grad_fn
+
+    def follow(self, output: object) -> None:
+        """Take the mixed call's output as the mixed rows, when the rows mixed were its input: later
+        calls on the mixed stream descend from it too, and it carries a gradient more often (the
+        layer's own parameters give it one, where the mixed input of a frozen backbone has none)."""
+        out = first_tensor(output)
+        if torch.compiler.is_compiling() or not isinstance(out, Tensor) or out.grad_fn is None:
+            return
+        self.mixed, self.node = out, out.grad_fn
+
+
+def _rows(x: object) -> int | None:
+    return x.shape[0] if isinstance(x, Tensor) and x.dim() >= 1 else None
+
+
+def _descends(start: object, target: object) -> bool:
+    """Whether autograd node ``target`` is ``start`` or one of its ancestors (a walk of the graph)."""
+    seen: dict[int, object] = {}  # id -> node, kept alive so that no id is reused during the walk
+    stack = [start]
+    while stack:
+        node = stack.pop()
+        if node is None or id(node) in seen:
+            continue
+        if node is target:
+            return True
+        seen[id(node)] = node
+        stack.extend(fn for fn, _ in getattr(node, "next_functions", ()))
+    return False
+
+
+def _on_mixed_stream(value: Tensor, call: _MixedCall) -> bool | None:
+    """Whether ``value``, an argument of a later call of the mixed layer, comes from the mixed rows:
+    True (it does), False (it does not), None (cannot tell: no autograd graph to follow, and as many
+    mixed rows as clean ones)."""
+    if call.mixed is not None and value is call.mixed:
+        return True
+    if call.clean is not None and value is call.clean:
+        return False
+    rows = _rows(value)
+    if call.rows != call.clean_rows and rows is not None:
+        if rows == call.rows:
+            return True
+        if rows == call.clean_rows:
+            return False
+    if call.node is None or torch.compiler.is_compiling():
+        return None
+    # The mixed rows carry gradient: a tensor computed from them does too, and its graph reaches them.
+    return value.requires_grad and _descends(value.grad_fn, call.node)
+
+
+def unwrapped(model: nn.Module) -> nn.Module:
+    """The model inside DistributedDataParallel/DataParallel (``.module``) and torch.compile (``._orig_mod``)."""
+    while True:
+        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        elif isinstance(inner := getattr(model, "_orig_mod", None), nn.Module):
+            model = inner
+        else:
+            return model
+
+
 def _float_targets(targets: Tensor) -> Tensor:
     """Targets in float32 (float64 kept): mixed targets must not inherit an autocast dtype."""
     return targets if targets.dtype in (torch.float32, torch.float64) else targets.float()
@@ -92,6 +184,8 @@ class _Mixer(nn.Module):
                 f"generator must be a torch.Generator or None, got {type(generator).__name__}"
             )
         self.model = model
+        # For messages from hooks, which must not touch the model under torch.compile's tracing.
+        self._model_name = type(unwrapped(model)).__name__
         self.num_classes = num_classes
         self.generator = generator
         # Draws that decide Python control flow (which layer, mix or not) are made on the host: reading
@@ -102,6 +196,8 @@ class _Mixer(nn.Module):
             self.host_generator = torch.Generator().manual_seed(generator.initial_seed())
         self._handles: list[RemovableHandle] = []
         self._armed: object | None = None  # parameters for the next hook call; None = pass through
+        # The mixing call of this forward, which later calls of the same layer are checked against
+        self._mixed_call: _MixedCall | None = None
         self._decided: object | None = (
             None  # the next step's host-side choice, when drawn ahead (decide())
         )
@@ -205,11 +301,12 @@ class _Mixer(nn.Module):
         """Run the model once with the hooks armed; fail loudly if the hook never fired."""
         if not self._handles:
             raise RuntimeError(f"{type(self).__name__} was closed; create a new mixer to mix again")
-        self._armed = armed
+        self._armed, self._mixed_call = armed, None
         try:
             out = call_model(self.model, x)
         finally:
-            unused, self._armed = self._armed, None
+            # Reset even when the forward raised: the next forward counts its own calls.
+            unused, self._armed, self._mixed_call = self._armed, None, None
         if unused is not None:
             hint = ""
             if any(name.startswith("_orig_mod") for name, _ in self.model.named_children()):
@@ -227,6 +324,47 @@ class _Mixer(nn.Module):
         """Hand the armed parameters to the first hook that asks, then disarm."""
         armed, self._armed = self._armed, None
         return armed
+
+    def _record_mixed(
+        self, layer: str, clean: Tensor | None, mixed: Tensor | None, *, sequential: bool = True
+    ) -> None:
+        """Called by the hook that mixed ``layer``'s ``clean`` rows into ``mixed`` ones (None where it
+        has none): later calls of ``layer`` in this forward are checked by :meth:`_called_again`.
+        ``sequential=False`` refuses every later call, even on the mixed rows."""
+        self._mixed_call = _MixedCall(layer, clean, mixed, sequential=sequential)
+
+    def _called_again(self, layer: str, args: tuple[object, ...]) -> None:
+        """A hook's call of ``layer`` with nothing armed. Outside a mixing forward, or for a layer other
+        than the one mixed, nothing happens; a later call of the mixed layer on the clean rows raises."""
+        call = self._mixed_call
+        if call is None or call.layer != layer:
+            return
+        call.calls += 1
+        # On the mixed rows if any tensor argument is (a layer may take a mask beside its input);
+        # refused only when every one is known to come from elsewhere.
+        found = [_on_mixed_stream(a, call) for a in args if isinstance(a, Tensor)]
+        if call.sequential and (not found or any(f is not False for f in found)):
+            return
+        self._mixed_call = None  # one error per forward (the forward ends with it)
+        model = self._model_name
+        if call.sequential:
+            why = (
+                f"{type(self).__name__} mixed its first call, and call {call.calls} takes an input that "
+                "does not come from the mixed rows (e.g. two views through one head, fc(h) + fc(g(h))): "
+                "its output would be unmixed while the targets are mixed. Mixing needs the layer "
+                "called once per forward, or again only on what its mixed call produced"
+            )
+        else:
+            why = (
+                f"{type(self).__name__} classifies the output of its first call, which is then not "
+                "the embedding the model's own classifier sees. Mixing needs the layer called once "
+                "per forward"
+            )
+        raise RuntimeError(
+            f"submodule {layer!r} was called {call.calls} times in one forward of {model}: {why}; "
+            "hook a layer that the model calls once per forward (e.g. the one before the shared "
+            "layer, or a wrapper module around both calls)"
+        )
 
     def _setup_teacher(
         self, teacher: nn.Module | None, distill_weight: float, temperature: float

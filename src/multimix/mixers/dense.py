@@ -31,6 +31,7 @@ from multimix.functional.targets import class_major_is_faster
 from multimix.mixers import collective
 from multimix.mixers.adapters import Inputs, call_model, first_tensor
 from multimix.mixers.base import _no_autocast, find_module
+from multimix.mixers.base import unwrapped as _unwrapped
 from multimix.mixers.multimix import _MultiMixBase
 
 #: The ``attention=`` values of :class:`DenseMultiMix` (and of the trainer's ``attention`` option).
@@ -56,7 +57,11 @@ class DenseMultiMix(_MultiMixBase):
     position's target mixes its members' labels with the same weights. In training the model's
     forward ends at ``features`` (an exception from its hook, caught here), so what follows is not run;
     under a wrapper that needs the forward to complete (``DistributedDataParallel``, ``torch.compile``)
-    it runs on the clean batch and the wrapper's output is replaced by the mixed logits.
+    it runs on the clean batch and the wrapper's output is replaced by the mixed logits. The mixer's
+    first training forward also runs to the end (on the clean batch, its output replaced), once, to
+    check that ``features`` is called once per forward: a second call (a shared block applied twice,
+    two views) would mean the embedding classified here is not the one the model classifies, and is
+    refused with a ``RuntimeError``.
 
     Args:
         model: any ``nn.Module``.
@@ -138,6 +143,7 @@ class DenseMultiMix(_MultiMixBase):
             )
         self._result: tuple[Tensor, Tensor] | None = None
         self._stop_early = False
+        self._checked_once = False  # whether a mixing forward has run the model to its end
         self._handles.append(feature_module.register_forward_hook(self._mix_features))
         # The mixed logits become the model's output in the mixing pass: what follows the features is
         # then visibly unused (DistributedDataParallel(find_unused_parameters=True) skips its gradients
@@ -151,10 +157,12 @@ class DenseMultiMix(_MultiMixBase):
 
     def _mix_features(self, module: nn.Module, args: tuple[object, ...], z: object) -> None:
         if self._armed is None:
+            self._called_again(self.features, args)  # any later call in a mixing forward is refused
             return None
         # What _mix_forward passed to _run_armed
         targets, probs, labels = cast(_Armed, self._take())
         z = first_tensor(z)
+        self._record_mixed(self.features, None, None, sequential=False)
         if not isinstance(z, Tensor) or z.dim() < 3:
             raise ValueError(
                 f"the output of {self.features!r} must be a spatial embedding, (b, d, *spatial) or "
@@ -339,8 +347,13 @@ class DenseMultiMix(_MultiMixBase):
         # What follows the features is not needed: a plain model's forward ends at the features' hook.
         # A wrapper (DistributedDataParallel, torch.compile) must see its module's forward complete;
         # there the rest runs on the clean batch and its output is replaced by the mixed logits.
+        # The first mixing forward of a plain model runs to the end once, so that a second call of the
+        # features (which the early end would hide) is seen and refused; not while a CUDA graph is
+        # captured, where the extra work would be replayed at every step.
         self._stop_early = (
-            _unwrapped(self.model) is self.model and not torch.compiler.is_compiling()
+            _unwrapped(self.model) is self.model
+            and not torch.compiler.is_compiling()
+            and (self._checked_once or _capturing())
         )
         try:
             self._run_armed(x, (targets, probs, labels), self.features)
@@ -348,6 +361,7 @@ class DenseMultiMix(_MultiMixBase):
             pass
         finally:
             result, self._result, self._stop_early = self._result, None, False
+        self._checked_once = True
         # Set by _mix_features, which _run_armed made sure was called.
         return cast("tuple[Tensor, Tensor]", result)
 
@@ -359,12 +373,6 @@ class DenseMultiMix(_MultiMixBase):
         )
 
 
-def _unwrapped(model: nn.Module) -> nn.Module:
-    """The model inside DistributedDataParallel/DataParallel (``.module``) and torch.compile (``._orig_mod``)."""
-    while True:
-        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-            model = model.module
-        elif isinstance(inner := getattr(model, "_orig_mod", None), nn.Module):
-            model = inner
-        else:
-            return model
+def _capturing() -> bool:
+    """Whether a CUDA graph is being captured on the current stream."""
+    return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()

@@ -189,6 +189,7 @@ class MultiMix(_MultiMixBase):
             self._handles.append(module.register_forward_hook(self._mix_output))
         else:
             self._handles.append(module.register_forward_pre_hook(self._mix_input))
+            self._handles.append(module.register_forward_hook(self._mixed_output))
 
     def _mix_rows(self, armed: _Armed, rows: Tensor, what: str) -> Tensor:
         tuples, sizes, extras = armed
@@ -204,10 +205,16 @@ class MultiMix(_MultiMixBase):
             source, *self._gathered = collective.gather_packed([rows, *extras], sizes)
         # gather_packed returns a tensor for each tensor given (None only for None): source is the rows'.
         mixed = interpolate_tuples(tuples, cast(Tensor, source))
-        return torch.cat([rows, mixed]) if self.keep_clean else mixed
+        if self.keep_clean:
+            mixed = torch.cat([rows, mixed])
+        self._record_mixed(self.classifier, rows, mixed)
+        return mixed
 
     def _mix_input(self, module: nn.Module, args: tuple[object, ...]) -> tuple[object, ...] | None:
         if self._armed is None:
+            self._called_again(
+                self.classifier, args
+            )  # called again in this forward: on which rows?
             return None
         tuples = cast(_Armed, self._take())  # what _mix_forward passed to _run_armed
         if not args or not isinstance(args[0], Tensor):
@@ -216,10 +223,19 @@ class MultiMix(_MultiMixBase):
             )
         return (self._mix_rows(tuples, args[0], "input"), *args[1:])
 
+    def _mixed_output(self, module: nn.Module, args: tuple[object, ...], output: object) -> None:
+        """The output of the call whose input was mixed: what later calls on the mixed rows take."""
+        call = self._mixed_call
+        if call is not None and call.layer == self.classifier and call.calls == 1:
+            call.follow(output)
+
     def _mix_output(
         self, module: nn.Module, args: tuple[object, ...], output: Tensor
     ) -> Tensor | None:
         if self._armed is None:
+            self._called_again(
+                self.classifier, args
+            )  # called again in this forward: on which rows?
             return None
         # What _mix_forward armed
         return self._mix_rows(cast(_Armed, self._take()), output, "output")

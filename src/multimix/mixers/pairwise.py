@@ -20,6 +20,7 @@ from multimix.mixers.adapters import (
     batch_device,
     batch_size,
     call_model,
+    first_tensor,
     input_tensor,
     map_first,
     replace_input,
@@ -86,11 +87,16 @@ class ManifoldMixup(_Mixer):
     def _mix_output(
         self, name: str, module: nn.Module, args: tuple[object, ...], output: object
     ) -> Tensor | None:
+        if self._armed is None:
+            self._called_again(name, args)  # the mixed layer again in this forward: the same rows?
+            return None
         # The armed payload is the _Armed tuple that _mix_forward passed to _run_armed.
-        if self._armed is None or cast(_Armed, self._armed)[0] != name:
+        if cast(_Armed, self._armed)[0] != name:
             return None
         _, lam, perm = cast(_Armed, self._take())
-        return map_first(output, lambda h: mix_pairs(h, lam, perm), name)
+        mixed = map_first(output, lambda h: mix_pairs(h, lam, perm), name)
+        self._record_mixed(name, first_tensor(output), first_tensor(mixed))
+        return mixed
 
     def _params(self, x: Inputs) -> tuple[Tensor, Tensor]:
         """(λ (b,), partner permutation (b,)) for this batch."""
