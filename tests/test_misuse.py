@@ -14,7 +14,16 @@ import torch
 from torch import nn
 
 from conftest import gen
-from multimix import DenseMultiMix, ManifoldMixup, MultiMix, soft_cross_entropy
+from multimix import (
+    ConfMix,
+    CutMix,
+    DenseMultiMix,
+    ManifoldMixup,
+    Mixup,
+    MixupOrCutMix,
+    MultiMix,
+    soft_cross_entropy,
+)
 from multimix.functional import interpolate_tuples, sample_mixup, sample_multimix_tuples
 
 K, D = 3, 8
@@ -327,3 +336,79 @@ def test_any_argument_on_the_mixed_rows_makes_a_call_sequential(two_views):
     else:
         logits, targets = mixer(*batch())
         assert logits.shape == targets.shape
+
+
+# -- a classifier whose number of outputs is not num_classes ----------------------------------
+
+
+class ConvNet(nn.Module):
+    def __init__(self, k: int = K, linear: bool = True) -> None:
+        super().__init__()
+        self.features = nn.Conv1d(4, 8, 3, padding=1)
+        self.fc = nn.Linear(8, k) if linear else nn.Sequential(nn.Linear(8, k))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x).mean(2))
+
+
+@pytest.mark.parametrize("attention", ["none", "pooled", "cam"])
+@pytest.mark.parametrize("shortcut", [True, False])
+def test_dense_multimix_names_num_classes_and_the_classifiers_outputs(shortcut, attention):
+    with pytest.raises(ValueError, match=r"num_classes=5 .*classifier 'fc' gives 3 outputs"):
+        DenseMultiMix(
+            ConvNet(),
+            features="features",
+            classifier="fc",
+            num_classes=5,
+            linear_shortcut=shortcut,
+            attention=attention,
+        )
+
+
+@pytest.mark.parametrize("linear", [True, False])
+def test_dense_multimix_soft_targets_of_other_classes_fail_before_any_indexing(linear):
+    # No num_classes to check at construction: the targets' classes are checked against the
+    # classifier's outputs when they meet (for a linear classifier before anything is indexed).
+    mixer = DenseMultiMix(ConvNet(linear=linear), features="features", classifier="fc", n=5)
+    y = torch.softmax(torch.randn(4, 5), dim=1)
+    with pytest.raises(ValueError, match=r"gives 3 outputs .* soft targets y have 5 classes"):
+        mixer(torch.randn(4, 4, 7), y)
+
+
+MIXERS_OF = {
+    "mixup": lambda model, **kw: Mixup(model, **kw),
+    "cutmix": lambda model, **kw: CutMix(model, **kw),
+    "mixup-or-cutmix": lambda model, **kw: MixupOrCutMix(model, **kw),
+    "confmix": lambda model, **kw: ConfMix(model, **kw),
+    "manifold": lambda model, **kw: ManifoldMixup(model, layers=["features"], **kw),
+    "multimix": lambda model, **kw: MultiMix(model, classifier="fc", n=7, **kw),
+    "multimix no shortcut": lambda model, **kw: MultiMix(
+        model, classifier="fc", n=7, linear_shortcut=False, **kw
+    ),
+    "dense": lambda model, **kw: DenseMultiMix(
+        model, features="features", classifier="fc", n=5, **kw
+    ),
+}
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("soft", [False, True])
+@pytest.mark.parametrize("kind", list(MIXERS_OF))
+def test_every_mixer_names_both_numbers_of_classes(kind, soft, training):
+    # A 3-output classifier and targets of 5 classes: one error naming both, in training and eval.
+    x = torch.randn(4, 4, 7)
+    if soft:
+        mixer, y, given = MIXERS_OF[kind](ConvNet()), torch.full((4, 5), 0.2), "have 5 classes"
+    elif kind == "dense":
+        return  # refused at construction (test above)
+    else:
+        mixer, y, given = (
+            MIXERS_OF[kind](ConvNet(), num_classes=5),
+            torch.arange(4),
+            "num_classes=5",
+        )
+    mixer.train(training)
+    with pytest.raises(ValueError, match=rf"gives 3 outputs .*{given}"):
+        mixer(x, y)
+    mixer.eval()
+    assert mixer(x)[0].shape == (4, K)  # no targets, nothing to compare

@@ -229,15 +229,18 @@ class _Mixer(nn.Module):
             # (checked by one_hot) integer labels: mixers may mix them directly
             if not y.is_floating_point():
                 labels = y.to(device=device, dtype=torch.long)
-        if not self.model.training:
-            return call_model(self.model, x), targets
-        if targets is None:
+        if not self.model.training or (targets is not None and getattr(self, "alpha", None) == 0):
+            # Eval, or a schedule at α = 0: no mixing (λ ∈ {0, 1})
+            logits = call_model(self.model, x)
+        elif targets is None:
             raise ValueError(
                 "y is required in training mode: the mixer mixes inputs and targets together"
             )
-        if getattr(self, "alpha", None) == 0:  # a schedule at α = 0: no mixing (λ ∈ {0, 1})
-            return call_model(self.model, x), targets
-        return self._mix_forward(x, targets, labels)
+        else:
+            logits, targets = self._mix_forward(x, targets, labels)
+        if targets is not None:
+            self._check_classes(logits.shape, targets.shape[1], soft=labels is None)
+        return logits, targets
 
     def set_alpha(self, alpha: float) -> None:
         """Change the mixing strength, e.g. from a schedule each epoch; α = 0 turns mixing off."""
@@ -324,6 +327,22 @@ class _Mixer(nn.Module):
         """Hand the armed parameters to the first hook that asks, then disarm."""
         armed, self._armed = self._armed, None
         return armed
+
+    def _check_classes(self, logits: tuple[int, ...], k: int, *, soft: bool) -> None:
+        """Raise when (rows, K') logits do not have the K classes of the targets (a classifier whose
+        number of outputs is not ``num_classes``). Other logit shapes are the loss's business."""
+        if len(logits) != 2 or logits[1] == k:
+            return
+        given = (
+            f"the soft targets y have {k} classes"
+            if soft
+            else f"num_classes={k} was given to {type(self).__name__}"
+        )
+        raise ValueError(
+            f"the model gives {logits[1]} outputs per example (logits of shape {tuple(logits)}) but "
+            f"{given}: the classifier and the targets must agree on the number of classes; give "
+            f"{type(self).__name__} num_classes={logits[1]}, or the model a classifier with {k} outputs"
+        )
 
     def _record_mixed(
         self, layer: str, clean: Tensor | None, mixed: Tensor | None, *, sequential: bool = True

@@ -141,6 +141,13 @@ class DenseMultiMix(_MultiMixBase):
             raise ValueError(
                 f"attention='cam' needs a classifier with a (K, d) weight; {classifier!r} has none"
             )
+        outputs = self._classifier_outputs()
+        if num_classes is not None and outputs is not None and outputs != num_classes:
+            raise ValueError(
+                f"num_classes={num_classes} was given to DenseMultiMix, but the classifier "
+                f"{classifier!r} gives {outputs} outputs: give num_classes={outputs}, or name the "
+                f"classifier with {num_classes} outputs"
+            )
         self._result: tuple[Tensor, Tensor] | None = None
         self._stop_early = False
         self._checked_once = False  # whether a mixing forward has run the model to its end
@@ -169,6 +176,9 @@ class DenseMultiMix(_MultiMixBase):
                 f"(b, *positions, d), got {tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__}"
             )
         self._check_layout(z)
+        outputs = self._classifier_outputs()
+        if outputs is not None:  # before the targets' classes index the classifier's outputs
+            self._check_classes((z.shape[0], outputs), targets.shape[1], soft=labels is None)
         if self._one_pass(z, labels, probs, targets.shape[1]):
             # _one_pass: labels is not None
             self._result = self._mix_one_pass(z, cast(Tensor, labels))
@@ -319,6 +329,18 @@ class DenseMultiMix(_MultiMixBase):
         return m <= FUSED_MAX_M and self.n <= (
             chunk if self.chunk_size is None else min(chunk, self.chunk_size)
         )
+
+    def _classifier_outputs(self) -> int | None:
+        """K of the classifier when its modules tell: a linear layer's ``out_features``, or the rows
+        of the (K, d) weight that ``attention="cam"`` reads; None otherwise."""
+        classifier = self._classifier_ref[0]
+        outputs = getattr(classifier, "out_features", None)
+        if isinstance(outputs, int):
+            return outputs
+        weight = getattr(classifier, "weight", None)
+        if self.attention == "cam" and isinstance(weight, Tensor) and weight.dim() == 2:
+            return weight.shape[0]
+        return None
 
     def _check_layout(self, z: Tensor) -> None:
         """A linear classifier's input size tells whether the features' channels are first or last."""
