@@ -246,3 +246,80 @@ def test_a_split_that_cannot_be_stratified_falls_back_to_a_random_one():
     keep, held = split_indices(y, val_fraction=0.1, seed=0)
     assert len(held) == 3 and len(keep) == 27
     assert sorted(torch.cat([keep, held]).tolist()) == list(range(30))
+
+
+# -- a run resumed on other data is refused -----------------------------------------------------------
+
+#: A run of 60 small images trained in a second: all of them (no subset warning), an MLP.
+SMALL = ["--model", "mlp", "--val-fraction", "0.2", "--train-subset", "all"]
+
+
+def test_a_run_resumed_on_other_files_is_refused_and_on_a_copy_of_its_own_resumes(tmp_path, capsys):
+    import shutil
+
+    from multimix.train import checkpoint
+
+    own, other, copy = tmp_path / "own", tmp_path / "other", tmp_path / "moved" / "copy"
+    write_idx_release(own, n_train=60, seed=0)
+    write_idx_release(other, n_train=60, seed=1)  # the same counts and labels, other pixels
+    shutil.copytree(own, copy)
+    run = tmp_path / "run"
+    argv = ["train", *IMAGES_RUN, *SMALL, "--out", str(run)]
+    assert main([*argv, "--data-dir", str(own)]) == 0
+    saved = checkpoint.load(run / "checkpoint.pt")["data"]
+    assert saved["data_dir"] == str(own) and saved["dataset"] == "fashion-mnist"
+    assert set(saved["files"]) == {
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    }
+    capsys.readouterr()
+
+    line = refused([*argv, "--resume", "--data-dir", str(other)], capsys)
+    # The run folder is named where the trainer passes the checkpoint's path (RunState's source)
+    assert line.startswith("multimix: error: cannot resume ")
+    assert str(run) in line or "cannot resume this run from its checkpoint" in line
+    assert f"it was started on the files in {own}, and --data-dir {other} holds others" in line
+    assert "train-images-idx3-ubyte: train-images-idx3-ubyte.gz (" in line
+    assert "train-labels-idx1-ubyte" not in line  # the labels are the same: only what differs
+    assert "resume with --data-dir pointing at those files" in line and "another --out" in line
+
+    # The same files elsewhere (another machine, a moved folder): data_dir is a runtime setting
+    assert main([*argv, "--resume", "--data-dir", str(copy)]) == 0
+
+
+def test_files_changed_in_place_are_refused_on_resume(tmp_path, capsys):
+    write_idx_release(tmp_path / "data", n_train=60)
+    run = tmp_path / "run"
+    argv = ["train", *IMAGES_RUN, *SMALL, "--out", str(run), "--data-dir", str(tmp_path / "data")]
+    assert main(argv) == 0
+    capsys.readouterr()
+    labels = np.arange(20) % 10
+    labels[:2] = labels[1::-1]  # two test labels swapped: same size, other contents
+    write_labels(tmp_path / "data", "t10k-labels-idx1-ubyte", labels)
+    line = refused([*argv, "--resume"], capsys)
+    assert f"the files in {tmp_path / 'data'} have changed since it started" in line
+    assert "t10k-labels-idx1-ubyte: t10k-labels-idx1-ubyte.gz (" in line
+
+
+def test_a_fingerprint_is_of_the_contents_not_of_where_or_how_they_are_stored(tmp_path):
+    from multimix.data import data_fingerprint, fingerprint
+
+    write_idx_release(tmp_path / "a", gz=True)
+    write_idx_release(tmp_path / "b" / "mnist", gz=False)  # in the dataset's subfolder, not gzipped
+    splits = load_dataset("mnist", data_dir=str(tmp_path / "a"), val_fraction=0.25)
+    a = data_fingerprint("mnist", str(tmp_path / "a"), splits)
+    b = data_fingerprint("mnist", str(tmp_path / "b"), splits)
+    assert a["files"]["train-images-idx3-ubyte"]["name"] == "train-images-idx3-ubyte.gz"
+    assert b["files"]["train-images-idx3-ubyte"]["name"] == "mnist/train-images-idx3-ubyte"
+    assert a["data_dir"] == str(tmp_path / "a") and fingerprint.differences(a, b) == []
+    write_idx_release(tmp_path / "b" / "mnist", gz=False, seed=1)
+    changed = data_fingerprint("mnist", str(tmp_path / "b"), splits)
+    assert [d.split(":")[0] for d in fingerprint.differences(a, changed)] == [
+        "t10k-images-idx3-ubyte",
+        "train-images-idx3-ubyte",
+    ]
+    assert fingerprint.differences(a, {**changed, "dataset": "kmnist"}) == [
+        "dataset: mnist vs kmnist"
+    ]

@@ -9,11 +9,12 @@ import pytest
 import torch
 
 from conftest import tiny_config
-from multimix.train import checkpoint
+from multimix.train import checkpoint, state
+from multimix.train.checkpoint import CheckpointError
 from multimix.train.components import build_run, load_splits
 from multimix.train.config import ConfigError, TrainConfig
 from multimix.train.distributed import Dist
-from multimix.train.state import STATE_VERSION, upgrade
+from multimix.train.state import STATE_VERSION, check_same_data, upgrade
 from multimix.train.step import TrainData, TrainStep, steps_per_epoch
 
 CPU = torch.device("cpu")
@@ -89,6 +90,7 @@ def test_the_checkpoint_keys_are_those_documented():
         "scaler",
         "teacher",
         "rng",
+        "data",
     }
     assert set(state["rng"]) == {"torch", "data", "augment", "mix", "mix_host"}
     # The CPU draws them elsewhere
@@ -149,3 +151,56 @@ def test_the_learning_rate_keeps_the_form_of_the_run_that_loads_it(saved_as_tens
         group["lr"] = torch.tensor(group["lr"]) if saved_as_tensor else float(group["lr"])
     run.state.load_state_dict(state)
     assert all(type(g["lr"]) is float for g in run.state.optimizer.param_groups)
+
+
+def test_the_data_is_fingerprinted_and_a_state_of_other_data_is_refused(tmp_path):
+    run, _ = _built(_config())
+    saved = run.state.state_dict()
+    data = saved["data"]
+    assert data["dataset"] == "toy" and set(data["tensors"]) == {"train", "val", "test"}
+    # The same data, generated again (as a resumed run does), is the same data
+    assert _built(_config())[0].state.data == data
+    run.state.load_state_dict(copy.deepcopy(saved), source=tmp_path / "checkpoint.pt")
+
+    other = copy.deepcopy(saved)
+    other["data"]["tensors"]["test"] = "0" * 64
+    with pytest.raises(CheckpointError) as exc:
+        run.state.load_state_dict(other, source=tmp_path / "checkpoint.pt")
+    message = str(exc.value)
+    assert message.startswith(f"cannot resume {tmp_path / 'checkpoint.pt'}: the toy data generated")
+    assert "the generated test set: sha256 000000000000 vs" in message
+    assert "train set" not in message and "another --out" in message
+
+
+def test_a_checkpoint_without_a_fingerprint_resumes_unchecked():
+    run, _ = _built(_config())
+    saved = run.state.state_dict()
+    del saved["data"]  # written before fingerprints
+    run.state.load_state_dict(saved)
+    saved["data"] = None
+    run.state.load_state_dict(saved)
+    # Nor is one of another layout compared
+    saved["data"] = {"version": 99, "dataset": "toy", "tensors": {}}
+    run.state.load_state_dict(saved)
+
+
+def test_every_process_must_read_the_same_data(monkeypatch):
+    from multimix.data import fingerprint
+    from multimix.train.distributed import Dist
+
+    files = {"train.bin": {"name": "train.bin", "bytes": 9, "sha256": "a" * 64}}
+    mine = {"version": fingerprint.VERSION, "dataset": "cifar100", "data_dir": "/a", "files": files}
+    elsewhere = {**mine, "data_dir": "/b"}  # the same files in another folder: fine
+    changed = {**mine, "files": {"train.bin": {**files["train.bin"], "sha256": "b" * 64}}}
+    world = Dist(rank=0, world_size=3)
+    monkeypatch.setattr(
+        state.distributed, "all_gather_objects", lambda obj, d: [mine, elsewhere, mine]
+    )
+    check_same_data(mine, world)
+    monkeypatch.setattr(
+        state.distributed, "all_gather_objects", lambda obj, d: [mine, mine, changed]
+    )
+    with pytest.raises(
+        ConfigError, match=r"process 2 reads other data than process 0 \(train.bin: "
+    ):
+        check_same_data(mine, world)

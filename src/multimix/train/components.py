@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from multimix.data import Splits, dataset_info, load_dataset
+from multimix.data import Splits, data_fingerprint, dataset_info, load_dataset
 from multimix.models import build_model
 from multimix.schedules import make_schedule
 from multimix.teacher import EMATeacher
@@ -23,7 +23,7 @@ from multimix.train import checkpoint, distributed
 from multimix.train.checkpoint import CheckpointError
 from multimix.train.config import TrainConfig
 from multimix.train.methods import Method, Mixer, build_mixer, get_method
-from multimix.train.state import Generators, RunState
+from multimix.train.state import Generators, RunState, check_same_data
 
 
 def load_splits(config: TrainConfig) -> Splits:
@@ -250,7 +250,10 @@ def build_run(
     steps_per_epoch: int,
 ) -> Run:
     """Model, generators, teacher, mixer and optimisation state of a new run (restore a checkpoint
-    into ``run.state`` to continue one)."""
+    into ``run.state`` to continue one), with the fingerprint of its data (``splits``, loaded as
+    ``config`` says), checked to be the same on every process (a collective under torchrun)."""
+    data = data_fingerprint(config.dataset, config.data_dir, splits)
+    check_same_data(data, world)
     nets = build_nets(config, splits, world, device)
     generators = make_generators(config, world, device)
     teacher = (
@@ -272,6 +275,7 @@ def build_run(
         teacher=teacher,
         generators=generators,
         world=world,
+        data=data,
     )
     return Run(state=state, nets=nets, mixer=mixer, method=get_method(config.method))
 

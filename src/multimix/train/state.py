@@ -13,6 +13,8 @@ the per-epoch history — and written and read by one pair of methods with the s
     model, optimizer, scheduler, scaler, teacher (None without one)
     rng           torch (global CPU generator), data, augment (None: drawn from data, on the CPU),
                   mix (one state per process), mix_host (one per process; None without one)
+    data          the fingerprint of the data it trains on (:mod:`multimix.data.fingerprint`): a run
+                  resumed on other data is refused; None, or absent in older checkpoints: not checked
 
 Checkpoints of format version 1 (multimix 0.1 before this layout) are read too: :func:`upgrade`.
 """
@@ -20,13 +22,16 @@ Checkpoints of format version 1 (multimix 0.1 before this layout) are read too: 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from multimix.data import fingerprint
 from multimix.teacher import EMATeacher
 from multimix.train import distributed
+from multimix.train.checkpoint import CheckpointError
 from multimix.train.config import TrainConfig
 from multimix.train.errors import ConfigError
 
@@ -63,6 +68,8 @@ class RunState:
         teacher: the EMA teacher, or None.
         generators: the run's generators.
         world: this process's place in the process group.
+        data: the fingerprint of the data it trains on (:func:`multimix.data.data_fingerprint`),
+            saved with it and compared on resume; None: not known, not checked.
     """
 
     def __init__(
@@ -76,6 +83,7 @@ class RunState:
         teacher: EMATeacher | None,
         generators: Generators,
         world: distributed.Dist,
+        data: dict[str, Any] | None = None,
     ) -> None:
         self.config = config
         self.model = model
@@ -85,6 +93,7 @@ class RunState:
         self.teacher = teacher
         self.generators = generators
         self.world = world
+        self.data = data
         self.history: list[dict[str, Any]] = []
 
     @property
@@ -116,16 +125,20 @@ class RunState:
                 "mix": mix,
                 "mix_host": None if gens.mix_host is None else host,
             },
+            "data": self.data,
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue from ``state`` (of :meth:`state_dict`, or an older version: :func:`upgrade`).
+    def load_state_dict(self, state: dict[str, Any], *, source: str | Path | None = None) -> None:
+        """Continue from ``state`` (of :meth:`state_dict`, or an older version: :func:`upgrade`), read
+        from ``source`` (the checkpoint's path, named in errors; None: "its checkpoint").
 
-        Raises ConfigError if it was trained by another number of processes (each has its own mixing
-        draws, so the run cannot continue as it was), and KeyError, RuntimeError or ValueError if
-        the state does not fit this run's objects (the run folder names the file).
+        Raises CheckpointError if it was trained on other data (its fingerprint differs: other files,
+        or files changed since), ConfigError if it was trained by another number of processes (each
+        has its own mixing draws, so the run cannot continue as it was), and KeyError, RuntimeError
+        or ValueError if the state does not fit this run's objects (the run folder names the file).
         """
         state = upgrade(state)
+        self._check_data(state.get("data"), source)
         if state["world_size"] != self.world.world_size:
             raise ConfigError(
                 f"it was trained with {state['world_size']} process(es), and each process's mixing "
@@ -144,6 +157,35 @@ class RunState:
         self._load_generators(state["rng"])
         self.history = list(state["history"])
 
+    def _check_data(self, saved: dict[str, Any] | None, source: str | Path | None) -> None:
+        """Refuse to continue on data other than the run's (CheckpointError saying what differs and
+        what to do). Under torchrun every process reads the same data (:func:`check_same_data`) and
+        compares it with the same broadcast checkpoint: every process reaches the same verdict."""
+        if saved is None or self.data is None:  # an older checkpoint: nothing to compare with
+            return
+        diffs = fingerprint.differences(saved, self.data)
+        if not diffs:
+            return
+        where = "this run from its checkpoint" if source is None else str(source)
+        old_dir, new_dir = saved.get("data_dir"), self.data.get("data_dir")
+        if "files" not in saved:  # a generated dataset: the generator itself changed
+            raise CheckpointError(
+                f"cannot resume {where}: the {saved.get('dataset')} data generated now differs from the "
+                f"data it was trained on ({'; '.join(diffs)}; then vs now), so the run would not "
+                "continue as it was; resume it with the versions of multimix and its libraries that "
+                "started it, or start a new run in another --out"
+            )
+        moved = (
+            f"the files in {new_dir} have changed since it started"
+            if old_dir == new_dir
+            else f"it was started on the files in {old_dir}, and --data-dir {new_dir} holds others"
+        )
+        raise CheckpointError(
+            f"cannot resume {where}: {moved} ({'; '.join(diffs)}; then vs now). A run resumes on "
+            f"the data it started with: resume with --data-dir pointing at those files (or a copy "
+            f"of them), or start a new run on these files in another --out"
+        )
+
     def _load_generators(self, rng: dict[str, Any]) -> None:
         gens, rank = self.generators, self.world.rank
         torch.set_rng_state(rng["torch"])
@@ -155,6 +197,23 @@ class RunState:
         if gens.mix_host is not None and rng["mix_host"] is not None:
             gens.mix_host.set_state(rng["mix_host"][rank])
         gens.mix.set_state(rng["mix"][rank])
+
+
+def check_same_data(data: dict[str, Any] | None, world: distributed.Dist) -> None:
+    """Raise :class:`ConfigError` on every process unless every process reads the same data
+    (fingerprints ``data`` alike but for their folder); a collective under torchrun."""
+    every = distributed.all_gather_objects(data, world)
+    first = every[0]
+    for rank, theirs in enumerate(every[1:], start=1):
+        if not isinstance(first, dict) or not isinstance(theirs, dict):
+            continue
+        if diffs := fingerprint.differences(first, theirs):
+            raise ConfigError(
+                f"invalid value for data_dir: {theirs.get('data_dir')!r}; process {rank} reads other "
+                f"data than process 0 ({'; '.join(diffs)}; process 0 vs {rank}, in "
+                f"{first.get('data_dir')} and {theirs.get('data_dir')}): every process trains on the "
+                "same data; give each machine a copy of the same files"
+            )
 
 
 def upgrade(state: dict[str, Any]) -> dict[str, Any]:
@@ -188,4 +247,4 @@ def _hold_lr_as(optimizer: torch.optim.Optimizer, like: float | Tensor) -> None:
                 )
 
 
-__all__ = ["RunState", "Generators", "STATE_VERSION", "upgrade"]
+__all__ = ["RunState", "Generators", "STATE_VERSION", "check_same_data", "upgrade"]
