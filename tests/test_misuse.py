@@ -24,6 +24,7 @@ from multimix import (
     MultiMix,
     soft_cross_entropy,
 )
+from multimix.evaluate.robustness import fgsm, pgd, robust_accuracy
 from multimix.functional import interpolate_tuples, sample_mixup, sample_multimix_tuples
 
 K, D = 3, 8
@@ -412,3 +413,93 @@ def test_every_mixer_names_both_numbers_of_classes(kind, soft, training):
         mixer(x, y)
     mixer.eval()
     assert mixer(x)[0].shape == (4, K)  # no targets, nothing to compare
+
+
+# -- attacks under the caller's grad mode -------------------------------------------------------
+
+
+class BNNet(nn.Module):
+    def __init__(self, fail: bool = False) -> None:
+        super().__init__()
+        self.fc1, self.bn, self.fc2 = nn.Linear(6, D), nn.BatchNorm1d(D), nn.Linear(D, K)
+        self.fail = fail
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fail:
+            raise KeyError("boom")
+        return self.fc2(torch.relu(self.bn(self.fc1(x))))
+
+
+def attack(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    if name == "fgsm":
+        return fgsm(model, x, y, eps=0.1, clamp=(-2.0, 2.0))
+    return pgd(model, x, y, eps=0.1, steps=3, generator=gen(7))
+
+
+MODES = {
+    "no_grad": torch.no_grad,
+    "inference_mode": torch.inference_mode,
+    "set_grad_enabled(False)": lambda: torch.set_grad_enabled(False),
+}
+
+
+@pytest.mark.parametrize("inputs_made_in_mode", [False, True])
+@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("name", ["fgsm", "pgd"])
+def test_attacks_take_gradients_whatever_the_callers_mode(name, mode, inputs_made_in_mode):
+    torch.manual_seed(0)
+    model = BNNet()
+    x, y = batch(8)
+    expected = attack(name, model, x, y)
+    with MODES[mode]():
+        if inputs_made_in_mode:  # under inference_mode: inference tensors
+            x, y = x.clone(), y.clone()
+        adv = attack(name, model, x, y)
+        assert not torch.is_grad_enabled()  # the caller's mode is the caller's again
+        assert torch.is_inference_mode_enabled() == (mode == "inference_mode")
+    assert torch.equal(adv, expected) and not adv.requires_grad and not adv.is_inference()
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("name", ["fgsm", "pgd"])
+def test_attacks_leave_the_model_as_they_found_it(name, training):
+    model = BNNet().train(training)
+    model.fc1.weight.grad = torch.ones_like(model.fc1.weight)  # a gradient the caller accumulated
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    x, y = batch(8)
+    x.requires_grad_(True)
+    with torch.no_grad():
+        attack(name, model, x, y)
+    assert model.training == training
+    assert torch.equal(model.fc1.weight.grad, torch.ones_like(model.fc1.weight))
+    assert all(p.grad is None for n, p in model.named_parameters() if n != "fc1.weight")
+    assert x.grad is None
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())  # BN stats too
+
+
+@pytest.mark.parametrize("name", ["fgsm", "pgd"])
+def test_an_attack_that_raises_restores_the_training_flag(name):
+    model = BNNet(fail=True).train()
+    with pytest.raises(KeyError, match="boom"):
+        attack(name, model, *batch(8))
+    assert model.training
+
+
+def test_a_model_built_under_inference_mode_is_refused_by_name():
+    with torch.inference_mode():
+        model = BNNet()
+    with pytest.raises(ValueError, match=r"'fc1.weight' is an inference tensor"):
+        fgsm(model, *batch(8), eps=0.1)
+
+
+def test_robust_accuracy_under_inference_mode():
+    model = BNNet()
+    x, y = batch(8)
+    expected = robust_accuracy(
+        model, x, y, attack="pgd", eps=0.1, steps=2, batch_size=3, random_start=False
+    )
+    with torch.inference_mode():
+        got = robust_accuracy(
+            model, x, y, attack="pgd", eps=0.1, steps=2, batch_size=3, random_start=False
+        )
+    assert got == expected

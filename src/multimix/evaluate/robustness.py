@@ -3,6 +3,13 @@
 The model is attacked as it is used at test time: in eval mode (batch-norm statistics are read, never
 updated), with gradients taken with respect to the input only — its parameters, their ``.grad`` and
 its training flag are as they were afterwards.
+
+An attack needs gradients whatever the caller's mode: called under ``torch.no_grad()`` or
+``torch.inference_mode()`` (as evaluation code usually is), it takes them all the same, and inputs
+created under inference mode (inference tensors, which autograd cannot record) are copied into
+ordinary tensors first. The adversarial inputs returned are ordinary tensors without gradient. A model
+whose parameters or buffers are themselves inference tensors (built or loaded under
+``torch.inference_mode()``) cannot be differentiated and is refused with a ``ValueError``.
 """
 
 from __future__ import annotations
@@ -45,6 +52,27 @@ def _frozen(model: nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
+@contextlib.contextmanager
+def _attacking(model: nn.Module) -> Iterator[None]:
+    """:func:`_frozen`, with gradients recorded whatever the caller's mode (``no_grad``,
+    ``inference_mode``): an attack is a gradient of the loss with respect to the input."""
+    for name, tensor in (*model.named_parameters(), *model.named_buffers()):
+        if tensor.is_inference():
+            raise ValueError(
+                f"the model's {name!r} is an inference tensor (the model was built or loaded under "
+                "torch.inference_mode()), so no gradient can flow through it and the attack cannot "
+                "run; build or load the model outside inference mode (torch.no_grad() is enough to "
+                "skip gradients there)"
+            )
+    with _frozen(model), torch.inference_mode(False), torch.enable_grad():
+        yield
+
+
+def _ordinary(t: Tensor) -> Tensor:
+    """``t`` detached, copied when it is an inference tensor (which autograd cannot record)."""
+    return t.clone() if t.is_inference() else t.detach()
+
+
 def _input_gradient(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
     x = x.detach().requires_grad_(True)
     loss = F.cross_entropy(model(x).float(), y, reduction="sum")
@@ -67,9 +95,10 @@ def fgsm(
         clamp: (low, high) range the adversarial inputs are clipped to, or None.
     """
     eps, clamp = _check_eps(eps), _check_clamp(clamp)
-    with _frozen(model):
-        x_adv = x.detach() + eps * _input_gradient(model, x, y).sign()
-    return (x_adv if clamp is None else x_adv.clamp(*clamp)).detach()
+    with _attacking(model):
+        x, y = _ordinary(x), _ordinary(y)
+        x_adv = x + eps * _input_gradient(model, x, y).sign()
+        return (x_adv if clamp is None else x_adv.clamp(*clamp)).detach()
 
 
 def pgd(
@@ -95,16 +124,16 @@ def pgd(
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
     step = 2.5 * eps / steps if step_size is None else _check_eps(step_size, "step_size")
-    x = x.detach()
-    x_adv = x.clone()
-    if random_start and eps > 0:
-        dev = generator.device if generator is not None else x.device
-        noise = torch.rand(x.shape, generator=generator, device=dev, dtype=x.dtype).to(x.device)
-        x_adv = _project(x + (2 * noise - 1) * eps, x, eps, clamp)
-    with _frozen(model):
+    with _attacking(model):
+        x, y = _ordinary(x), _ordinary(y)
+        x_adv = x.clone()
+        if random_start and eps > 0:
+            dev = generator.device if generator is not None else x.device
+            noise = torch.rand(x.shape, generator=generator, device=dev, dtype=x.dtype).to(x.device)
+            x_adv = _project(x + (2 * noise - 1) * eps, x, eps, clamp)
         for _ in range(steps):
             x_adv = _project(x_adv + step * _input_gradient(model, x_adv, y).sign(), x, eps, clamp)
-    return x_adv.detach()
+        return x_adv.detach()
 
 
 def robust_accuracy(
