@@ -503,3 +503,37 @@ def test_robust_accuracy_under_inference_mode():
             model, x, y, attack="pgd", eps=0.1, steps=2, batch_size=3, random_start=False
         )
     assert got == expected
+
+
+# -- ConfMix on a diverged model ------------------------------------------------------------------
+
+
+class Diverged(nn.Module):
+    """A linear model whose outputs hold ``value`` (NaN or ±inf) for the examples in ``rows``."""
+
+    def __init__(self, value: float, rows: slice = slice(None)) -> None:
+        super().__init__()
+        self.fc = nn.Linear(6, K)
+        self.value, self.rows = value, rows
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.fc(x).clone()
+        out[self.rows, 0] = self.value
+        return out
+
+
+@pytest.mark.parametrize("layers", [("input",), ("fc",)])
+@pytest.mark.parametrize("rows", [slice(None), slice(2, 3)])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_confmix_on_a_diverged_model_says_so(value, rows, layers):
+    model = Diverged(value, rows)
+    mixer = ConfMix(model, layers=layers, num_classes=K)
+    with pytest.raises(
+        FloatingPointError, match="outputs on the clean batch are not finite"
+    ) as info:
+        mixer(*batch())
+    assert "lower the learning rate" in str(info.value) and "alpha must" not in str(info.value)
+    assert model.training  # the confidence pass's eval mode was undone
+    model.value = 1e30  # huge but finite: the confidence is defined
+    logits, targets = mixer(*batch())
+    assert logits.shape == targets.shape

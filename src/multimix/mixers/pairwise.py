@@ -157,6 +157,24 @@ class Mixup(ManifoldMixup):
         )
 
 
+#: Why ConfMix cannot go on when the model's outputs are NaN or infinite.
+_DIVERGED = (
+    "ConfMix: the model's outputs on the clean batch are not finite (NaN or inf), so its confidence, "
+    "and the α drawn from it, are undefined; the run has diverged: lower the learning rate (or "
+    "check the inputs for NaN)"
+)
+
+
+def _check_finite_outputs(logits: Tensor) -> None:
+    """Raise when the model's logits hold a NaN or an infinity (a diverged run)."""
+    finite = torch.isfinite(logits).all()
+    if logits.device.type == "cpu":
+        if not bool(finite):
+            raise FloatingPointError(_DIVERGED)
+    else:  # reading the check back would wait for the device at every step: assert there
+        torch._assert_async(finite, _DIVERGED)
+
+
 class ConfMix(ManifoldMixup):
     """ConfMix (seed 2): pairwise mixing whose strength follows the model's confidence, per example.
 
@@ -165,6 +183,8 @@ class ConfMix(ManifoldMixup):
     confident example is mixed strongly and an unsure one hardly at all (α_i = 0: λ_i ∈ {0, 1}).
     Its partner is drawn by a random permutation, as in mixup. ``scale=0.5`` is "½ ConfMix".
     Warm-up epochs of ERM are the training loop's business (the model must be confident first).
+    A model whose outputs are not finite (a diverged run) has no confidence: the forward raises
+    ``FloatingPointError`` saying so (on a GPU, an asynchronous device assertion with that message).
 
     Args:
         model: any ``nn.Module``.
@@ -197,10 +217,11 @@ class ConfMix(ManifoldMixup):
         self.model.eval()
         try:
             with torch.no_grad():
-                probs = torch.softmax(call_model(self.model, x).float(), dim=-1)
+                logits = call_model(self.model, x).float()
         finally:
             self.model.train(was_training)
-        alpha = self.scale * confmix_alpha(probs)
+        _check_finite_outputs(logits)
+        alpha = self.scale * confmix_alpha(torch.softmax(logits, dim=-1))
         b, device = batch_size(x), batch_device(x)
         lam = sample_beta(b, alpha, generator=self.generator, device=device)
         _, perm = sample_mixup(b, alpha=1.0, generator=self.generator, device=device)
