@@ -6,7 +6,8 @@ A fingerprint is a plain dict (it is saved in the checkpoint, which holds only p
 
     version    of this layout (fingerprints of another version are not compared)
     dataset    the dataset's name
-    data_dir   the folder given (absolute), or None: shown in messages, never compared
+    data_dir   the folder given (absolute; the one the files were found in without one), or None for
+               a generated dataset: shown in messages, never compared
     files      file datasets: per file, by its name in the release (gz or not):
                {"name": path under data_dir, "bytes": size on disk, "sha256": of its contents}
     tensors    generated datasets: {"train", "val", "test": sha256 of the split's tensors}
@@ -37,11 +38,13 @@ def of_files(name: str, data_dir: str | Path | None, paths: dict[str, Path]) -> 
     SHA-256 over it, ~0.1 s for the 50 MB of an MNIST-family release, ~0.3 s for CIFAR's 180 MB; once
     per run start.
     """
-    root = None if data_dir is None else Path(data_dir).expanduser().resolve()
+    # Without data_dir the files were found in a system folder (Debian's): messages name that one
+    first = next(iter(paths.values()))
+    root = (first.parent if data_dir is None else Path(data_dir).expanduser()).resolve()
     files = {}
     for key, path in sorted(paths.items()):
         shown = path.resolve()
-        if root is not None and shown.is_relative_to(root):
+        if shown.is_relative_to(root):
             shown = shown.relative_to(root)
         files[key] = {
             "name": str(shown),
@@ -51,7 +54,7 @@ def of_files(name: str, data_dir: str | Path | None, paths: dict[str, Path]) -> 
     return {
         "version": VERSION,
         "dataset": name,
-        "data_dir": None if root is None else str(root),
+        "data_dir": str(root),
         "files": files,
     }
 
