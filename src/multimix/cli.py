@@ -367,7 +367,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             f"invalid value for --attack-examples: {args.attack_examples}; expected an integer >= 1"
         )
     for run in args.runs:
-        if not ((run / "best.pt").is_file() or (run / "checkpoint.pt").is_file()):
+        # A dangling or unreadable best.pt is there (evaluate_run refuses it, naming it): not absent
+        if not any(
+            (run / n).exists() or (run / n).is_symlink() for n in ("best.pt", "checkpoint.pt")
+        ):
             raise ConfigError(
                 f"invalid run folder {str(run)!r}: it holds no best.pt or checkpoint.pt"
             )
@@ -563,11 +566,16 @@ def _machine_fault(exc: OSError | UnicodeError, args: argparse.Namespace) -> str
     """
     hint = _continue_hint(args)
     again = f"continue with: {hint}" if hint else "run the command again"
-    if isinstance(exc, UnicodeError):
-        encoding = sys.getfilesystemencoding()
+    if isinstance(exc, UnicodeEncodeError):  # a name the file system's encoding cannot hold
         return (
-            f"a file name cannot be written in this system's encoding ({encoding}: {exc}); "
-            "choose names in that encoding, or run under a UTF-8 locale (e.g. LC_ALL=C.UTF-8)"
+            f"the name {exc.object!r} cannot be written in this system's file name encoding "
+            f"({sys.getfilesystemencoding()}: {exc.reason}); choose a name in that encoding, or run "
+            "under a UTF-8 locale (e.g. LC_ALL=C.UTF-8)"
+        )
+    if isinstance(exc, UnicodeError):
+        return (
+            f"text that is not in the expected encoding ({exc}); "
+            "files multimix reads as text (YAML, JSON) are UTF-8"
         )
     where = f"{exc.filename}: " if exc.filename is not None else ""
     what = f"{where}{exc.strerror or exc} [errno {exc.errno}]"

@@ -96,7 +96,7 @@ def _finished_summary(path: Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
     try:
-        summary = json.loads(path.read_text())
+        summary = json.loads(path.read_text(encoding="utf-8"))
         if not isinstance(summary, dict) or not (
             "diverged" in summary or {"best", "final", "time_per_epoch_s"} <= summary.keys()
         ):

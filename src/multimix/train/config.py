@@ -407,9 +407,15 @@ class TrainConfig:
     def from_yaml(cls, path: str | Path) -> dict[str, Any]:
         """Read the raw mapping of a YAML config file (checked later by :meth:`from_dict`)."""
         try:
-            data = yaml.safe_load(Path(path).read_text())
+            # Bytes: YAML is UTF-8 (or UTF-16 with a BOM) whatever the locale says
+            data = yaml.safe_load(Path(path).read_bytes())
         except OSError as exc:
             raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        except yaml.reader.ReaderError as exc:  # bytes that are not text in UTF-8
+            raise ConfigError(
+                f"config file {path} is not UTF-8 text (byte {exc.position}: {exc.reason}); "
+                "save it as UTF-8"
+            ) from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = (

@@ -90,7 +90,7 @@ def evaluate_run(
         raise ConfigError(
             f"unknown attack or OOD set {bad}; attacks: {', '.join(ATTACKS)}; OOD sets: {', '.join(OOD_SETS)}"
         )
-    with RunLock(run):  # not while a run trains into it
+    with RunLock(run, argument="RUN_DIR"):  # not while a run trains into it
         return _evaluate(
             run,
             weights,
@@ -237,13 +237,22 @@ def _to_tensorboard(run: Path, result: dict[str, Any], epoch: int | None) -> Non
     """Every number of ``result`` as ``eval/<key>`` at ``epoch``, the epoch of the weights measured
     (where the file does not say: the run's chosen epoch from summary.json, else 0)."""
     board = tensorboard_writer(run)
-    summary = run / "summary.json"
     if epoch is None:
-        epoch = json.loads(summary.read_text())["best"]["epoch"] if summary.is_file() else 0
+        epoch = _chosen_epoch(run / "summary.json")
     for key, value in result.items():
         if isinstance(value, float):
             board.add_scalar(f"eval/{key}", value, epoch)
     board.close()
+
+
+def _chosen_epoch(summary: Path) -> int:
+    """The epoch ``summary.json`` says was chosen on validation; 0 where it says none (no file, a
+    file cut short, a run that diverged)."""
+    try:
+        best = json.loads(summary.read_text(encoding="utf-8")).get("best") or {}
+        return int(best.get("epoch", 0))
+    except (OSError, ValueError, AttributeError, TypeError):
+        return 0
 
 
 def _plot_embedding(

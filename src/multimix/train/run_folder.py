@@ -94,6 +94,10 @@ class RunFolder:
             )
         state = checkpoint.load(ckpt_path)
         saved = checkpoint.saved_config(state, ckpt_path)
+        best = self.path / "best.pt"
+        if best.exists() or best.is_symlink():
+            # Read only at the end (to test the chosen epoch): a damaged one is found now, not then
+            checkpoint.verify(best)
         if config.epochs != saved.epochs:
             why = (
                 "its cosine learning-rate schedule spans all its epochs"
