@@ -323,3 +323,9 @@ def test_a_fingerprint_is_of_the_contents_not_of_where_or_how_they_are_stored(tm
     assert fingerprint.differences(a, {**changed, "dataset": "kmnist"}) == [
         "dataset: mnist vs kmnist"
     ]
+
+
+def test_files_still_to_be_downloaded_are_judged_by_the_release_counts(tmp_path):
+    # Nothing to read yet, nothing fetched by the check: the official 60 000 pass the split
+    check_runnable(tiny_config(dataset="mnist", data_dir=str(tmp_path), download=True))
+    assert not list(tmp_path.iterdir())

@@ -1,8 +1,11 @@
-"""Checks that a run can go ahead, made before any work: no data is loaded and nothing is written.
+"""Checks that a run can go ahead, made before any work: no pixels are loaded and nothing is written.
 
 :meth:`TrainConfig.validate` checks each value on its own. What is checked here needs the machine
 (is there such a device, so many cores?) or knowledge of the dataset and model (does the model take
-these inputs, does it have the layers named, is the validation split possible?). The model is built
+these inputs, does it have the layers named, is the validation split possible?). A dataset read from
+files is known by what the files hold, whatever their size: their headers, sizes and labels are read
+(kilobytes for the MNIST family; CIFAR's label bytes are spread through its files), and the run's own
+validation split is made on those labels. The model is built
 on PyTorch's ``meta`` device: shapes without memory, so the check costs milliseconds even for a
 ResNet and leaves every random-number generator untouched.
 """
