@@ -156,6 +156,28 @@ def test_compare_cli_with_diverging_runs_tabulates_and_warns(tmp_path):
     assert (out / "erm" / "seed0" / "checkpoint.pt").stat().st_mtime_ns == before
 
 
+@pytest.mark.parametrize("damage", ["cut short", "empty", "not a summary", "not UTF-8"])
+def test_compare_finishes_again_a_run_whose_summary_is_damaged(tmp_path, caplog, damage):
+    variants = {"erm": tiny_config()}
+    out = tmp_path / "cmp"
+    (first,) = run_variants(variants, seeds=[0], out=out, progress=False)
+    summary = out / "erm" / "seed0" / "summary.json"
+    text = summary.read_text()
+    summary.write_bytes(
+        {
+            "cut short": text[: len(text) // 2].encode(),
+            "empty": b"",
+            "not a summary": b"[1, 2]",
+            "not UTF-8": b"\xff\xfe{",
+        }[damage]
+    )
+    with caplog.at_level("WARNING"):
+        (again,) = run_variants(variants, seeds=[0], out=out, progress=False)
+    assert "summary.json is unreadable" in caplog.text and "from its checkpoint" in caplog.text
+    assert again == first
+    assert strict_json(summary.read_text()) == strict_json(text)
+
+
 # -- strict JSON and float options -------------------------------------------------------------------
 
 
