@@ -95,6 +95,15 @@ def test_divergence_in_the_first_epoch_leaves_no_checkpoint(tmp_path):
     assert summary["completed_epochs"] == 0 and summary["diverged"]["epoch"] == 1
 
 
+def test_confmix_meeting_outputs_that_are_not_finite_is_a_divergence(tmp_path):
+    """ConfMix reads the model's outputs to set α and refuses non-finite ones mid-epoch; the trainer
+    records that as the divergence it is, not as a crash."""
+    config = tiny_config(method="confmix", confmix_warmup=0, optimizer="sgd", lr=1e30)
+    with pytest.raises(RunDiverged, match="method confmix") as caught:
+        train(config, tmp_path / "run", progress=False)
+    assert caught.value.summary["diverged"]["train_loss"] == "nan"
+
+
 def test_diverged_error_survives_pickling():
     """Raised in a compare worker process, it crosses to the parent whole."""
     import pickle

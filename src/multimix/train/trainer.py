@@ -36,7 +36,7 @@ from multimix.train.components import Run, build_run, load_splits, model_from_ch
 from multimix.train.config import ConfigError, TrainConfig
 from multimix.train.errors import RunDiverged
 from multimix.train.evaluator import Evaluator, evaluate, select_best
-from multimix.train.methods import build_mixer
+from multimix.train.methods import Mixer, build_mixer
 from multimix.train.preflight import check_runnable
 from multimix.train.reporting import make_reporter, tensorboard_writer
 from multimix.train.run_folder import RunFolder
@@ -107,7 +107,7 @@ def _train(
         run.nets.train.train()
         mixer = run.mixer_at(epoch)  # its α from the schedule; None during an ERM warm-up
         start = time.perf_counter()
-        record: dict[str, Any] = {"epoch": epoch, "train_loss": step.epoch(mixer)}
+        record: dict[str, Any] = {"epoch": epoch, "train_loss": _epoch_loss(step, mixer)}
         record["time_s"] = time.perf_counter() - start  # training alone, not the evaluation
         if not math.isfinite(record["train_loss"]):  # the same on every rank: an all-reduced mean
             reporter.close()
@@ -134,6 +134,15 @@ def _train(
     summary = _summary(config, world, state.history, best)
     folder.write_summary(summary)
     return summary
+
+
+def _epoch_loss(step: TrainStep, mixer: Mixer | None) -> float:
+    """The epoch's mean training loss; NaN where the model's outputs stopped being finite during it
+    (ConfMix reads them to set α and raises FloatingPointError: the run has diverged all the same)."""
+    try:
+        return step.epoch(mixer)
+    except FloatingPointError:
+        return math.nan
 
 
 def _restore(run: Run, saved: dict[str, Any] | None, folder: RunFolder) -> None:
