@@ -161,7 +161,7 @@ def _restore(run: Run, saved: dict[str, Any] | None, folder: RunFolder) -> None:
         )
         return
     try:
-        run.state.load_state_dict(saved)
+        run.state.load_state_dict(saved, source=folder.checkpoint_path)
     except ConfigError as exc:  # another number of processes: the user's command to fix
         raise ConfigError(
             f"cannot resume {folder.path} with {world.world_size} process(es): {exc}"
