@@ -104,6 +104,17 @@ def test_confmix_meeting_outputs_that_are_not_finite_is_a_divergence(tmp_path):
     assert caught.value.summary["diverged"]["train_loss"] == "nan"
 
 
+@pytest.mark.slow
+def test_evaluate_refuses_a_run_that_diverged(tmp_path):
+    """Its best.pt holds the weights of an epoch before the divergence: not a result."""
+    out = tmp_path / "run"
+    assert cli("train", *TINY, *DIVERGES_IN_EPOCH_2, "--out", str(out)).returncode == 2
+    assert (out / "best.pt").is_file()
+    line = one_error_line(cli("evaluate", str(out)))
+    assert "diverged" in line and "epoch 2" in line and "nothing is evaluated" in line, line
+    assert not (out / "eval.json").exists()
+
+
 def test_diverged_error_survives_pickling():
     """Raised in a compare worker process, it crosses to the parent whole."""
     import pickle

@@ -41,7 +41,7 @@ from multimix.evaluate import (
 from multimix.train.checkpoint import CheckpointError
 from multimix.train.components import load_splits, trained_model
 from multimix.train.config import TrainConfig
-from multimix.train.errors import ConfigError
+from multimix.train.errors import ConfigError, RunDiverged
 from multimix.train.reporting import tensorboard_writer
 from multimix.train.runlock import RunLock
 
@@ -91,6 +91,7 @@ def evaluate_run(
             f"unknown attack or OOD set {bad}; attacks: {', '.join(ATTACKS)}; OOD sets: {', '.join(OOD_SETS)}"
         )
     with RunLock(run, argument="RUN_DIR"):  # not while a run trains into it
+        _refuse_diverged(run)
         return _evaluate(
             run,
             weights,
@@ -105,6 +106,24 @@ def evaluate_run(
 
 class NonFiniteOutputs(CheckpointError):
     """The weights give non-finite outputs (NaN or inf): there is nothing to measure."""
+
+
+def _refuse_diverged(run: Path) -> None:
+    """A run whose summary says it diverged has no result: the weights it kept (of an epoch before
+    the divergence) are not the model its settings train, so they are not measured."""
+    summary = run / "summary.json"
+    try:
+        what = json.loads(summary.read_text(encoding="utf-8")).get("diverged")
+    except (OSError, ValueError, AttributeError):
+        return  # no summary (a run under way or killed), or one unreadable: the weights decide
+    if what:
+        raise RunDiverged(
+            f"{run} diverged (training loss {what.get('train_loss')} in epoch {what.get('epoch')}, "
+            f"lr {what.get('lr')}; {summary}): its weights are not a result, so nothing is evaluated. "
+            "Train it again with a lower --lr",
+            epoch=int(what.get("epoch", 0)),
+            summary=json.loads(summary.read_text(encoding="utf-8")),
+        )
 
 
 def _weights_file(run: Path) -> Path:
