@@ -146,6 +146,25 @@ def test_compare_marks_a_diverged_run_and_goes_on(tmp_path):
     assert any(line.startswith("wild,0,,,,,,1") for line in csv_lines), csv_lines
 
 
+@pytest.mark.slow
+def test_compare_evaluate_measures_the_runs_that_finished(tmp_path):
+    from multimix.cli import _evaluate_rows
+    from multimix.train.compare import plot_results
+
+    variants = {"steady": tiny_config(), "wild": tiny_config(optimizer="sgd", lr=1e30)}
+    out = tmp_path / "cmp"
+    rows = run_variants(variants, seeds=[0], out=out, progress=False)
+    assert _evaluate_rows(out, rows, title="t")
+    steady, wild = rows
+    assert 0 <= steady["ece"] <= 1 and "ece" not in wild
+    assert (out / "evaluation.png").stat().st_size > 0
+    table = format_table(aggregate(rows))
+    wild_line = next(line for line in table.splitlines() if line.startswith("| wild "))
+    assert "ECE (%)" in table and wild_line.count("diverged (1 of 1 runs)") == 9
+    plot_results(out / "results.png", rows, title="t")  # the finished runs only, no mean for wild
+    assert not (out / "wild" / "seed0" / "eval.json").exists()
+
+
 def test_a_method_with_one_diverged_seed_gets_no_mean():
     """The mean of the seeds that survived would flatter the method."""
     rows = [

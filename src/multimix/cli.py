@@ -237,23 +237,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         f"{base.dataset} / {base.model_name}, {base.epochs} epochs, seeds {seeds[0]}–{seeds[-1]} "
         f"(test accuracy at the best validation epoch)"
     )
-    if args.evaluate:
-        from multimix.evaluate import OOD_SETS
-        from multimix.train.compare import plot_evaluation
-        from multimix.train.evaluation import evaluate_run
-
-        for row in rows:
-            if diverged(row):  # no result to evaluate
-                continue
-            result = evaluate_run(out / row["method"] / f"seed{row['seed']}")
-            row.update(
-                {k: result[k] for k in ("ece", "fgsm_acc", "pgd_acc", "alignment", "uniformity")}
-            )
-            row["ood_auroc"] = sum(result[f"ood_{k}_auroc"] for k in OOD_SETS) / len(OOD_SETS)
-            row["ood_fpr95"] = sum(result[f"ood_{k}_fpr95"] for k in OOD_SETS) / len(OOD_SETS)
-        plot_evaluation(
-            out / "evaluation.png", rows, title=title + "; OOD: mean over " + ", ".join(OOD_SETS)
-        )
+    plotted = args.evaluate and _evaluate_rows(out, rows, title=title)
     table = format_table(aggregate(rows))
     write_csv(out / "results.csv", rows)
     checkpoint.write_text(out / "results.md", f"# {title}\n\n{table}\n")
@@ -270,11 +254,34 @@ def cmd_compare(args: argparse.Namespace) -> int:
         f"\nper-run results: {out / 'results.csv'}\nplot: {out / 'results.png'}"
         + (
             f"\nevaluation: {out / 'evaluation.png'} (and eval.json in each run folder)"
-            if args.evaluate
+            if plotted
             else ""
         )
     )
     return 0
+
+
+def _evaluate_rows(out: Path, rows: list[dict[str, Any]], *, title: str) -> bool:
+    """``compare --evaluate``: evaluate every run that finished (a diverged one has nothing to measure),
+    add its figures to its row, and plot them; False where no run finished, so nothing is plotted."""
+    from multimix.evaluate import OOD_SETS
+    from multimix.train.compare import diverged, plot_evaluation
+    from multimix.train.evaluation import evaluate_run
+
+    for row in rows:
+        if diverged(row):
+            continue
+        result = evaluate_run(out / row["method"] / f"seed{row['seed']}")
+        row.update(
+            {k: result[k] for k in ("ece", "fgsm_acc", "pgd_acc", "alignment", "uniformity")}
+        )
+        row["ood_auroc"] = sum(result[f"ood_{k}_auroc"] for k in OOD_SETS) / len(OOD_SETS)
+        row["ood_fpr95"] = sum(result[f"ood_{k}_fpr95"] for k in OOD_SETS) / len(OOD_SETS)
+    if all(diverged(row) for row in rows):
+        return False
+    title += "; OOD: mean over " + ", ".join(OOD_SETS)
+    plot_evaluation(out / "evaluation.png", rows, title=title)
+    return True
 
 
 class _Parser(argparse.ArgumentParser):

@@ -366,6 +366,7 @@ def plot_results(path: str | Path, rows: list[dict[str, Any]], *, title: str) ->
     ]
     fig, ax = plt.subplots(figsize=(1.3 * len(names) + 2.5, 3.8), dpi=120)
     values = []
+    legend = {"one seed", "mean ± std"}  # each mark named once, where it first appears
     for i, s in enumerate(summary):
         accs = [100 * r["test_acc"] for r in rows if r["method"] == s["method"] and not diverged(r)]
         values += accs
@@ -379,7 +380,7 @@ def plot_results(path: str | Path, rows: list[dict[str, Any]], *, title: str) ->
             color="#4C72B0",
             alpha=0.8,
             zorder=3,
-            label="one seed" if i == 0 else None,
+            label=_first("one seed", legend) if accs else None,
         )
         if s["test_acc"] is None:  # a run diverged: its seeds that finished are shown, no mean
             continue
@@ -392,7 +393,7 @@ def plot_results(path: str | Path, rows: list[dict[str, Any]], *, title: str) ->
             color="#C44E52",
             capsize=4,
             zorder=3,
-            label="mean ± std" if i == 0 else None,
+            label=_first("mean ± std", legend),
         )
         ax.annotate(f"{mean:.1f}", (i + 0.22, mean), fontsize=8, va="center")
     ax.set_ylim(*(accuracy_axis(values) if values else (0.0, 100.0)))
@@ -405,6 +406,14 @@ def plot_results(path: str | Path, rows: list[dict[str, Any]], *, title: str) ->
     fig.tight_layout()
     checkpoint.atomic_write(path, lambda f: fig.savefig(f, format="png"))
     plt.close(fig)
+
+
+def _first(label: str, unused: set[str]) -> str | None:
+    """``label`` the first time it is asked for (and taken from ``unused``), None after."""
+    if label in unused:
+        unused.discard(label)
+        return label
+    return None
 
 
 def plot_evaluation(path: str | Path, rows: list[dict[str, Any]], *, title: str) -> None:
