@@ -359,6 +359,8 @@ def test_dense_multimix_under_ddp_leaves_unused_layers_without_gradient(tmp_path
         (["--out", "{tmp}/afile"], "out"),  # found by rank 0 alone, when it takes the folder
         (["--sync-bn"], "sync_bn"),  # found by every rank, before the process group
         (["--batch-size", "3"], "batch_size"),
+        # met by every rank alike at the end of the epoch: the loss they read is all-reduced
+        (["--optimizer", "sgd", "--lr", "1e30"], "the run diverged"),
     ],
 )
 @pytest.mark.slow
