@@ -217,6 +217,22 @@ def test_compare_finishes_again_a_run_whose_summary_is_damaged(tmp_path, caplog,
     assert strict_json(summary.read_text()) == strict_json(text)
 
 
+def test_compare_moves_aside_a_run_whose_best_pt_is_damaged_and_trains_it_again(tmp_path, caplog):
+    variants = {"erm": tiny_config()}
+    out = tmp_path / "cmp"
+    (first,) = run_variants(variants, seeds=[0], out=out, progress=False)
+    best = out / "erm" / "seed0" / "best.pt"
+    best.write_bytes(best.read_bytes()[: best.stat().st_size // 2])
+    with caplog.at_level("WARNING"):
+        (again,) = run_variants(variants, seeds=[0], out=out, progress=False)
+    assert "best.pt is damaged" in caplog.text and "training it again" in caplog.text
+    assert {k: v for k, v in again.items() if k != "time_per_epoch_s"} == {
+        k: v for k, v in first.items() if k != "time_per_epoch_s"
+    }
+    assert len(list(out.glob("erm/seed0.stale-*"))) == 1
+    checkpoint.load(best)  # whole again
+
+
 # -- strict JSON and float options -------------------------------------------------------------------
 
 

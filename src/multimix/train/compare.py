@@ -58,7 +58,7 @@ def _run_one(config_dict: dict[str, Any], out: str) -> dict[str, Any]:
     """Train one run, resume it, or reuse its finished summary. Top-level so worker processes can import it.
 
     A folder holding a run this version cannot continue — other settings (e.g. made before a default
-    changed), an unreadable checkpoint, one written by another version — is moved aside to
+    changed), an unreadable or damaged checkpoint or best.pt, one written by another version — is moved aside to
     ``<folder>.stale-<time>``, never overwritten, and the run is trained again.
     """
     config = TrainConfig(**config_dict)
@@ -68,6 +68,9 @@ def _run_one(config_dict: dict[str, Any], out: str) -> dict[str, Any]:
         if ckpt.exists():
             try:
                 saved = checkpoint.saved_config(checkpoint.load(ckpt), ckpt)
+                best = folder / "best.pt"
+                if best.exists() or best.is_symlink():  # damaged, it could not be re-made: retrain
+                    checkpoint.verify(best)
                 diffs = config.differences(saved)
                 problem = (
                     f"{folder} was trained with other settings: {'; '.join(diffs)}"
