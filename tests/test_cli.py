@@ -246,9 +246,7 @@ def test_damaged_checkpoints(tmp_path, damage):
     assert resumed.returncode == 2
     line = one_error_line(resumed.stderr)
     expected = (
-        "is empty (0 bytes)"
-        if damage == "empty"
-        else "written by another version of multimix"
+        "is empty (0 bytes)" if damage == "empty" else "written by another version of multimix"
     )
     assert expected in line and "move it aside" in line
     # The file is blamed, not a flag
