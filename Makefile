@@ -56,7 +56,7 @@ docs: $(STAMP)
 # The main job: ERM, input mixup, manifold mixup and MultiMix on MNIST-1D (generated offline),
 # 3 seeds each, two runs at a time; prints the table and writes runs/demo/results.{md,csv,png}.
 demo: $(STAMP)
-	$(PY) -m multimix.cli compare --config configs/demo.yaml --methods erm,mixup,manifold,multimix \
+	$(PY) -m multimix.cli compare --config demo --methods erm,mixup,manifold,multimix \
 		--seeds 3 --jobs 2 --out runs/demo
 
 bench: $(STAMP)

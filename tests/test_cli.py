@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 import torch
 
+import multimix
 from conftest import cli
-from multimix.cli import build_parser, main
+from multimix.cli import build_parser, main, packaged_configs, resolve_config
 from multimix.train import checkpoint
 from multimix.train.compare import accuracy_axis
 from multimix.train.runlock import RunLock
@@ -595,6 +596,50 @@ def test_yaml_config_and_flags_override(tmp_path):
     assert main(["train", "--config", str(cfg), "--epochs", "2", "--out", str(out), "--quiet"]) == 0
     saved = checkpoint.load(out / "checkpoint.pt")["config"]
     assert saved["epochs"] == 2 and saved["alpha"] == 0.4 and saved["train_size"] == 200
+
+
+# -- --version and the packaged configurations (--config NAME) -----------------------------------
+
+
+def test_version_prints_the_version_and_exits_0(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out == f"multimix {multimix.__version__}\n"
+
+
+def _config_of(*argv: str, command: str = "train"):
+    return resolve_config(build_parser().parse_args([command, *argv]))
+
+
+@pytest.mark.parametrize("command", ["train", "compare"])
+def test_config_names_a_packaged_configuration(tmp_path, monkeypatch, command):
+    monkeypatch.chdir(tmp_path)  # no file called demo here: the packaged one is read
+    demo = _config_of("--config", "demo", command=command)
+    assert (demo.dataset, demo.model_name, demo.lr, demo.epochs) == ("mnist1d", "cnn1d", 0.01, 100)
+    # flags still override it
+    assert _config_of("--config", "demo", "--epochs", "3", command=command).epochs == 3
+
+
+def test_config_an_existing_path_wins_over_a_packaged_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("demo").write_text("dataset: toy\nepochs: 7\n")
+    config = _config_of("--config", "demo")
+    assert (config.dataset, config.epochs) == ("toy", 7)
+
+
+def test_config_unknown_name_is_one_line_naming_the_packaged_ones(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--config", "demos", "--out", str(tmp_path / "run")])
+    assert exc.value.code == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert line == (
+        "multimix: error: cannot read config file demos: no such file, and no packaged "
+        f"configuration of that name (packaged: {', '.join(packaged_configs())})"
+    )
+    assert "demo" in packaged_configs()
+    assert not (tmp_path / "run").exists()
 
 
 def test_compare_on_a_tiny_budget(tmp_path, capsys):

@@ -5,7 +5,8 @@
     multimix compare --methods erm,mixup,manifold,multimix --seeds 3 --out runs/cmp
 
 Every training option is a flag and a key of ``--config FILE.yaml``; flags override the file.
-Bad options exit with code 2 and say what is valid.
+``--config NAME`` names a configuration packaged with the library (``demo``) when no file of that
+name exists. Bad options exit with code 2 and say what is valid.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import signal
 import sys
 import warnings
 from collections.abc import Mapping, Sequence
+from importlib import metadata
 from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn, TextIO
@@ -99,10 +101,42 @@ def _flag_help(name: str, meta: Mapping[str, Any], default: object) -> str:
     return text
 
 
+#: The configurations packaged with the library, one YAML file each: ``--config demo`` reads
+#: ``configs/demo.yaml`` here, whatever the working directory and however the package was installed.
+PACKAGED_CONFIGS = Path(__file__).resolve().parent / "configs"
+
+
+def packaged_configs() -> dict[str, Path]:
+    """The packaged configurations by name (the file's name without ``.yaml``), sorted."""
+    return {path.stem: path for path in sorted(PACKAGED_CONFIGS.glob("*.yaml"))}
+
+
+def config_path(value: str | Path) -> Path:
+    """The file ``--config`` reads: ``value`` where such a path exists (an existing path always wins),
+    else the packaged configuration of that name; else a :class:`ConfigError` listing those names."""
+    path = Path(value)
+    if path.exists() or path.is_symlink():  # a dangling link is the user's file: its error names it
+        return path
+    packaged = packaged_configs()
+    if str(value) in packaged:
+        return packaged[str(value)]
+    raise ConfigError(
+        f"cannot read config file {value}: no such file, and no packaged configuration of that "
+        f"name (packaged: {', '.join(packaged) or 'none'})"
+    )
+
+
 def add_config_flags(parser: argparse.ArgumentParser, *, exclude: tuple[str, ...] = ()) -> None:
     """One flag per TrainConfig field (but ``exclude``); absent flags stay absent so the YAML file can fill them.
     Renamed fields keep their old flag as a deprecated alias (not listed in ``--help``)."""
-    parser.add_argument("--config", type=Path, help="YAML file of options (flags override it)")
+    names = ", ".join(packaged_configs()) or "none"
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE|NAME",
+        help="YAML file of options (flags override it), or the name of a configuration packaged "
+        f"with multimix where no such file exists ({names})",
+    )
     groups = {k: parser.add_argument_group(v) for k, v in GROUP_TITLES.items()}
     old_names = {new: old for old, new in RENAMED_KEYS.items()}
     for f in dataclasses.fields(TrainConfig):
@@ -140,7 +174,7 @@ def add_config_flags(parser: argparse.ArgumentParser, *, exclude: tuple[str, ...
 def resolve_config(args: argparse.Namespace, base: dict[str, Any] | None = None) -> TrainConfig:
     """Defaults (or ``base``), then the YAML file, then flags: one validated TrainConfig. Each source
     may use a renamed key's old name (``n``, ``--n``), not together with its new one."""
-    from_file = TrainConfig.from_yaml(args.config) if args.config else {}
+    from_file = TrainConfig.from_yaml(config_path(args.config)) if args.config else {}
     keys = {*TrainConfig.keys(), *RENAMED_KEYS}
     given = {k: v for k, v in vars(args).items() if k in keys}
     values = {
@@ -400,18 +434,33 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def version() -> str:
+    """The installed distribution's version; the package's own ``__version__`` where multimix runs
+    from a source tree that was never installed."""
+    try:
+        return metadata.version("multimix")
+    except metadata.PackageNotFoundError:
+        from multimix import __version__
+
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="multimix", description="Embedding-space mixup: train and compare methods."
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="a line for every epoch")
+    parser.add_argument(
+        "--version", action="version", version=f"multimix {version()}", help="print the version"
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     from multimix.train.recipes import describe
 
     recipes = (
         "Options marked 'the dataset's recipe' take, when not given, the settings chosen for the dataset on "
-        f"its validation split (benchmarks/results/recipes.md): {describe()}."
+        "its validation split (the table of recipes and the validation figures behind them is among the "
+        f"benchmark results, in the source repository and the documentation): {describe()}."
     )
     _add_train(sub, recipes)
     _add_compare(sub, recipes)
