@@ -34,9 +34,10 @@ import torch
 from multimix.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = [ROOT / "README.md"] + sorted(
-    p for p in (ROOT / "docs").rglob("*.md") if "_build" not in p.parts
-)
+PAGES = [
+    ROOT / "README.md",
+    *sorted(p for p in (ROOT / "docs").rglob("*.md") if "_build" not in p.parts),
+]
 
 FENCE = re.compile(r"^(\s{0,3})(`{3,}|~{3,})\s*([^\n]*)$")
 SETUP = re.compile(r"^<!-- doc: setup\s*$")
@@ -191,8 +192,11 @@ def _check(arguments: str, where: str, full: bool) -> None:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             try:
                 build_parser().parse_args(words)
-            except SystemExit as exit:
-                assert exit.code == 0, f"{where}: `multimix {arguments}` does not parse"
+            except SystemExit as stop:
+                code = stop.code
+            else:
+                code = 0
+        assert code == 0, f"{where}: `multimix {arguments}` does not parse"
         return
     known = choices[words[0]]._option_string_actions
     for flag in re.findall(r"(?<![\w-])(--?[a-zA-Z][\w-]*)", arguments.split(maxsplit=1)[-1]):
