@@ -19,7 +19,7 @@ sys.path.insert(0, str(HERE.parent / "src"))
 
 project = "multimix"
 author = "the multimix authors"
-copyright = "the multimix authors"  # noqa: A001 (Sphinx's name)
+copyright = "the multimix authors"
 from multimix import __version__ as release  # noqa: E402
 
 version = release

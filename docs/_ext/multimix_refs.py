@@ -83,7 +83,62 @@ def _forget(app: Sphinx, env: BuildEnvironment, *args: Any) -> None:
         del env._multimix_documented
 
 
+# -- re-exported constants ---------------------------------------------------------------------------
+# A constant a package re-exports (``multimix.mixers.ATTENTIONS``) carries its ``#:`` doc comment in the
+# module that defines it, where autodoc, reading the package's own source, does not look: it would call
+# the constant undocumented and leave it out of the reference. These two handlers keep public
+# constants in and give them the comment from where they are defined.
+
+
+def _constant(name: str, obj: Any) -> bool:
+    return name.isupper() and not callable(obj) and not isinstance(obj, type)
+
+
+def _keep_constants(
+    app: Sphinx, what: str, name: str, obj: Any, skip: bool, options: Any
+) -> bool | None:
+    if what == "module" and skip and _constant(name, obj) and not name.startswith("_"):
+        return False
+    return None
+
+
+def _defining_comment(name: str, obj: Any) -> list[str]:
+    import sys
+
+    from sphinx.pycode import ModuleAnalyzer
+
+    for modname, module in sorted(sys.modules.items()):
+        if not modname.startswith("multimix") or getattr(module, name, _MISSING) is not obj:
+            continue
+        try:
+            docs = ModuleAnalyzer.for_module(modname).find_attr_docs()
+        except Exception:  # no source: nothing to read
+            continue
+        lines = docs.get(("", name))
+        if lines:
+            return list(lines)
+    return []
+
+
+def _constant_docstring(
+    app: Sphinx, what: str, name: str, obj: Any, options: Any, lines: list[str]
+) -> None:
+    short = name.rsplit(".", 1)[-1]
+    # A constant has no docstring of its own: what autodoc found is nothing, or its type's docstring.
+    if (
+        what == "data"
+        and _constant(short, obj)
+        and getattr(obj, "__doc__", None) in (None, type(obj).__doc__)
+    ):
+        comment = _defining_comment(short, obj)
+        if comment:
+            lines[:] = comment
+
+
 def setup(app: Sphinx) -> dict[str, Any]:
     app.connect("missing-reference", resolve)
     app.connect("env-updated", _forget)
+    app.connect("autodoc-skip-member", _keep_constants)
+    # Before napoleon (priority 500), so that it sees the comment.
+    app.connect("autodoc-process-docstring", _constant_docstring, priority=400)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}

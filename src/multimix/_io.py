@@ -122,7 +122,7 @@ def write_text(path: str | Path, text: str) -> None:
 
 
 def write_json(path: str | Path, obj: Any) -> None:
-    """``obj`` as strict, indented JSON (:func:`to_json`), written atomically."""
+    """``obj`` as strict, indented JSON (``to_json``), written atomically."""
     write_text(path, to_json(obj, indent=2) + "\n")
 
 

@@ -93,6 +93,7 @@ class Exponential:
         return self.end + (self.start - self.end) * 0.5 ** (max(epoch, 0.0) / self.half_life)
 
 
+#: Schedule names as the CLI and the configuration spell them (``--alpha-schedule``).
 SCHEDULES = ("constant", "linear", "exp")
 
 

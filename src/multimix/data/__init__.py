@@ -147,7 +147,7 @@ def summarise_files(name: str, data_dir: str | None = None) -> FileSummary | Non
 
 def data_fingerprint(name: str, data_dir: str | None, splits: Splits) -> dict[str, Any]:
     """What identifies the data of ``splits`` (loaded by :func:`load_dataset` with ``name`` and
-    ``data_dir``): its files' contents, or a generated set's tensors (:mod:`multimix.data.fingerprint`)."""
+    ``data_dir``): its files' contents, or a generated set's tensors (``multimix.data.fingerprint``)."""
     if name in cifar.SPECS:
         assert data_dir is not None  # load_dataset needs it
         spec = cifar.SPECS[name]
@@ -162,7 +162,7 @@ def data_fingerprint(name: str, data_dir: str | None, splits: Splits) -> dict[st
 
 
 class _SplitArguments(TypedDict):
-    """The arguments of :func:`make_splits` that every dataset of :func:`load_dataset` shares."""
+    """The arguments of ``make_splits`` that every dataset of :func:`load_dataset` shares."""
 
     val_fraction: float
     seed: int

@@ -21,7 +21,9 @@ class Splits:
 
     Attributes:
         name: dataset name as the CLI spells it.
-        train, val, test: disjoint splits; ``val`` is carved from the original training set.
+        train: the training split.
+        val: the validation split, carved from the original training set.
+        test: the test split; the three are disjoint.
         num_classes: K.
         input_shape: shape of one example, without the batch dimension.
         augment: name of the train-time augmentation the trainer applies (None for none).
@@ -41,7 +43,7 @@ def stratified_split(y: Tensor, fraction: float, seed: int) -> tuple[Tensor, Ten
     """Indices ``(keep, held_out)`` with ``held_out`` a stratified ``fraction`` of ``range(len(y))``.
 
     Stratified where it can be: every class present has 2 examples and each part has room for one of
-    each class; a plain random split otherwise (:func:`class_counts_of_split` tells which classes a
+    each class; a plain random split otherwise (``class_counts_of_split`` tells which classes a
     part then lacks).
     """
     if not 0.0 < fraction < 1.0:
@@ -72,7 +74,7 @@ def _stratifiable(y: Tensor, *part_sizes: int) -> bool:
 def split_indices(
     y: Tensor, *, val_fraction: float, seed: int, train_subset: int | None = None
 ) -> tuple[Tensor, Tensor]:
-    """Indices into ``y`` of the training and validation parts :func:`make_splits` makes: a stratified
+    """Indices into ``y`` of the training and validation parts ``make_splits`` makes: a stratified
     ``train_subset`` first (when it is less than ``len(y)``), then the stratified validation split."""
     index = torch.arange(len(y))
     if train_subset and train_subset < len(y):

@@ -15,8 +15,8 @@ from torch import Tensor
 #: Scores as the metrics below take them: a tensor, an array or a sequence of numbers, any shape.
 Scores = Tensor | np.ndarray | Sequence[float]
 
-#: Scores from logits (N, K): maximum softmax probability (the MultiMix paper's), maximum logit, and
-#: the negative energy logsumexp(logits) (Liu et al., 2020).
+#: Scores computed from logits of shape (N, K), by name. They are the maximum softmax probability
+#: (the MultiMix paper's), maximum logit, and the negative energy logsumexp(logits) (Liu et al., 2020).
 OOD_SCORES: dict[str, Callable[[Tensor], Tensor]] = {
     "msp": lambda logits: torch.softmax(logits.float(), dim=1).max(dim=1).values,
     "max-logit": lambda logits: logits.float().max(dim=1).values,

@@ -44,7 +44,7 @@ def sample_cutmix(
     defaults to 1, as :func:`cutmix`'s and :class:`multimix.CutMix`'s.
 
     Returns:
-        ``(mask, lam, perm)``: ``mask`` bool (b or 1, *spatial), True where the partner's values are
+        ``(mask, lam, perm)``: ``mask`` bool ``(b or 1, *spatial)``, True where the partner's values are
         pasted (one box for the whole batch unless ``per_sample``); ``lam`` float32 (b,), the exact
         share of each example's own positions, 1 − box area / total; ``perm`` int64 (b,), the partner
         permutation. Example i becomes ``where(mask[i], x[perm[i]], x[i])`` with targets

@@ -176,7 +176,7 @@ def dense_interpolate(
         x: (b, r, d) per-position values, or (b, d) values shared by all positions of an example
             (targets, teacher probabilities).
         chunk_size: generated rows per chunk (None: as many as keep intermediates under
-            :data:`DENSE_CHUNK_ELEMENTS`). Chunking changes memory, not the result.
+            ``DENSE_CHUNK_ELEMENTS``). Chunking changes memory, not the result.
         class_major: lay the result out class-major (feature-major): a (n, r, d) view of (d, n, r)
             storage, so that ``result.reshape(n * r, d).t()`` is contiguous. None (the default)
             follows x's layout: class-major when x is itself a view of (d, b, r) storage (e.g.
@@ -345,8 +345,8 @@ def positions_of(z: Tensor, *, layout: str = "channels_first", prefix_tokens: in
     """The positions of a spatial embedding as rows: (b, r, d).
 
     Args:
-        z: ``channels_first`` (b, d, *spatial), as conv nets produce, or ``channels_last``
-            (b, *positions, d), as transformers produce (tokens (b, T, d)).
+        z: ``channels_first`` ``(b, d, *spatial)``, as conv nets produce, or ``channels_last``
+            ``(b, *positions, d)``, as transformers produce (tokens (b, T, d)).
         prefix_tokens: leading positions that are not spatial (a class token, register tokens), left out.
     """
     check_layout(layout, prefix_tokens)
@@ -386,17 +386,17 @@ def dense_multimix(
     The formulas, attention options and references: docs/concepts/dense-multimix.md.
 
     Args:
-        z: spatial embeddings: ``channels_first`` (b, d, *spatial), (b, d, L) sequences or (b, d, H, W)
-            maps, or ``channels_last`` (b, *positions, d), e.g. a transformer's tokens (b, T, d).
+        z: spatial embeddings: ``channels_first`` ``(b, d, *spatial)``, (b, d, L) sequences or (b, d, H, W)
+            maps, or ``channels_last`` ``(b, *positions, d)``, e.g. a transformer's tokens (b, T, d).
         targets: soft targets (b, K); every position inherits its example's label.
         n, m, alpha: as :func:`multimix` (default pairs, α = :func:`multimix_alpha` of the tuple
             length; in 0.1.0 the whole batch at α = 1); λ is drawn per position. With its defaults
             this is the draw of :class:`multimix.DenseMultiMix` with its defaults.
-        attention: None (uniform) or non-negative (b, r) over the r positions kept (or (b, *spatial)
+        attention: None (uniform) or non-negative (b, r) over the r positions kept (or ``(b, *spatial)``
             for channels_first maps); no gradient flows into it.
         chunk_size: see :func:`dense_interpolate`.
         layout: ``"channels_first"`` or ``"channels_last"``.
-        prefix_tokens: leading positions left out (a class token), see :func:`positions_of`.
+        prefix_tokens: leading positions left out (a class token), see ``positions_of``.
 
     Returns:
         ``(z_mixed (n, r, d), targets_mixed (n, r, K))``.
@@ -426,8 +426,8 @@ def dense_multimix(
 def pooled_attention(z: Tensor) -> Tensor:
     """Attention of each position by its similarity to the example's pooled embedding.
 
-    ``a[i, j] = softmax_j(<z_i[:, j], mean_j z_i[:, j]> / √d)``, for z (b, d, *spatial).
-    Returns (b, *spatial), rows summing to 1 over positions, with no gradient.
+    ``a[i, j] = softmax_j(<z_i[:, j], mean_j z_i[:, j]> / √d)``, for z ``(b, d, *spatial)``.
+    Returns ``(b, *spatial)``, rows summing to 1 over positions, with no gradient.
     """
     with torch.no_grad():
         zr = z.flatten(2).float()  # (b, d, r)
@@ -440,11 +440,11 @@ def cam_attention(z: Tensor, weight: Tensor, targets: Tensor) -> Tensor:
     """Class-activation attention: ``ReLU(w_y · z_i[:, j])`` for the true class, ℓ1-normalised.
 
     Args:
-        z: (b, d, *spatial) embeddings; weight: (K, d) classifier weights; targets: (b, K) soft
+        z: ``(b, d, *spatial)`` embeddings; weight: (K, d) classifier weights; targets: (b, K) soft
             targets (the class vector is ``targets @ weight``: the true class's row for one-hot targets).
 
     Returns:
-        (b, *spatial), rows summing to 1 over positions (uniform where no position is active),
+        ``(b, *spatial)``, rows summing to 1 over positions (uniform where no position is active),
         with no gradient.
     """
     with torch.no_grad():

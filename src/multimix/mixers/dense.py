@@ -51,7 +51,7 @@ class DenseMultiMix(_MultiMixBase):
     The formulas, attention options and references: docs/concepts/dense-multimix.md.
 
     The model runs once on the b clean examples up to the submodule named ``features``, whose output
-    Z (b, d, *spatial) holds r positions. For n generated examples, each mixing a tuple of m batch
+    Z ``(b, d, *spatial)`` holds r positions. For n generated examples, each mixing a tuple of m batch
     members, every position j gets its own Dirichlet weights times the members' attention at j; the
     submodule named ``classifier`` is applied to each of the n·r mixed position embeddings, and each
     position's target mixes its members' labels with the same weights. In training the model's
@@ -65,8 +65,8 @@ class DenseMultiMix(_MultiMixBase):
 
     Args:
         model: any ``nn.Module``.
-        features: name of the submodule whose output is the spatial embedding: (b, d, *spatial) with
-            ``layout="channels_first"`` (conv nets), (b, *positions, d) with ``"channels_last"``
+        features: name of the submodule whose output is the spatial embedding: ``(b, d, *spatial)`` with
+            ``layout="channels_first"`` (conv nets), ``(b, *positions, d)`` with ``"channels_last"``
             (transformers' tokens); a tuple output's first tensor.
         classifier: name of the classifier submodule, applicable to (rows, d) embeddings.
         n, m, alpha, p: as :class:`MultiMix` (λ is drawn per position).

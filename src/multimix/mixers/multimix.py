@@ -284,7 +284,7 @@ class MultiMix(_MultiMixBase):
 
     @property
     def before(self) -> str:
-        """Deprecated: the name of the submodule whose input is mixed; use :attr:`classifier`."""
+        """The name of the submodule whose input is mixed (deprecated; use ``classifier``)."""
         warn_renamed("MultiMix.before", "MultiMix.classifier", stacklevel=3)
         return self.classifier
 

@@ -2,7 +2,7 @@
 
 - ``model.classifier_layer``: the name of the final linear layer (MultiMix mixes its input);
 - ``model.feature_layer``: the name of the spatial embedding before pooling, or None, and
-  ``model.feature_layout``: ``"channels_first"`` (b, C, *positions) or ``"channels_last"`` (b, *positions, C),
+  ``model.feature_layout``: ``"channels_first"`` ``(b, C, *positions)`` or ``"channels_last"`` ``(b, *positions, C)``,
   with ``model.feature_prefix_tokens`` leading positions that are not spatial (a ViT's class token);
 - ``model.manifold_layers``: the default layers of manifold mixup ("input" included).
 """

@@ -39,7 +39,7 @@ __all__ = [
 FORMAT = "multimix-checkpoint"
 #: The version written. Version 2 is the layout of :meth:`multimix.train.state.RunState.state_dict`.
 VERSION = 2
-#: Versions read: version 1 is brought to the current layout by :func:`multimix.train.state.upgrade`.
+#: Versions read, where version 1 is brought to the current layout by :func:`multimix.train.state.upgrade`.
 READABLE_VERSIONS = (1, 2)
 
 

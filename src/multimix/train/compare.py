@@ -128,7 +128,7 @@ def run_comparison(
     jobs: int = 1,
     progress: bool | None = None,
 ) -> list[dict[str, Any]]:
-    """Train every (method, seed) pair; returns one row per run (see :data:`CSV_FIELDS`)."""
+    """Train every (method, seed) pair; returns one row per run (see ``CSV_FIELDS``)."""
     variants = {method: dataclasses.replace(base, method=method) for method in methods}
     return run_variants(variants, seeds=seeds, out=out, jobs=jobs, progress=progress)
 
@@ -167,7 +167,7 @@ def run_variants(
     return [_row(label, config, s) for (label, config, _), s in zip(tasks, summaries, strict=True)]
 
 
-#: One run of a comparison: its label, configuration and folder.
+#: One run of a comparison (its label, configuration and folder).
 Task = tuple[str, TrainConfig, Path]
 
 
@@ -244,7 +244,7 @@ class _Progress:
 
 
 def _row(label: str, config: TrainConfig, summary: dict[str, Any]) -> dict[str, Any]:
-    """A run's row of the results table (:data:`CSV_FIELDS`); a run that diverged has no figures,
+    """A run's row of the results table (``CSV_FIELDS``); a run that diverged has no figures,
     only the epoch it diverged in."""
     if diverged(summary):
         return {

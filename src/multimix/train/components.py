@@ -84,7 +84,7 @@ def trained_model(path: str | Path) -> TrainedModel:
 
 
 def model_from_checkpoint(path: str | Path) -> tuple[nn.Module, TrainConfig]:
-    """The model (in eval mode) and configuration of :func:`trained_model`, for analysis and evaluation."""
+    """The model (in eval mode) and configuration of ``trained_model``, for analysis and evaluation."""
     trained = trained_model(path)
     return trained.model, trained.config
 

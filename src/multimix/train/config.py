@@ -45,12 +45,12 @@ DEFAULT_ALPHA = {
 #: Teacher momentum suggested when self-distillation is wanted (``--teacher-momentum``); chosen by ablation.
 DEFAULT_TEACHER_MOMENTUM = 0.99
 
-#: Largest seed: every generator a seed reaches (torch, NumPy, scikit-learn) accepts [0, 2**31 - 1].
 #: The largest finite float32: float options beyond it overflow in training.
 FLOAT32_MAX = 3.4028234663852886e38
+#: The largest seed, since every generator a seed reaches (torch, NumPy, scikit-learn) accepts [0, 2**31 - 1].
 MAX_SEED = 2**31 - 1
 
-#: Keys renamed for clarity: old name -> new name. The old names are still read (from the CLI, a
+#: Keys renamed for clarity, old name -> new name. The old names are still read (from the CLI, a
 #: ``--config`` file, a checkpoint, or ``TrainConfig(...)``) with a DeprecationWarning.
 RENAMED_KEYS = {"n": "mix_rows", "m": "tuple_size", "p": "mix_prob"}
 
@@ -105,7 +105,7 @@ def _parse_float(text: Any) -> float:
     return float(text)
 
 
-#: A field's parser: a raw value (CLI string, YAML scalar) to the field's type; ValueError if invalid.
+#: A field's parser, from a raw value (CLI string, YAML scalar) to the field's type; ValueError if invalid.
 Parser = Callable[[Any], Any]
 
 
@@ -377,8 +377,9 @@ class TrainConfig:
     def from_dict(cls, values: dict[str, Any], *, source: str = "config") -> TrainConfig:
         """Build from a mapping of raw values (strings from the CLI, YAML scalars), checking everything.
 
-        Keys may be spelt with ``-`` or ``_``; a renamed key (:data:`RENAMED_KEYS`) is read under its
-        new name, with a DeprecationWarning unless ``source`` is ``"saved"`` (a checkpoint's own config).
+        Keys may be spelt with ``-`` or ``_``; a renamed key (:data:`~multimix.train.config.RENAMED_KEYS`)
+        is read under its new name, with a DeprecationWarning unless ``source`` is ``"saved"`` (a
+        checkpoint's own config).
         """
         known = {f.name: f for f in fields(cls)}
         parsed: dict[str, Any] = {}
@@ -568,19 +569,19 @@ class TrainConfig:
 
     @property
     def n(self) -> int:
-        """Deprecated: :attr:`mix_rows`."""
+        """Deprecated spelling of ``mix_rows``."""
         _warn_renamed("n")
         return self.mix_rows
 
     @property
     def m(self) -> int | None:
-        """Deprecated: :attr:`tuple_size`."""
+        """Deprecated spelling of ``tuple_size``."""
         _warn_renamed("m")
         return self.tuple_size
 
     @property
     def p(self) -> float:
-        """Deprecated: :attr:`mix_prob`."""
+        """Deprecated spelling of ``mix_prob``."""
         _warn_renamed("p")
         return self.mix_prob
 
@@ -592,7 +593,7 @@ class TrainConfig:
 
     @property
     def method_alpha(self) -> float | None:
-        """α given, or the method's default (None: the mixer chooses, or the method has no α)."""
+        """The α given, else the method's default; None where the mixer chooses or the method has no α."""
         return get_method(self.method).alpha(self)
 
     def to_dict(self) -> dict[str, Any]:
@@ -623,7 +624,7 @@ class TrainConfig:
 
 
 def old_keys_in(values: dict[str, Any]) -> list[str]:
-    """The renamed keys (:data:`RENAMED_KEYS`) that ``values`` uses under their old name."""
+    """The renamed keys (:data:`~multimix.train.config.RENAMED_KEYS`) that ``values`` uses under their old name."""
     return [str(k).replace("-", "_") for k in values if str(k).replace("-", "_") in RENAMED_KEYS]
 
 

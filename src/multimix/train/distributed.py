@@ -58,7 +58,7 @@ class Dist:
 
     @property
     def is_main(self) -> bool:
-        """Rank 0: the one process that writes files and logs progress."""
+        """Whether this is rank 0, the one process that writes files and logs progress."""
         return self.rank == 0
 
 

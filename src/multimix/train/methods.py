@@ -67,7 +67,7 @@ class BuildContext:
     teacher: EMATeacher | None
 
 
-#: A method's builder: its mixer, or None for ERM.
+#: A method's builder, which returns its mixer (or None for ERM).
 Builder = Callable[[BuildContext], "Mixer | None"]
 
 #: Options of the MultiMix methods (both share them).

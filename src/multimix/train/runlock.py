@@ -47,8 +47,8 @@ class RunLock:
 
     def __init__(self, folder: str | Path, *, argument: str = "out") -> None:
         self.folder = Path(folder)
-        #: What named the folder, for messages: an option's key ("out": its flag is --out) or a
-        #: positional argument's metavar in capitals ("RUN_DIR"), which has no other to choose.
+        #: What named the folder, for messages. Either an option's key ("out", whose flag is --out) or
+        #: a positional argument's metavar in capitals ("RUN_DIR"), which has no other to choose.
         self.argument = argument
         self._fd: int | None = None
         self._created = False

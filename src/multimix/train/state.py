@@ -13,7 +13,7 @@ the per-epoch history — and written and read by one pair of methods with the s
     model, optimizer, scheduler, scaler, teacher (None without one)
     rng           torch (global CPU generator), data, augment (None: drawn from data, on the CPU),
                   mix (one state per process), mix_host (one per process; None without one)
-    data          the fingerprint of the data it trains on (:mod:`multimix.data.fingerprint`): a run
+    data          the fingerprint of the data it trains on (``multimix.data.fingerprint``): a run
                   resumed on other data is refused; None, or absent in older checkpoints: not checked
 
 Checkpoints of format version 1 (multimix 0.1 before this layout) are read too: :func:`upgrade`.
