@@ -12,6 +12,7 @@ import stat
 import subprocess
 import sys
 import time
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ import torch
 
 import multimix
 from conftest import cli
-from multimix.cli import build_parser, main, packaged_configs, resolve_config
+from multimix.cli import build_parser, main, packaged_configs, resolve_config, version
 from multimix.train import checkpoint
 from multimix.train.compare import accuracy_axis
 from multimix.train.runlock import RunLock
@@ -495,8 +496,9 @@ def test_help_shows_each_default_once():
         assert (action.help or "").count("default") <= 1, action.help
     text = sub.format_help()
     assert "(default: 0)" in text and "==SUPPRESS==" not in text  # --seed
-    # The recipes, listed
-    assert "(default: the dataset's recipe)" in text and "other datasets:" in text
+    # The recipes, listed (argparse wraps the help: compare the words)
+    flat = " ".join(text.split())
+    assert "(default: the dataset's recipe)" in flat and "other datasets:" in flat
 
 
 def test_accuracy_axis_never_magnifies_noise():
@@ -606,6 +608,14 @@ def test_version_prints_the_version_and_exits_0(capsys):
         main(["--version"])
     assert exc.value.code == 0
     assert capsys.readouterr().out == f"multimix {multimix.__version__}\n"
+
+
+def test_version_from_a_source_tree_never_installed(monkeypatch):
+    def not_installed(name: str) -> str:
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(metadata, "version", not_installed)
+    assert version() == multimix.__version__
 
 
 def _config_of(*argv: str, command: str = "train"):
