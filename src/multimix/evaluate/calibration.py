@@ -37,7 +37,7 @@ def _bins(probs: Tensor, labels: Tensor, bins: int) -> tuple[Tensor, Tensor, Ten
 
 
 def expected_calibration_error(probs: Tensor, labels: Tensor, *, bins: int = 15) -> float:
-    """Σ_b (n_b / N)·|accuracy_b − confidence_b| over ``bins`` equal-width bins of the top-class confidence.
+    """``Σ_b (n_b / N)·|accuracy_b − confidence_b|`` over ``bins`` equal-width bins of the top-class confidence.
 
     Args:
         probs: (N, K) predicted probabilities. labels: (N,) int class indices.
