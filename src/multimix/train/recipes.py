@@ -48,7 +48,7 @@ RECIPES: dict[str, Recipe] = {
         1e-2,
         0.0,
         "best pair mean, 94.4 / 99.1 (next: lr 3e-3, 92.5 / 95.5); at the grid's corner, as "
-        "configs/demo.yaml, also tuned on validation",
+        "the demo configuration (--config demo), also tuned on validation",
     ),
     "mnist1d-shuffled": Recipe(
         100,
