@@ -31,6 +31,8 @@ USAGE_WIDTH = 90
 
 def _escape(text: str) -> str:
     """Help text as reStructuredText: markup characters literal, `quoted` spans as inline code."""
+    # Flags become inline code (and so escape smartquotes, which would make ``--out`` an en dash).
+    text = re.sub(r"(?<![^\s(\[,/])(--?[A-Za-z][\w-]*)", r"`\1`", text)
     pieces = re.split(r"(`[^`]+`)", text)
     out = []
     for piece in pieces:
