@@ -2,7 +2,13 @@
 
 A mixer wraps a model. In training mode ``mixer(x, y)`` returns ``(logits, targets)`` ready for
 :func:`multimix.functional.soft_cross_entropy`; in eval mode it returns ``model(x)`` and the un-mixed
-targets. Targets are always soft, (rows, K), whatever form ``y`` had.
+targets. Targets are always soft, (rows, K), whatever form ``y`` had. A dict batch's ``labels`` (a 🤗
+data collator's) are the targets when ``y`` is not given, and are never passed to the model.
+
+The mixer holds the model without owning it: the model is not a submodule, so a module holding both
+(a LightningModule) has each weight once in its ``state_dict()``. The mixer's own state is a teacher's
+weights and its random generators' states (``_extra_state``), so a checkpointed module resumes the
+mixing draws exactly; ``train()``/``eval()`` and ``to()`` also apply to the model.
 
 How the mixing reaches inside an arbitrary model: at construction the mixer registers a forward
 hook (or forward-pre hook) on each named submodule. The hooks do nothing unless the mixer's own

@@ -6,6 +6,8 @@
   first element is the logits: mixers always hand back the logits tensor.
 - Hooked layers that return a tuple (🤗 encoder layers before transformers 5) have their first
   tensor mixed; the rest passes through.
+- A mapping's ``labels`` (a 🤗 data collator's batch) are the targets, not an input: the model would
+  compute its own loss with them (:func:`split_labels`).
 - Input-level mixing (mixup, CutMix) of a mapping mixes its one floating-point tensor (e.g.
   ``pixel_values``); token ids cannot be interpolated, so for text, mix at an embedding layer.
 """
@@ -43,6 +45,27 @@ def check_inputs(x: object, name: str = "x") -> None:
             raise ValueError(f"the tensors of {name} must share their batch size, got {sizes}")
         return
     check_tensor(x, name)
+
+
+#: The key of the labels in a 🤗 data collator's batch (also the keyword of the models' own loss).
+LABELS = "labels"
+
+
+def split_labels(x: Inputs) -> tuple[Inputs, Tensor | None]:
+    """``(inputs, labels)``: a mapping without its ``labels`` entry, and that entry (None when absent).
+
+    A 🤗 data collator puts the labels in the batch, and a 🤗 model given ``labels=`` computes its own
+    loss with them, which fails when a mixer's logits have more rows than the batch. A tensor ``x`` is
+    returned as it is, with None.
+    """
+    if not isinstance(x, Mapping) or LABELS not in x:
+        return x, None
+    inputs = {k: v for k, v in x.items() if k != LABELS}
+    if not inputs:
+        raise ValueError(
+            f"x holds only {LABELS!r}; expected the model's inputs too, such as input_ids or pixel_values"
+        )
+    return inputs, x[LABELS]
 
 
 def batch_size(x: Inputs) -> int:
@@ -123,6 +146,7 @@ def first_tensor(output: Any) -> Any:
 __all__ = [
     "Inputs",
     "check_inputs",
+    "split_labels",
     "batch_size",
     "batch_device",
     "logits_of",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -20,7 +22,11 @@ from multimix.mixers.adapters import (
     call_model,
     check_inputs,
     first_tensor,
+    split_labels,
 )
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 #: The name that means the model's input itself in ``layers=`` (mixup at the input).
 INPUT = "input"
@@ -162,7 +168,14 @@ def _no_autocast(device: torch.device) -> contextlib.AbstractContextManager[None
 
 
 class _Mixer(nn.Module):
-    """Shared plumbing: target conversion, train/eval dispatch, arming hooks, hook lifetime."""
+    """Shared plumbing: target conversion, train/eval dispatch, arming hooks, hook lifetime.
+
+    The mixer holds the model without owning it: the model is not one of its submodules, so a module
+    holding both the model and its mixer (a LightningModule) has each weight once in its
+    ``state_dict()``. The mixer's ``parameters()`` and ``state_dict()`` are its own: a teacher's weights
+    (:class:`multimix.EMATeacher`) and the state of its random generators. ``train()``/``eval()`` and
+    ``to()``/``cuda()``/``half()`` also apply to the model, as when the mixer wrapped it.
+    """
 
     # The mixing strength of the mixers that have one (set_alpha changes it); None: MultiMix's automatic α.
     alpha: float | None
@@ -183,7 +196,7 @@ class _Mixer(nn.Module):
             raise TypeError(
                 f"generator must be a torch.Generator or None, got {type(generator).__name__}"
             )
-        self.model = model
+        self.model = model  # a plain reference (see __setattr__), not a submodule
         # For messages from hooks, which must not touch the model under torch.compile's tracing.
         self._model_name = type(unwrapped(model)).__name__
         self.num_classes = num_classes
@@ -202,6 +215,96 @@ class _Mixer(nn.Module):
             None  # the next step's host-side choice, when drawn ahead (decide())
         )
 
+    # -- the model: held, not owned ----------------------------------------------------------
+
+    @property
+    def model(self) -> nn.Module:
+        """The model the mixer runs (and whose submodules carry its hooks); not a submodule of the
+        mixer, so its weights are not in the mixer's ``parameters()`` or ``state_dict()``."""
+        model: nn.Module = self.__dict__["_model_ref"]
+        return model
+
+    @model.setter
+    def model(self, model: nn.Module) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        self.__dict__["_model_ref"] = model
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # nn.Module.__setattr__ would register a module-valued ``model`` as a submodule.
+        if name == "model":
+            object.__setattr__(self, name, value)  # the property's setter
+        else:
+            super().__setattr__(name, value)
+
+    def train(self, mode: bool = True) -> Self:
+        """Set the training mode of the mixer and of its model: the mixer mixes when the model is in
+        training mode, so ``mixer.train()`` and ``mixer.eval()`` switch the model as well."""
+        super().train(mode)
+        self.model.train(mode)
+        return self
+
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> Self:
+        # to()/cuda()/half() move the model too, as when it was a submodule. A module holding the model
+        # and the mixer converts the model twice, and the second conversion changes nothing.
+        super()._apply(fn, recurse)  # type: ignore[no-untyped-call]  # (untyped in torch)
+        if recurse:
+            self.model._apply(fn)
+        return self
+
+    # -- random state: travels with the module that holds the mixer ---------------------------
+
+    def get_extra_state(self) -> dict[str, Any]:
+        """The state of the mixer's random generators, saved in ``state_dict()`` under ``_extra_state``.
+
+        A framework that checkpoints modules (Lightning) then resumes the mixing draws exactly. Returns
+        ``{"generator": ByteTensor or None, "device": str or None, "host_generator": ByteTensor or
+        None}``: the states of ``generator`` and of ``host_generator`` (the host-side draws when the
+        generator is on a GPU), and the generator's device type. A mixer built with ``generator=None``
+        draws from torch's global generator, which it does not own: it saves None for both.
+        """
+        gen, host = self.generator, self.host_generator
+        return {
+            "generator": None if gen is None else gen.get_state(),
+            "device": None if gen is None else gen.device.type,
+            "host_generator": None if host is None else host.get_state(),
+        }
+
+    def set_extra_state(self, state: Any) -> None:
+        """Restore the random state saved by :meth:`get_extra_state` (``load_state_dict()`` calls it).
+
+        A saved None (a mixer without a generator) leaves this mixer's generators as they are. A saved
+        generator state needs a mixer built with a generator on the same device type: the draws it
+        would resume cannot be made from torch's global generator.
+        """
+        if not isinstance(state, Mapping) or set(state) != {
+            "generator",
+            "device",
+            "host_generator",
+        }:
+            raise ValueError(
+                f"the extra state of {type(self).__name__} must be a dict with keys 'generator', "
+                f"'device' and 'host_generator' (from get_extra_state), got {state!r}"
+            )
+        saved = state["generator"]
+        if saved is None:
+            return
+        if self.generator is None:
+            raise ValueError(
+                f"the state loaded into {type(self).__name__} holds the state of a random generator, but "
+                "this mixer was built with generator=None (it draws from torch's global generator); "
+                "build it with generator=torch.Generator(...) to resume the saved draws"
+            )
+        if state["device"] != self.generator.device.type:
+            raise ValueError(
+                f"the state loaded into {type(self).__name__} holds a {state['device']} generator's "
+                f"state, but this mixer's generator is on {self.generator.device.type}; build the mixer "
+                f"with a generator on {state['device']} to resume the saved draws"
+            )
+        self.generator.set_state(saved)
+        if self.host_generator is not None and state["host_generator"] is not None:
+            self.host_generator.set_state(state["host_generator"])
+
     # -- public ------------------------------------------------------------------------------
 
     def forward(self, x: Inputs, y: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
@@ -209,14 +312,21 @@ class _Mixer(nn.Module):
 
         Args:
             x: input batch (b, ...), or a mapping of such tensors passed as ``model(**x)`` (🤗 models).
+                A mapping's ``labels`` (a 🤗 data collator's batch) are not passed to the model (it
+                would compute its own loss with them, on b rows where the mixer's logits may have
+                more); they are the targets when ``y`` is not given.
             y: integer labels (b,) (then ``num_classes`` is required) or soft targets (b, K).
-                Optional in eval mode.
+                Optional in eval mode. Given with ``x["labels"]``, ``y`` is the targets (e.g.
+                smoothed labels) and ``x["labels"]`` is ignored.
 
         Returns:
             ``(logits, targets)``: in training, the mixed logits (rows, K) and soft targets
             (rows, K); in eval, ``model(x)`` and the soft un-mixed targets (or None without y).
         """
         check_inputs(x, "x")
+        x, labels_in_x = split_labels(x)
+        if y is None:
+            y = labels_in_x
         targets = labels = None
         if y is not None:
             check_tensor(y, "y")
