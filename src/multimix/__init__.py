@@ -13,7 +13,7 @@ The pure tensor operations live in :mod:`multimix.functional`.
 import logging
 
 from multimix import functional
-from multimix.functional import one_hot, soft_cross_entropy
+from multimix.functional import one_hot, soft_binary_cross_entropy, soft_cross_entropy
 from multimix.mixers import (
     ConfMix,
     CutMix,
@@ -32,6 +32,7 @@ __all__ = [
     "functional",
     "one_hot",
     "soft_cross_entropy",
+    "soft_binary_cross_entropy",
     "Mixup",
     "ManifoldMixup",
     "ConfMix",

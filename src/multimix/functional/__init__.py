@@ -1,4 +1,4 @@
-"""Pure tensor operations: samplers, pairwise mixup, MultiMix, targets and the soft loss.
+"""Pure tensor operations: samplers, pairwise mixup, MultiMix, targets and the soft losses.
 
 Shapes use b for the batch size, K for the number of classes, n for the number of generated
 (interpolated) examples and m for the tuple length (how many batch members each generated example
@@ -33,6 +33,11 @@ Defaults: MultiMix's ops and samplers (``multimix``, ``dense_multimix``, ``sampl
 m = 2, with α = None meaning :func:`multimix_alpha` of the tuple length (1 for pairs, 1/m for
 longer tuples): the same draw as :class:`multimix.MultiMix` for the same generator state. (In 0.1.0
 they mixed the whole batch at α = 1, which the library itself found to collapse training.)
+
+Multi-label targets (each class present or not, independently) are rows of per-class
+probabilities in [0, 1] that need not sum to 1: ``one_hot(y, K, multi_label=True)`` validates (and
+smooths) them, the mixing ops take ``multi_label=True`` and mix them with the very weights of the
+inputs, and :func:`soft_binary_cross_entropy` is their loss.
 
 The operations live in one module per idea (``targets``, ``sampling``, ``pairwise``, ``cutmix``,
 ``multimix``, ``dense``); everything public is importable from here. Internal fast paths and layout
@@ -71,7 +76,7 @@ from multimix.functional.multimix import sample_tuples as sample_tuples
 from multimix.functional.pairwise import mix_pairs, mixup, sample_mixup
 from multimix.functional.pairwise import mixup_params as mixup_params
 from multimix.functional.sampling import sample_beta, sample_dirichlet
-from multimix.functional.targets import one_hot, soft_cross_entropy
+from multimix.functional.targets import one_hot, soft_binary_cross_entropy, soft_cross_entropy
 
 # Imported ``as`` themselves: importable from here as before, but not public (not in __all__) — the
 # internal fast path and layout helpers (LAYOUTS, positions_of, dense_mix_logits_and_labels) and the
@@ -102,4 +107,5 @@ __all__ = [
     "pooled_attention",
     "cam_attention",
     "soft_cross_entropy",
+    "soft_binary_cross_entropy",
 ]

@@ -14,9 +14,10 @@ import torch
 from torch import Tensor
 
 from multimix._deprecation import deprecated_alias
-from multimix._validation import check_alpha, check_same_batch, check_soft_targets, check_tensor
+from multimix._validation import check_alpha, check_same_batch, check_tensor
 from multimix.functional.pairwise import mix_pairs
 from multimix.functional.sampling import _sampling_device, sample_beta
+from multimix.functional.targets import check_targets
 
 
 def _spatial_shape(shape: Sequence[int]) -> tuple[int, ...]:
@@ -94,14 +95,25 @@ def cutmix(
     alpha: float = 1.0,
     per_sample: bool = False,
     generator: torch.Generator | None = None,
+    multi_label: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """CutMix of inputs (b, C, H, W), (b, C, L) or (b, L) and their soft targets (b, K).
+
+    The targets are mixed by the pasted area: ``lam[i] * y[i] + (1 - lam[i]) * y[perm[i]]`` with
+    ``lam`` the exact share of the example's own positions (see :func:`sample_cutmix`).
+
+    Args:
+        x: the inputs; targets: (b, K) soft targets (use :func:`one_hot` for integer labels).
+        alpha: λ ~ Beta(α, α), > 0; per_sample: one box per example instead of one per batch.
+        multi_label: the targets are multi-label, entries in [0, 1] whose rows need not sum to 1
+            (from ``one_hot(..., multi_label=True)``); they are mixed with the same weights.
 
     Returns:
         ``(x_mixed, targets_mixed)`` with the shapes of the inputs; any b >= 1.
     """
     check_tensor(x, "x")
-    check_soft_targets(targets)
+    # rows of probabilities (or of per-class probabilities), as the mixers check
+    check_targets(targets, multi_label=multi_label)
     check_same_batch(x, targets)
     mask, lam, perm = sample_cutmix(
         x.shape, alpha=alpha, per_sample=per_sample, generator=generator, device=x.device

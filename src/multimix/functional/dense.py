@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from multimix._deprecation import deprecated_alias
-from multimix._validation import check_int, check_same_batch, check_soft_targets, check_tensor
+from multimix._validation import check_int, check_same_batch, check_tensor
 from multimix.functional.multimix import (
     _FLOYD_MAX_M,
     _accumulation_dtype,
@@ -22,6 +22,7 @@ from multimix.functional.multimix import (
     sample_subsets,
 )
 from multimix.functional.sampling import _sampling_device, sample_dirichlet_by_member
+from multimix.functional.targets import check_targets
 
 #: Elements of intermediate tensors one chunk of Dense MultiMix may hold (64 Mi floats = 256 MiB).
 DENSE_CHUNK_ELEMENTS = 1 << 26
@@ -380,6 +381,7 @@ def dense_multimix(
     chunk_size: int | None = None,
     layout: str = "channels_first",
     prefix_tokens: int = 0,
+    multi_label: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """Dense MultiMix: interpolate spatial embeddings and targets per position.
 
@@ -397,12 +399,15 @@ def dense_multimix(
         chunk_size: see :func:`dense_interpolate`.
         layout: ``"channels_first"`` or ``"channels_last"``.
         prefix_tokens: leading positions left out (a class token), see ``positions_of``.
+        multi_label: the targets are multi-label, entries in [0, 1] whose rows need not sum to 1
+            (from ``one_hot(..., multi_label=True)``); they are mixed with the same weights.
 
     Returns:
         ``(z_mixed (n, r, d), targets_mixed (n, r, K))``.
     """
     check_tensor(z, "z", min_dim=3)
-    check_soft_targets(targets)  # rows of probabilities, as the mixers check
+    # rows of probabilities (or of per-class probabilities), as the mixers check
+    check_targets(targets, multi_label=multi_label)
     check_same_batch(z, targets, "z")
     zr = positions_of(z, layout=layout, prefix_tokens=prefix_tokens)  # (b, r, d)
     b, r = zr.shape[:2]

@@ -31,8 +31,9 @@ import torch
 from torch import Tensor
 
 from multimix._deprecation import deprecated_alias
-from multimix._validation import check_int, check_same_batch, check_soft_targets, check_tensor
+from multimix._validation import check_int, check_same_batch, check_tensor
 from multimix.functional.sampling import _sampling_device, sample_dirichlet
+from multimix.functional.targets import check_targets
 
 # Up to this tuple length Floyd's algorithm (m small vector ops) beats sorting n×b uniforms.
 _FLOYD_MAX_M = 12
@@ -319,6 +320,7 @@ def multimix(
     m: int | None = 2,
     alpha: float | None = None,
     generator: torch.Generator | None = None,
+    multi_label: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """MultiMix: n interpolations of m-tuples of the batch, Z̃ = Λ Z and Ỹ = Λ Y.
 
@@ -336,12 +338,15 @@ def multimix(
         alpha: Dirichlet concentration, > 0; None (the default): :func:`multimix_alpha` of the tuple
             length, 1 for pairs and 1/m for longer tuples. In 0.1.0 the default was 1: whole-batch
             tuples with α = 1 make every mixed target close to the class prior and training collapses.
+        multi_label: the targets are multi-label, entries in [0, 1] whose rows need not sum to 1
+            (from ``one_hot(..., multi_label=True)``); they are mixed with the same weights.
 
     Returns:
         ``(z_mixed (n, ...), targets_mixed (n, K))``, mixed with the very same weights.
     """
     check_tensor(z, "z")
-    check_soft_targets(targets)  # rows of probabilities, as the mixers check
+    # rows of probabilities (or of per-class probabilities), as the mixers check
+    check_targets(targets, multi_label=multi_label)
     check_same_batch(z, targets, "z")
     tuples = sample_multimix_tuples(
         z.shape[0], n=n, m=m, alpha=alpha, generator=generator, device=z.device

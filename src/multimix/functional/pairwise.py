@@ -13,10 +13,10 @@ from multimix._validation import (
     check_alpha,
     check_int,
     check_same_batch,
-    check_soft_targets,
     check_tensor,
 )
 from multimix.functional.sampling import _sampling_device, sample_beta
+from multimix.functional.targets import check_targets
 
 
 def sample_mixup(
@@ -68,6 +68,7 @@ def mixup(
     alpha: float = 1.0,
     per_sample: bool = False,
     generator: torch.Generator | None = None,
+    multi_label: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """Pairwise mixup of inputs (or hidden states) and their soft targets.
 
@@ -78,12 +79,15 @@ def mixup(
         targets: soft targets (b, K); use :func:`one_hot` for integer labels.
         alpha: Beta(α, α) concentration, > 0; default 1, as :class:`multimix.Mixup`'s.
         per_sample: one λ per pair instead of one per batch.
+        multi_label: the targets are multi-label, entries in [0, 1] whose rows need not sum to 1
+            (from ``one_hot(..., multi_label=True)``); they are mixed with the same weights.
 
     Returns:
         ``(x_mixed, targets_mixed)`` with the shapes of the inputs.
     """
     check_tensor(x, "x")
-    check_soft_targets(targets)  # rows of probabilities, as the mixers check
+    # rows of probabilities (or of per-class probabilities), as the mixers check
+    check_targets(targets, multi_label=multi_label)
     check_same_batch(x, targets)
     lam, perm = sample_mixup(
         x.shape[0], alpha=alpha, per_sample=per_sample, generator=generator, device=x.device
