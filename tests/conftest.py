@@ -34,6 +34,14 @@ Markers (pyproject.toml): ``cuda`` (skipped without a device), ``slow`` (``make 
 #     checks through the bad-flag table), _io.py's modes
 #   benchmarks/ (the scripts, on tiny budgets)              test_benchmarks.py
 #   docs/ (links, citations)                                test_docs_links.py
+#   docs/ (the site's build; every code block, every command)  test_docs_build.py; test_docs_snippets.py
+#   multi-label targets (functional), soft BCE              test_multilabel.py
+#   a mixer inside another module; 🤗 batches with labels   test_mixer_modules.py
+#   mixers under unusual models; attacks under no_grad      test_misuse.py
+#   faults: divergence, full disks, the last write, JSON    test_faults.py
+#   damaged checkpoints; evaluate's faults                  test_corruption.py
+#   data files' counts and fingerprints                     test_data_faults.py
+#   LICENSE, CITATION.cff, versions, the wheel              test_package.py
 
 from __future__ import annotations
 
