@@ -20,6 +20,9 @@ class EMATeacher(nn.Module):
     buffers (BatchNorm statistics) are copied. The teacher (``teacher.module``) gets no gradients,
     stays in eval mode, lives on the student's device, and is saved with ``state_dict()``.
 
+    The teacher gives logits; a mixer turns them into targets: softmax(logits / τ) over the classes, or
+    with ``multi_label=True`` a sigmoid per class, σ(logits / τ) (docs/concepts/multi-label.md).
+
     Args:
         model: the student.
         momentum: μ in [0, 1]. The default 0.99 was chosen on MNIST-1D's validation split for runs of a

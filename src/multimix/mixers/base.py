@@ -186,6 +186,7 @@ class _Mixer(nn.Module):
         *,
         num_classes: int | None,
         generator: torch.Generator | None,
+        multi_label: bool = False,
     ) -> None:
         super().__init__()
         if not isinstance(model, nn.Module):
@@ -200,6 +201,12 @@ class _Mixer(nn.Module):
         # For messages from hooks, which must not touch the model under torch.compile's tracing.
         self._model_name = type(unwrapped(model)).__name__
         self.num_classes = num_classes
+        if not isinstance(multi_label, bool):
+            raise TypeError(
+                f"multi_label must be a bool, got {type(multi_label).__name__} {multi_label!r}"
+            )
+        # Targets are rows of independent per-class probabilities (docs/concepts/multi-label.md)
+        self.multi_label = multi_label
         self.generator = generator
         # Draws that decide Python control flow (which layer, mix or not) are made on the host: reading
         # a draw made on a GPU would wait for it every step. Seeded from the generator's seed (nothing
@@ -316,6 +323,8 @@ class _Mixer(nn.Module):
                 would compute its own loss with them, on b rows where the mixer's logits may have
                 more); they are the targets when ``y`` is not given.
             y: integer labels (b,) (then ``num_classes`` is required) or soft targets (b, K).
+                With ``multi_label=True``: multi-hot or soft multi-label targets (b, K), every entry
+                in [0, 1] and rows summing to anything (a bool or integer 0/1 matrix too).
                 Optional in eval mode. Given with ``x["labels"]``, ``y`` is the targets (e.g.
                 smoothed labels) and ``x["labels"]`` is ignored.
 
@@ -335,9 +344,11 @@ class _Mixer(nn.Module):
                     f"x and y must have the same batch size, got {batch_size(x)} and {y.shape[0]}"
                 )
             device = batch_device(x)
-            targets = _float_targets(one_hot(y, self.num_classes).to(device))
-            # (checked by one_hot) integer labels: mixers may mix them directly
-            if not y.is_floating_point():
+            targets = _float_targets(
+                one_hot(y, self.num_classes, multi_label=self.multi_label).to(device)
+            )
+            # (checked by one_hot) integer class indices (b,): mixers may mix them directly
+            if y.dim() == 1 and not y.is_floating_point():
                 labels = y.to(device=device, dtype=torch.long)
         if not self.model.training or (targets is not None and getattr(self, "alpha", None) == 0):
             # Eval, or a schedule at α = 0: no mixing (λ ∈ {0, 1})
@@ -513,20 +524,29 @@ class _Mixer(nn.Module):
         self.temperature = check_alpha(temperature, "temperature")
 
     def _teacher_probs(self, x: Inputs) -> Tensor | None:
-        """Teacher probabilities on the clean batch, softmax(teacher(x) / τ), or None without a teacher."""
+        """Teacher probabilities (b, K) on the clean batch, or None without a teacher.
+
+        softmax(teacher(x) / τ) over the classes; with ``multi_label=True`` σ(teacher(x) / τ) per
+        class, each class being its own yes/no question (as the loss, binary cross-entropy, sees it).
+        """
         if self.teacher is None or self.distill_weight == 0:
             return None
         with torch.no_grad():
-            return torch.softmax(call_model(self.teacher, x).float() / self.temperature, dim=-1)
+            scaled = call_model(self.teacher, x).float() / self.temperature
+            return torch.sigmoid(scaled) if self.multi_label else torch.softmax(scaled, dim=-1)
 
     def _add_distilled(self, targets: Tensor, teacher_targets: Tensor | None) -> Tensor:
-        """Ỹ + w·Ỹ': soft_cross_entropy of it is CE(Ỹ) + w·CE(Ỹ'), by linearity in the targets.
+        """The targets with the teacher's: Ỹ + w·Ỹ', or (Ỹ + w·Ỹ') / (1 + w) with ``multi_label``.
 
-        See docs/concepts/distillation.md.
+        soft_cross_entropy of Ỹ + w·Ỹ' is CE(Ỹ) + w·CE(Ỹ'), by linearity in the targets. Binary
+        cross-entropy is affine in them, not linear (its (1 − t) term), and takes entries in [0, 1]
+        only: soft_binary_cross_entropy of the convex combination is (BCE(Ỹ) + w·BCE(Ỹ')) / (1 + w).
+        See docs/concepts/distillation.md and docs/concepts/multi-label.md.
         """
         if teacher_targets is None:
             return targets
-        return targets + self.distill_weight * teacher_targets.to(targets.dtype)
+        combined = targets + self.distill_weight * teacher_targets.to(targets.dtype)
+        return combined / (1.0 + self.distill_weight) if self.multi_label else combined
 
     def _uniform(self) -> float:
         """One U[0, 1) draw, on the host (from the host generator when the generator is on a GPU)."""

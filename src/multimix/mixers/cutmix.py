@@ -29,6 +29,8 @@ class CutMix(_Mixer):
         alpha: λ ~ Beta(α, α) sets the box's expected share, 1 − λ; the targets use the exact share.
         per_sample: one box per example instead of one for the batch.
         num_classes, generator: as the other mixers.
+        multi_label: multi-label targets (b, K), entries in [0, 1] with rows summing to anything
+            (docs/concepts/multi-label.md), mixed by the pasted area as single-label ones.
     """
 
     alpha: float  # always set (never automatic)
@@ -41,8 +43,11 @@ class CutMix(_Mixer):
         per_sample: bool = False,
         num_classes: int | None = None,
         generator: torch.Generator | None = None,
+        multi_label: bool = False,
     ) -> None:
-        super().__init__(model, num_classes=num_classes, generator=generator)
+        super().__init__(
+            model, num_classes=num_classes, generator=generator, multi_label=multi_label
+        )
         self.alpha = check_alpha(alpha)
         self.per_sample = bool(per_sample)
 
@@ -77,7 +82,7 @@ class MixupOrCutMix(CutMix):
         cutmix_alpha: α of CutMix, > 0.
         switch_prob: probability that a batch uses CutMix.
         per_sample: one λ (one box) per example instead of one per batch.
-        num_classes, generator: as the other mixers.
+        num_classes, generator, multi_label: as :class:`CutMix`.
 
     ``set_alpha(a)`` (an α schedule) sets both α's; :meth:`decide` draws (and returns) the next
     batch's choice, ``"cutmix"`` or ``"mixup"``, ahead of its forward.
@@ -93,6 +98,7 @@ class MixupOrCutMix(CutMix):
         per_sample: bool = False,
         num_classes: int | None = None,
         generator: torch.Generator | None = None,
+        multi_label: bool = False,
     ) -> None:
         super().__init__(
             model,
@@ -100,6 +106,7 @@ class MixupOrCutMix(CutMix):
             per_sample=per_sample,
             num_classes=num_classes,
             generator=generator,
+            multi_label=multi_label,
         )
         self.mixup_alpha = check_alpha(mixup_alpha, "mixup_alpha")
         self.switch_prob = check_probability(switch_prob, "switch_prob")

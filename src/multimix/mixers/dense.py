@@ -86,6 +86,11 @@ class DenseMultiMix(_MultiMixBase):
             laid out class-major: (n·r, K) views of (K, n·r) storage, which
             :func:`multimix.soft_cross_entropy` reads fastest (call ``.contiguous()`` for a copy).
         num_classes, generator: as the other mixers.
+        multi_label: multi-label targets (b, K), entries in [0, 1] with rows summing to anything,
+            mixed per position with the embeddings' weights, as :class:`MultiMix` (its teacher too).
+            With ``attention="cam"`` a row's class vector is the mean of its present classes'
+            weights (the row normalised to sum to 1; the ℓ1-normalised attention is the same for any
+            positive scale), and a row with no label present gets uniform attention.
 
     Returns in training ``(logits (n·r, K), targets (n·r, K))``.
     """
@@ -110,6 +115,7 @@ class DenseMultiMix(_MultiMixBase):
         prefix_tokens: int = 0,
         num_classes: int | None = None,
         generator: torch.Generator | None = None,
+        multi_label: bool = False,
         scope: str = "local",
     ) -> None:
         super().__init__(
@@ -123,6 +129,7 @@ class DenseMultiMix(_MultiMixBase):
             temperature=temperature,
             num_classes=num_classes,
             generator=generator,
+            multi_label=multi_label,
             scope=scope,
         )
         self.linear_shortcut = bool(linear_shortcut)
@@ -217,7 +224,9 @@ class DenseMultiMix(_MultiMixBase):
         elif self.attention == "cam":
             # __init__ checked that attention="cam" has a classifier with a (K, d) weight tensor.
             att = cam_attention(
-                zr.transpose(1, 2), cast(Tensor, self._classifier_ref[0].weight), targets
+                zr.transpose(1, 2),
+                cast(Tensor, self._classifier_ref[0].weight),
+                _class_weights(targets) if self.multi_label else targets,
             )
         else:
             att = None
@@ -393,6 +402,13 @@ class DenseMultiMix(_MultiMixBase):
             f"alpha={'auto' if self.alpha is None else self.alpha}, attention={self.attention!r}, p={self.p}, layout={self.layout!r}, "
             f"prefix_tokens={self.prefix_tokens}"
         )
+
+
+def _class_weights(targets: Tensor) -> Tensor:
+    """Multi-label rows (b, K) normalised to sum to 1 (all-zero rows stay zero): ``targets @ weight``
+    is then the mean class vector of a row's labels, the single-label CAM's class vector for one."""
+    total = targets.sum(dim=1, keepdim=True)
+    return targets / total.clamp_min(torch.finfo(targets.dtype).tiny)
 
 
 def _capturing() -> bool:

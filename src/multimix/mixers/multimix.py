@@ -46,8 +46,11 @@ class _MultiMixBase(_Mixer):
         num_classes: int | None,
         generator: torch.Generator | None,
         scope: str = "local",
+        multi_label: bool = False,
     ) -> None:
-        super().__init__(model, num_classes=num_classes, generator=generator)
+        super().__init__(
+            model, num_classes=num_classes, generator=generator, multi_label=multi_label
+        )
         if scope not in SCOPES:
             raise ValueError(f"scope must be one of {', '.join(map(repr, SCOPES))}, got {scope!r}")
         self.scope = scope
@@ -129,6 +132,12 @@ class MultiMix(_MultiMixBase):
         temperature: τ of the teacher's softmax, > 0.
         num_classes: K, required when y holds integer labels.
         generator: optional seeded ``torch.Generator``.
+        multi_label: the targets are multi-label (b, K): entries in [0, 1], rows summing to anything
+            (docs/concepts/multi-label.md). They are mixed with the very weights of the embeddings,
+            Λ Y, never renormalised (a row of Λ Y sums to Λ times Y's row sums). A teacher's
+            probabilities are then per-class sigmoids σ(teacher(x) / τ), and the returned targets
+            (Ỹ + w·Ỹ') / (1 + w), entries in [0, 1], so that ``soft_binary_cross_entropy`` gives
+            (BCE(Ỹ) + w·BCE(Ỹ')) / (1 + w).
         scope: under ``torch.distributed``, "local" draws tuples from this process's batch (n rows per
             process, the paper's multi-GPU setting); "global" gathers every process's rows — the
             logits under the linear shortcut, else the embeddings — and targets (a differentiable
@@ -162,6 +171,7 @@ class MultiMix(_MultiMixBase):
         temperature: float = 1.0,
         num_classes: int | None = None,
         generator: torch.Generator | None = None,
+        multi_label: bool = False,
         scope: str = "local",
         before: str | None = None,
     ) -> None:
@@ -176,6 +186,7 @@ class MultiMix(_MultiMixBase):
             temperature=temperature,
             num_classes=num_classes,
             generator=generator,
+            multi_label=multi_label,
             scope=scope,
         )
         self.keep_clean = bool(keep_clean)

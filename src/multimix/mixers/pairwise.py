@@ -43,6 +43,8 @@ class ManifoldMixup(_Mixer):
         per_sample: one λ per pair instead of one per batch.
         num_classes: K, required when y holds integer labels.
         generator: optional seeded ``torch.Generator`` for every draw.
+        multi_label: the targets are multi-label (b, K): entries in [0, 1], rows summing to anything
+            (docs/concepts/multi-label.md); they are mixed with the inputs' weights, never renormalised.
 
     Example::
 
@@ -62,8 +64,11 @@ class ManifoldMixup(_Mixer):
         per_sample: bool = False,
         num_classes: int | None = None,
         generator: torch.Generator | None = None,
+        multi_label: bool = False,
     ) -> None:
-        super().__init__(model, num_classes=num_classes, generator=generator)
+        super().__init__(
+            model, num_classes=num_classes, generator=generator, multi_label=multi_label
+        )
         if isinstance(layers, str) or not isinstance(layers, Sequence) or len(layers) == 0:
             raise ValueError(
                 f"layers must be a non-empty list of submodule names (or 'input'), got {layers!r}"
@@ -136,6 +141,8 @@ class Mixup(ManifoldMixup):
         per_sample: one λ per pair instead of one per batch.
         num_classes: K, required when y holds integer labels.
         generator: optional seeded ``torch.Generator``.
+        multi_label: the targets are multi-label (b, K): entries in [0, 1], rows summing to anything
+            (docs/concepts/multi-label.md); they are mixed with the inputs' weights, never renormalised.
     """
 
     def __init__(
@@ -146,6 +153,7 @@ class Mixup(ManifoldMixup):
         per_sample: bool = False,
         num_classes: int | None = None,
         generator: torch.Generator | None = None,
+        multi_label: bool = False,
     ) -> None:
         super().__init__(
             model,
@@ -154,6 +162,7 @@ class Mixup(ManifoldMixup):
             per_sample=per_sample,
             num_classes=num_classes,
             generator=generator,
+            multi_label=multi_label,
         )
 
 
@@ -191,6 +200,10 @@ class ConfMix(ManifoldMixup):
         layers: where to mix, as :class:`ManifoldMixup` (default: the input).
         scale: multiplies α_i, > 0.
         num_classes, generator: as the other mixers.
+        multi_label: multi-label targets, as :class:`ManifoldMixup`. Each class is then a yes/no
+            question with its own sigmoid p_ic = σ(logit_ic), and the confidence is the binary one
+            averaged over the classes: α_i = scale · mean_c abs(2 p_ic − 1) (the single-label formula
+            for K = 2, class by class), in [0, 1] as before. It needs no targets.
     """
 
     def __init__(
@@ -201,6 +214,7 @@ class ConfMix(ManifoldMixup):
         scale: float = 1.0,
         num_classes: int | None = None,
         generator: torch.Generator | None = None,
+        multi_label: bool = False,
     ) -> None:
         super().__init__(
             model,
@@ -209,6 +223,7 @@ class ConfMix(ManifoldMixup):
             per_sample=True,
             num_classes=num_classes,
             generator=generator,
+            multi_label=multi_label,
         )
         self.scale = check_alpha(scale, "scale")
 
@@ -221,7 +236,10 @@ class ConfMix(ManifoldMixup):
         finally:
             self.model.train(was_training)
         _check_finite_outputs(logits)
-        alpha = self.scale * confmix_alpha(torch.softmax(logits, dim=-1))
+        if self.multi_label:  # the binary confidence of each class, averaged over the classes
+            alpha = self.scale * (2.0 * torch.sigmoid(logits) - 1.0).abs().mean(dim=-1)
+        else:
+            alpha = self.scale * confmix_alpha(torch.softmax(logits, dim=-1))
         b, device = batch_size(x), batch_device(x)
         lam = sample_beta(b, alpha, generator=self.generator, device=device)
         _, perm = sample_mixup(b, alpha=1.0, generator=self.generator, device=device)
