@@ -35,7 +35,7 @@ Markers (pyproject.toml): ``cuda`` (skipped without a device), ``slow`` (``make 
 #   benchmarks/ (the scripts, on tiny budgets)              test_benchmarks.py
 #   docs/ (links, citations)                                test_docs_links.py
 #   docs/ (the site's build; every code block, every command)  test_docs_build.py; test_docs_snippets.py
-#   multi-label targets (functional), soft BCE              test_multilabel.py
+#   multi-label targets (functional), soft BCE; mixers     test_multilabel.py; test_multilabel_mixers.py
 #   a mixer inside another module; 🤗 batches with labels   test_mixer_modules.py
 #   mixers under unusual models; attacks under no_grad      test_misuse.py
 #   faults: divergence, full disks, the last write, JSON    test_faults.py
