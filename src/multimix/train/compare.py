@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-import json
 import logging
 import statistics
 import sys
@@ -25,6 +24,7 @@ from multimix.train.checkpoint import CheckpointError
 from multimix.train.config import TrainConfig
 from multimix.train.errors import RunDiverged
 from multimix.train.preflight import available_cpus, check_runnable
+from multimix.train.run_folder import read_summary
 from multimix.train.runlock import RunLock
 from multimix.train.trainer import train
 from multimix.train.workers import run_tasks
@@ -99,11 +99,7 @@ def _finished_summary(path: Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
     try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(summary, dict) or not (
-            "diverged" in summary or {"best", "final", "time_per_epoch_s"} <= summary.keys()
-        ):
-            raise ValueError("not a run's summary")
+        summary = read_summary(path)
     except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         log.warning(
             "%s is unreadable (%s); finishing the run again from its checkpoint",

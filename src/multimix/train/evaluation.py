@@ -14,7 +14,6 @@ no download; never for MNIST itself, whose own kind they are).
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Sequence
@@ -43,6 +42,7 @@ from multimix.train.components import load_splits, trained_model
 from multimix.train.config import TrainConfig
 from multimix.train.errors import ConfigError, RunDiverged
 from multimix.train.reporting import tensorboard_writer
+from multimix.train.run_folder import read_summary
 from multimix.train.runlock import RunLock
 
 log = logging.getLogger(__name__)
@@ -111,18 +111,18 @@ class NonFiniteOutputs(CheckpointError):
 def _refuse_diverged(run: Path) -> None:
     """A run whose summary says it diverged has no result: the weights it kept (of an epoch before
     the divergence) are not the model its settings train, so they are not measured."""
-    summary = run / "summary.json"
+    path = run / "summary.json"
     try:
-        what = json.loads(summary.read_text(encoding="utf-8")).get("diverged")
-    except (OSError, ValueError, AttributeError):
+        summary = read_summary(path)
+    except (OSError, ValueError):
         return  # no summary (a run under way or killed), or one unreadable: the weights decide
-    if what:
+    if what := summary.get("diverged"):
         raise RunDiverged(
             f"{run} diverged (training loss {what.get('train_loss')} in epoch {what.get('epoch')}, "
-            f"lr {what.get('lr')}; {summary}): its weights are not a result, so nothing is evaluated. "
+            f"lr {what.get('lr')}; {path}): its weights are not a result, so nothing is evaluated. "
             "Train it again with a lower --lr",
             epoch=int(what.get("epoch", 0)),
-            summary=json.loads(summary.read_text(encoding="utf-8")),
+            summary=summary,
         )
 
 
@@ -268,8 +268,7 @@ def _chosen_epoch(summary: Path) -> int:
     """The epoch ``summary.json`` says was chosen on validation; 0 where it says none (no file, a
     file cut short, a run that diverged)."""
     try:
-        best = json.loads(summary.read_text(encoding="utf-8")).get("best") or {}
-        return int(best.get("epoch", 0))
+        return int((read_summary(summary).get("best") or {}).get("epoch", 0))
     except (OSError, ValueError, AttributeError, TypeError):
         return 0
 

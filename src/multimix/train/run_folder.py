@@ -19,6 +19,7 @@ rank 0 reads is broadcast to them.
 from __future__ import annotations
 
 import contextlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -172,4 +173,19 @@ class RunFolder:
         return distributed.broadcast_object(weights, self.world)  # type: ignore[return-value]
 
 
-__all__ = ["RunFolder"]
+def read_summary(path: str | Path) -> dict[str, Any]:
+    """A run's ``summary.json``: the figures of a finished run, or the record of one that diverged.
+
+    Raises:
+        OSError: the file cannot be read (absent, a permission).
+        ValueError: it is not a run's summary (cut short, not UTF-8, not a mapping, keys missing).
+    """
+    summary = json.loads(Path(path).read_text(encoding="utf-8"))
+    if not isinstance(summary, dict) or not (
+        "diverged" in summary or {"best", "final", "time_per_epoch_s"} <= summary.keys()
+    ):
+        raise ValueError("not a run's summary")
+    return summary
+
+
+__all__ = ["RunFolder", "read_summary"]
