@@ -125,8 +125,10 @@ class MixupTrainer(Trainer):
     ``train(resume_from_checkpoint=...)``, so that a seeded mixer resumes its draws exactly.
 
     Args:
-        model, *args, **kwargs: as for ``transformers.Trainer``; ``model=`` is required (not
-            ``model_init``), and ``compute_loss_func`` is refused: the loss is the mixer's.
+        model: the model to train (required: ``model_init``, which builds a new model at ``train()``,
+            is refused). The Trainer's other arguments (``args``, datasets, ``data_collator``,
+            callbacks, ...) are passed on as they are; ``compute_loss_func`` is refused: the loss is
+            the mixer's.
         mixer: a multimix mixer built on ``model`` (keyword-only), e.g.
             ``MultiMix(model, classifier="classifier", num_classes=K)``.
 
