@@ -30,7 +30,16 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 from multimix.functional import one_hot, soft_binary_cross_entropy, soft_cross_entropy
-from multimix.mixers.base import _Mixer, unwrapped
+from multimix.mixers import (
+    ConfMix,
+    CutMix,
+    DenseMultiMix,
+    ManifoldMixup,
+    Mixup,
+    MixupOrCutMix,
+    MultiMix,
+)
+from multimix.mixers.base import unwrapped
 from multimix.train import checkpoint
 
 __all__ = ["MixupTrainer", "MIXER_FILE", "MIXER_RNG_FILE"]
@@ -43,6 +52,10 @@ MIXER_FILE = "mixer.pt"
 #: several processes: each process draws its own).
 MIXER_RNG_FILE = "mixer_rng_state.pt"
 _MULTI_LABEL = "multi_label_classification"
+
+#: What ``mixer=`` accepts: every multimix mixer.
+Mixer = Mixup | ManifoldMixup | ConfMix | CutMix | MixupOrCutMix | MultiMix | DenseMultiMix
+_MIXERS = (Mixup, ManifoldMixup, ConfMix, CutMix, MixupOrCutMix, MultiMix, DenseMultiMix)
 
 
 class _UpdateTeacher(TrainerCallback):
@@ -61,9 +74,9 @@ class _UpdateTeacher(TrainerCallback):
         self.update()
 
 
-def _check_mixer(mixer: object, model: object) -> _Mixer:
+def _check_mixer(mixer: object, model: object) -> Mixer:
     """``mixer``, after checking that it is a multimix mixer built on ``model`` (the Trainer's)."""
-    if not isinstance(mixer, _Mixer):
+    if not isinstance(mixer, _MIXERS):
         raise TypeError(
             "mixer must be a multimix mixer (MultiMix, DenseMultiMix, Mixup, ManifoldMixup, ConfMix, "
             f"CutMix, MixupOrCutMix) built on the model the Trainer trains, got {type(mixer).__name__}"
@@ -83,7 +96,7 @@ def _check_mixer(mixer: object, model: object) -> _Mixer:
     return mixer
 
 
-def _check_problem_type(mixer: _Mixer, model: nn.Module) -> None:
+def _check_problem_type(mixer: Mixer, model: nn.Module) -> None:
     """The mixer and the model's ``config.problem_type`` agree on single- or multi-label: the training
     loss is the mixer's, the evaluation loss the model's own."""
     problem = getattr(getattr(unwrapped(model), "config", None), "problem_type", None)
@@ -141,7 +154,7 @@ class MixupTrainer(Trainer):
     # compute_loss returns the mean over one batch: the Trainer divides it by the accumulation steps.
     loss_is_scaled_for_ga = False
 
-    def __init__(self, model: nn.Module | None = None, *args: Any, mixer: _Mixer, **kwargs: Any):
+    def __init__(self, model: nn.Module | None = None, *args: Any, mixer: Mixer, **kwargs: Any):
         # Checked before the Trainer sets anything up: a wrong mixer fails before any training.
         self.mixer = _check_mixer(mixer, model)
         for name in ("model_init", "compute_loss_func"):
