@@ -300,3 +300,28 @@ def test_under_torchrun_the_mixer_runs_ddp_and_the_ranks_stay_equal(tmp_path):
     assert a.keys() == b.keys()
     # DDP averages the gradients, so every rank takes the same steps (the same float operations).
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_gradient_accumulation_divides_the_loss_once(tmp_path):
+    """The loss of a batch is a mean over its mixed rows: the Trainer divides it by the accumulation
+    steps (BERT accepts loss kwargs, so without loss_is_scaled_for_ga=False it would not, and the
+    gradient would be twice as large)."""
+    seen = []
+
+    class Spy(MixupTrainer):
+        def compute_loss(self, model, inputs, **kwargs):
+            loss = super().compute_loss(model, inputs, **kwargs)
+            seen.append(loss.item())
+            return loss
+
+    model = bert()
+    mixer = MultiMix(model, classifier="classifier", n=16, num_classes=K)
+    t = Spy(
+        model=model, args=arguments(tmp_path, per_device_train_batch_size=4,
+        gradient_accumulation_steps=2, num_train_epochs=1, logging_strategy="steps", logging_steps=1),
+        train_dataset=text_dataset(8, 0), data_collator=transformers.default_data_collator, mixer=mixer,
+    )  # fmt: skip
+    assert t.model_accepts_loss_kwargs
+    t.train()
+    assert len(seen) == 2 and t.state.global_step == 1
+    assert train_losses(t) == pytest.approx([sum(seen) / 2], rel=1e-5)
