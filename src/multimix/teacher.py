@@ -10,6 +10,7 @@ import copy
 import torch
 from torch import nn
 
+from multimix._sharding import is_sharded, reshard
 from multimix._validation import check_probability
 
 
@@ -35,6 +36,12 @@ class EMATeacher(nn.Module):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.momentum = check_probability(momentum, "momentum")
+        if is_sharded(model):
+            raise ValueError(
+                f"EMATeacher cannot copy {type(model).__name__}: it is sharded by FSDP, which does not "
+                "deep-copy. Build the teacher before sharding and shard its copy as the model is: "
+                "teacher = EMATeacher(model); fully_shard(model); fully_shard(teacher.module)"
+            )
         self.module = _copy_without_hooks(model).eval()
         self.module.requires_grad_(False)
         self._student = [model]  # a list: not registered as a submodule, not in state_dict
@@ -54,8 +61,15 @@ class EMATeacher(nn.Module):
         """One EMA step towards the student's current weights."""
         student = self._student[0]
         mu = self.momentum
+        reshard(self.module)  # a sharded teacher's forward left its root's parameters gathered
         # strict: the teacher is a deep copy of the student, so both list the same parameters and buffers.
         for t, s in zip(self.module.parameters(), student.parameters(), strict=True):
+            if type(t) is not type(s):
+                raise RuntimeError(
+                    f"the teacher's parameters are {type(t).__name__}s and the student's "
+                    f"{type(s).__name__}s: a student sharded by FSDP needs its teacher sharded alike "
+                    "(fully_shard(teacher.module) with the student's mesh and units)"
+                )
             t.lerp_(s.detach(), 1.0 - mu)  # t + (1 - μ)(s - t) = μ t + (1 - μ) s
         for t_buf, s_buf in zip(self.module.buffers(), student.buffers(), strict=True):
             t_buf.copy_(s_buf)

@@ -8,9 +8,11 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
+from multimix._sharding import is_sharded
 from multimix._validation import check_alpha, check_int, check_tensor
 from multimix.functional import (
     one_hot,
@@ -154,6 +156,28 @@ def unwrapped(model: nn.Module) -> nn.Module:
             return model
 
 
+def _sharded_or_wrapped(model: nn.Module) -> bool:
+    """Whether ``model`` synchronises its gradients across processes by itself: it is (or holds, under
+    ``torch.compile``) a ``DistributedDataParallel`` wrapper, or it or one of its submodules is sharded
+    by FSDP (``fully_shard``'s ``FSDPModule``, or the ``FullyShardedDataParallel`` wrapper), whose hooks
+    reduce the gradients whoever calls the forward."""
+    while True:
+        if isinstance(model, nn.parallel.DistributedDataParallel):
+            return True
+        inner = getattr(model, "_orig_mod", None)
+        if not isinstance(inner, nn.Module):
+            break
+        model = inner
+    return is_sharded(model)
+
+
+def _inside_ddp_forward(model: nn.Module) -> bool:
+    """Whether this call runs inside the forward of a ``DistributedDataParallel`` that holds ``model``
+    (Lightning's DDP calls ``training_step`` there): that wrapper synchronises the gradients."""
+    active = getattr(nn.parallel.DistributedDataParallel, "_active_ddp_module", None)
+    return isinstance(active, nn.Module) and any(m is model for m in active.modules())
+
+
 def _float_targets(targets: Tensor) -> Tensor:
     """Targets in float32 (float64 kept): mixed targets must not inherit an autocast dtype."""
     return targets if targets.dtype in (torch.float32, torch.float64) else targets.float()
@@ -233,9 +257,22 @@ class _Mixer(nn.Module):
 
     @model.setter
     def model(self, model: nn.Module) -> None:
+        # Set again after construction: a wrapper of the same model (DistributedDataParallel after
+        # the mixer was built, the model the 🤗 Trainer wraps), whose forward is then what runs.
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        built_on: nn.Module | None = self.__dict__.get("_built_on")
+        if built_on is not None and not any(m is built_on for m in model.modules()):
+            raise ValueError(
+                f"{type(self).__name__}.model must be the model the mixer was built on "
+                f"({type(built_on).__name__}) or a wrapper holding it (DistributedDataParallel, "
+                f"torch.compile), got a {type(model).__name__} that does not contain it: the mixer's "
+                "hooks are on that model's layers; build a new mixer for another model"
+            )
+        if built_on is None:
+            self.__dict__["_built_on"] = unwrapped(model)
         self.__dict__["_model_ref"] = model
+        self.__dict__.pop("_sync_verdict", None)
 
     def __setattr__(self, name: str, value: Any) -> None:
         # nn.Module.__setattr__ would register a module-valued ``model`` as a submodule.
@@ -350,6 +387,8 @@ class _Mixer(nn.Module):
             # (checked by one_hot) integer class indices (b,): mixers may mix them directly
             if y.dim() == 1 and not y.is_floating_point():
                 labels = y.to(device=device, dtype=torch.long)
+        if self.model.training:
+            self._check_gradient_sync()
         if not self.model.training or (targets is not None and getattr(self, "alpha", None) == 0):
             # Eval, or a schedule at α = 0: no mixing (λ ∈ {0, 1})
             logits = call_model(self.model, x)
@@ -362,6 +401,45 @@ class _Mixer(nn.Module):
         if targets is not None:
             self._check_classes(logits.shape, targets.shape[1], soft=labels is None)
         return logits, targets
+
+    #: Set to False when the model's gradients are averaged across processes by something the mixer
+    #: cannot see (DeepSpeed, Horovod, an all-reduce of your own): the check below then never refuses.
+    check_gradient_sync: bool = True
+
+    def _check_gradient_sync(self) -> None:
+        """Refuse to train a model whose gradients nothing would average across processes.
+
+        In a process group of several processes, a mixer built on a model that was later wrapped in
+        ``DistributedDataParallel`` would run the inner model, bypassing the wrapper: each process
+        would silently train its own copy. Training runs are allowed when what the mixer runs is the
+        wrapper, is sharded by FSDP, or is called inside a DDP forward that holds it (Lightning).
+        """
+        if (
+            not self.check_gradient_sync
+            or not torch.is_grad_enabled()
+            or torch.compiler.is_compiling()
+            or not (dist.is_available() and dist.is_initialized())
+            or dist.get_world_size() == 1
+        ):
+            return
+        model = self.model
+        # The model's structure, checked once per model object and class (fully_shard changes the class)
+        verdict = self.__dict__.get("_sync_verdict")
+        if verdict is None or verdict[0] is not model or verdict[1] is not type(model):
+            trains = any(p.requires_grad for p in model.parameters())
+            verdict = (model, type(model), not trains or _sharded_or_wrapped(model))
+            self.__dict__["_sync_verdict"] = verdict
+        if verdict[2] or _inside_ddp_forward(self.__dict__["_built_on"]):
+            return
+        name = type(self).__name__
+        raise RuntimeError(
+            f"{name} runs {type(model).__name__} directly in a group of {dist.get_world_size()} "
+            "processes, outside DistributedDataParallel: its gradients would not be averaged across "
+            "processes, and each process would train its own copy. Give the mixer the wrapper: "
+            f"{name}(DistributedDataParallel(model), ...), or `mixer.model = ddp_model` after wrapping "
+            "(or shard the model with fully_shard). If the gradients are averaged another way "
+            "(DeepSpeed, Horovod, an all-reduce of your own), set `mixer.check_gradient_sync = False`"
+        )
 
     def set_alpha(self, alpha: float) -> None:
         """Change the mixing strength, e.g. from a schedule each epoch; α = 0 turns mixing off."""

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from multimix._sharding import is_sharded
 from multimix._validation import check_int
 from multimix.functional import (
     cam_attention,
@@ -57,11 +58,11 @@ class DenseMultiMix(_MultiMixBase):
     position's target mixes its members' labels with the same weights. In training the model's
     forward ends at ``features`` (an exception from its hook, caught here), so what follows is not run;
     under a wrapper that needs the forward to complete (``DistributedDataParallel``, ``torch.compile``)
-    it runs on the clean batch and the wrapper's output is replaced by the mixed logits. The mixer's
-    first training forward also runs to the end (on the clean batch, its output replaced), once, to
-    check that ``features`` is called once per forward: a second call (a shared block applied twice,
-    two views) would mean the embedding classified here is not the one the model classifies, and is
-    refused with a ``RuntimeError``.
+    and on a model sharded by FSDP (``fully_shard``), it runs on the clean batch and the wrapper's
+    output is replaced by the mixed logits. The mixer's first training forward also runs to the end
+    (on the clean batch, its output replaced), once, to check that ``features`` is called once per
+    forward: a second call (a shared block applied twice, two views) would mean the embedding
+    classified here is not the one the model classifies, and is refused with a ``RuntimeError``.
 
     Args:
         model: any ``nn.Module``.
@@ -382,7 +383,7 @@ class DenseMultiMix(_MultiMixBase):
         # features (which the early end would hide) is seen and refused; not while a CUDA graph is
         # captured, where the extra work would be replayed at every step.
         self._stop_early = (
-            _unwrapped(self.model) is self.model
+            not self._needs_whole_forward()
             and not torch.compiler.is_compiling()
             and (self._checked_once or _capturing())
         )
@@ -395,6 +396,18 @@ class DenseMultiMix(_MultiMixBase):
         self._checked_once = True
         # Set by _mix_features, which _run_armed made sure was called.
         return cast("tuple[Tensor, Tensor]", result)
+
+    def _needs_whole_forward(self) -> bool:
+        """Whether the model's forward must run to its end: a wrapper (DDP, torch.compile) expects it,
+        and so does FSDP, whose units gather and release their parameters in forward hooks that an
+        early end would skip (those placed after the mixer's run after its hook raised)."""
+        cached = self.__dict__.get("_whole_forward")
+        model = self.model
+        # Keyed by the object and its class: fully_shard changes the class of the module it shards.
+        if cached is None or cached[0] is not model or cached[1] is not type(model):
+            cached = (model, type(model), _unwrapped(model) is not model or is_sharded(model))
+            self.__dict__["_whole_forward"] = cached
+        return bool(cached[2])
 
     def extra_repr(self) -> str:
         return (
