@@ -325,3 +325,11 @@ def test_gradient_accumulation_divides_the_loss_once(tmp_path):
     t.train()
     assert len(seen) == 2 and t.state.global_step == 1
     assert train_losses(t) == pytest.approx([sum(seen) / 2], rel=1e-5)
+
+
+def test_label_smoothing_smooths_the_targets_before_mixing(tmp_path):
+    model = bert()
+    mixer = MultiMix(model, classifier="classifier", n=16, num_classes=K)
+    t = MixupTrainer(model=model, args=arguments(tmp_path, label_smoothing_factor=0.3), mixer=mixer)
+    expected = torch.tensor([[0.8, 0.1, 0.1], [0.1, 0.1, 0.8]])
+    torch.testing.assert_close(t._targets(torch.tensor([0, 2])), expected)
