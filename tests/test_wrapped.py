@@ -21,7 +21,7 @@ from multimix import EMATeacher, ManifoldMixup, MultiMix, soft_cross_entropy
 from test_distributed import _env
 
 WORKER = Path(__file__).with_name("wrapped_worker.py")
-MIXERS = ("mixup", "manifold", "multimix", "dense")
+MIXERS = ("mixup", "manifold", "multimix", "dense", "multimix_global")
 #: Float tolerance of "the same weights". The runs below agree to the last bit on this machine (the
 #: same operations in the same order: DDP's and FSDP's averages of two gradients are one addition and
 #: one halving); the tolerance leaves room for a reduction order that differs elsewhere.
@@ -54,7 +54,8 @@ def test_a_mixer_on_a_ddp_model_keeps_the_ranks_equal_to_one_process_on_both_bat
     result = distributed[name]
     assert result["moved"] > 1e-3  # the steps changed the weights: equality below is not vacuous
     assert result["ranks"] <= ATOL
-    assert result["ddp_vs_reference"] <= ATOL
+    if name != "multimix_global":  # its draws span both ranks: tests/test_distributed.py covers it
+        assert result["ddp_vs_reference"] <= ATOL
 
 
 @pytest.mark.slow
