@@ -38,6 +38,9 @@ Markers (pyproject.toml): ``cuda`` (skipped without a device), ``slow`` (``make 
 #   multi-label targets (functional), soft BCE; mixers     test_multilabel.py; test_multilabel_mixers.py
 #   a mixer inside another module; 🤗 batches with labels   test_mixer_modules.py
 #   mixers under unusual models; attacks under no_grad      test_misuse.py
+#   wrapped (DDP) and sharded (FSDP2) models, torchrun     test_wrapped.py (+ wrapped_worker.py)
+#   Lightning (docs/how-to/lightning.md)                    test_lightning.py (+ lightning_*.py)
+#   integrations/transformers.py (MixupTrainer)             test_hf_trainer.py (+ hf_trainer_worker.py)
 #   faults: divergence, full disks, the last write, JSON    test_faults.py
 #   damaged checkpoints; evaluate's faults                  test_corruption.py
 #   data files' counts and fingerprints                     test_data_faults.py

@@ -6,6 +6,7 @@ How its predictions become targets, and the loss: docs/concepts/distillation.md.
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import torch
 from torch import nn
@@ -52,9 +53,10 @@ class EMATeacher(nn.Module):
         self.module.eval()
         return self
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The teacher's logits for x."""
-        return self.module(x)
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """The teacher's output for the student's inputs, passed on as given: ``teacher(x)``, or
+        ``teacher(**batch)`` for a 🤗 model (whose output object carries the logits)."""
+        return self.module(*args, **kwargs)
 
     @torch.no_grad()
     def update(self) -> None:
