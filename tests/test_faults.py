@@ -143,7 +143,7 @@ def test_compare_marks_a_diverged_run_and_goes_on(tmp_path):
     write_csv(tmp_path / "results.csv", rows)
     csv_lines = (tmp_path / "results.csv").read_text().splitlines()
     assert csv_lines[0].endswith(",diverged")
-    assert any(line.startswith("wild,0,,,,,,1") for line in csv_lines), csv_lines
+    assert any(line.startswith("wild,0,,,,,,,1") for line in csv_lines), csv_lines
 
 
 @pytest.mark.slow
@@ -160,7 +160,7 @@ def test_compare_evaluate_measures_the_runs_that_finished(tmp_path):
     assert (out / "evaluation.png").stat().st_size > 0
     table = format_table(aggregate(rows))
     wild_line = next(line for line in table.splitlines() if line.startswith("| wild "))
-    assert "ECE (%)" in table and wild_line.count("diverged (1 of 1 runs)") == 9
+    assert "ECE (%)" in table and wild_line.count("diverged (1 of 1 runs)") == 10
     plot_results(out / "results.png", rows, title="t")  # the finished runs only, no mean for wild
     assert not (out / "wild" / "seed0" / "eval.json").exists()
 
@@ -185,7 +185,7 @@ def test_compare_cli_with_diverging_runs_tabulates_and_warns(tmp_path):
     result = cli(*args, *DIVERGES_IN_EPOCH_2, "--quiet")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
-    assert result.stdout.count("diverged (1 of 1 runs)") == 4  # val and test, both methods
+    assert result.stdout.count("diverged (1 of 1 runs)") == 6  # val, both tests; both methods
     assert "2 of 2 runs diverged" in result.stderr
     assert (out / "results.png").stat().st_size > 0
     # Run again, the diverged runs (which kept a checkpoint) are reused, not trained again

@@ -148,3 +148,47 @@ def test_sigkill_and_resume_gives_the_uninterrupted_result(tmp_path):
     assert got_metrics == ref_metrics
     assert ref_model.keys() == got_model.keys()
     assert all(torch.equal(ref_model[k], got_model[k]) for k in ref_model)
+
+
+def test_summary_carries_the_best_test_accuracy_over_epochs_only_when_every_epoch_was_tested(
+    tmp_path,
+):
+    """summary.json's best_test_over_epochs: the papers' figure (the maximum of the history's test
+    accuracies, the earliest of equals, with its epoch) beside 'best', the epoch chosen on validation;
+    null where the test set was not measured every epoch, so never a maximum over some epochs only."""
+    config = {**TINY_RUN, "epochs": 3, "method": "mixup"}
+    summary = train(TrainConfig.from_dict(config), tmp_path / "every")
+    history = [
+        json.loads(line) for line in (tmp_path / "every" / "metrics.jsonl").read_text().splitlines()
+    ]
+    top = max(r["test_acc"] for r in history)
+    first_top = next(r["epoch"] for r in history if r["test_acc"] == top)
+    entry = summary["best_test_over_epochs"]
+    assert (entry["epoch"], entry["test_acc"]) == (first_top, top)
+    assert "optimistic" in entry["note"] and entry["test_acc"] >= summary["best"]["test_acc"]
+    saved = json.loads((tmp_path / "every" / "summary.json").read_text())
+    assert saved["best_test_over_epochs"] == entry
+    for policy in ("improvement", "end"):
+        lean = train(TrainConfig.from_dict({**config, "test_every": policy}), tmp_path / policy)
+        assert lean["best_test_over_epochs"] is None, policy
+        assert lean["best"] == summary["best"]  # the result itself does not depend on the policy
+        saved = json.loads((tmp_path / policy / "summary.json").read_text())
+        assert "best_test_over_epochs" in saved and saved["best_test_over_epochs"] is None
+
+
+def test_best_test_over_epochs_is_null_after_a_resume_from_a_run_not_tested_every_epoch():
+    """test_every may change on resume; the epochs before it kept no test figures."""
+    from multimix.train import distributed
+    from multimix.train.trainer import _summary
+
+    history = [
+        {"epoch": 1, "val_acc": 0.5, "test_acc": None, "val_loss": 1.0, "test_loss": None},
+        {"epoch": 2, "val_acc": 0.6, "test_acc": 0.7, "val_loss": 0.9, "test_loss": 0.8},
+    ]
+    for r in history:
+        r["time_s"] = 1.0
+    config = TrainConfig.from_dict(TINY_RUN)  # test_every "epoch"
+    world = distributed.Dist(rank=0, world_size=1, local_rank=0)
+    assert _summary(config, world, history, history[1])["best_test_over_epochs"] is None
+    history[0] |= {"test_acc": 0.7, "test_loss": 0.85}  # equal accuracies: the earlier epoch
+    assert _summary(config, world, history, history[1])["best_test_over_epochs"]["epoch"] == 1

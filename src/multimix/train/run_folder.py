@@ -7,7 +7,10 @@ A run's folder (``--out``) holds
 - ``best.pt``        the model's weights at the epoch chosen on validation accuracy;
 - ``checkpoint.pt``  the run's whole state (:class:`~multimix.train.state.RunState`), every epoch;
 - ``metrics.jsonl``  one JSON line per epoch, derived from the checkpoint's history;
-- ``summary.json``   the final figures, once the run has finished.
+- ``summary.json``   the final figures, once the run has finished: ``best`` (the epoch chosen on
+  validation accuracy, the run's result), ``final`` (the last epoch), ``best_test_over_epochs``
+  (the highest test accuracy of any epoch, the papers' optimistic convention; null unless the
+  test set was measured every epoch, absent from summaries of earlier versions), the time per epoch.
 
 Every file is written atomically (a temporary file renamed over the target), and in an order that a
 kill at any moment cannot make lose anything: ``best.pt`` before the checkpoint (a resumed run
