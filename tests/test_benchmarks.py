@@ -197,3 +197,31 @@ def _initial(p: int, k: int):
 
     torch.manual_seed(p)
     return build_model("mlp", input_shape=(2,), num_classes=k)
+
+
+@pytest.mark.slow
+def test_scaling_benchmark_runs_on_a_tiny_budget(tmp_path):
+    import re
+
+    out_md = tmp_path / "scaling.md"
+    run("benchmarks/scaling.py", "--quick", "--out", str(out_md))
+    text = out_md.read_text()
+    assert (tmp_path / "scaling.png").stat().st_size > 0
+    for factor in ("n", "K", "d", "r"):
+        assert f"## Growing {factor}" in text
+    # The factor tables' rows (12 cells; the headline's rows have 5)
+    rows = [
+        line
+        for line in text.splitlines()
+        if line.startswith(("| n=", "| K=", "| d=", "| r=")) and line.count("|") == 13
+    ]
+    cases = {line.split("|")[2].strip() for line in rows}
+    assert cases == {"ERM", "MultiMix", "MultiMix, no shortcut", "Dense MultiMix"}
+    for line in rows:
+        cells = [c.strip() for c in line.split("|")[1:-1]]
+        measured, flop_model = float(cells[3].rstrip("×")), float(cells[5].rstrip("×"))
+        assert measured > 0 and flop_model > 0
+        if cells[1] == "ERM":
+            assert measured == 1.0 and flop_model == 1.0
+    peak = re.search(r"\| Dense MultiMix \| auto \| (\d+) \|", text)
+    assert peak is not None and int(peak.group(1)) >= 0
