@@ -41,6 +41,8 @@ Markers (pyproject.toml): ``cuda`` (skipped without a device), ``slow`` (``make 
 #   wrapped (DDP) and sharded (FSDP2) models, torchrun     test_wrapped.py (+ wrapped_worker.py)
 #   Lightning (docs/how-to/lightning.md)                    test_lightning.py (+ lightning_*.py)
 #   integrations/transformers.py (MixupTrainer)             test_hf_trainer.py (+ hf_trainer_worker.py)
+#   the paper's protocol: α ranges, OneOf, step schedule,   test_protocol.py
+#     --input-mixup-prob, --recipe alignmixup
 #   faults: divergence, full disks, the last write, JSON    test_faults.py
 #   damaged checkpoints; evaluate's faults                  test_corruption.py
 #   data files' counts and fingerprints                     test_data_faults.py

@@ -286,7 +286,17 @@ BAD = {
     "--weight-decay": [["--weight-decay", "-1"]],
     "--momentum": [["--momentum", "1"], ["--momentum", "-0.1"]],
     "--nesterov": [["--nesterov=yes"]],
-    "--scheduler": [["--scheduler", "step"]],
+    "--scheduler": [["--scheduler", "plateau"]],
+    "--milestones": [
+        ["--scheduler", "step", "--milestones", "0.5,0.2"],
+        ["--milestones", "1.5"],
+        ["--milestones", ","],
+    ],
+    "--lr-decay": [["--lr-decay", "0"], ["--lr-decay", "2"]],
+    "--recipe": [
+        ["--recipe", "imagenet-1k"],
+        ["--dataset", "mnist1d", "--recipe", "alignmixup"],
+    ],
     "--seed": [["--seed", "-1"], ["--seed", str(2**64)], ["--seed", "x"]],
     "--data-seed": [["--data-seed", "-1"], ["--data-seed", str(2**40)]],
     "--val-fraction": [
@@ -307,6 +317,17 @@ BAD = {
     "--toy-dim": [["--toy-dim", "0"]],
     "--train-size": [["--train-size", "0"], ["--train-size", "5"]],
     "--alpha": [["--alpha", "0"], ["--alpha", "-1"]],
+    "--alpha-range": [
+        ["--method", "multimix", "--alpha-range", "2,0.5"],
+        ["--method", "multimix", "--alpha-range", "1"],
+        ["--method", "mixup", "--alpha-range", "0.5,2"],
+        ["--method", "multimix", "--alpha", "1", "--alpha-range", "0.5,2"],
+    ],
+    "--input-mixup-prob": [
+        ["--method", "multimix", "--input-mixup-prob", "1.5"],
+        ["--method", "cutmix", "--input-mixup-prob", "0.5"],
+    ],
+    "--input-mixup-alpha": [["--input-mixup-alpha", "0"]],
     "--per-sample": [["--per-sample=1"]],
     "--cutmix-alpha": [["--cutmix-alpha", "0"], ["--cutmix-alpha", "inf"]],
     "--switch-prob": [["--switch-prob", "1.5"], ["--switch-prob", "-0.5"]],

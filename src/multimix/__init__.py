@@ -22,6 +22,7 @@ from multimix.mixers import (
     Mixup,
     MixupOrCutMix,
     MultiMix,
+    OneOf,
     find_module,
 )
 from multimix.teacher import EMATeacher
@@ -38,6 +39,7 @@ __all__ = [
     "ConfMix",
     "CutMix",
     "MixupOrCutMix",
+    "OneOf",
     "MultiMix",
     "DenseMultiMix",
     "EMATeacher",

@@ -27,6 +27,27 @@ def check_alpha(alpha: object, name: str = "alpha") -> float:
     return value
 
 
+def check_alpha_range(alpha: object, name: str = "alpha") -> tuple[float, float]:
+    """Return a range of concentrations ``(low, high)`` as floats after checking 0 < low <= high < inf."""
+    if isinstance(alpha, (str, bytes)) or not isinstance(alpha, (tuple, list)) or len(alpha) != 2:
+        raise TypeError(
+            f"{name} as a range must be a pair (low, high) of numbers > 0, got {alpha!r}"
+        )
+    low, high = (
+        check_alpha(a, f"{name} {end}") for a, end in zip(alpha, ("low", "high"), strict=True)
+    )
+    if low > high:
+        raise ValueError(f"{name} must be a range (low, high) with low <= high, got {alpha!r}")
+    return low, high
+
+
+def check_alpha_or_range(alpha: object, name: str = "alpha") -> float | tuple[float, float]:
+    """A concentration (a number > 0, :func:`check_alpha`) or a range of them (:func:`check_alpha_range`)."""
+    if isinstance(alpha, (tuple, list)):
+        return check_alpha_range(alpha, name)
+    return check_alpha(alpha, name)
+
+
 def check_int(value: object, name: str, *, low: int = 1, high: int | None = None) -> int:
     """Return ``value`` as an int after checking ``low <= value <= high``."""
     if isinstance(value, bool) or not isinstance(value, Integral):

@@ -75,7 +75,12 @@ from multimix.functional.multimix import random_subsets as random_subsets
 from multimix.functional.multimix import sample_tuples as sample_tuples
 from multimix.functional.pairwise import mix_pairs, mixup, sample_mixup
 from multimix.functional.pairwise import mixup_params as mixup_params
-from multimix.functional.sampling import sample_beta, sample_dirichlet
+from multimix.functional.sampling import (
+    sample_beta,
+    sample_dirichlet,
+    sample_dirichlet_of,
+    sample_member_alphas,
+)
 from multimix.functional.targets import one_hot, soft_binary_cross_entropy, soft_cross_entropy
 
 # Imported ``as`` themselves: importable from here as before, but not public (not in __all__) — the
@@ -85,6 +90,8 @@ __all__ = [
     "one_hot",
     "sample_beta",
     "sample_dirichlet",
+    "sample_dirichlet_of",
+    "sample_member_alphas",
     "sample_mixup",
     "mix_pairs",
     "mixup",

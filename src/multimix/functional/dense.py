@@ -6,13 +6,13 @@ The formulas, attention options and references: docs/concepts/dense-multimix.md.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
 
 from multimix._deprecation import deprecated_alias
-from multimix._validation import check_int, check_same_batch, check_tensor
+from multimix._validation import check_alpha_or_range, check_int, check_same_batch, check_tensor
 from multimix.functional.multimix import (
     _FLOYD_MAX_M,
     _accumulation_dtype,
@@ -21,7 +21,12 @@ from multimix.functional.multimix import (
     multimix_alpha,
     sample_subsets,
 )
-from multimix.functional.sampling import _sampling_device, sample_dirichlet_by_member
+from multimix.functional.sampling import (
+    _sampling_device,
+    sample_dirichlet_by_member,
+    sample_dirichlet_of,
+    sample_member_alphas,
+)
 from multimix.functional.targets import check_targets
 
 #: Elements of intermediate tensors one chunk of Dense MultiMix may hold (64 Mi floats = 256 MiB).
@@ -34,7 +39,7 @@ def sample_dense_multimix_weights(
     *,
     n: int = 1000,
     m: int | None = 2,
-    alpha: float | None = None,
+    alpha: float | tuple[float, float] | None = None,
     attention: Tensor | None = None,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
@@ -53,8 +58,10 @@ def sample_dense_multimix_weights(
         batch_size: b.
         positions: r, the number of spatial positions.
         n: generated examples; m: tuple length in [1, b], default 2 (None: whole batch); alpha: > 0,
-            None (the default) for :func:`multimix_alpha` of the tuple length. As
-            :func:`sample_multimix_tuples`; in 0.1.0 the defaults were the whole batch at α = 1.
+            None (the default) for :func:`multimix_alpha` of the tuple length, or a range
+            ``(low, high)`` of per-member concentrations (every position's weights ~ Dirichlet of
+            the members' α). As :func:`sample_multimix_tuples`; in 0.1.0 the defaults were the
+            whole batch at α = 1.
         attention: optional non-negative (b, r) weights of each position of each example.
         member_major: return the same draw transposed, ``(members (m, n), weights (m, n, r))``, each
             member's values contiguous (how the tuples are stored; no attention).
@@ -66,8 +73,14 @@ def sample_dense_multimix_weights(
     r = check_int(positions, "positions")
     n = check_int(n, "n")
     m = b if m is None else check_int(m, "m", low=1, high=b)
-    alpha = multimix_alpha(m) if alpha is None else alpha
+    alpha = multimix_alpha(m) if alpha is None else check_alpha_or_range(alpha)
     dev = _sampling_device(generator, device)
+    # A range: each member's concentration, drawn before the tuples (sample_multimix_tuples' order)
+    member_alpha = (
+        sample_member_alphas(b, alpha, generator=generator, device=dev)
+        if isinstance(alpha, tuple)
+        else None
+    )
     if member_major and attention is not None:
         raise ValueError(
             "member_major=True draws without attention; weight by attention in the (n, m, r) layout"
@@ -80,7 +93,14 @@ def sample_dense_multimix_weights(
         members = _floyd_by_member(n, b, m, generator, dev)
     else:
         members = sample_subsets(n, b, m, generator=generator, device=dev).t()
-    lam = sample_dirichlet_by_member(n * r, m, alpha, generator=generator, device=dev).view(m, n, r)
+    if member_alpha is None:
+        lam = sample_dirichlet_by_member(
+            n * r, m, cast(float, alpha), generator=generator, device=dev
+        )
+        lam = lam.view(m, n, r)
+    else:  # every position's weights ~ Dirichlet(the members' α), over the m members (dim 0)
+        concentration = member_alpha[members][:, :, None].expand(m, n, r)
+        lam = sample_dirichlet_of(concentration, dim=0, generator=generator)
     if device is not None and torch.device(device) != dev:
         members, lam = members.to(device), lam.to(device)
     if member_major:
@@ -375,7 +395,7 @@ def dense_multimix(
     *,
     n: int = 1000,
     m: int | None = 2,
-    alpha: float | None = None,
+    alpha: float | tuple[float, float] | None = None,
     attention: Tensor | None = None,
     generator: torch.Generator | None = None,
     chunk_size: int | None = None,

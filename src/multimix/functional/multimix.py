@@ -31,8 +31,13 @@ import torch
 from torch import Tensor
 
 from multimix._deprecation import deprecated_alias
-from multimix._validation import check_int, check_same_batch, check_tensor
-from multimix.functional.sampling import _sampling_device, sample_dirichlet
+from multimix._validation import check_alpha_or_range, check_int, check_same_batch, check_tensor
+from multimix.functional.sampling import (
+    _sampling_device,
+    sample_dirichlet,
+    sample_dirichlet_of,
+    sample_member_alphas,
+)
 from multimix.functional.targets import check_targets
 
 # Up to this tuple length Floyd's algorithm (m small vector ops) beats sorting n×b uniforms.
@@ -153,7 +158,7 @@ def sample_multimix_tuples(
     *,
     n: int = 1000,
     m: int | None = 2,
-    alpha: float | None = None,
+    alpha: float | tuple[float, float] | None = None,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
 ) -> MixTuples:
@@ -172,7 +177,10 @@ def sample_multimix_tuples(
         m: tuple length in [1, b], default 2 (pairs); None means the whole batch (m = b, indices
             0 .. b-1 in order). In 0.1.0 the default was None (the whole batch).
         alpha: Dirichlet concentration, > 0; None (the default) means :func:`multimix_alpha` of the
-            tuple length: 1 for pairs, 1/m for longer tuples. In 0.1.0 the default was 1.
+            tuple length: 1 for pairs, 1/m for longer tuples. In 0.1.0 the default was 1. A range
+            ``(low, high)``: each batch member's concentration α_i is drawn uniformly in it for this
+            call (:func:`~multimix.functional.sample_member_alphas`), and row k's weights are
+            Dirichlet(α_i for its members) — the MultiMix paper's protocol, redrawn every batch.
 
     Returns:
         :class:`MixTuples` with indices int64 (n, m) and weights float32 (n, m) on ``device``
@@ -181,18 +189,31 @@ def sample_multimix_tuples(
     b = check_int(batch_size, "batch_size")
     n = check_int(n, "n")
     m = _tuple_length(b, m)
-    alpha = multimix_alpha(m) if alpha is None else alpha
+    alpha = multimix_alpha(m) if alpha is None else check_alpha_or_range(alpha)
     dev = _sampling_device(generator, device)
-    # Weights first, then members: the order the dense Λ has always been drawn in.
-    weights = sample_dirichlet(n, m, alpha, generator=generator, device=dev)
-    if m < b:
-        indices = sample_subsets(n, b, m, generator=generator, device=dev)
+    if isinstance(alpha, tuple):
+        # Per-member concentrations (the paper's protocol): members' α first, then the tuples, then
+        # each tuple's weights ~ Dirichlet(α of its members).
+        member_alpha = sample_member_alphas(b, alpha, generator=generator, device=dev)
+        indices = _members(n, b, m, generator, dev)
+        weights = sample_dirichlet_of(member_alpha[indices], generator=generator).float()
     else:
-        indices = torch.arange(b, device=dev).expand(n, b)
+        # Weights first, then members: the order the dense Λ has always been drawn in.
+        weights = sample_dirichlet(n, m, alpha, generator=generator, device=dev)
+        indices = _members(n, b, m, generator, dev)
     tuples = MixTuples(indices, weights, b)
     if device is not None and torch.device(device) != dev:
         tuples = tuples.to(device)
     return tuples
+
+
+def _members(
+    n: int, b: int, m: int, generator: torch.Generator | None, device: torch.device
+) -> Tensor:
+    """The n tuples' members (n, m): distinct, uniform without replacement; the whole batch at m = b."""
+    if m < b:
+        return sample_subsets(n, b, m, generator=generator, device=device)
+    return torch.arange(b, device=device).expand(n, b)
 
 
 def tuples_to_weights(tuples: MixTuples) -> Tensor:
@@ -206,7 +227,7 @@ def sample_multimix_weights(
     *,
     n: int = 1000,
     m: int | None = 2,
-    alpha: float | None = None,
+    alpha: float | tuple[float, float] | None = None,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
 ) -> Tensor:
@@ -318,7 +339,7 @@ def multimix(
     *,
     n: int = 1000,
     m: int | None = 2,
-    alpha: float | None = None,
+    alpha: float | tuple[float, float] | None = None,
     generator: torch.Generator | None = None,
     multi_label: bool = False,
 ) -> tuple[Tensor, Tensor]:
@@ -338,6 +359,7 @@ def multimix(
         alpha: Dirichlet concentration, > 0; None (the default): :func:`multimix_alpha` of the tuple
             length, 1 for pairs and 1/m for longer tuples. In 0.1.0 the default was 1: whole-batch
             tuples with α = 1 make every mixed target close to the class prior and training collapses.
+            A range ``(low, high)``: per-member concentrations, as :func:`sample_multimix_tuples`.
         multi_label: the targets are multi-label, entries in [0, 1] whose rows need not sum to 1
             (from ``one_hot(..., multi_label=True)``); they are mixed with the same weights.
 

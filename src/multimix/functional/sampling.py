@@ -1,11 +1,11 @@
-"""Seedable samplers: λ ~ Beta(α, α) and rows ~ Dirichlet(α·1_m), on the generator's device."""
+"""Seedable samplers: λ ~ Beta(α, α) and rows ~ Dirichlet(α·1_m) (or per-member α), on the generator's device."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-from multimix._validation import check_alpha, check_int
+from multimix._validation import check_alpha, check_alpha_range, check_int
 
 
 def _sampling_device(
@@ -161,3 +161,38 @@ def sample_dirichlet_by_member(
         )
         return torch.stack([u, 1.0 - u])
     return sample_dirichlet(n, m, alpha, generator=generator, device=device).t()
+
+
+def sample_member_alphas(
+    batch_size: int,
+    alpha: tuple[float, float],
+    *,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """Draw each batch member's Dirichlet concentration uniformly in ``alpha = (low, high)``.
+
+    The MultiMix paper's protocol redraws these every batch, α_i ~ U(low, high) for member i; a
+    generated example mixing members T then has weights ~ Dirichlet(α_T) (:func:`sample_dirichlet_of`).
+
+    Returns:
+        Tensor (b,) float32 on the sampling device.
+    """
+    b = check_int(batch_size, "batch_size")
+    low, high = check_alpha_range(alpha)
+    dev = _sampling_device(generator, device)
+    return torch.rand(b, generator=generator, device=dev).mul_(high - low).add_(low)
+
+
+def sample_dirichlet_of(
+    concentration: Tensor, *, dim: int = -1, generator: torch.Generator | None = None
+) -> Tensor:
+    """Dirichlet draws with the given concentrations: along ``dim``, one weight vector per slice.
+
+    ``concentration`` holds every entry's α > 0 (e.g. the members' :func:`sample_member_alphas`
+    gathered by tuple, (n, m)); the result has its shape, non-negative, summing to 1 along ``dim``.
+    Normalised in log space (finite for any α > 0, as :func:`sample_dirichlet`'s small-α path).
+    """
+    if concentration.dtype not in (torch.float32, torch.float64):
+        concentration = concentration.float()
+    return torch.softmax(_log_gamma(concentration, generator), dim=dim)

@@ -24,8 +24,8 @@ former ``before=`` still works, with a ``DeprecationWarning``).
 Hidden states must be batch-first, as the outputs of ``nn.Linear``, ``nn.Conv*d`` and most blocks are.
 
 One module per idea: ``base`` (hooks, name resolution, train/eval dispatch), ``pairwise`` (mixup,
-manifold mixup, ConfMix), ``cutmix`` (CutMix, and switching between it and mixup), ``multimix``
-and ``dense``.
+manifold mixup, ConfMix), ``cutmix`` (CutMix, and switching between it and mixup), ``multimix``,
+``dense`` and ``oneof`` (one mixer per batch among several).
 """
 
 from multimix.mixers.base import INPUT as INPUT
@@ -34,6 +34,7 @@ from multimix.mixers.base import find_module
 from multimix.mixers.cutmix import CutMix, MixupOrCutMix
 from multimix.mixers.dense import ATTENTIONS, DenseMultiMix
 from multimix.mixers.multimix import SCOPES, MultiMix
+from multimix.mixers.oneof import OneOf
 from multimix.mixers.pairwise import ConfMix, ManifoldMixup, Mixup
 
 # The values of the mixers' string options (attention=, scope=) are public, defined once (in dense
@@ -47,6 +48,7 @@ __all__ = [
     "MixupOrCutMix",
     "MultiMix",
     "DenseMultiMix",
+    "OneOf",
     "find_module",
     "ATTENTIONS",
     "SCOPES",

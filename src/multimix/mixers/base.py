@@ -257,6 +257,9 @@ class _Mixer(nn.Module):
 
     @model.setter
     def model(self, model: nn.Module) -> None:
+        self._set_model(model)
+
+    def _set_model(self, model: nn.Module) -> None:
         # Set again after construction: a wrapper of the same model (DistributedDataParallel after
         # the mixer was built, the model the 🤗 Trainer wraps), whose forward is then what runs.
         if not isinstance(model, nn.Module):

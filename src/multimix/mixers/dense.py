@@ -104,7 +104,7 @@ class DenseMultiMix(_MultiMixBase):
         classifier: str,
         n: int = 1000,
         m: int | None = 2,
-        alpha: float | None = None,
+        alpha: float | tuple[float, float] | None = None,
         attention: str = "none",
         p: float = 1.0,
         teacher: nn.Module | None = None,
@@ -412,7 +412,7 @@ class DenseMultiMix(_MultiMixBase):
     def extra_repr(self) -> str:
         return (
             f"features={self.features!r}, classifier={self.classifier!r}, n={self.n}, m={self.m}, "
-            f"alpha={'auto' if self.alpha is None else self.alpha}, attention={self.attention!r}, p={self.p}, layout={self.layout!r}, "
+            f"alpha={self._alpha_repr()}, attention={self.attention!r}, p={self.p}, layout={self.layout!r}, "
             f"prefix_tokens={self.prefix_tokens}"
         )
 

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from multimix._deprecation import renamed_keyword, warn_renamed
-from multimix._validation import check_alpha, check_int, check_probability
+from multimix._validation import check_alpha, check_alpha_range, check_int, check_probability
 from multimix.functional import (
     MixTuples,
     interpolate_tuples,
@@ -38,7 +38,7 @@ class _MultiMixBase(_Mixer):
         *,
         n: int,
         m: int | None,
-        alpha: float | None,
+        alpha: float | tuple[float, float] | None,
         p: float,
         teacher: nn.Module | None,
         distill_weight: float,
@@ -56,7 +56,13 @@ class _MultiMixBase(_Mixer):
         self.scope = scope
         self.n = check_int(n, "n")
         self.m = None if m is None else check_int(m, "m")
-        self.alpha = None if alpha is None else check_alpha(alpha)
+        # A range (low, high): per-member concentrations, redrawn every batch; None: automatic.
+        self.alpha_range: tuple[float, float] | None = None
+        self.alpha = None
+        if isinstance(alpha, (tuple, list)):
+            self.alpha_range = check_alpha_range(alpha)
+        elif alpha is not None:
+            self.alpha = check_alpha(alpha)
         self.p = check_probability(p, "p")
         self._setup_teacher(teacher, distill_weight, temperature)
 
@@ -64,12 +70,25 @@ class _MultiMixBase(_Mixer):
         """m for a batch of b: a batch shorter than m (a last, short batch) uses the whole batch."""
         return None if self.m is None else min(self.m, b)
 
-    def _alpha_for(self, b: int) -> float:
-        """α of a draw over a batch of b: the one set, else :func:`multimix.functional.multimix_alpha`
-        of the tuple length (1 for pairs, 1/m for longer tuples), the functional ops' rule too."""
+    def _alpha_for(self, b: int) -> float | tuple[float, float]:
+        """α of a draw over a batch of b: the one set (or the range of per-member α), else
+        :func:`multimix.functional.multimix_alpha` of the tuple length (1 for pairs, 1/m for longer
+        tuples), the functional ops' rule too."""
         if self.alpha is not None:
             return self.alpha
+        if self.alpha_range is not None:
+            return self.alpha_range
         return multimix_alpha(b if self.m is None else min(self.m, b))
+
+    def set_alpha(self, alpha: float) -> None:
+        """Set one concentration for every member (a schedule); it replaces a range given at construction."""
+        super().set_alpha(alpha)
+        self.alpha_range = None
+
+    def _alpha_repr(self) -> str:
+        if self.alpha_range is not None:
+            return f"U{self.alpha_range}"
+        return "auto" if self.alpha is None else str(self.alpha)
 
     def _choose(self) -> str | None:
         """With probability 1 − p, "clean": this batch trains unmixed (the same choice on every process
@@ -118,7 +137,11 @@ class MultiMix(_MultiMixBase):
             A batch smaller than m (a last, short batch) uses tuples of the whole batch.
         alpha: Dirichlet(α·1_m) concentration, > 0. None (the default): 1 for pairs (m = 2), 1/m for
             longer tuples (1/b for the whole batch), which keeps them from collapsing
-            (:func:`multimix.functional.multimix_alpha`).
+            (:func:`multimix.functional.multimix_alpha`). A range ``(low, high)``: every batch, each
+            member's concentration is drawn uniformly in it and a tuple's weights are Dirichlet of its
+            members' (the paper's protocol: ``m=None, alpha=(0.5, 2.0)``); the same draws on every
+            process under global scope, whose generators are seeded alike. ``set_alpha`` (a
+            schedule) replaces the range by one α.
         p: probability that a training batch is mixed; otherwise it trains on the clean batch.
         keep_clean: also feed the b clean embeddings, so the classifier sees b + n rows (clean first).
         linear_shortcut: when ``classifier`` is a plain ``nn.Linear`` g, mix its b output rows instead of
@@ -162,7 +185,7 @@ class MultiMix(_MultiMixBase):
         classifier: str | None = None,
         n: int = 1000,
         m: int | None = 2,
-        alpha: float | None = None,
+        alpha: float | tuple[float, float] | None = None,
         p: float = 1.0,
         keep_clean: bool = False,
         linear_shortcut: bool = True,
@@ -301,6 +324,6 @@ class MultiMix(_MultiMixBase):
 
     def extra_repr(self) -> str:
         return (
-            f"classifier={self.classifier!r}, n={self.n}, m={self.m}, alpha={'auto' if self.alpha is None else self.alpha}, p={self.p}, "
+            f"classifier={self.classifier!r}, n={self.n}, m={self.m}, alpha={self._alpha_repr()}, p={self.p}, "
             f"keep_clean={self.keep_clean}, scope={self.scope!r}"
         )

@@ -205,10 +205,18 @@ def build_optimizer(
 def build_scheduler(
     config: TrainConfig, optimizer: torch.optim.Optimizer, total_steps: int
 ) -> torch.optim.lr_scheduler.LRScheduler:
-    """Cosine decay over every step of the run (stepped once per step), or a constant rate."""
+    """Cosine decay over every step of the run (stepped once per step), a step schedule (the rate
+    times ``lr_decay`` at each milestone, a fraction of ``total_steps``), or a constant rate."""
     if config.scheduler == "cosine":
         return torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps))
+        )
+    if config.scheduler == "step":
+        # The step after which each decay applies; rounded, so 0.5 of 10 epochs is epoch 5's end
+        steps = [round(f * total_steps) for f in config.milestones]
+        decay = config.lr_decay
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: decay ** sum(s >= step for step in steps)
         )
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
 

@@ -26,10 +26,10 @@ from multimix.schedules import SCHEDULES
 from multimix.train.errors import ConfigError
 from multimix.train.methods import METHODS as METHOD_REGISTRY
 from multimix.train.methods import get_method
-from multimix.train.recipes import RECIPE_KEYS, recipe_for
+from multimix.train.recipes import NAMED_RECIPES, RECIPE_KEYS, recipe_for
 
 OPTIMIZERS = ("adam", "sgd")
-SCHEDULERS = ("cosine", "none")
+SCHEDULERS = ("cosine", "step", "none")
 AMP = ("none", "bf16", "fp16")
 TEST_EVERY = ("epoch", "improvement", "end")
 #: The method names, in the registry's order (:data:`multimix.train.methods.METHODS`).
@@ -81,6 +81,19 @@ def _parse_list(text: Any) -> list[str] | None:
     if isinstance(text, (list, tuple)) and all(isinstance(s, str) for s in text):
         return list(text)
     raise ValueError(text)
+
+
+def _parse_floats(text: Any) -> list[float]:
+    """A comma-separated list of numbers ('0.25,0.5'), or a YAML list of them."""
+    if isinstance(text, str):
+        items: list[Any] = [t.strip() for t in text.split(",")]
+    elif isinstance(text, (list, tuple)):
+        items = list(text)
+    else:
+        raise ValueError(text)
+    if not items or any(isinstance(t, bool) or t == "" for t in items):
+        raise ValueError(text)
+    return [float(t) for t in items]
 
 
 def _parse_bool(text: Any) -> bool:
@@ -146,6 +159,13 @@ class TrainConfig:
         None, "model (default: the dataset's reference model)", _opt(_str), tuple(MODELS), "data"
     )
     method: str = _field("erm", "training method", _str, METHODS, "method")
+    recipe: str | None = _field(
+        None,
+        "a published protocol, setting what it fixes unless given too: "
+        + " | ".join(r.describe() for r in NAMED_RECIPES.values()),
+        _opt(_str),
+        tuple(NAMED_RECIPES),
+    )
     # optimisation
     epochs: int = _field(None, "number of epochs (default: the dataset's recipe)", _parse_int)
     batch_size: int = _field(
@@ -162,7 +182,20 @@ class TrainConfig:
     weight_decay: float = _field(None, "weight decay (default: the dataset's recipe)", _parse_float)
     momentum: float = _field(0.9, "SGD momentum (0: plain SGD)", _parse_float)
     nesterov: bool = _field(True, "SGD: Nesterov momentum (when momentum > 0)", _parse_bool)
-    scheduler: str = _field("cosine", "learning-rate schedule over all steps", _str, SCHEDULERS)
+    scheduler: str = _field(
+        "cosine",
+        "learning-rate schedule over all steps: cosine decay, step (×--lr-decay at each of "
+        "--milestones), or none (constant)",
+        _str,
+        SCHEDULERS,
+    )
+    milestones: list[float] = _field(  # noqa: RUF009 (_field copies a list default per instance)
+        [0.25, 0.5, 0.75],
+        "step schedule: where the learning rate is multiplied by --lr-decay, as fractions of the "
+        "training (0.25,0.5,0.75: after a quarter, half and three quarters of the steps)",
+        _parse_floats,
+    )
+    lr_decay: float = _field(0.1, "step schedule: the factor at each milestone", _parse_float)
     seed: int = _field(0, "training seed: initialisation, data order, mixing", _parse_int)
     # data
     data_seed: int = _field(
@@ -207,6 +240,23 @@ class TrainConfig:
         "mixing strength α (default per method: manifold 2; multimix methods 1 for pairs, 1/m for longer tuples; others 1; mixup-cutmix: mixup's)",
         _opt(_parse_float),
         group="method",
+    )
+    alpha_range: list[float] | None = _field(  # noqa: RUF009
+        None,
+        "LOW,HIGH: each batch member's Dirichlet concentration drawn uniformly in [LOW, HIGH] every "
+        "batch, in place of one --alpha (the MultiMix paper's protocol: 0.5,2)",
+        _opt(_parse_floats),
+        group="method",
+    )
+    input_mixup_prob: float = _field(
+        0.0,
+        "probability that a batch is mixed by input mixup (α --input-mixup-alpha) instead of the "
+        "method: a coin per batch, as the MultiMix and AlignMixup papers train (0: never)",
+        _parse_float,
+        group="method",
+    )
+    input_mixup_alpha: float = _field(
+        1.0, "α of the input mixup of --input-mixup-prob", _parse_float, group="method"
     )
     per_sample: bool = _field(
         False, "one λ (one box) per pair instead of per batch", _parse_bool, group="method"
@@ -383,7 +433,7 @@ class TrainConfig:
         """
         known = {f.name: f for f in fields(cls)}
         parsed: dict[str, Any] = {}
-        for raw_key, raw in renamed_keys_read(values).items():
+        for raw_key, raw in with_named_recipe(renamed_keys_read(values)).items():
             key = str(raw_key).replace("-", "_")
             if key not in known:
                 raise ConfigError(
@@ -536,6 +586,28 @@ class TrainConfig:
         need(
             self.layers is None or len(self.layers) > 0, "layers", "a non-empty list of layer names"
         )
+        need(
+            all(0 < f < 1 for f in self.milestones) and self.milestones == sorted(self.milestones),
+            "milestones",
+            "increasing fractions of the training in (0, 1), e.g. 0.25,0.5,0.75",
+        )
+        need(0 < self.lr_decay <= 1, "lr_decay", "a number in (0, 1]")
+        need(
+            self.alpha_range is None
+            or (
+                len(self.alpha_range) == 2
+                and all(math.isfinite(a) and a > 0 for a in self.alpha_range)
+                and self.alpha_range[0] <= self.alpha_range[1]
+            ),
+            "alpha_range",
+            "LOW,HIGH with 0 < LOW <= HIGH",
+        )
+        need(0 <= self.input_mixup_prob <= 1, "input_mixup_prob", "a number in [0, 1]")
+        need(
+            math.isfinite(self.input_mixup_alpha) and self.input_mixup_alpha > 0,
+            "input_mixup_alpha",
+            "a finite number > 0",
+        )
 
     def _check_method_rules(self) -> None:
         """The options that only some methods take, as the method registry says."""
@@ -558,6 +630,16 @@ class TrainConfig:
             teachers = [m.name for m in METHOD_REGISTRY.values() if m.teacher]
             raise ConfigError(
                 f"teacher_momentum applies to {' and '.join(teachers)}, not to method {self.method!r}"
+            )
+        for key, default in (("alpha_range", None), ("input_mixup_prob", 0.0)):
+            if getattr(self, key) != default and key not in method.options:
+                raise ConfigError(
+                    f"{key} applies to {', '.join(m.name for m in METHOD_REGISTRY.values() if key in m.options)}, "
+                    f"not to method {self.method!r}"
+                )
+        if self.alpha_range is not None and self.alpha is not None:
+            raise ConfigError(
+                "give either alpha (one concentration) or alpha_range (one per member), not both"
             )
         if self.mix_scope != "local" and not method.global_scope:
             raise ConfigError(
@@ -621,6 +703,28 @@ class TrainConfig:
             for k in mine
             if k not in self.RUNTIME_KEYS and mine[k] != theirs[k]
         ]
+
+
+def with_named_recipe(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with what their ``recipe`` (:data:`~multimix.train.recipes.NAMED_RECIPES`) sets, for
+    the keys they do not give themselves (either spelling); unchanged without a recipe."""
+    name = values.get("recipe")
+    if name is None or (isinstance(name, str) and name.lower() == "none"):
+        return values
+    recipe = NAMED_RECIPES.get(name) if isinstance(name, str) else None
+    if recipe is None:
+        raise ConfigError(
+            f"invalid value for recipe: {name!r}; valid values: {', '.join(NAMED_RECIPES)}"
+        )
+    given = {str(k).replace("-", "_") for k in values}
+    dataset = values.get("dataset", TrainConfig.dataset)
+    if dataset not in recipe.datasets:
+        raise ConfigError(
+            f"recipe {name!r} is defined for {', '.join(recipe.datasets)}, not for dataset {dataset!r}"
+        )
+    method = values.get("method", TrainConfig.method)
+    added = {k: v for k, v in recipe.values_for(str(method)).items() if k not in given}
+    return {**values, **added}
 
 
 def old_keys_in(values: dict[str, Any]) -> list[str]:

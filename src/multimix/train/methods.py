@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import torch
 from torch import Tensor, nn
@@ -26,6 +26,7 @@ from multimix.mixers import (
     Mixup,
     MixupOrCutMix,
     MultiMix,
+    OneOf,
 )
 from multimix.teacher import EMATeacher
 from multimix.train.errors import ConfigError
@@ -73,6 +74,9 @@ Builder = Callable[[BuildContext], "Mixer | None"]
 #: Options of the MultiMix methods (both share them).
 _MULTIMIX_OPTIONS = (
     "alpha",
+    "alpha_range",
+    "input_mixup_prob",
+    "input_mixup_alpha",
     "mix_rows",
     "tuple_size",
     "mix_prob",
@@ -125,7 +129,9 @@ class Method:
         """The options whose default the method resolves, as this run uses them: α (None where the
         method has none) and the layers mixed at. ``rows``: the batch one mixing draw covers."""
         values: dict[str, Any] = {"alpha": self.alpha(config)}
-        if self.alpha_by_tuple and values["alpha"] is None:
+        if config.alpha_range is not None:  # one α per member, drawn in the range every batch
+            values["alpha"] = None
+        elif self.alpha_by_tuple and values["alpha"] is None:
             # the tuple length drawn: m, or the whole batch (a batch shorter than m mixes all of it)
             values["alpha"] = multimix_alpha(
                 rows if config.tuple_size is None else min(config.tuple_size, rows)
@@ -214,7 +220,7 @@ def _multimix_args(c: BuildContext) -> dict[str, Any]:
     return dict(
         n=config.mix_rows,
         m=config.tuple_size,
-        alpha=config.alpha,
+        alpha=config.alpha if config.alpha_range is None else tuple(config.alpha_range),
         p=config.mix_prob,
         scope=config.mix_scope,
         teacher=c.teacher,
@@ -283,7 +289,7 @@ METHODS: dict[str, Method] = {
             "manifold",
             "manifold mixup: pairs mixed at a layer drawn from --layers",
             _manifold,
-            (*_PAIRWISE, "layers"),
+            (*_PAIRWISE, "layers", "input_mixup_prob", "input_mixup_alpha"),
             default_alpha=2.0,
             default_layers=_model_layers,
         ),
@@ -363,7 +369,15 @@ def build_mixer(
     context = BuildContext(
         config, model, model if wrapped is None else wrapped, num_classes, generator, teacher
     )
-    return get_method(config.method).build(context)
+    mixer = get_method(config.method).build(context)
+    if mixer is None or config.input_mixup_prob == 0:
+        return mixer
+    # A coin per batch: input mixup with probability p, else the method (the papers' protocol)
+    p = config.input_mixup_prob
+    coin = Mixup(
+        context.call, alpha=config.input_mixup_alpha, num_classes=num_classes, generator=generator
+    )
+    return OneOf([coin, cast(Any, mixer)], probs=[p, 1.0 - p], generator=generator)
 
 
 __all__ = [

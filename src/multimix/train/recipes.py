@@ -14,6 +14,7 @@ run's ``config.yaml`` and checkpoint, so resuming never depends on this table.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -129,4 +130,91 @@ def describe() -> str:
     return "; ".join(lines)
 
 
-__all__ = ["Recipe", "RECIPES", "RECIPE_KEYS", "GENERIC", "recipe_for", "describe"]
+@dataclass(frozen=True)
+class NamedRecipe:
+    """A published training protocol, chosen with ``--recipe NAME``: the settings it fixes.
+
+    Attributes:
+        name: what ``--recipe`` takes.
+        source: where the protocol comes from.
+        datasets: the datasets it is defined for.
+        settings: TrainConfig keys and values for every method.
+        model: the model it trains.
+        mixing: keys and values for the methods in ``mixing_methods`` (the paper's mixing protocol).
+        mixing_methods: the methods ``mixing`` applies to.
+    """
+
+    name: str
+    source: str
+    datasets: tuple[str, ...]
+    settings: dict[str, Any]
+    model: str
+    mixing: dict[str, Any]
+    mixing_methods: tuple[str, ...]
+
+    def values_for(self, method: str) -> dict[str, Any]:
+        """The keys and values this recipe sets for a run of ``method``."""
+        values = {**self.settings, "model": self.model}
+        if method in self.mixing_methods:
+            values.update(self.mixing)
+        return values
+
+    def describe(self) -> str:
+        """One line for ``--help``: what the recipe sets."""
+
+        def show(values: dict[str, Any]) -> str:
+            return ", ".join(f"{k.replace('_', '-')} {_text(v)}" for k, v in values.items())
+
+        return (
+            f"{self.name} ({self.source}; {', '.join(self.datasets)}): model {self.model}, "
+            f"{show(self.settings)}; for {' and '.join(self.mixing_methods)} also {show(self.mixing)}"
+        )
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, list):
+        return ",".join(f"{v:g}" for v in value)
+    return "all" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+#: The protocols ``--recipe`` names. Epochs are the user's (the papers train CIFAR for 2000 epochs).
+NAMED_RECIPES: dict[str, NamedRecipe] = {
+    "alignmixup": NamedRecipe(
+        name="alignmixup",
+        source="the training code of AlignMixup (CVPR 2022), whose protocol MultiMix's comparison follows",
+        datasets=("cifar10", "cifar100", "fashion-mnist"),
+        settings=dict(
+            optimizer="sgd",
+            lr=0.1,
+            momentum=0.9,
+            nesterov=False,
+            weight_decay=1e-4,
+            batch_size=128,
+            scheduler="step",
+            milestones=[0.25, 0.5, 0.75],
+            lr_decay=0.1,
+        ),
+        model="preactresnet18",
+        # MultiMix's paper: the whole batch (m = b), n = 1000, each member's α ~ U(0.5, 2) per batch,
+        # a fair coin per batch between input mixup and the embedding-space mix.
+        mixing=dict(
+            mix_rows=1000,
+            tuple_size=None,
+            alpha_range=[0.5, 2.0],
+            input_mixup_prob=0.5,
+        ),
+        mixing_methods=("multimix", "dense-multimix"),
+    ),
+}
+
+
+__all__ = [
+    "Recipe",
+    "RECIPES",
+    "RECIPE_KEYS",
+    "GENERIC",
+    "recipe_for",
+    "describe",
+    "NamedRecipe",
+    "NAMED_RECIPES",
+]
