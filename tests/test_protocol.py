@@ -277,3 +277,23 @@ def test_help_prints_what_the_recipe_sets(capsys):
         "alpha-range 0.5,2",
     ):
         assert said in out, said
+
+
+def test_compare_resolves_the_recipe_for_each_method():
+    from multimix.cli import build_parser, resolve_config
+
+    args = build_parser().parse_args(
+        [
+            "compare",
+            "--dataset",
+            "fashion-mnist",
+            "--recipe",
+            "alignmixup",
+            "--methods",
+            "erm,multimix",
+        ]
+    )
+    erm, mm = (resolve_config(args, method=m) for m in ("erm", "multimix"))
+    assert erm.method == "erm" and erm.alpha_range is None and erm.optimizer == "sgd"
+    assert mm.method == "multimix" and mm.alpha_range == [0.5, 2.0] and mm.input_mixup_prob == 0.5
+    assert mm.tuple_size is None and mm.optimizer == "sgd"

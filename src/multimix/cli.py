@@ -171,9 +171,12 @@ def add_config_flags(parser: argparse.ArgumentParser, *, exclude: tuple[str, ...
             )
 
 
-def resolve_config(args: argparse.Namespace, base: dict[str, Any] | None = None) -> TrainConfig:
+def resolve_config(
+    args: argparse.Namespace, base: dict[str, Any] | None = None, *, method: str | None = None
+) -> TrainConfig:
     """Defaults (or ``base``), then the YAML file, then flags: one validated TrainConfig. Each source
-    may use a renamed key's old name (``n``, ``--n``), not together with its new one."""
+    may use a renamed key's old name (``n``, ``--n``), not together with its new one. ``method``:
+    the method of one of compare's runs (a named recipe sets some options per method)."""
     from_file = TrainConfig.from_yaml(config_path(args.config)) if args.config else {}
     keys = {*TrainConfig.keys(), *RENAMED_KEYS}
     given = {k: v for k, v in vars(args).items() if k in keys}
@@ -181,6 +184,7 @@ def resolve_config(args: argparse.Namespace, base: dict[str, Any] | None = None)
         **(base or {}),
         **{k.replace("-", "_"): v for k, v in renamed_keys_read(from_file).items()},
         **renamed_keys_read(given),
+        **({} if method is None else {"method": method}),
     }
     config = TrainConfig.from_dict(values, source="--config" if args.config else "option")
     # Said once the options are known to be valid (an invalid one gets the usual single error line).
@@ -259,6 +263,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     seeds = list(range(base.seed, base.seed + args.seeds))
     out = args.out or Path("runs") / f"compare-{base.dataset}-{base.model_name}"
     args.continue_with = f"{shlex.join(['multimix', *args.argv])} (finished runs are reused, interrupted ones resumed)"
+    # A named recipe sets some options per method (MultiMix's mixing): resolve each method's own
+    variants = {m: resolve_config(args, method=m) for m in methods} if base.recipe else None
     rows = run_comparison(
         base,
         methods=methods,
@@ -266,6 +272,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         out=out,
         jobs=args.jobs,
         progress=False if args.quiet else None,
+        variants=variants,
     )
     title = (
         f"{base.dataset} / {base.model_name}, {base.epochs} epochs, seeds {seeds[0]}–{seeds[-1]} "

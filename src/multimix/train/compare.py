@@ -143,9 +143,14 @@ def run_comparison(
     out: str | Path,
     jobs: int = 1,
     progress: bool | None = None,
+    variants: dict[str, TrainConfig] | None = None,
 ) -> list[dict[str, Any]]:
-    """Train every (method, seed) pair; returns one row per run (see ``CSV_FIELDS``)."""
-    variants = {method: dataclasses.replace(base, method=method) for method in methods}
+    """Train every (method, seed) pair; returns one row per run (see ``CSV_FIELDS``).
+
+    ``variants``: each method's own config where it is not ``base`` with that method (a named recipe
+    sets options per method); by default ``base`` with ``method`` replaced."""
+    if variants is None:
+        variants = {method: dataclasses.replace(base, method=method) for method in methods}
     return run_variants(variants, seeds=seeds, out=out, jobs=jobs, progress=progress)
 
 
