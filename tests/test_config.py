@@ -105,7 +105,8 @@ def test_a_config_file_with_an_old_key_warns_in_one_line_and_flags_still_overrid
 
 def test_config_errors_name_key_and_valid_values(tmp_path):
     with pytest.raises(
-        ConfigError, match="unknown option key 'epoch'; valid keys: dataset, model, method, recipe, epochs"
+        ConfigError,
+        match="unknown option key 'epoch'; valid keys: dataset, model, method, recipe, epochs",
     ):
         TrainConfig.from_dict({"epoch": 3}, source="option")
     with pytest.raises(

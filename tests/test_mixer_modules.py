@@ -106,7 +106,9 @@ def test_the_model_attribute_is_a_reference_not_a_submodule():
     holder = Holder("multimix")
     assert holder.mixer.model is holder.net
     assert dict(holder.mixer.named_children()) == {}
-    other = nn.DataParallel(holder.net)  # a wrapper calling the same hooked layers (test_wrapped.py)
+    other = nn.DataParallel(
+        holder.net
+    )  # a wrapper calling the same hooked layers (test_wrapped.py)
     holder.mixer.model = other
     assert holder.mixer.model is other and dict(holder.mixer.named_children()) == {}
     with pytest.raises(TypeError, match=r"model must be a torch\.nn\.Module, got str"):
