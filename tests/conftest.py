@@ -152,6 +152,19 @@ def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     )
 
 
+def torchrun_env() -> dict[str, str]:
+    """The environment for a child ``torchrun``: this process's, without any torch.distributed
+    variables it may carry, one thread per worker, and the venv's scripts first on PATH."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+    }
+    bin_dir = Path(sys.executable).parent
+    env.update(OMP_NUM_THREADS="1", PATH=f"{bin_dir}{os.pathsep}{env.get('PATH', '')}")
+    return env
+
+
 # -- training runs -------------------------------------------------------------------------------
 
 #: A run of a second or two: the toy problem, 300 examples, one thread. Tests override what they study.

@@ -18,21 +18,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import read_metrics
+from conftest import read_metrics, torchrun_env
 from multimix.train.distributed import share
 
 BIN = Path(sys.executable).parent
 TIMEOUT = 300  # a hang fails the test instead of the suite
-
-
-def _env() -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
-    }
-    env.update(OMP_NUM_THREADS="1", PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}")
-    return env
 
 
 def torchrun(nproc: int, args: list[str], *, module: bool = False) -> list[str]:
@@ -49,7 +39,7 @@ def torchrun(nproc: int, args: list[str], *, module: bool = False) -> list[str]:
 
 
 def run(cmd: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT, env=_env())
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT, env=torchrun_env())
 
 
 def weights(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -134,7 +124,7 @@ def test_resume_after_sigkill_of_every_process_ends_as_the_uninterrupted_run(tmp
         start_new_session=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        env=_env(),
+        env=torchrun_env(),
     )
     try:
         deadline = time.monotonic() + TIMEOUT
@@ -304,7 +294,7 @@ def test_sigterm_mid_run_leaves_no_gloo_thread_to_interpreter_finalisation(tmp_p
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=_env(),
+        env=torchrun_env(),
         start_new_session=True,
     )
     try:

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import torchrun_env
 from multimix import EMATeacher, Mixup, MultiMix, soft_binary_cross_entropy
 
 transformers = pytest.importorskip("transformers")
@@ -31,7 +32,6 @@ from multimix.integrations.transformers import (  # noqa: E402  (after the impor
 
 K, LENGTH = 3, 9
 WORKER = Path(__file__).with_name("hf_trainer_worker.py")
-BIN = Path(sys.executable).parent
 
 
 def text_dataset(n: int, seed: int, *, multi_label: bool = False) -> list[dict[str, torch.Tensor]]:
@@ -242,16 +242,6 @@ def test_bad_mixers_are_refused_before_any_training(tmp_path):
         MixupTrainer(model=model, args=arguments(tmp_path))  # mixer= is required, keyword-only
 
 
-def _env() -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
-    }
-    env.update(OMP_NUM_THREADS="1", PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}")
-    return env
-
-
 @pytest.mark.slow
 def test_under_torchrun_the_mixer_runs_ddp_and_the_ranks_stay_equal(tmp_path):
     from safetensors.torch import load_file
@@ -266,7 +256,7 @@ def test_under_torchrun_the_mixer_runs_ddp_and_the_ranks_stay_equal(tmp_path):
     ]
     done = subprocess.run(
         [*launcher, str(WORKER), str(tmp_path)],
-        capture_output=True, text=True, timeout=300, env=_env(),
+        capture_output=True, text=True, timeout=300, env=torchrun_env(),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]

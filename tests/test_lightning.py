@@ -7,7 +7,6 @@ tests/lightning_ddp_worker.py. The guide these tests back: docs/how-to/lightning
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ pl = pytest.importorskip("lightning.pytorch")
 from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
+from conftest import torchrun_env  # noqa: E402
 from lightning_modules import (  # noqa: E402
     MLP,
     QUIET,
@@ -30,7 +30,6 @@ from lightning_modules import (  # noqa: E402
 )
 
 HERE = Path(__file__).resolve().parent
-BIN = Path(sys.executable).parent
 TIMEOUT = 300  # a hang fails the test instead of the suite
 
 
@@ -117,16 +116,6 @@ def test_a_run_resumed_from_its_epoch_1_checkpoint_ends_with_the_uninterrupted_w
         assert torch.equal(weights(resumed)[name], value), name
 
 
-def _env() -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
-    }
-    env.update(OMP_NUM_THREADS="1", PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}")
-    return env
-
-
 @pytest.mark.slow
 def test_ddp_over_two_processes_matches_one_process_and_resumes_exactly(tmp_path):
     """``strategy="ddp"``, two CPU processes (gloo) under torchrun, MultiMix with local scope: each rank
@@ -159,7 +148,7 @@ def test_ddp_over_two_processes_matches_one_process_and_resumes_exactly(tmp_path
         str(out),
     ]
     done = subprocess.run(
-        cmd, capture_output=True, text=True, timeout=TIMEOUT, env=_env(), cwd=tmp_path
+        cmd, capture_output=True, text=True, timeout=TIMEOUT, env=torchrun_env(), cwd=tmp_path
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     ranks = [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]

@@ -16,9 +16,8 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import MLPNet, gen
+from conftest import MLPNet, gen, torchrun_env
 from multimix import EMATeacher, ManifoldMixup, MultiMix, soft_cross_entropy
-from test_distributed import _env
 
 WORKER = Path(__file__).with_name("wrapped_worker.py")
 MIXERS = ("mixup", "manifold", "multimix", "dense", "multimix_global")
@@ -41,7 +40,7 @@ def distributed(tmp_path_factory) -> dict:
         str(WORKER),
         str(out),
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=_env())
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=torchrun_env())
     assert proc.returncode == 0, proc.stderr[-4000:]
     return json.loads(out.read_text(encoding="utf-8"))
 
