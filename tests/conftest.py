@@ -165,6 +165,16 @@ def torchrun_env() -> dict[str, str]:
     return env
 
 
+def torchrun_failure(proc: subprocess.CompletedProcess, tail: int = 3000) -> str:
+    """What a failed torchrun launch said, for an assertion message: every rank's error lines (Python
+    tracebacks' last lines, C++ ``terminate called``/``what():``), which torchrun's summary of exit
+    codes pushes far above the tail, then the tail of stderr."""
+    text = f"{proc.stdout or ''}\n{proc.stderr or ''}"
+    markers = ("Error", "error:", "terminate called", "what():", "Traceback", "Aborted")
+    errors = [line for line in text.splitlines() if any(m in line for m in markers)]
+    return "\n".join(["error lines:", *errors[-40:], "stderr tail:", (proc.stderr or "")[-tail:]])
+
+
 # -- training runs -------------------------------------------------------------------------------
 
 #: A run of a second or two: the toy problem, 300 examples, one thread. Tests override what they study.

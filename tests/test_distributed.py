@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import read_metrics, torchrun_env
+from conftest import read_metrics, torchrun_env, torchrun_failure
 from multimix.train.distributed import share
 
 BIN = Path(sys.executable).parent
@@ -188,7 +188,7 @@ def test_every_method_trains_under_ddp(tmp_path, method, dataset):
             ],
         )
     )
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, torchrun_failure(result)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["processes"] == 2
     assert summary["best"]["val_acc"] > 0.2  # it learned: chance is 0.1
@@ -257,7 +257,7 @@ def test_training_ends_with_the_process_group_and_its_threads_gone(tmp_path):
             str(tmp_path / "run"),
         ]
     )
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, torchrun_failure(result)
     listed = _threads_at_exit(result.stdout)
     assert len(listed) == 2, result.stdout + result.stderr[-3000:]
     assert not [names for names in listed if "gloo" in names], listed
@@ -345,7 +345,7 @@ def test_dense_multimix_under_ddp_leaves_unused_layers_without_gradient(tmp_path
             ],
         )
     )
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, torchrun_failure(result)
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import torchrun_env
+from conftest import torchrun_env, torchrun_failure
 from multimix import EMATeacher, Mixup, MultiMix, soft_binary_cross_entropy
 
 transformers = pytest.importorskip("transformers")
@@ -258,7 +258,7 @@ def test_under_torchrun_the_mixer_runs_ddp_and_the_ranks_stay_equal(tmp_path):
         [*launcher, str(WORKER), str(tmp_path)],
         capture_output=True, text=True, timeout=300, env=torchrun_env(),
     )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, torchrun_failure(done)
     reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     for report in reports:  # different data (the sampler's shares) and mixing draws per rank
         assert report["world_size"] == 2 and report["steps"] == 4

@@ -19,7 +19,7 @@ pl = pytest.importorskip("lightning.pytorch")
 from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
-from conftest import torchrun_env  # noqa: E402
+from conftest import torchrun_env, torchrun_failure  # noqa: E402
 from lightning_modules import (  # noqa: E402
     MLP,
     QUIET,
@@ -150,7 +150,7 @@ def test_ddp_over_two_processes_matches_one_process_and_resumes_exactly(tmp_path
     done = subprocess.run(
         cmd, capture_output=True, text=True, timeout=TIMEOUT, env=torchrun_env(), cwd=tmp_path
     )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.returncode == 0, torchrun_failure(done)
     ranks = [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
 
     for name, value in ranks[0]["weights"].items():

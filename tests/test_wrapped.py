@@ -16,7 +16,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import MLPNet, gen, torchrun_env
+from conftest import MLPNet, gen, torchrun_env, torchrun_failure
 from multimix import EMATeacher, ManifoldMixup, MultiMix, soft_cross_entropy
 
 WORKER = Path(__file__).with_name("wrapped_worker.py")
@@ -41,7 +41,7 @@ def distributed(tmp_path_factory) -> dict:
         str(out),
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=torchrun_env())
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert proc.returncode == 0, torchrun_failure(proc)
     return json.loads(out.read_text(encoding="utf-8"))
 
 

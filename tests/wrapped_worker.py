@@ -28,6 +28,7 @@ from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from multimix import DenseMultiMix, EMATeacher, ManifoldMixup, Mixup, MultiMix, soft_cross_entropy
+from multimix.train.distributed import process_group
 
 K, STEPS, B = 4, 3, 6
 
@@ -241,18 +242,20 @@ def teacher_on_sharded(rank: int) -> dict[str, object]:
 
 
 def main() -> None:
-    dist.init_process_group("gloo")
-    rank = dist.get_rank()
     torch.set_num_threads(1)
-    results: dict[str, object] = {name: compare(name, rank) for name in MIXERS}
-    results["wrapped_after"] = wrapped_after(rank)
-    results["inside_ddp_forward"] = inside_ddp_forward(rank)
-    results["unsynchronised"] = unsynchronised(rank)
-    results["teacher"] = teacher_on_sharded(rank)
-    if rank == 0:
-        with open(sys.argv[1], "w", encoding="utf-8") as f:
-            json.dump(results, f, indent=1)
-    dist.destroy_process_group()
+    # The library's own group: it frees the runs' DDP wrappers (held in cycles by the mixers' hooks)
+    # and waits for every rank before tearing gloo down; a bare destroy_process_group let a rank abort
+    # at exit now and then ("terminate called without an active exception").
+    with process_group("cpu") as d:
+        rank = d.rank
+        results: dict[str, object] = {name: compare(name, rank) for name in MIXERS}
+        results["wrapped_after"] = wrapped_after(rank)
+        results["inside_ddp_forward"] = inside_ddp_forward(rank)
+        results["unsynchronised"] = unsynchronised(rank)
+        results["teacher"] = teacher_on_sharded(rank)
+        if rank == 0:
+            with open(sys.argv[1], "w", encoding="utf-8") as f:
+                json.dump(results, f, indent=1)
 
 
 if __name__ == "__main__":
