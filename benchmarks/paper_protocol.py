@@ -72,6 +72,17 @@ def best_test_over_epochs(run: Path) -> tuple[float, int]:
     return best["test_acc"], best["epoch"]
 
 
+def training_minutes(out: Path, labels: list[str], seeds: int) -> float:
+    """The training time of the runs, summed, as each run's summary.json records it: the honest cost
+    when an invocation reused runs trained by an earlier one."""
+    total = 0.0
+    for label in labels:
+        for seed in range(seeds):
+            summary = json.loads((out / label / f"seed{seed}" / "summary.json").read_text())
+            total += summary["time_per_epoch_s"] * summary["epochs"]
+    return total / 60
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -179,8 +190,10 @@ def report(
         "",
         f"- command: `{command}` (+ `--data-dir` where the files are not in a standard place)",
         f"- machine: {platform.machine()}, {os.cpu_count()} CPU(s), torch {torch.__version__}; "
-        f"{len(labels) * args.seeds} runs trained in {train_minutes:.0f} min with {args.jobs} at a time, "
-        f"evaluated by {total_minutes:.0f} min",
+        f"{len(labels) * args.seeds} runs, {training_minutes(args.out, labels, args.seeds):.0f} min of "
+        f"training summed over runs (their summary.json's time per epoch × epochs); this invocation, "
+        f"{args.jobs} at a time, took {train_minutes:.0f} min to train and {total_minutes:.0f} min in all "
+        "(runs and evaluations already on disk are reused)",
         f"- data: a stratified subset of {n_train} training images, {round(args.val_fraction * n_train)} held "
         "out for validation; the whole 10 000-image test set, evaluated every epoch",
         f"- recipe: {sample.model_name}, {args.epochs} epochs, {sample.optimizer} lr {sample.lr:g} + "

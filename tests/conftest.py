@@ -139,6 +139,19 @@ def gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+# -- order ----------------------------------------------------------------------------------------
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Run the slow tests (child processes, torchrun, long trainings) first, each file's in its order.
+
+    Under ``-n 2`` (``make test``) the two workers then end on the quick tests, which fill the gaps,
+    instead of one worker finishing a 40-second torchrun test while the other waits idle.
+    """
+    # A stable sort: the order within each group is kept
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 # -- the CLI in a child process (tests that use it are marked slow) --------------------------------
 
 

@@ -408,6 +408,8 @@ def test_global_scope_on_two_processes_ends_as_one_process(tmp_path, method):
         method,
         "--epochs",
         "1",
+        "--train-subset",
+        "750",
         "--batch-size",
         "15",
         "--optimizer",
