@@ -66,6 +66,7 @@ import multimix
 from _timing import interleaved_samples, paired_ratios, sync
 from multimix import DenseMultiMix, MultiMix, soft_cross_entropy
 from multimix import functional as MF
+from multimix.train.allocator import keep_large_buffers
 
 CASES = ("ERM", "MultiMix", "MultiMix, no shortcut", "Dense MultiMix")
 FACTORS = {
@@ -374,6 +375,8 @@ def peak_child(spec: dict) -> None:
     """In a fresh process: build the case, then run two steps; print the peak RSS growth (MiB) over the
     RSS before the first step, and the seconds of the second step."""
     setup = Setup(spec["model"], Point(**spec["point"]))
+    if not spec["system_malloc"]:
+        keep_large_buffers()
     step = make_step(setup, spec["case"], torch.device("cpu"), chunk_size=spec["chunk_size"])
     before = status_mib("VmRSS")
     # Reset the peak RSS (VmHWM) to the RSS now (Linux ≥ 4.0), so that the import's own peak is not it
@@ -387,8 +390,16 @@ def peak_child(spec: dict) -> None:
     print(json.dumps(dict(growth=peak - before, before=before, seconds=seconds)))
 
 
-def peak_rss(setup: Setup, case: str, chunk_size: int | None) -> dict[str, float]:
-    spec = dict(model=setup.model, point=asdict(setup.p), case=case, chunk_size=chunk_size)
+def peak_rss(
+    setup: Setup, case: str, chunk_size: int | None, system_malloc: bool
+) -> dict[str, float]:
+    spec = dict(
+        model=setup.model,
+        point=asdict(setup.p),
+        case=case,
+        chunk_size=chunk_size,
+        system_malloc=system_malloc,
+    )
     result = subprocess.run(
         [sys.executable, __file__, "--peak-child", json.dumps(spec)],
         capture_output=True,
@@ -533,6 +544,11 @@ def main() -> None:
     )
     parser.add_argument("--no-resnet", action="store_true")
     parser.add_argument(
+        "--system-malloc",
+        action="store_true",
+        help="leave glibc's allocator as it is (default: large buffers kept, as `multimix train` does)",
+    )
+    parser.add_argument(
         "--profile", default=None, help='print a profiler table of e.g. "n=10000:MultiMix"'
     )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/scaling.md"))
@@ -542,6 +558,7 @@ def main() -> None:
         peak_child(json.loads(args.peak_child))
         return
     device = torch.device(args.device)
+    tuned = device.type == "cpu" and not args.system_malloc and keep_large_buffers()
     if args.cuda_graph and device.type != "cuda":
         parser.error("--cuda-graph needs --device cuda")
     amp = device.type == "cuda"
@@ -620,7 +637,7 @@ def main() -> None:
             peak = cuda_peak(big, case, device, amp, chunk_size=chunk)
             big_rows.append((case, chunk, dict(growth=peak, before=0.0, seconds=float("nan"))))
         else:
-            big_rows.append((case, chunk, peak_rss(big, case, chunk)))
+            big_rows.append((case, chunk, peak_rss(big, case, chunk, args.system_malloc)))
     load1 = os.getloadavg()
 
     # ---- the report
@@ -645,6 +662,13 @@ def main() -> None:
             f" (this checkout, at commit {commit()})"
             if Path(multimix.__file__).resolve().is_relative_to(Path(__file__).resolve().parents[1])
             else ""
+        ),
+        "- CPU allocator: "
+        + (
+            "glibc's mmap and trim thresholds raised to 1 GiB (`multimix.train.allocator.keep_large_buffers`, as "
+            "`multimix train` does on the CPU): freed buffers are reused, not page-faulted in again"
+            if tuned
+            else "as the system left it (`--system-malloc`, a GPU run, another allocator, or not glibc)"
         ),
         f"- load average (1, 5, 15 min): {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f} at the start, "
         f"{load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f} at the end; {time.time() - started:.0f} s in all",

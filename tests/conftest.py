@@ -27,6 +27,7 @@ Markers (pyproject.toml): ``cuda`` (skipped without a device), ``slow`` (``make 
 #   train/run_folder.py; train/evaluator.py, reporting.py   test_run_folder.py; test_evaluator.py
 #   train/checkpoint.py                                     test_checkpoint.py
 #   train/runlock.py; train/workers.py                      test_runlock.py; test_workers.py
+#   train/allocator.py (glibc keeps large CPU buffers)      test_allocator.py
 #   train/recipes.py                                        test_recipes.py
 #   train/distributed.py: training under torchrun           test_distributed.py
 #   train/graphs.py and the rest of the GPU path            test_cuda.py (marked cuda)

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from multimix.data import Splits
-from multimix.train import distributed
+from multimix.train import allocator, distributed
 from multimix.train.checkpoint import CheckpointError
 from multimix.train.components import Run, build_run, load_splits, model_from_checkpoint
 from multimix.train.config import ConfigError, TrainConfig
@@ -79,6 +79,8 @@ def _train(
     if config.threads:
         torch.set_num_threads(config.threads)
     device = distributed.rank_device(config.device, world)
+    if device.type == "cpu":  # large CPU buffers reused, not page-faulted in every step
+        allocator.keep_large_buffers()
     splits = load_splits(config)
     data = TrainData.on(splits.train, splits.num_classes, splits.augment, device)
     run = build_run(
