@@ -19,8 +19,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import torchrun_env, torchrun_failure
-from multimix import EMATeacher, Mixup, MultiMix, soft_binary_cross_entropy
+from conftest import gen, torchrun_env, torchrun_failure
+from multimix import (
+    EMATeacher,
+    ManifoldMixup,
+    Mixer,
+    Mixup,
+    MultiMix,
+    OneOf,
+    soft_binary_cross_entropy,
+)
 
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
@@ -133,6 +141,32 @@ def test_bert_multimix_trains_mixed_and_evaluates_and_predicts_unmixed(tmp_path)
     predicted = t.predict(held_out)
     assert predicted.predictions.shape == (32, K)
     torch.testing.assert_close(torch.from_numpy(predicted.predictions), own.logits)
+
+
+def test_one_of_two_mixers_a_coin_per_batch_trains(tmp_path):
+    """The paper's "input-side mixup or MultiMix, a coin per batch" through the Trainer: OneOf is a
+    multimix.Mixer like the others, and each batch goes through the member the coin chose."""
+    model = bert()
+    members = [
+        ManifoldMixup(model, layers=["bert.embeddings"], num_classes=K, generator=gen(2)),
+        MultiMix(model, classifier="classifier", n=64, num_classes=K, generator=gen(3)),
+    ]
+    coin = OneOf(members, probs=[0.5, 0.5], generator=gen(4))
+    assert isinstance(coin, Mixer)
+    data, held_out = text_dataset(64, 0), text_dataset(32, 1)
+    t = trainer(model, coin, tmp_path, data, held_out, num_train_epochs=2)
+    before = t.evaluate()["eval_loss"]
+    drawn = [m.generator.get_state() for m in members]
+    t.train()
+    # Both members mixed some batches (16, a fair seeded coin: both sides with probability 1 - 2^-15)
+    assert all(
+        not torch.equal(m.generator.get_state(), d) for m, d in zip(members, drawn, strict=True)
+    )
+    after = t.evaluate()["eval_loss"]
+    assert after < before
+    torch.testing.assert_close(
+        torch.tensor(after), own_output(model, held_out).loss, rtol=1e-5, atol=1e-6
+    )
 
 
 def test_vit_input_mixup_trains(tmp_path):

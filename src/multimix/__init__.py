@@ -19,6 +19,7 @@ from multimix.mixers import (
     CutMix,
     DenseMultiMix,
     ManifoldMixup,
+    Mixer,
     Mixup,
     MixupOrCutMix,
     MultiMix,
@@ -43,6 +44,7 @@ __all__ = [
     "MultiMix",
     "DenseMultiMix",
     "EMATeacher",
+    "Mixer",
     "find_module",
 ]
 

@@ -30,15 +30,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 from multimix.functional import one_hot, soft_binary_cross_entropy, soft_cross_entropy
-from multimix.mixers import (
-    ConfMix,
-    CutMix,
-    DenseMultiMix,
-    ManifoldMixup,
-    Mixup,
-    MixupOrCutMix,
-    MultiMix,
-)
+from multimix.mixers import Mixer
 from multimix.mixers.base import unwrapped
 from multimix.train import checkpoint
 
@@ -52,10 +44,6 @@ MIXER_FILE = "mixer.pt"
 #: several processes: each process draws its own).
 MIXER_RNG_FILE = "mixer_rng_state.pt"
 _MULTI_LABEL = "multi_label_classification"
-
-#: What ``mixer=`` accepts: every multimix mixer.
-Mixer = Mixup | ManifoldMixup | ConfMix | CutMix | MixupOrCutMix | MultiMix | DenseMultiMix
-_MIXERS = (Mixup, ManifoldMixup, ConfMix, CutMix, MixupOrCutMix, MultiMix, DenseMultiMix)
 
 
 class _UpdateTeacher(TrainerCallback):
@@ -76,10 +64,11 @@ class _UpdateTeacher(TrainerCallback):
 
 def _check_mixer(mixer: object, model: object) -> Mixer:
     """``mixer``, after checking that it is a multimix mixer built on ``model`` (the Trainer's)."""
-    if not isinstance(mixer, _MIXERS):
+    if not isinstance(mixer, Mixer):
         raise TypeError(
-            "mixer must be a multimix mixer (MultiMix, DenseMultiMix, Mixup, ManifoldMixup, ConfMix, "
-            f"CutMix, MixupOrCutMix) built on the model the Trainer trains, got {type(mixer).__name__}"
+            "mixer must be a multimix mixer (a multimix.Mixer: MultiMix, DenseMultiMix, Mixup, "
+            "ManifoldMixup, ConfMix, CutMix, MixupOrCutMix, OneOf) built on the model the Trainer "
+            f"trains, got {type(mixer).__name__}"
         )
     if model is None:
         raise ValueError(

@@ -30,7 +30,7 @@ manifold mixup, ConfMix), ``cutmix`` (CutMix, and switching between it and mixup
 
 from multimix.mixers.base import INPUT as INPUT
 from multimix.mixers.base import WRAPPER_PREFIXES as WRAPPER_PREFIXES
-from multimix.mixers.base import find_module
+from multimix.mixers.base import Mixer, find_module
 from multimix.mixers.cutmix import CutMix, MixupOrCutMix
 from multimix.mixers.dense import ATTENTIONS, DenseMultiMix
 from multimix.mixers.multimix import SCOPES, MultiMix
@@ -49,6 +49,7 @@ __all__ = [
     "MultiMix",
     "DenseMultiMix",
     "OneOf",
+    "Mixer",
     "find_module",
     "ATTENTIONS",
     "SCOPES",

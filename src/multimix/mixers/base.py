@@ -78,7 +78,7 @@ class _MixedCall:
     stream (``block(block(x))``, a weight-shared layer applied in sequence) is consistent: everything
     after the mixing sees the mixed rows. A later call on the clean stream (two views through one
     head, ``fc(h) + fc(g(h))``) is not: part of the output would be unmixed while the targets are
-    mixed, and with n ≠ b rows the shapes would not even match. :meth:`_Mixer._called_again` tells
+    mixed, and with n ≠ b rows the shapes would not even match. :meth:`Mixer._called_again` tells
     the two apart (see :func:`_on_mixed_stream`) and refuses the second kind.
     """
 
@@ -191,8 +191,15 @@ def _no_autocast(device: torch.device) -> contextlib.AbstractContextManager[None
     return torch.autocast(device_type=device.type, enabled=False)
 
 
-class _Mixer(nn.Module):
-    """Shared plumbing: target conversion, train/eval dispatch, arming hooks, hook lifetime.
+class Mixer(nn.Module):
+    """The base class of every mixer: ``isinstance(obj, multimix.Mixer)`` tells whether ``obj`` is one.
+
+    What every mixer shares: ``mixer(x, y)`` returns ``(logits, targets)`` (mixed in training mode, the
+    model's own output and soft targets in eval mode), ``mixer.model`` (settable to a wrapper of the
+    model it was built on), ``set_alpha``, ``decide`` (the choice of a step made ahead, for CUDA graphs),
+    ``close()``/``with``, and ``check_gradient_sync``. It is the shared plumbing — target conversion,
+    train/eval dispatch, arming hooks, hook lifetime — not a class to subclass: how a mixer arms its
+    hooks is internal and may change.
 
     The mixer holds the model without owning it: the model is not one of its submodules, so a module
     holding both the model and its mixer (a LightningModule) has each weight once in its
@@ -487,7 +494,7 @@ class _Mixer(nn.Module):
             handle.remove()
         self._handles.clear()
 
-    def __enter__(self) -> _Mixer:
+    def __enter__(self) -> Mixer:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -15,10 +15,10 @@ from multimix.mixers.adapters import (
     input_tensor,
     replace_input,
 )
-from multimix.mixers.base import _Mixer
+from multimix.mixers.base import Mixer
 
 
-class CutMix(_Mixer):
+class CutMix(Mixer):
     """CutMix (Yun et al., 2019): paste a random box of a partner's input; targets mixed by the exact area.
 
     Inputs (b, C, H, W) get a box, (b, C, L) and (b, L) a segment (see

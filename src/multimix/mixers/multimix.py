@@ -17,7 +17,7 @@ from multimix.functional import (
 )
 from multimix.mixers import collective
 from multimix.mixers.adapters import Inputs, batch_device, batch_size, call_model
-from multimix.mixers.base import _Mixer, _no_autocast, find_module
+from multimix.mixers.base import Mixer, _no_autocast, find_module
 
 #: The ``scope=`` values of :class:`MultiMix` and :class:`~multimix.DenseMultiMix` (and of the
 #: trainer's ``mix_scope`` option): under torch.distributed, tuples are drawn from each process's
@@ -29,7 +29,7 @@ SCOPES = ("local", "global")
 _Armed = tuple[MixTuples, list[int] | None, tuple[Tensor, Tensor | None]]
 
 
-class _MultiMixBase(_Mixer):
+class _MultiMixBase(Mixer):
     """What MultiMix and Dense MultiMix share: n, m, α, p, the teacher, and the clean fallback."""
 
     def __init__(

@@ -10,10 +10,10 @@ import torch
 from torch import Tensor, nn
 
 from multimix.mixers.adapters import Inputs, call_model
-from multimix.mixers.base import _Mixer
+from multimix.mixers.base import Mixer
 
 
-class OneOf(_Mixer):
+class OneOf(Mixer):
     """Each training batch mixed by one of ``mixers``, drawn with probabilities ``probs``.
 
     "Input mixup or MultiMix, a fair coin per batch" (the protocol of AlignMixup and MultiMix's
@@ -41,7 +41,7 @@ class OneOf(_Mixer):
 
     def __init__(
         self,
-        mixers: Sequence[_Mixer],
+        mixers: Sequence[Mixer],
         *,
         probs: Sequence[float] | None = None,
         generator: torch.Generator | None = None,
@@ -71,12 +71,12 @@ class OneOf(_Mixer):
     def set_alpha(self, alpha: float) -> None:
         """Set every mixer's α (e.g. from a schedule); α = 0 turns each off."""
         for mixer in self.mixers:
-            cast(_Mixer, mixer).set_alpha(alpha)
+            cast(Mixer, mixer).set_alpha(alpha)
 
     def close(self) -> None:
         """Remove the hooks of every mixer. Idempotent."""
         for mixer in self.mixers:
-            cast(_Mixer, mixer).close()
+            cast(Mixer, mixer).close()
         super().close()
 
     def _choose(self) -> tuple[int, object, object]:
@@ -88,14 +88,14 @@ class OneOf(_Mixer):
             if u < total:
                 index = i
                 break
-        chosen = cast(_Mixer, self.mixers[index])
+        chosen = cast(Mixer, self.mixers[index])
         return index, chosen.decide(), getattr(chosen, "alpha", None)
 
     def _mix_forward(
         self, x: Inputs, targets: Tensor, labels: Tensor | None
     ) -> tuple[Tensor, Tensor]:
         index = cast("tuple[int, object, object]", self._choice())[0]
-        chosen = cast(_Mixer, self.mixers[index])
+        chosen = cast(Mixer, self.mixers[index])
         if getattr(chosen, "alpha", None) == 0:  # switched off by a schedule: no mixing
             return call_model(self.model, x), targets
         return chosen._mix_forward(x, targets, labels)
@@ -104,13 +104,13 @@ class OneOf(_Mixer):
         return f"probs={list(self.probs)}"
 
 
-def _check_mixers(mixers: object) -> list[_Mixer]:
-    if isinstance(mixers, _Mixer) or not isinstance(mixers, Sequence) or not mixers:
+def _check_mixers(mixers: object) -> list[Mixer]:
+    if isinstance(mixers, Mixer) or not isinstance(mixers, Sequence) or not mixers:
         raise ValueError(
             f"mixers must be a non-empty list of multimix mixers, got {type(mixers).__name__}"
         )
     for i, mixer in enumerate(mixers):
-        if not isinstance(mixer, _Mixer):
+        if not isinstance(mixer, Mixer):
             raise TypeError(
                 f"mixers[{i}] must be a multimix mixer (Mixup, MultiMix, ...), got {type(mixer).__name__}"
             )

@@ -25,14 +25,14 @@ from multimix.mixers.adapters import (
     map_first,
     replace_input,
 )
-from multimix.mixers.base import INPUT, _Mixer, find_module
+from multimix.mixers.base import INPUT, Mixer, find_module
 from multimix.schedules import confmix_alpha
 
 #: What ManifoldMixup arms its hooks with: (the layer to mix at, λ (b,), partner permutation (b,)).
 _Armed = tuple[str, Tensor, Tensor]
 
 
-class ManifoldMixup(_Mixer):
+class ManifoldMixup(Mixer):
     """Manifold mixup (Verma et al., 2019): pairwise mixing of the output of a layer drawn per step.
 
     Args:

@@ -16,13 +16,14 @@ import torch
 from torch import nn
 
 from multimix.data import Splits, data_fingerprint, dataset_info, load_dataset
+from multimix.mixers import Mixer
 from multimix.models import build_model
 from multimix.schedules import make_schedule
 from multimix.teacher import EMATeacher
 from multimix.train import checkpoint, distributed
 from multimix.train.checkpoint import CheckpointError
 from multimix.train.config import TrainConfig
-from multimix.train.methods import Method, Mixer, build_mixer, get_method
+from multimix.train.methods import Method, build_mixer, get_method
 from multimix.train.state import Generators, RunState, check_same_data
 
 

@@ -10,7 +10,7 @@ steps replayed as graphs: ``benchmarks/results/overhead_cuda_graph.md``.
 What a replay cannot change is what the host decided while the graph was captured, so the step is
 captured once per *key*: the caller's description of those decisions — which mixer runs (ConfMix's
 ERM warm-up has none), its α (a schedule changes it every epoch), and the mixer's host-side choice
-for the step (:meth:`multimix.mixers.base._Mixer.decide`: manifold mixup's layer, CutMix or mixup,
+for the step (:meth:`multimix.mixers.base.Mixer.decide`: manifold mixup's layer, CutMix or mixup,
 MultiMix's p). Everything random inside the step is drawn on the GPU from generators registered with
 every graph, so each replay draws afresh, as the eager step would.
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from multimix.functional import multimix_alpha
 from multimix.mixers import (
@@ -23,6 +23,7 @@ from multimix.mixers import (
     CutMix,
     DenseMultiMix,
     ManifoldMixup,
+    Mixer,
     Mixup,
     MixupOrCutMix,
     MultiMix,
@@ -33,18 +34,6 @@ from multimix.train.errors import ConfigError
 
 if TYPE_CHECKING:
     from multimix.train.config import TrainConfig
-
-
-class Mixer(Protocol):
-    """What the trainer uses of a mixer (every :mod:`multimix.mixers` class is one)."""
-
-    def __call__(self, x: Any, y: Tensor) -> tuple[Tensor, Tensor]: ...
-
-    def decide(self) -> object | None: ...
-
-    def set_alpha(self, alpha: float) -> None: ...
-
-    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -377,12 +366,11 @@ def build_mixer(
     coin = Mixup(
         context.call, alpha=config.input_mixup_alpha, num_classes=num_classes, generator=generator
     )
-    return OneOf([coin, cast(Any, mixer)], probs=[p, 1.0 - p], generator=generator)
+    return OneOf([coin, mixer], probs=[p, 1.0 - p], generator=generator)
 
 
 __all__ = [
     "Method",
-    "Mixer",
     "BuildContext",
     "Builder",
     "METHODS",

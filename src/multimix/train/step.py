@@ -15,10 +15,10 @@ from torch import Tensor, nn
 
 from multimix.data.augment import AUGMENTATIONS
 from multimix.functional import one_hot, soft_cross_entropy
+from multimix.mixers import Mixer
 from multimix.train import distributed
 from multimix.train.config import TrainConfig
 from multimix.train.graphs import GraphedStep
-from multimix.train.methods import Mixer
 from multimix.train.state import RunState
 
 

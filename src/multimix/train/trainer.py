@@ -30,13 +30,14 @@ from typing import Any
 import torch
 
 from multimix.data import Splits
+from multimix.mixers import Mixer
 from multimix.train import allocator, distributed
 from multimix.train.checkpoint import CheckpointError
 from multimix.train.components import Run, build_run, load_splits, model_from_checkpoint
 from multimix.train.config import ConfigError, TrainConfig
 from multimix.train.errors import RunDiverged
 from multimix.train.evaluator import Evaluator, evaluate, select_best
-from multimix.train.methods import Mixer, build_mixer
+from multimix.train.methods import build_mixer
 from multimix.train.preflight import check_runnable
 from multimix.train.reporting import make_reporter, tensorboard_writer
 from multimix.train.run_folder import RunFolder
