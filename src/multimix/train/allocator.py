@@ -69,12 +69,15 @@ def keep_large_buffers(threshold_bytes: int = DEFAULT_THRESHOLD) -> bool:
         for param in (M_TRIM_THRESHOLD, M_MMAP_THRESHOLD)
     ):
         log.debug(
-            "glibc refused an mmap threshold of %d bytes; the allocator is unchanged",
+            "glibc refused a trim or mmap threshold of %d bytes; large buffers may not be reused",
             threshold_bytes,
         )
         return False
     _applied = threshold_bytes
-    log.debug("glibc's mmap threshold set to %d bytes: large buffers are reused", threshold_bytes)
+    log.debug(
+        "glibc's trim and mmap thresholds set to %d bytes: large buffers are reused",
+        threshold_bytes,
+    )
     return True
 
 
